@@ -1,0 +1,1 @@
+"""rnn-bench: recurrent networks compared on one command line."""

@@ -1,0 +1,1 @@
+"""Recurrent cells and the stack that layers them."""

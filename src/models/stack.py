@@ -1,0 +1,97 @@
+"""RecurrentStack: `depth` layers x 1 or 2 directions of one cell type, the only recurrent interface tasks see.
+
+    outputs, state = stack(x [B, T, input_size], lengths [B] | None, state | None)
+    outputs: [B, T, output_size], output_size = cell output size x directions
+
+The stack owns layering, direction, dropout between layers and padding. Fused cells (torch's RNN/LSTM/GRU) do
+all of that in one cuDNN call; other cells are run layer by layer, direction by direction.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from src.errors import ConfigError
+
+
+def detach_state(state: Any) -> Any:
+    """Cut the graph behind a recurrent state of any shape (tensor, tuple (h, c), nested lists)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(s) for s in state)
+    return state
+
+
+def reverse_padded(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """Reverse each sequence within its own length; padded steps stay at the end."""
+    if lengths is None:
+        return x.flip(1)
+    steps = torch.arange(x.shape[1], device=x.device)
+    lengths = lengths.to(x.device)
+    idx = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    return x.gather(1, idx[..., None].expand(-1, -1, x.shape[2]))
+
+
+def last_step(outputs: torch.Tensor, lengths: Optional[torch.Tensor], bidirectional: bool) -> torch.Tensor:
+    """Summary of each sequence: the output at its last real step; for bi, the forward half there concatenated
+    with the backward half at step 0 (where the backward direction ends)."""
+    if lengths is None:
+        last = outputs[:, -1]
+    else:
+        idx = (lengths.to(outputs.device) - 1).clamp(min=0)
+        last = outputs[torch.arange(len(outputs), device=outputs.device), idx]
+    if not bidirectional:
+        return last
+    half = outputs.shape[-1] // 2
+    return torch.cat([last[:, :half], outputs[:, 0, half:]], dim=-1)
+
+
+class RecurrentStack(nn.Module):
+    def __init__(self, cell: Callable[..., nn.Module], input_size: int, depth: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(depth, int) or depth < 1:
+            raise ConfigError(f"depth={depth!r} must be a positive integer (1 = one recurrent layer)")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"stack.dropout={dropout} must be in [0, 1)")
+        self.depth, self.bidirectional = depth, bidirectional
+        cls = cell.func if isinstance(cell, functools.partial) else cell
+        self.fused = getattr(cls, "fused_stack", False)
+        if self.fused:
+            self.rnn = cell(input_size=input_size, num_layers=depth, bidirectional=bidirectional, dropout=dropout)
+            self.output_size = self.rnn.output_size
+            return
+        directions = 2 if bidirectional else 1
+        self.layers = nn.ModuleList()
+        size = input_size
+        for _ in range(depth):
+            layer = nn.ModuleList(cell(input_size=size) for _ in range(directions))
+            self.layers.append(layer)
+            size = layer[0].output_size * directions
+        self.output_size = size
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+        if self.fused:
+            return self.rnn(x, lengths, state)
+        # Layered path. State: a list over layers of a list over directions of each cell's own state.
+        # With padding, a uni cell's outputs up to each length are exact (padding comes after); the backward
+        # direction reads each sequence reversed within its length, so its outputs are exact too.
+        new_state = []
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = self.dropout(x)
+            layer_state = state[i] if state is not None else [None] * len(layer)
+            outs, states = [], []
+            for d, cell in enumerate(layer):
+                inp = reverse_padded(x, lengths) if d == 1 else x
+                out, s = cell(inp, layer_state[d])
+                outs.append(reverse_padded(out, lengths) if d == 1 else out)
+                states.append(s)
+            x = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+            new_state.append(states)
+        return x, new_state

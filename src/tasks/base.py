@@ -1,0 +1,59 @@
+"""What every task shares: input layer -> recurrent stack, optimizer and LR schedule from config."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MinMetric
+
+from src.data.tensors import DataSpec
+from src.errors import ConfigError
+from src.models.stack import RecurrentStack
+
+
+class RecurrentTask(L.LightningModule):
+    def __init__(self, spec: DataSpec, stack: Callable[..., RecurrentStack],
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Optional[Callable[..., Any]] = None, scheduler_interval: str = "epoch",
+                 embedding_dim: int = 64, input_proj: Optional[int] = None,
+                 monitor: str = "val/loss", monitor_mode: str = "min"):
+        super().__init__()
+        self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+        if spec.input_kind == "tokens":
+            if embedding_dim < 1:
+                raise ConfigError(f"task.embedding_dim={embedding_dim} must be a positive integer")
+            self.encoder: nn.Module = nn.Embedding(spec.input_size, embedding_dim, padding_idx=0)
+            size = embedding_dim
+        elif input_proj:
+            self.encoder, size = nn.Linear(spec.input_size, input_proj), input_proj
+        else:
+            self.encoder, size = nn.Identity(), spec.input_size
+        self.stack = stack(input_size=size)
+        if monitor_mode not in ("min", "max"):
+            raise ConfigError(f"task.monitor_mode={monitor_mode!r} must be 'min' or 'max'")
+        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.val_best.persistent(True)  # kept in checkpoints, so a resumed run still knows its best epoch
+        self.run_config: dict = {}  # the resolved config, stored in checkpoints so commands can rebuild the model
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+        return self.stack(self.encoder(x), lengths, state)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if not self.scheduler_factory:  # none, or scheduler=none (an empty config)
+            return optimizer
+        scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer),
+                     "interval": self.scheduler_interval, "monitor": self.monitor}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rnn_bench"] = {"config": self.run_config, "spec": dataclasses.asdict(self.spec)}

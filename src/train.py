@@ -1,0 +1,143 @@
+"""python -m src.train [overrides]: compose the config, build data + model + trainer, fit, test, and write
+<run dir>/metrics.json. Returns the best validation value of the monitored metric (for Optuna-style sweepers)."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from src.callbacks import Throughput
+from src.errors import ConfigError, UserError
+from src.files import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_fields(cfg: DictConfig) -> dict[str, Any]:
+    """What identifies a run in metrics.json, W&B and the leaderboard: the config groups chosen, depth, seed."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    fields = {key: choices.get(key) for key in ("dataset", "cell", "direction", "truncation")}
+    return {**fields, "depth": cfg.depth, "seed": cfg.seed}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast, before any data is loaded, on the values every run depends on."""
+    if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or cfg.depth < 1:
+        raise ConfigError(f"depth={cfg.depth!r} must be a positive integer (1 = one recurrent layer)")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    hidden = cfg.cell.get("hidden_size")
+    if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
+        raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")
+    out = Path(cfg.paths.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write_test").touch()
+        (out / ".write_test").unlink()
+    except OSError as e:
+        raise ConfigError(f"the output directory {out} is not writable ({e.strerror}); choose another with "
+                          f"hydra.run.dir=<dir> (or paths.log_dir=<dir>)") from None
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.dataset)
+    datamodule.prepare_data()
+    datamodule.setup()
+    # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
+    model = instantiate(cfg.task, spec=datamodule.spec, _convert_="object")
+    model.run_config = OmegaConf.to_container(  # without the hydra node, which tests compose in
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + [Throughput()]
+    if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
+        callbacks.append(RichProgressBar())
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**model.run_config, "run": run_fields(cfg), "params": model.num_params})
+
+    metrics: dict[str, Any] = {"task": datamodule.spec.task, "params": model.num_params, "monitor": model.monitor}
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        metrics["epochs"] = trainer.current_epoch
+        metrics.update(_floats(trainer.callback_metrics))
+    if cfg.test:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else None  # the first: model_checkpoint
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics["tested_checkpoint"] = best or "final weights"
+        metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
+    metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
+    metrics["device"] = str(trainer.strategy.root_device)
+    return metrics
+
+
+def _floats(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test one configuration; metrics.json is written whatever happens (status ok or failed)."""
+    started = time.perf_counter()
+    record: dict[str, Any] = {**run_fields(cfg), "status": "failed"}
+    try:
+        check_config(cfg)
+        record.update(fit_and_test(cfg))
+        record["status"] = "ok"
+    except BaseException as e:
+        record["error"] = f"{type(e).__name__}: {user_error(e) or e}"
+        raise
+    finally:
+        record["wall_s"] = round(time.perf_counter() - started, 3)
+        if rank_zero_only.rank == 0 and Path(cfg.paths.output_dir).is_dir():
+            atomic_write_json(Path(cfg.paths.output_dir) / "metrics.json", record)
+        _finish_wandb()
+    return record
+
+
+def user_error(e: BaseException) -> Optional[UserError]:
+    """The UserError behind `e`, if any (Hydra wraps errors raised inside instantiate)."""
+    while e is not None:
+        if isinstance(e, UserError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _finish_wandb() -> None:
+    # One W&B run per job, also in a multirun, where the process stays alive between jobs.
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> Optional[float]:
+    out = cfg.paths.output_dir
+    try:
+        record = train(cfg)
+    except Exception as e:
+        if (bad := user_error(e)) is not None:
+            print(f"error: {bad}", file=sys.stderr)
+            sys.exit(2)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on.
+            log.exception(f"job failed, see {out}/metrics.json")
+            return None
+        raise
+    print(f"run dir: {out}")
+    return record.get(f"{record['monitor']}_best")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared fixtures: configs composed exactly as `python -m src.train` composes them, outputs in tmp dirs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# Downloads and parsed data are shared by all tests (and with the user's runs): fetched once per machine.
+CACHE = Path(os.environ.get("RNN_BENCH_CACHE", ROOT / ".cache"))
+
+# The quick, quiet settings most tests run with; each test adds what it is about.
+QUIET = ["logger=csv", "callbacks=none", "trainer.enable_progress_bar=false",
+         "trainer.enable_model_summary=false"]
+
+
+def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="config", return_hydra_config=True, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(CACHE)
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    def factory(*overrides: str, quiet: bool = True, out: Path | None = None) -> DictConfig:
+        return make_cfg(out or tmp_path, (QUIET if quiet else []) + list(overrides))
+    return factory
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m src.train ...` exactly as a user types it."""
+    env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)

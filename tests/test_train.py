@@ -1,0 +1,132 @@
+"""End to end through src.train: every cell/direction/depth runs, training learns, metrics.json, resume, DDP,
+multirun and W&B logging."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.errors import DataError
+from src.train import train
+from tests.conftest import run_cli
+
+CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
+CONTRACT = {"dataset", "task", "cell", "depth", "direction", "truncation", "seed", "params", "monitor",
+            "val/acc_best", "test/acc", "test/f1", "train_samples_per_s", "wall_s", "status"}
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("direction", ["uni", "bi"])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_fast_dev_run_every_cell_direction_depth(cfg_factory, tmp_path, cell, direction, depth):
+    cfg = cfg_factory("debug=fdr", f"cell={cell}", f"direction={direction}", f"depth={depth}",
+                      "cell.hidden_size=16")
+    record = train(cfg)
+    assert record["status"] == "ok" and 0.0 <= record["test/acc"] <= 1.0
+    assert (record["cell"], record["direction"], record["depth"]) == (cell, direction, depth)
+    assert read_metrics(tmp_path)["status"] == "ok"
+
+
+def test_short_training_on_smnist5k_learns(cfg_factory):
+    """6 epochs of LSTM-128 on 4,050 digits. Chance is 0.10; the full 30-epoch recipe reaches ~0.94 (README).
+    0.85 leaves room for seed noise on 500 test digits (1 sd ~ 1.5 points) while any real breakage (labels
+    shuffled, no gradient through time, wrong summary step) lands far below it."""
+    record = train(cfg_factory("trainer.max_epochs=6", "seed=1"))
+    assert record["test/acc"] >= 0.85, record
+
+
+def test_metrics_json_contract_and_best_checkpoint(cfg_factory, tmp_path):
+    cfg = cfg_factory("debug=limit", "callbacks=default", "trainer.enable_progress_bar=true")
+    returned = train(cfg)
+    record = read_metrics(tmp_path)
+    assert CONTRACT <= set(record), CONTRACT - set(record)
+    assert record == json.loads(json.dumps(returned, default=str))
+    assert record["status"] == "ok" and record["task"] == "classify" and record["monitor"] == "val/acc"
+    assert record["params"] > 0 and record["train_samples_per_s"] > 0 and record["wall_s"] > 0
+    assert record["tested_checkpoint"].endswith("checkpoints/best.ckpt")
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "csv" / "metrics.csv").exists()
+
+
+def test_failure_is_recorded_in_metrics_json(cfg_factory, tmp_path):
+    cfg = cfg_factory("dataset=smnist", f"dataset.data_dir={tmp_path / 'missing'}")
+    with pytest.raises(DataError):
+        train(cfg)
+    record = read_metrics(tmp_path)
+    assert record["status"] == "failed" and "does not exist" in record["error"]
+    assert record["dataset"] == "smnist" and record["cell"] == "lstm"
+
+
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(cfg_factory, tmp_path):
+    common = ["callbacks=default", "scheduler=none", "trainer.deterministic=true", "trainer.limit_train_batches=8",
+              "cell.hidden_size=32"]
+    whole = train(cfg_factory(*common, "trainer.max_epochs=3", out=tmp_path / "whole"))
+    train(cfg_factory(*common, "trainer.max_epochs=2", out=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = train(cfg_factory(*common, "trainer.max_epochs=3", f"ckpt_path={last}", out=tmp_path / "resumed"))
+    assert resumed["epochs"] == whole["epochs"] == 3
+    for key in ("val/loss", "val/acc", "val/acc_best"):
+        assert resumed[key] == pytest.approx(whole[key], abs=1e-6), key
+    # The same weights at the end: the data order, optimizer state and step count were all restored.
+    final = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+             for run in ("whole", "resumed")]
+    assert final[0].keys() == final[1].keys()
+    for name in final[0]:
+        torch.testing.assert_close(final[1][name], final[0][name], rtol=0, atol=1e-6)
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """The global batch is split across processes and gradients averaged: the same optimisation as one process,
+    and evaluation covers each sample once, so the synced test metrics are the same."""
+    args = ["trainer.max_epochs=2", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
+            "cell.hidden_size=32"]
+    single = run_cli(*args, f"hydra.run.dir={tmp_path / 'one'}")
+    ddp = run_cli(*args, "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'ddp'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "ddp")
+    assert two["status"] == "ok"
+    assert two["test/acc"] == pytest.approx(one["test/acc"], abs=0.01)
+    assert two["test/loss"] == pytest.approx(one["test/loss"], rel=0.02)
+
+
+def test_multirun_through_the_command_line(tmp_path):
+    done = run_cli("-m", "cell=rnn,gru", "debug=limit", "logger=csv", "callbacks=none",
+                   "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [read_metrics(tmp_path / str(i)) for i in range(2)]
+    assert [r["cell"] for r in records] == ["rnn", "gru"]
+    assert all(r["status"] == "ok" for r in records)
+    assert done.stdout.count("run dir:") == 2
+
+
+def test_wandb_offline_run_with_nested_config_group_and_tags(cfg_factory, tmp_path, monkeypatch):
+    import wandb
+
+    import src.train
+
+    seen = {}
+    finish = src.train._finish_wandb
+
+    def capture_then_finish():
+        if wandb.run is not None:
+            seen.update(config=dict(wandb.run.config), tags=list(wandb.run.tags), group=wandb.run.group,
+                        offline=wandb.run.settings._offline)
+        finish()
+
+    monkeypatch.setattr(src.train, "_finish_wandb", capture_then_finish)
+    train(cfg_factory("debug=limit", "logger=wandb", "cell=gru", "depth=2"))
+    assert seen["offline"] and list(tmp_path.glob("wandb/offline-run-*"))
+    assert seen["group"] == "smnist5k"
+    assert {"dataset=smnist5k", "cell=gru", "depth=2", "direction=uni", "truncation=none"} <= set(seen["tags"])
+    config = seen["config"]
+    assert config["task"]["_target_"] == "src.tasks.classify.SequenceClassifier"  # nested, not flattened
+    assert config["cell"]["hidden_size"] == 128 and config["params"] > 0 and config["seed"] == 42
+    assert config["run"]["cell"] == "gru" and config["run"]["dataset"] == "smnist5k"  # to group by on W&B
+    assert wandb.run is None  # finished: the next job in a multirun gets a run of its own
