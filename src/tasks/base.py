@@ -1,4 +1,14 @@
-"""What every task shares: input layer -> recurrent stack, optimizer and LR schedule from config."""
+"""What every task shares: input layer -> recurrent stack, the training step, optimizer and LR schedule.
+
+A task module implements two things and inherits the rest:
+
+    head(outputs, lengths)              -> predictions from the stack's outputs [B, T, H]
+    loss(predictions, batch, t0, t1)    -> (loss, n) for the targets at time steps [t0, t1), or None if that
+                                           window holds no target (a many-to-one task before its last step)
+
+Full BPTT calls them once over the whole sequence (t0=0, t1=T). Truncated BPTT (src/tasks/truncation.py)
+calls them once per chunk, carrying the detached state between chunks, so every task gets truncation for free.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +19,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
-from src.data.tensors import DataSpec
+from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
 from src.models.stack import RecurrentStack
 
@@ -40,12 +50,32 @@ class RecurrentTask(L.LightningModule):
         self.val_best.persistent(True)  # kept in checkpoints, so a resumed run still knows its best epoch
         self.run_config: dict = {}  # the resolved config, stored in checkpoints so commands can rebuild the model
 
+    # -- what a task implements ------------------------------------------------------------------------------
+    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, predictions: torch.Tensor, batch: Batch, t0: int, t1: int
+             ) -> Optional[tuple[torch.Tensor, int]]:
+        raise NotImplementedError
+
+    # -- shared machinery ---------------------------------------------------------------------------------------
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+        """encoder + recurrent stack over x (the whole sequence, or one chunk of it) -> (outputs, state)"""
         return self.stack(self.encoder(x), lengths, state)
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+        outputs, state = self.encode(x, lengths, state)
+        return self.head(outputs, lengths)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        predictions = self(batch.x, batch.lengths)
+        loss, _ = self.loss(predictions, batch, 0, batch.x.shape[1])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
+        return loss
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -54,6 +84,12 @@ class RecurrentTask(L.LightningModule):
         scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer),
                      "interval": self.scheduler_interval, "monitor": self.monitor}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def log_best(self, values: dict) -> None:
+        """Track and log `<monitor>_best` from this validation epoch's values."""
+        if not self.trainer.sanity_checking and self.monitor in values:
+            self.val_best.update(values[self.monitor])
+            self.log(f"{self.monitor}_best", self.val_best.compute())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rnn_bench"] = {"config": self.run_config, "spec": dataclasses.asdict(self.spec)}

@@ -1,0 +1,27 @@
+"""python -m src.bench <name> [args...]: run one benchmark (a module in src/bench with a main(argv))."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+NOT_BENCHMARKS = {"report"}
+
+
+def available() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                  if not m.name.startswith("_") and m.name not in NOT_BENCHMARKS)
+
+
+def main(argv: list[str]) -> int:
+    names = available()
+    if not argv or argv[0] not in names:
+        given = f"unknown benchmark {argv[0]!r}; " if argv else ""
+        print(f"error: {given}usage: python -m src.bench <{'|'.join(names)}> [args]", file=sys.stderr)
+        return 2
+    return importlib.import_module(f"src.bench.{argv[0]}").main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
