@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks import Throughput
 from src.errors import ConfigError, UserError
@@ -50,20 +50,27 @@ def check_config(cfg: DictConfig) -> None:
                           f"hydra.run.dir=<dir> (or paths.log_dir=<dir>)") from None
 
 
-def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The data module (set up), the task module and the Trainer that `cfg` describes."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup()
+    trainer_cfg, clip = truncation_trainer_settings(cfg)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
-    model = instantiate(cfg.task, spec=datamodule.spec, _convert_="object")
+    model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, **clip, _convert_="object")
     model.run_config = OmegaConf.to_container(  # without the hydra node, which tests compose in
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + [Throughput()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
         callbacks.append(RichProgressBar())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+    datamodule, model, trainer = build(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, "run": run_fields(cfg), "params": model.num_params})
 
@@ -73,13 +80,30 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_floats(trainer.callback_metrics))
     if cfg.test:
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else None  # the first: model_checkpoint
+        # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else None
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics["tested_checkpoint"] = best or "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
     metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
     metrics["device"] = str(trainer.strategy.root_device)
     return metrics
+
+
+def truncation_trainer_settings(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """Under truncation the task steps its optimizer itself (manual optimization), where Lightning refuses
+    Trainer-level clipping: hand the same trainer.gradient_clip_* settings to the task instead."""
+    if cfg.truncation.get("mode", "none") == "none":
+        return cfg.trainer, {}
+    if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "
+                          f"combined with truncation=tbptt, which steps the optimizer every truncation.stride "
+                          f"steps; set it to 1 (or raise dataset.batch_size)")
+    trainer_cfg = cfg.trainer.copy()
+    with open_dict(trainer_cfg):
+        clip = {"gradient_clip_val": trainer_cfg.pop("gradient_clip_val", None),
+                "gradient_clip_algorithm": trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"}
+    return trainer_cfg, clip
 
 
 def _floats(metrics: dict) -> dict[str, float]:

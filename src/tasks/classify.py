@@ -40,12 +40,16 @@ class SequenceClassifier(RecurrentTask):
     def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
         if t1 < batch.x.shape[1]:
             return None  # the one target sits after the last step
+        if batch.lengths is not None and t0 > 0:
+            raise ConfigError("truncation=tbptt needs equal-length sequences for classification: in a padded "
+                              "batch each sequence's last step falls in a different chunk; use truncation=none")
         if self.training:
             # Metric objects are updated on the device every step but computed (and synced) once per epoch.
             self.train_metrics.update(logits.detach(), batch.y)
         return F.cross_entropy(logits, batch.y), len(batch.y)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
 
