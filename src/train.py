@@ -12,12 +12,13 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.callbacks import Throughput
+from src.callbacks import FiniteLoss, Throughput
+from src.checkpoints import check_compatible
 from src.errors import ConfigError, UserError
 from src.files import atomic_write_json
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 def run_fields(cfg: DictConfig) -> dict[str, Any]:
     """What identifies a run in metrics.json, W&B and the leaderboard: the config groups chosen, depth, seed."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    fields = {key: choices.get(key) for key in ("dataset", "cell", "direction", "truncation")}
+    fields = {key: choices.get(key) for key in ("dataset", "task", "cell", "direction", "truncation")}
     return {**fields, "depth": cfg.depth, "seed": cfg.seed}
 
 
@@ -56,12 +57,20 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup()
+    kind = get_class(cfg.task._target_).kind
+    if kind != datamodule.spec.task:
+        raise ConfigError(f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
+                          f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
+                          f"drop the task override (each data set's config chooses its task)")
     trainer_cfg, clip = truncation_trainer_settings(cfg)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
     model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, **clip, _convert_="object")
     model.run_config = OmegaConf.to_container(  # without the hydra node, which tests compose in
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + [Throughput()]
+    if cfg.ckpt_path and cfg.ckpt_path != "last":
+        check_compatible(cfg.ckpt_path, model.run_config)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += [Throughput(), FiniteLoss()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
         callbacks.append(RichProgressBar())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -81,7 +90,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(_floats(trainer.callback_metrics))
     if cfg.test:
         # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else None
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else cfg.ckpt_path
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics["tested_checkpoint"] = best or "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})

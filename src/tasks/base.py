@@ -28,6 +28,7 @@ from src.tasks.truncation import Truncation, tbptt_training_step
 
 
 class RecurrentTask(L.LightningModule):
+    kind = "task"  # the task kind a data set names (DataSpec.task) to be trained by this module
     supports_truncation = True  # False for tasks where chunking time means nothing (encoder-decoder)
 
     def __init__(self, spec: DataSpec, stack: Callable[..., RecurrentStack],

@@ -18,6 +18,8 @@ from src.tasks.base import RecurrentTask
 class SequenceClassifier(RecurrentTask):
     """encoder -> recurrent stack -> last real step (fwd and bwd ends for bi) -> MLP head -> logits."""
 
+    kind = "classify"
+
     def __init__(self, head_hidden: int = 64, head_dropout: float = 0.0, monitor: str = "val/acc",
                  monitor_mode: str = "max", **kwargs):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
