@@ -141,3 +141,37 @@ def test_ddp_test_metrics_equal_one_process_with_an_uneven_last_batch(tmp_path):
     one, two = records
     assert one["test/acc"] == two["test/acc"] and one["test/f1"] == two["test/f1"]
     assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-6)
+
+
+def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
+    """SIGKILL a run mid-epoch (checkpoints every 4 steps, atomically), resume from last.ckpt: the same final
+    metrics as an uninterrupted run, since the resumed epoch continues the same seeded batch order."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import CACHE, ROOT
+
+    common = ["dataset=digits", "trainer.max_epochs=2", "callbacks=default", "scheduler=none",
+              "+callbacks.last_checkpoint.every_n_train_steps=4", "trainer.deterministic=true", "logger=none",
+              "trainer.enable_progress_bar=false"]
+    whole = run_cli(*common, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE)}
+    victim = subprocess.Popen([sys.executable, "-m", "src.train", *common, f"hydra.run.dir={tmp_path / 'killed'}"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, step, deadline = tmp_path / "killed" / "checkpoints" / "last.ckpt", 0, time.time() + 300
+    steps_per_epoch = 20  # 1,293 training digits in batches of 64
+    while step < steps_per_epoch + 4 and time.time() < deadline and victim.poll() is None:
+        if last.exists():
+            step = torch.load(last, weights_only=True)["global_step"]
+        time.sleep(0.02)
+    victim.kill()
+    victim.wait()
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert steps_per_epoch < step < 2 * steps_per_epoch and step % steps_per_epoch, step  # killed mid-epoch
+    resumed = run_cli(*common, f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("whole", "resumed"))
+    for key in ("val/loss", "val/acc", "test/acc", "test/loss"):
+        assert a[key] == b[key], key
