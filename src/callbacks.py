@@ -50,3 +50,47 @@ class Throughput(L.Callback):
         self._stop(trainer)
         if self.seconds > 0:
             pl_module.log("perf/train_samples_per_s", self.samples / self.seconds, sync_dist=False)
+
+
+class FailOnNonFiniteLoss(L.Callback):
+    """Stops the run with an error once the training loss is NaN or inf: the weights are then lost, and a run that
+    went on would end with metrics that look like results. In a sweep the error lands in metrics.json.
+
+    Non-finite steps are flagged on the device and the flag is read every `log_every_n_steps` steps and at the end
+    of each epoch, so a GPU run is not synchronised on every step."""
+
+    def __init__(self):
+        self.bad = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        step_bad = ~torch.isfinite(loss.detach())
+        self.bad = step_bad if self.bad is None else self.bad | step_bad
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        if self.bad is not None and bool(self.bad):
+            raise FloatingPointError(
+                f"the training loss became NaN or infinite (epoch {trainer.current_epoch}, by step "
+                f"{trainer.global_step}); try a lower optimizer.lr or trainer.gradient_clip_val=1.0")
+
+
+class WandbSummary(L.Callback):
+    """Tells W&B which summary value to keep per metric: the best of the monitored validation metric (max or min,
+    as the task says) rather than its last value; test metrics keep their one value. Does nothing without W&B."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                run = logger.experiment
+                run.define_metric(pl_module.monitor, summary=f"{pl_module.monitor_mode},last")
+                run.define_metric(f"{pl_module.monitor}_best", summary="last")
+                run.define_metric("test/*", summary="last")
