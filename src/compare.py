@@ -236,8 +236,9 @@ def write_markdown(sections: list[Section], runs: list[Run], out: Path, sources:
         md += [f"## {section.dataset} ({section.task}): {section.metric}, {better} is better", "",
                section_table(section), ""]
         if with_plots:
-            md += [f"![{section.dataset} {section.metric}](plots/{section.slug}_bars.png)",
-                   f"![{section.dataset} {section.monitor} by epoch](plots/{section.slug}_val_curves.png)", ""]
+            md += [f"![{section.dataset} {what}](plots/{section.slug}_{kind}.png)"
+                   for kind, what in (("bars", section.metric), ("val_curves", f"{section.monitor} by epoch"))
+                   if (out / "plots" / f"{section.slug}_{kind}.png").exists()] + [""]
     if ok < len(runs):
         md += ["## Failed runs", "", failures_table(runs), ""]
     text = "\n".join(md)
@@ -282,13 +283,17 @@ def write_plots(section: Section, out: Path) -> None:
     atomic_write(plots / f"{section.slug}_bars.png", lambda tmp: save(fig, tmp))
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 5))
+    lines = []
     for row in rows:
         curves = [read_curve(run, section.monitor) for run in row.runs if run.ok]
         epochs = sorted({e for c in curves for e in c})
-        means = [statistics.fmean([c[e] for c in curves if e in c]) for e in epochs]
         if epochs:
-            ax.plot([e + 1 for e in epochs], means, marker=".", label=label(row), linewidth=2.5 if row.best else 1)
+            lines.append((row, epochs, [statistics.fmean([c[e] for c in curves if e in c]) for e in epochs]))
+    if not lines:  # no CSV logs (logger=none): no curves to draw
+        return
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for row, epochs, means in lines:
+        ax.plot([e + 1 for e in epochs], means, marker=".", label=label(row), linewidth=2.5 if row.best else 1)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(f"{section.monitor} (mean over seeds)")

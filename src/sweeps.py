@@ -110,7 +110,9 @@ def wandb_sweep(name: str) -> dict[str, Any]:
         "program": "src/train.py",  # for W&B's records; the command below runs it as a module
         "method": "grid" if grid else "bayes",
     }
-    if not grid:  # a search needs a goal; a grid across tasks has no single metric
+    if not grid:  # a search: one task and cell (a study per cell: change them here), and a goal to optimise
+        choices = cfg.hydra.runtime.choices
+        parameters = {"dataset": {"value": choices.dataset}, "cell": {"value": choices.cell}, **parameters}
         monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
         doc["metric"] = {"name": f"{monitor}_best", "goal": "maximize" if mode == "max" else "minimize"}
     doc["parameters"] = parameters
