@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src.errors import ConfigError
 from src.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,25 @@ def completed_record(cfg: DictConfig) -> Optional[dict[str, Any]]:
     if record.get("status") == "ok" and record.get("config_hash") == config_hash(cfg):
         return record
     return None
+
+
+def check_one_process_per_job(cfg: DictConfig) -> None:
+    """Lightning's DDP starts its other processes by running the same command line again: inside a multirun that
+    is the whole sweep again, in every process. So a sweep runs one device per job; DDP is for single runs
+    (ddp_spawn, which starts its processes without the command line, is fine)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    trainer = cfg.trainer
+    strategy = str(trainer.get("strategy") or "auto")
+    devices = trainer.get("devices", 1)
+    several = (len(devices) > 1 if OmegaConf.is_list(devices) or isinstance(devices, list)
+               else devices in (-1, "-1", "auto") and trainer.get("accelerator") != "cpu"
+               or isinstance(devices, int) and devices > 1)
+    if "spawn" not in strategy and (strategy.startswith("ddp") or (strategy == "auto" and several)):
+        raise ConfigError(f"trainer.strategy={strategy} with trainer.devices={devices} in a multirun: DDP would "
+                          "start the whole sweep again in every process. Sweep with one GPU per job "
+                          "(trainer=gpu, or trainer=gpu_pool hydra/launcher=gpu_pool); use trainer=ddp for a "
+                          "single run")
 
 
 def read_records(directory: Path) -> list[tuple[Path, dict]]:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.callbacks import FailOnNonFiniteLoss, Throughput, WandbSummary
 from src.errors import ConfigError, UserError
 from src.files import atomic_write_json
-from src.sweeps import completed_record, config_hash
+from src.sweeps import check_one_process_per_job, completed_record, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def check_config(cfg: DictConfig) -> None:
     hidden = cfg.cell.get("hidden_size")
     if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
         raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")
+    check_one_process_per_job(cfg)
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from src import gpus
-from src.sweeps import ROOT, completed_record, config_hash, render_wandb_sweep, sweep_names
+from src.errors import ConfigError
+from src.sweeps import ROOT, check_one_process_per_job, completed_record, config_hash, render_wandb_sweep, sweep_names
 from tests.conftest import CONF, run_cli
 
 # Options the sweeps already name that other work is adding. Each is checked like any other once its config exists.
@@ -86,13 +87,14 @@ def test_config_hash_ignores_where_outputs_go_and_sees_every_value(cfg_factory, 
     assert a != config_hash(cfg_factory("cell=lstm", out=tmp_path / "d"))
 
 
-def test_completed_record_only_for_an_ok_run_of_the_same_config_in_a_multirun(cfg_factory, tmp_path):
-    def as_multirun(cfg):
-        with read_write(cfg.hydra), open_dict(cfg.hydra):
-            cfg.hydra.mode = RunMode.MULTIRUN
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+def as_multirun(cfg):
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
+
+def test_completed_record_only_for_an_ok_run_of_the_same_config_in_a_multirun(cfg_factory, tmp_path):
     cfg = as_multirun(cfg_factory("cell=gru"))
     record = {"status": "ok", "config_hash": config_hash(cfg), "monitor": "val/acc", "val/acc_best": 0.5}
     (tmp_path / "metrics.json").write_text(json.dumps(record))
@@ -136,6 +138,16 @@ def test_sweep_with_failing_jobs_records_them_and_a_rerun_skips_finished_jobs(tm
     assert compare([str(tmp_path), "--no-plots"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     assert "## Failed runs" in board and "FloatingPointError" in board and "| **" in board
+
+
+def test_ddp_is_refused_inside_a_multirun_but_not_in_a_single_run(cfg_factory):
+    with pytest.raises(ConfigError, match="DDP would start the whole sweep again"):
+        check_one_process_per_job(as_multirun(cfg_factory("trainer=ddp")))
+    with pytest.raises(ConfigError):
+        check_one_process_per_job(as_multirun(cfg_factory("trainer=gpu", "trainer.devices=2")))
+    for ok in (["trainer=ddp_sim"], ["trainer=gpu_pool"], ["trainer=cpu"]):  # ddp_spawn; one device per job
+        check_one_process_per_job(as_multirun(cfg_factory(*ok)))
+    check_one_process_per_job(cfg_factory("trainer=ddp"))  # a single run may
 
 
 def test_gpu_slots_are_distinct_while_held_and_reused_when_freed(tmp_path):
