@@ -89,3 +89,18 @@ class FiniteLoss(L.Callback):
 
 class TrainingDiverged(UserError):
     pass
+
+
+class WandbSummary(L.Callback):
+    """Tells W&B which summary value to keep per metric: the best of the monitored validation metric (max or min,
+    as the task says) rather than its last value; test metrics keep their one value. Does nothing without W&B."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                run = logger.experiment
+                run.define_metric(pl_module.monitor, summary=f"{pl_module.monitor_mode},last")
+                run.define_metric(f"{pl_module.monitor}_best", summary="last")
+                run.define_metric("test/*", summary="last")

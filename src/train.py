@@ -17,10 +17,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.callbacks import FiniteLoss, Throughput
+from src.callbacks import FiniteLoss, Throughput, WandbSummary
 from src.checkpoints import check_compatible
 from src.errors import ConfigError, UserError
 from src.files import atomic_write_json
+from src.sweeps import check_one_process_per_job, completed_record, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def check_config(cfg: DictConfig) -> None:
     hidden = cfg.cell.get("hidden_size")
     if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
         raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")
+    check_one_process_per_job(cfg)
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -70,7 +72,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     if cfg.ckpt_path and cfg.ckpt_path != "last":
         check_compatible(cfg.ckpt_path, model.run_config)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [Throughput(), FiniteLoss()]
+    callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
         callbacks.append(RichProgressBar())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -83,7 +85,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, "run": run_fields(cfg), "params": model.num_params})
 
-    metrics: dict[str, Any] = {"task": datamodule.spec.task, "params": model.num_params, "monitor": model.monitor}
+    metrics: dict[str, Any] = {"task": datamodule.spec.task, "params": model.num_params, "monitor": model.monitor,
+                               "monitor_mode": model.monitor_mode}
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics["epochs"] = trainer.current_epoch
@@ -122,7 +125,7 @@ def _floats(metrics: dict) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration; metrics.json is written whatever happens (status ok or failed)."""
     started = time.perf_counter()
-    record: dict[str, Any] = {**run_fields(cfg), "status": "failed"}
+    record: dict[str, Any] = {**run_fields(cfg), "config_hash": config_hash(cfg), "status": "failed"}
     try:
         check_config(cfg)
         record.update(fit_and_test(cfg))
@@ -157,16 +160,24 @@ def _finish_wandb() -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
     out = cfg.paths.output_dir
+    if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
+        print(f"run dir: {out} (skipped: it holds a completed run of this config)")
+        return done.get(f"{done['monitor']}_best")
     try:
         record = train(cfg)
     except Exception as e:
-        if (bad := user_error(e)) is not None:
+        bad = user_error(e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on. NaN, not None,
+            # so that a search (Optuna) records a failed trial instead of stopping.
+            if bad is not None:
+                log.error(f"job failed: {bad} (see {out}/metrics.json)")
+            else:
+                log.exception(f"job failed, see {out}/metrics.json")
+            return float("nan")
+        if bad is not None:
             print(f"error: {bad}", file=sys.stderr)
             sys.exit(2)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on.
-            log.exception(f"job failed, see {out}/metrics.json")
-            return None
         raise
     print(f"run dir: {out}")
     return record.get(f"{record['monitor']}_best")
