@@ -88,12 +88,16 @@ class StreamDataModule(TensorDataModule):
         if self.splits is not None:
             return
         streams = dict(self.load_streams())
-        for name, fraction in (("test", self.test_fraction), ("val", self.val_fraction)):
-            if name not in streams:
-                inputs, targets = streams["train"]
-                cut = len(inputs) - int(round(len(inputs) * fraction))
-                streams[name] = (inputs[cut:], None if targets is None else targets[cut:])
-                streams["train"] = (inputs[:cut], None if targets is None else targets[:cut])
+        inputs, targets = streams["train"]
+        n = len(inputs)
+        cuts = {"val": int(round(n * (1 - self.val_fraction - self.test_fraction))),
+                "test": int(round(n * (1 - self.test_fraction)))}
+        part = lambda a, b: (inputs[a:b], None if targets is None else targets[a:b])
+        if "test" not in streams:
+            streams["test"], n = part(cuts["test"], n), cuts["test"]
+        if "val" not in streams:
+            streams["val"], n = part(cuts["val"], n), cuts["val"]
+        streams["train"] = part(0, n)
         self.splits = {}
         for name in ("train", "val", "test"):
             inputs, targets = streams[name]
