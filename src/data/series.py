@@ -3,7 +3,8 @@
 Forecasting (`sine`, `sunspots`, `air_passengers`): windows of `window` past values -> the next value, a
 many-to-one regression. The split is chronological by the position of the value predicted (train, then val,
 then test; a window may read values before its split starts, which a forecaster knows by then), and a
-series' normalisation (z-score) is fitted on the training part only. The naive persistence forecast
+series' normalisation (z-score) is fitted on the training part only; `difference=true` models the
+changes from one step to the next instead of the values. The naive persistence forecast
 (tomorrow = today) is reported beside the model on the same scale.
 
 `sin2cos`: input sin(t), target cos(t) at every step of one long stream, read in consecutive windows
@@ -26,13 +27,14 @@ from src.errors import ConfigError, DataError
 class Forecast(TensorDataModule):
     task = "regress"
 
-    def __init__(self, window: int = 50, normalize: bool = True, rollout_steps: int = 0, **kwargs):
+    def __init__(self, window: int = 50, normalize: bool = True, difference: bool = False, rollout_steps: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         if not isinstance(window, int) or window < 1:
             raise ConfigError(f"dataset.window={window!r} must be a positive integer")
         if not isinstance(rollout_steps, int) or rollout_steps < 0:
             raise ConfigError(f"dataset.rollout_steps={rollout_steps!r} must be an integer >= 0")
-        self.window, self.normalize, self.rollout_steps = window, normalize, rollout_steps
+        self.window, self.normalize, self.difference, self.rollout_steps = window, normalize, difference, rollout_steps
         self.num_classes = 1
         self.mean, self.std = 0.0, 1.0
 
@@ -47,6 +49,10 @@ class Forecast(TensorDataModule):
 
     def load_splits(self):
         values = np.asarray(self.series(), dtype=np.float64)
+        if self.difference:
+            # Model the change from one step to the next: a trending series (air passengers) leaves the range
+            # it was trained on, its changes much less. Errors of the change are errors of the next value.
+            values = np.diff(values)
         n, w = len(values), self.window
         val_start, test_start = self.bounds(n)
         if val_start <= w or test_start - val_start < 1 or n - test_start < 1:
@@ -70,7 +76,9 @@ class Forecast(TensorDataModule):
     def baselines(self) -> dict[str, float]:
         """Persistence (the next value = the last one seen) on the test split, on the model's scale."""
         x, _, y = self.splits["test"]
-        error = (x[:, -1] - y).numpy()
+        # On differences persistence is a change of 0, which is -mean/std once normalised.
+        last = np.full(y.shape, -self.mean / self.std) if self.difference else x[:, -1].numpy()
+        error = last - y.numpy()
         return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error)))}
 
     def rollout(self) -> tuple[np.ndarray, np.ndarray]:
