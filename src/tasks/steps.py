@@ -1,0 +1,108 @@
+"""Many-to-many, aligned: a class for every time step (the copy-memory problem; the base of language models)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from src.data.tensors import Batch
+from src.errors import ConfigError
+from src.tasks.base import RecurrentTask
+from src.tasks.streams import StreamEval
+
+IGNORE = -100  # a target step that counts for nothing (padding), as F.cross_entropy's ignore_index
+
+
+class StepClassifier(StreamEval, RecurrentTask):
+    """encoder -> dropout -> recurrent stack -> dropout -> linear decoder -> logits at every step.
+
+    `tie_weights` shares the embedding matrix with the decoder (Press & Wolf 2017; Inan et al. 2017): it needs
+    token inputs whose vocabulary is also the output classes, and embedding_dim equal to the stack's output.
+    `init_range`, if set, initialises embedding and decoder uniformly in +-init_range with a zero bias (as
+    word_language_model does).
+    """
+
+    kind = "steps"
+
+    def __init__(self, dropout: float = 0.0, tie_weights: bool = False, init_range: Optional[float] = None,
+                 monitor: str = "val/loss", monitor_mode: str = "min", **kwargs):
+        super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"task.dropout={dropout} must be in [0, 1)")
+        classes, size = self.spec.num_classes, self.stack.output_size
+        self.drop = nn.Dropout(dropout)
+        self.decoder = nn.Linear(size, classes)
+        if init_range:
+            if isinstance(self.encoder, nn.Embedding):
+                nn.init.uniform_(self.encoder.weight, -init_range, init_range)
+            nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+            nn.init.zeros_(self.decoder.bias)
+        if tie_weights:
+            if not isinstance(self.encoder, nn.Embedding) or self.spec.input_size != classes:
+                raise ConfigError("task.tie_weights=true needs token inputs whose vocabulary is the output classes")
+            if self.encoder.embedding_dim != size:
+                raise ConfigError(f"task.tie_weights=true needs task.embedding_dim ({self.encoder.embedding_dim}) "
+                                  f"equal to the recurrent output size ({size}: cell.hidden_size x directions)")
+            self.decoder.weight = self.encoder.weight
+        for split in ("val", "test"):
+            setattr(self, f"{split}_loss", MeanMetric())
+            setattr(self, f"{split}_acc", MeanMetric())
+
+    def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+        return self.stack(self.drop(self.encoder(x)), lengths, state)
+
+    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.decoder(self.drop(outputs))
+
+    def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
+        targets = batch.y[:, t0:t1]
+        n = int((targets != IGNORE).sum())
+        if n == 0:
+            return None
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE), n
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def _evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
+        logits = self.head(self.eval_outputs(batch, batch_idx), batch.lengths)
+        result = self.loss(logits, batch, 0, batch.x.shape[1])
+        if result is None:
+            return
+        loss, n = result
+        valid = batch.y != IGNORE
+        correct = (logits.argmax(-1) == batch.y)[valid].float().mean()
+        getattr(self, f"{split}_loss").update(loss, weight=n)
+        getattr(self, f"{split}_acc").update(correct, weight=n)
+
+    def eval_values(self, split: str) -> dict[str, torch.Tensor]:
+        """This split's metrics over the whole evaluation (synced across processes); resets them."""
+        values = {}
+        for name in ("loss", "acc"):
+            metric = getattr(self, f"{split}_{name}")
+            values[f"{split}/{name}"] = metric.compute()
+            metric.reset()
+        return values
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.eval_values("val")
+        self.log_dict(values, prog_bar=True)
+        self.log_best(values)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.eval_values("test"))
+        log_baselines(self)
+
+
+def log_baselines(task: RecurrentTask) -> None:
+    """`test/baseline_<metric>`: what a trivial predictor scores on the test split, if the data set knows one."""
+    baselines = getattr(task.trainer.datamodule, "baselines", None)
+    if baselines is not None:
+        task.log_dict({f"test/baseline_{k}": float(v) for k, v in baselines().items()})
