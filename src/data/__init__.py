@@ -1,0 +1,1 @@
+"""Data sources (get verified bytes) and data modules (turn them into tensors)."""

@@ -1,0 +1,223 @@
+"""Data modules for data sets small enough to live as tensors, on the training device where they fit.
+
+A batch is a `Batch(x, lengths, y)`: x is [B, T, F] float features or [B, T] token ids, lengths is [B] (or
+None when every sequence has the full length T), y is [B] class ids (or per-step targets for other tasks).
+Batches are cut by indexing whole tensors, so a training step does no per-sample Python work and no collation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from src.errors import ConfigError, DataError
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor
+    lengths: Optional[torch.Tensor]
+    y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the task module needs to know about the data to build itself."""
+
+    task: str  # the task kind this data set is for: "classify", ...
+    input_kind: str  # "features" (float vectors per step) or "tokens" (ids, 0 = padding)
+    input_size: int  # features per step, or vocabulary size for tokens
+    num_classes: int
+    seq_len: int
+
+
+class Batches:
+    """Iterate over tensors in batches; shuffled per epoch from (seed, epoch); sharded over DDP ranks.
+
+    `batch_size` is global: with N processes each takes 1/N of every batch, so a recipe trains the same way on
+    one device or several. Training drops the last incomplete batch so every rank takes the same number of
+    steps; evaluation covers every sample exactly once (no padding), so synced metrics equal one process's.
+    """
+
+    def __init__(self, tensors: Sequence[Optional[torch.Tensor]], batch_size: int, shuffle: bool, drop_last: bool,
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.n = len(next(t for t in tensors if t is not None))
+        if drop_last and batch_size % world_size:
+            raise ConfigError(f"dataset.batch_size={batch_size} must be divisible by the number of processes "
+                              f"({world_size}) so every process takes an equal share")
+
+    batch_sampler = None  # with `sampler`, what Lightning looks for on a loader
+
+    @property
+    def sampler(self) -> "Batches":
+        return self  # Lightning calls `loader.sampler.set_epoch(epoch)` at the start of every epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        device = next(t for t in self.tensors if t is not None).device
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).to(device)
+        else:
+            order = torch.arange(self.n, device=device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.drop_last:
+                share = self.batch_size // self.world_size
+                idx = idx[self.rank * share:(self.rank + 1) * share]
+            else:
+                idx = idx[self.rank::self.world_size]
+            if len(idx):
+                yield Batch(*(None if t is None else t[idx] for t in self.tensors))
+
+
+def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Index arrays, one per fraction, with every class spread in proportion; the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        bounds = np.round(np.cumsum(fractions) / np.sum(fractions) * len(idx)).astype(int)
+        for k, chunk in enumerate(np.split(idx, bounds[:-1])):
+            parts[k].append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def seeded_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Stratified by class when y holds one class per sample, else a plain seeded random split."""
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+        return stratified_split(y, fractions, seed)
+    idx = np.random.default_rng(seed).permutation(len(y))
+    bounds = np.round(np.cumsum(fractions) / np.sum(fractions) * len(y)).astype(int)
+    return [np.sort(part) for part in np.split(idx, bounds[:-1])]
+
+
+Arrays = tuple  # (x, y) or (x, lengths, y): numpy arrays; lengths may be None
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Base for in-memory data sets: subclasses implement `fetch` (optional) and `load_splits`.
+
+    `load_splits` returns {"train": (x, y) or (x, lengths, y), "val": ..., "test": ...}; a missing val or test
+    split is carved out of train by a seeded split (stratified for class labels) with the fixed `split_seed`,
+    so runs with different seeds see the same data. Subclasses may set `vocab_size` / `num_classes` (and
+    `task`); otherwise they are read off the tensors.
+    """
+
+    task = "classify"
+
+    def __init__(self, data_dir: Optional[str] = None, cache_dir: str = ".cache", batch_size: int = 128,
+                 eval_batch_size: Optional[int] = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                 split_seed: int = 0, shuffle_seed: int = 0, on_device: bool = True,
+                 max_device_bytes: int = 2 << 30):
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"dataset.batch_size={batch_size} must be a positive integer")
+        for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 < frac < 0.5:
+                raise ConfigError(f"dataset.{name}={frac} must be between 0 and 0.5")
+        self.data_dir = Path(data_dir).expanduser() if data_dir else None
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.shuffle_seed, self.on_device, self.max_device_bytes = shuffle_seed, on_device, max_device_bytes
+        self.splits: Optional[dict[str, tuple]] = None  # split -> (x, lengths | None, y) tensors
+        self.vocab_size: Optional[int] = None
+        self.num_classes: Optional[int] = None
+        self._placed: dict[str, tuple] = {}
+
+    # -- to implement --------------------------------------------------------------------------------------
+    def fetch(self) -> None:
+        """Download/verify/cache the source (runs once, on rank 0)."""
+
+    def load_splits(self) -> dict[str, Arrays]:
+        raise NotImplementedError
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.fetch()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits is not None:
+            return
+        raw = {name: arrays if len(arrays) == 3 else (arrays[0], None, arrays[1])
+               for name, arrays in self.load_splits().items()}
+        for name, fraction, seed in (("test", self.test_fraction, self.split_seed),
+                                     ("val", self.val_fraction, self.split_seed + 1)):
+            if name not in raw:
+                x, lengths, y = raw["train"]
+                keep, held = seeded_split(y, [1 - fraction, fraction], seed)
+                raw[name] = _take(raw["train"], held)
+                raw["train"] = _take(raw["train"], keep)
+        self.splits = {}
+        for name in ("train", "val", "test"):
+            x, lengths, y = raw[name]
+            if len(x) == 0:
+                raise DataError(f"{type(self).__name__}: the {name} split is empty; use more data or change "
+                                f"dataset.val_fraction / dataset.test_fraction")
+            self.splits[name] = (torch.as_tensor(x), None if lengths is None else torch.as_tensor(lengths),
+                                 torch.as_tensor(y))
+        if self.task == "classify":
+            self._check_labels()
+
+    def _check_labels(self) -> None:
+        seen = set(self.splits["train"][2].unique().tolist())
+        for name in ("val", "test"):
+            unseen = set(self.splits[name][2].unique().tolist()) - seen
+            if unseen:
+                raise DataError(f"{type(self).__name__}: labels {sorted(unseen)} occur in {name} but never in "
+                                f"train; the model could never predict them")
+
+    @property
+    def spec(self) -> DataSpec:
+        if self.splits is None:
+            self.setup()
+        x = self.splits["train"][0]
+        kind = "features" if x.is_floating_point() else "tokens"
+        if kind == "features":
+            size = int(x.shape[-1])
+        else:
+            size = self.vocab_size or int(max(int(s[0].max()) for s in self.splits.values())) + 1
+        classes = self.num_classes or int(max(int(s[2].max()) for s in self.splits.values())) + 1
+        return DataSpec(task=self.task, input_kind=kind, input_size=size, num_classes=classes,
+                        seq_len=int(x.shape[1]))
+
+    def _tensors(self, split: str) -> tuple:
+        """The split's tensors, moved once to the training device if they fit under max_device_bytes."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        key = f"{split}@{device}"
+        if key not in self._placed:
+            tensors = self.splits[split]
+            size = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+            if self.on_device and size <= self.max_device_bytes:
+                tensors = tuple(None if t is None else t.to(device) for t in tensors)
+            self._placed[key] = tensors
+        return self._placed[key]
+
+    def _batches(self, split: str, train: bool) -> Batches:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return Batches(self._tensors(split), self.batch_size if train else self.eval_batch_size, shuffle=train,
+                       drop_last=train, seed=self.shuffle_seed, rank=rank, world_size=world)
+
+    def train_dataloader(self) -> Batches:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> Batches:
+        return self._batches("val", train=False)
+
+    def test_dataloader(self) -> Batches:
+        return self._batches("test", train=False)
+
+
+def _take(arrays: tuple, idx: np.ndarray) -> tuple:
+    return tuple(None if a is None else a[idx] for a in arrays)
