@@ -130,9 +130,10 @@ def token_model(cls, bidirectional: bool, **kwargs):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("cls", [SequenceClassifier, SequenceTagger])
-def test_padding_does_not_change_predictions(cls, bidirectional):
-    model = token_model(cls, bidirectional)
+@pytest.mark.parametrize("cls, kwargs", [(SequenceClassifier, {}), (SequenceClassifier, {"pool": "max"}),
+                                         (SequenceClassifier, {"pool": "mean"}), (SequenceTagger, {})])
+def test_padding_does_not_change_predictions(cls, kwargs, bidirectional):
+    model = token_model(cls, bidirectional, **kwargs)
     alone = torch.tensor([[3, 4, 5, 6]])
     batch = torch.tensor([[3, 4, 5, 6, 0, 0, 0, 0, 0], [7, 8, 9, 10, 11, 12, 13, 14, 15]])
     with torch.no_grad():
