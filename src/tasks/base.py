@@ -23,6 +23,7 @@ from torchmetrics import MaxMetric, MinMetric
 
 from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
+from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack, detach_state
 from src.tasks.truncation import Truncation, tbptt_training_step
 
@@ -34,17 +35,15 @@ class RecurrentTask(L.LightningModule):
     def __init__(self, spec: DataSpec, stack: Callable[..., RecurrentStack],
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Optional[Callable[..., Any]] = None, scheduler_interval: str = "epoch",
-                 embedding_dim: int = 64, input_proj: Optional[int] = None,
+                 embedding_dim: int = 64, freeze_embedding: bool = False, input_proj: Optional[int] = None,
                  monitor: str = "val/loss", monitor_mode: str = "min", truncation: Optional[dict] = None,
                  gradient_clip_val: Optional[float] = None, gradient_clip_algorithm: str = "norm"):
         super().__init__()
         self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
-        if spec.input_kind == "tokens":
-            if embedding_dim < 1:
-                raise ConfigError(f"task.embedding_dim={embedding_dim} must be a positive integer")
-            self.encoder: nn.Module = nn.Embedding(spec.input_size, embedding_dim, padding_idx=0)
+        if spec.input_kind == "tokens":  # ids, 0 = padding; initial vectors per the `embedding` config group
+            self.encoder: nn.Module = token_embedding(spec, embedding_dim, freeze_embedding)
             size = embedding_dim
         elif input_proj:
             self.encoder, size = nn.Linear(spec.input_size, input_proj), input_proj
