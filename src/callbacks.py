@@ -92,8 +92,8 @@ class TrainingDiverged(UserError):
 
 
 class WandbSummary(L.Callback):
-    """Tells W&B which summary value to keep per metric: the best of the monitored validation metric (max or min,
-    as the task says) rather than its last value; test metrics keep their one value. Does nothing without W&B."""
+    """Tells W&B to keep the best of the monitored validation metric (max or min, as the task says) beside its last
+    value in the run summary (val/acc.max, val/acc.last). Does nothing without W&B."""
 
     def on_fit_start(self, trainer, pl_module) -> None:
         from lightning.pytorch.loggers import WandbLogger
@@ -101,6 +101,6 @@ class WandbSummary(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 run = logger.experiment
+                # <monitor>_best (logged each epoch) and test/* keep W&B's default, their last value, as plain
+                # summary columns: a W&B sweep's metric (val/acc_best) is looked up there.
                 run.define_metric(pl_module.monitor, summary=f"{pl_module.monitor_mode},last")
-                run.define_metric(f"{pl_module.monitor}_best", summary="last")
-                run.define_metric("test/*", summary="last")

@@ -168,13 +168,13 @@ def main(cfg: DictConfig) -> Optional[float]:
     except Exception as e:
         bad = user_error(e)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on. NaN, not None,
-            # so that a search (Optuna) records a failed trial instead of stopping.
+            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on. The worst value
+            # is returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
             if bad is not None:
                 log.error(f"job failed: {bad} (see {out}/metrics.json)")
             else:
                 log.exception(f"job failed, see {out}/metrics.json")
-            return float("nan")
+            return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
         if bad is not None:
             print(f"error: {bad}", file=sys.stderr)
             sys.exit(2)
