@@ -515,3 +515,18 @@ def test_fast_dev_run_bi_depth2(cfg_factory, name):
     record = train(cfg_factory(*overrides))
     assert record["status"] == "ok" and 0.0 <= record["test/acc"] <= 1.0
     assert (record["cell"], record["direction"], record["depth"]) == (base, "bi", 2)
+
+
+def test_cells_benchmark_writes_its_table_and_ends_with_json(tmp_path, monkeypatch, capsys):
+    """A smoke run of `python -m src.bench cells` at toy settings (the real numbers are in benchmarks/)."""
+    import json
+
+    from src.bench import cells as bench
+
+    monkeypatch.setattr(bench.report, "write", functools.partial(bench.report.write, out_dir=tmp_path / "benchmarks"))
+    assert bench.main(["--quick", "--cells", "minimal", "mingru", "--long-t", "6", "--reps", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["device"] == "cpu" and "mingru_parallel_speedup_over_fused_gru_T6" in summary
+    doc = json.loads((tmp_path / "benchmarks" / "cells-cpu-quick-subset.json").read_text())
+    assert {r["cell"] for r in doc["rows"]} >= {"lstm", "minimal", "mingru", "gru", "mingru (parallel)"}
+    assert (tmp_path / "benchmarks" / "cells-cpu-quick-subset.md").exists()
