@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from src.errors import ConfigError
+from src.models.cells.base import time_loop
 from src.models.cells.fused import FusedRNN
 from src.models.cells.greff import VARIANTS, LSTMVariant
 from src.models.cells.gru import GRURef, GRUv1
@@ -42,11 +43,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def cell_factory(name: str, hidden: int, **settings):
-    """What Hydra gives the stack for conf/cell/<name>.yaml, at a test-sized hidden size."""
+def cell_factory(name: str, hidden: int, jit=None, **settings):
+    """What Hydra gives the stack for conf/cell/<name>.yaml, at a test-sized hidden size; `jit` where the cell
+    has that setting."""
     base, _, variant = name.partition(":")
     cfg = OmegaConf.load(CONF / "cell" / f"{base}.yaml")
     cfg.hidden_size = hidden
+    if jit is not None and "jit" in cfg:
+        cfg.jit = jit
     if "proj_size" in cfg:
         cfg.proj_size = max(1, hidden // 2)
     if variant:
@@ -94,8 +98,8 @@ def test_reference_cells_equal_torch(name, torch_rnn, jit, bidirectional):
     depth, directions, B, T, I, H = 2, 1 + bidirectional, 3, 7, 5, 6
     extra = {"proj_size": 4} if name == "lstmp" else {}
     ref = torch_rnn(I, H, num_layers=depth, bidirectional=bidirectional, batch_first=True, **extra)
-    settings = {"jit": jit, **({"forget_bias": 0.0, "proj_size": 4} if name == "lstmp" else {})}
-    stack = RecurrentStack(cell_factory(name, H, **settings), input_size=I, depth=depth,
+    settings = {"forget_bias": 0.0, "proj_size": 4} if name == "lstmp" else {}
+    stack = RecurrentStack(cell_factory(name, H, jit=jit, **settings), input_size=I, depth=depth,
                            bidirectional=bidirectional)
     copy_torch_weights(stack, ref)
     x = torch.randn(B, T, I, requires_grad=True)
@@ -214,11 +218,20 @@ def test_min_cells_follow_the_papers_equations(cls, scan):
     torch.testing.assert_close(out, torch.stack(expected, 1))
 
 
-def test_min_cells_choose_the_scan_by_device_and_length():
-    cell = MinGRU(2, 3)  # scan=auto
-    assert not cell.uses_parallel_scan(torch.zeros(1, 5, 2))  # CPU: the faster step loop
-    assert MinGRU(2, 3, scan="parallel").uses_parallel_scan(torch.zeros(1, 5, 2))
+def test_auto_settings_choose_by_device():
+    """scan=auto and jit=auto pick what measured faster on the device: on CPU the step loop, eager PyTorch."""
+    cpu = torch.zeros(1, 5, 2)
+    assert not MinGRU(2, 3).uses_parallel_scan(cpu)
+    assert MinGRU(2, 3, scan="parallel").uses_parallel_scan(cpu)
     assert not MinGRU(2, 3, scan="parallel").uses_parallel_scan(torch.zeros(1, 1, 2))  # one step: no scan
+    assert time_loop(identity_loop, "auto", cpu) is identity_loop
+    assert time_loop(identity_loop, True, cpu) is not identity_loop  # compiled
+    with torch.no_grad():  # evaluation always runs the plain function
+        assert time_loop(identity_loop, True, cpu) is identity_loop
+
+
+def identity_loop(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 # -- gradients ------------------------------------------------------------------------------------------------------
@@ -237,8 +250,8 @@ GRADCHECK = {
 
 @pytest.mark.parametrize("name", sorted(GRADCHECK))
 def test_gradcheck_float64(name):
-    """Analytic gradients (what autograd derives through the time loop or scan, TorchScript included) equal
-    numerical ones, with respect to the input, the initial state and every parameter."""
+    """Analytic gradients (what autograd derives through the time loop or the scan) equal numerical ones, with
+    respect to the input, the initial state and every parameter. (The TorchScript loops equal these: below.)"""
     torch.manual_seed(0)
     cell = GRADCHECK[name]().double()
     x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
@@ -253,6 +266,29 @@ def test_gradcheck_float64(name):
         return (out, *as_tuple(new))
 
     assert torch.autograd.gradcheck(run, (x, *state, *params), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+JIT_CELLS = [c for c in LAYERED if "jit" in OmegaConf.load(CONF / "cell" / f"{c.split(':')[0]}.yaml")]
+
+
+@pytest.mark.parametrize("name", JIT_CELLS)
+def test_torchscript_loop_equals_eager(name):
+    """jit=true runs the same step code compiled by TorchScript: outputs, final state and gradients equal the
+    eager run's (float64, to rounding), also after TorchScript has optimised the loop (3rd call on)."""
+    torch.manual_seed(0)
+    eager = RecurrentStack(cell_factory(name, 4, jit=False), input_size=3, depth=2).double()
+    script = RecurrentStack(cell_factory(name, 4, jit=True), input_size=3, depth=2).double()
+    script.load_state_dict(eager.state_dict())
+    for _ in range(3):
+        x = torch.randn(2, 5, 3, dtype=torch.float64)
+        results = []
+        for stack in (eager, script):
+            out, state = stack(x)
+            loss = (out ** 2).sum() + sum(s.sum() for layer in state for cell in layer for s in as_tuple(cell))
+            results.append((out, torch.autograd.grad(loss, list(stack.parameters()))))
+        torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+        for a, b in zip(results[1][1], results[0][1]):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 # -- Greff et al.'s variants remove what they name ------------------------------------------------------------------
@@ -385,7 +421,7 @@ def test_evaluation_in_inference_mode_after_training_steps(name):
     """Lightning evaluates under torch.inference_mode after training steps: the order that once broke the
     TorchScript loops (optimised for training, they tried to save inference tensors for backward)."""
     torch.manual_seed(0)
-    stack = RecurrentStack(cell_factory(name, 4), input_size=3, depth=2, bidirectional=True)
+    stack = RecurrentStack(cell_factory(name, 4, jit=True), input_size=3, depth=2, bidirectional=True)
     for _ in range(2):
         stack(torch.randn(5, 6, 3))[0].sum().backward()
     with torch.inference_mode():
@@ -413,7 +449,7 @@ def test_unknown_cell_setting_names_the_key_the_cell_and_the_allowed_settings():
     (PeepholeLSTM, {"cell_clip": -1.0}, "cell.cell_clip=-1.0 must be a positive number"),
     (IndRNN, {"recurrent_max": 0}, "cell.recurrent_max=0"),
     (MinGRU, {"scan": "fast"}, "auto, parallel, sequential"),
-    (LSTMTF, {"jit": "yes"}, "cell.jit='yes' must be true or false"),
+    (LSTMTF, {"jit": "yes"}, "cell.jit='yes' must be auto"),
     (GRUv1, {"hidden_size": 0}, "cell.hidden_size=0"),
 ])
 def test_bad_cell_values_are_config_errors(cell, settings, fragment):
@@ -479,3 +515,18 @@ def test_fast_dev_run_bi_depth2(cfg_factory, name):
     record = train(cfg_factory(*overrides))
     assert record["status"] == "ok" and 0.0 <= record["test/acc"] <= 1.0
     assert (record["cell"], record["direction"], record["depth"]) == (base, "bi", 2)
+
+
+def test_cells_benchmark_writes_its_table_and_ends_with_json(tmp_path, monkeypatch, capsys):
+    """A smoke run of `python -m src.bench cells` at toy settings (the real numbers are in benchmarks/)."""
+    import json
+
+    from src.bench import cells as bench
+
+    monkeypatch.setattr(bench.report, "write", functools.partial(bench.report.write, out_dir=tmp_path / "benchmarks"))
+    assert bench.main(["--quick", "--cells", "minimal", "mingru", "--long-t", "6", "--reps", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["device"] == "cpu" and "mingru_parallel_speedup_over_fused_gru_T6" in summary
+    doc = json.loads((tmp_path / "benchmarks" / "cells-cpu-quick-subset.json").read_text())
+    assert {r["cell"] for r in doc["rows"]} >= {"lstm", "minimal", "mingru", "gru", "mingru (parallel)"}
+    assert (tmp_path / "benchmarks" / "cells-cpu-quick-subset.md").exists()

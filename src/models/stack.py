@@ -52,8 +52,8 @@ def last_step(outputs: torch.Tensor, lengths: Optional[torch.Tensor], bidirectio
 
 
 # What the stack passes to a cell itself: a cell config that sets one of these is a mistake, not a setting.
-STACK_OWNED = {"input_size": "task.input_proj (or task.embedding_dim)", "num_layers": "depth=", "bidirectional": "direction=",
-               "dropout": "stack.dropout="}
+STACK_OWNED = {"input_size": "task.input_proj (or task.embedding_dim)", "num_layers": "depth=",
+               "bidirectional": "direction=", "dropout": "stack.dropout="}
 
 
 def check_cell_settings(cell: Callable[..., nn.Module]) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 from torch import nn
@@ -39,6 +39,13 @@ def a_bool(name: str, value) -> bool:
     return value
 
 
+def jit_setting(value) -> Union[bool, str]:
+    if value not in (True, False, "auto") or isinstance(value, int) and not isinstance(value, bool):
+        raise ConfigError(f"cell.jit={value!r} must be auto (TorchScript on GPU, eager PyTorch on CPU), true or "
+                          f"false")
+    return value
+
+
 def init_uniform_(module: nn.Module, hidden_size: int) -> None:
     """torch's own RNN initialisation, U(-1/sqrt(H), 1/sqrt(H)) for every parameter, so custom cells start where
     nn.LSTM/GRU start and differences in results come from the cell, not the initialisation."""
@@ -54,8 +61,11 @@ def scripted(fn: Callable) -> Callable:
     return torch.jit.script(fn)
 
 
-def time_loop(fn: Callable, jit: bool) -> Callable:
-    """The time loop to run: TorchScript's when asked for and gradients are on. Without gradients (evaluation)
-    the plain function: once TorchScript has optimised a loop for training, it tries to save tensors for
-    backward also under torch.inference_mode (Lightning's evaluation) and fails; tests/test_cells.py."""
-    return scripted(fn) if jit and torch.is_grad_enabled() and not torch.jit.is_scripting() else fn
+def time_loop(fn: Callable, jit: Union[bool, str], x: torch.Tensor) -> Callable:
+    """The time loop to run on x: TorchScript's when asked for (jit=auto: on GPU only, where its fuser merges
+    the element-wise gate math into few kernels; the CPU wheel has no fuser, and on CPU it measured no faster
+    than eager, benchmarks/cells-cpu.md) and gradients are on. Without gradients (evaluation) the plain
+    function: once TorchScript has optimised a loop for training, it tries to save tensors for backward also
+    under torch.inference_mode (Lightning's evaluation) and fails; tests/test_cells.py."""
+    use = jit is True or (jit == "auto" and x.device.type == "cuda")
+    return scripted(fn) if use and torch.is_grad_enabled() and not torch.jit.is_scripting() else fn

@@ -4,6 +4,8 @@ The vanilla LSTM (V) there has peepholes; each variant changes exactly one thing
 """
 from __future__ import annotations
 
+from typing import Union
+
 from src.errors import ConfigError
 from src.models.cells.lstm import FORGET_COUPLED, FORGET_NONE, LSTMEngine, Structure
 
@@ -28,7 +30,8 @@ class LSTMVariant(LSTMEngine):
     """One of Greff et al.'s nine LSTM architectures, chosen by `variant`. The state of FGR is (h, c, gates of
     the previous step); of the others (h, c)."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, variant: str = "V", jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, variant: str = "V",
+                 jit: Union[bool, str] = "auto"):
         if variant not in VARIANTS:
             choices = "; ".join(f"{k}: {v[0]}" for k, v in VARIANTS.items())
             raise ConfigError(f"cell.variant={variant!r} is not a variant of Greff et al. 2017; choose one of: "

@@ -8,13 +8,13 @@ original (Cho et al. 2014; TensorFlow's GRUCell) as `gru_v1`. Gate blocks r, z, 
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.models.cells.base import a_bool, init_uniform_, positive_int, time_loop
+from src.models.cells.base import init_uniform_, jit_setting, positive_int, time_loop
 
 
 def gru_sequence(pre_x: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor], reset_after: bool
@@ -40,10 +40,10 @@ def gru_sequence(pre_x: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Optional[
 class _GRU(nn.Module):
     reset_after = True
 
-    def __init__(self, input_size: int, hidden_size: int, jit: bool):
+    def __init__(self, input_size: int, hidden_size: int, jit: Union[bool, str]):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
-        self.jit = a_bool("jit", jit)
+        self.jit = jit_setting(jit)
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size))
@@ -52,7 +52,7 @@ class _GRU(nn.Module):
 
     def forward(self, x: Tensor, state: Optional[Tensor] = None):
         h = x.new_zeros(x.shape[0], self.hidden_size) if state is None else state
-        outputs, h = time_loop(gru_sequence, self.jit)(F.linear(x, self.weight_ih, self.bias_ih), h,
+        outputs, h = time_loop(gru_sequence, self.jit, x)(F.linear(x, self.weight_ih, self.bias_ih), h,
                                                        self.weight_hh, self.bias_hh, self.reset_after)
         return outputs, h
 
@@ -64,7 +64,7 @@ class GRURef(_GRU):
     """torch.nn.GRU (one layer, one direction) in plain PyTorch, with its parameter names; equal to it with
     copied weights (tests)."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, jit)
 
 
@@ -75,5 +75,5 @@ class GRUv1(_GRU):
 
     reset_after = False
 
-    def __init__(self, input_size: int, hidden_size: int = 128, jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, jit)

@@ -8,14 +8,14 @@ recurrent_max^T (the paper uses 2^(1/T) for ReLU). Depth comes from stacking (de
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.errors import ConfigError
-from src.models.cells.base import a_bool, init_uniform_, positive_int, time_loop
+from src.models.cells.base import init_uniform_, jit_setting, positive_int, time_loop
 
 
 def indrnn_sequence(pre_x: Tensor, h: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
@@ -30,14 +30,15 @@ class IndRNN(nn.Module):
     """The bound is applied in the forward pass (u is clamped to +-recurrent_max where it is used), so it holds
     whatever the optimizer does; u starts uniform in [0, recurrent_max] as in the paper."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, recurrent_max: float = 1.0, jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, recurrent_max: float = 1.0,
+                 jit: Union[bool, str] = "auto"):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         if isinstance(recurrent_max, bool) or not isinstance(recurrent_max, (int, float)) or recurrent_max <= 0:
             raise ConfigError(f"cell.recurrent_max={recurrent_max!r} must be a positive number, the bound on |u| "
                               f"(1.0: no unit amplifies its past; the paper uses 2^(1/T) for T steps)")
         self.recurrent_max = float(recurrent_max)
-        self.jit = a_bool("jit", jit)
+        self.jit = jit_setting(jit)
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.bias = nn.Parameter(torch.empty(hidden_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size))  # u
@@ -47,7 +48,7 @@ class IndRNN(nn.Module):
     def forward(self, x: Tensor, state: Optional[Tensor] = None):
         h = x.new_zeros(x.shape[0], self.hidden_size) if state is None else state
         u = self.weight_hh.clamp(-self.recurrent_max, self.recurrent_max)
-        return time_loop(indrnn_sequence, self.jit)(F.linear(x, self.weight_ih, self.bias), h, u)
+        return time_loop(indrnn_sequence, self.jit, x)(F.linear(x, self.weight_ih, self.bias), h, u)
 
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, recurrent_max={self.recurrent_max}, jit={self.jit}"

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.errors import ConfigError
-from src.models.cells.base import a_bool, a_number, init_uniform_, optional_positive, positive_int, time_loop
+from src.models.cells.base import (a_number, init_uniform_, jit_setting, optional_positive, positive_int,
+                                   time_loop)
 
 # How the forget gate is made.
 FORGET_LEARNED, FORGET_NONE, FORGET_COUPLED = "learned", "none", "coupled"
@@ -176,7 +177,7 @@ class LSTMEngine(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, structure: Structure = Structure(),
                  forget_bias: float = 0.0, cell_clip: Optional[float] = None, proj_size: Optional[int] = None,
-                 proj_clip: Optional[float] = None, jit: bool = True, weights_ih_hh: bool = True):
+                 proj_clip: Optional[float] = None, jit: Union[bool, str] = "auto", weights_ih_hh: bool = True):
         super().__init__()
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.structure = structure
@@ -192,7 +193,7 @@ class LSTMEngine(nn.Module):
                                    a_number("forget_bias", forget_bias),
                                    optional_positive("cell_clip", cell_clip, "the cell is clipped to +-cell_clip"),
                                    optional_positive("proj_clip", proj_clip, "h is clipped to +-proj_clip"))
-        self.jit = a_bool("jit", jit)
+        self.jit = jit_setting(jit)
         H, rows = hidden_size, structure.blocks * hidden_size
         if weights_ih_hh:
             self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
@@ -239,7 +240,7 @@ class LSTMEngine(nn.Module):
 
     def forward(self, x: Tensor, state: Optional[tuple] = None):
         h, c, *rest = self.initial_state(x) if state is None else state
-        run = time_loop(lstm_sequence, self.jit)
+        run = time_loop(lstm_sequence, self.jit, x)
         outputs, h, c, gates = run(self.input_projection(x), h, c, rest[0] if rest else None, self.weights(),
                                    self.options)
         return outputs, ((h, c, gates) if gates is not None else (h, c))
@@ -267,7 +268,7 @@ class LSTMRef(LSTMEngine):
     """torch.nn.LSTM (one layer, one direction) in plain PyTorch, with its parameter names and gate order
     (i, f, g, o); equal to it with copied weights (tests). The baseline that the other LSTM cells modify."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, jit=jit)
         self.bias_hh = nn.Parameter(torch.empty_like(self.bias))  # torch keeps two biases; kept for a 1:1 copy
         init_uniform_(self, hidden_size)
@@ -285,7 +286,8 @@ class LSTMTF(LSTMEngine):
     # TF's blocks (i, j, f, o) in the engine's order (i, f, z, o)
     TF_TO_ENGINE = (0, 2, 1, 3)
 
-    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0, jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0,
+                 jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, forget_bias=forget_bias, jit=jit, weights_ih_hh=False)
         self.input_size = input_size
         self.kernel = nn.Parameter(torch.empty(input_size + hidden_size, 4 * hidden_size))
@@ -309,7 +311,7 @@ class PeepholeLSTM(LSTMEngine):
     and forget gates see c_{t-1}, the output gate sees c_t; optional `cell_clip` bounds the cell."""
 
     def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0,
-                 cell_clip: Optional[float] = None, jit: bool = True):
+                 cell_clip: Optional[float] = None, jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, Structure(peepholes=True), forget_bias=forget_bias,
                          cell_clip=cell_clip, jit=jit)
 
@@ -320,7 +322,7 @@ class LSTMP(LSTMEngine):
     clip it equals torch.nn.LSTM(proj_size=...) (tests)."""
 
     def __init__(self, input_size: int, hidden_size: int = 128, proj_size: int = 64, forget_bias: float = 1.0,
-                 proj_clip: Optional[float] = None, jit: bool = True):
+                 proj_clip: Optional[float] = None, jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, forget_bias=forget_bias, proj_size=proj_size,
                          proj_clip=proj_clip, jit=jit)
 
@@ -329,7 +331,8 @@ class LayerNormLSTM(LSTMEngine):
     """LSTM with layer normalisation (Ba et al. 2016) as TF's LayerNormBasicLSTMCell: each gate block's
     pre-activation and the new cell are normalised, each with its own gain and shift; no bias."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0, jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0,
+                 jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, Structure(layer_norm=True), forget_bias=forget_bias, jit=jit)
 
 
@@ -337,5 +340,5 @@ class CIFGLSTM(LSTMEngine):
     """Coupled input and forget gate: f = 1 - i (no forget-gate weights): one gate decides how much of the cell
     is replaced. Greff et al. found it as good as the vanilla LSTM with fewer parameters."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, jit: bool = True):
+    def __init__(self, input_size: int, hidden_size: int = 128, jit: Union[bool, str] = "auto"):
         super().__init__(input_size, hidden_size, Structure(forget_gate=FORGET_COUPLED), jit=jit)
