@@ -24,13 +24,11 @@ def batchify(inputs: torch.Tensor, targets: Optional[torch.Tensor], rows: int) -
 
     targets=None: next-token prediction, y is x shifted by one step within each row (each row of length L+1
     gives L predictions, as word_language_model's get_batch). Else the targets are aligned with the inputs."""
-    if targets is None:
-        length = len(inputs) // rows
-        grid = inputs[:rows * length].reshape(rows, length, *inputs.shape[1:])
-        return grid[:, :-1], grid[:, 1:]
     length = len(inputs) // rows
-    shape = lambda t: t[:rows * length].reshape(rows, length, *t.shape[1:])
-    return shape(inputs), shape(targets)
+    grid = lambda t: t[:rows * length].reshape(rows, length, *t.shape[1:])
+    if targets is None:
+        return grid(inputs)[:, :-1], grid(inputs)[:, 1:]
+    return grid(inputs), grid(targets)
 
 
 class StreamBatches:
