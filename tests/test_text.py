@@ -202,6 +202,17 @@ def test_pos_gold_and_jieba_silver_train_end_to_end(cfg_factory, tmp_path):
     assert "v" in dm.labels and "我们" in dm.vocab
 
 
+def test_agreement_command_prints_a_report(tmp_path, capsys):
+    from src.data.pos import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(GOLD) + "\n", encoding="utf-8")
+    main(["agreement", "--corpus-file", str(corpus), "--lines", "3"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["texts"] == 3 and report["gold_words"] == 10 + 7 + 6
+    assert 0.5 < report["same_segmentation_recall"] <= 1 and 0 < report["same_tag_where_same_word"] <= 1
+
+
 def test_silver_labels_from_the_corpus_log_the_agreement(tmp_path, caplog):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(GOLD) + "\n", encoding="utf-8")

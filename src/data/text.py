@@ -20,6 +20,7 @@ from src.data.tensors import DataSpec, TensorDataModule, stratified_split
 from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call would drown the run's log
 
 PAD, UNK = "<pad>", "<unk>"
 IGNORE = -100  # the target at padded steps of a tagging batch (cross_entropy's and torchmetrics' ignore_index)
@@ -313,7 +314,7 @@ class TextDataModule(TensorDataModule):
     def log_summary(self, splits: dict) -> None:
         sizes = ", ".join(f"{name} {len(s[0])}" for name, s in splits.items())
         unk = {name: float((s[0] == 1).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
-        log.info("%s: %s texts; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
+        log.info("%s: %s sequences; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
                  "%d classes", self.NAME, sizes, len(self.vocab), self.tokenizer, self.min_freq,
                  100 * unk["val"], 100 * unk["test"], len(self.labels))
         for key, value in self.stats.items():
