@@ -98,6 +98,14 @@ def test_vocabulary_comes_from_train_only_and_lengths_are_true(tmp_path):
     assert isinstance(spec, TextSpec) and spec.input_kind == "tokens" and spec.input_size == len(dm.vocab)
 
 
+def test_batches_are_cut_to_their_longest_sequence(tmp_path):
+    dm = news(tmp_path, max_len=50)
+    dm.setup()
+    for batch in dm.val_dataloader():
+        assert batch.x.shape[1] == int(batch.lengths.max()) == 4
+    assert len(dm.train_dataloader()) == 5
+
+
 def test_jieba_words_by_default_and_min_freq_maps_rare_words_to_unk(tmp_path):
     dm = NewsZh(data_dir=str(write_cnews(tmp_path / "cnews")), cache_dir=str(tmp_path / "cache"), min_freq=6)
     dm.setup()

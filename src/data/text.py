@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from src.data.sources import cached_arrays
-from src.data.tensors import DataSpec, TensorDataModule, stratified_split
+from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule, stratified_split
 from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,26 @@ def encode(docs: Sequence[Sequence[str]], dictionary, max_len: int) -> tuple[np.
 
 
 # -- data modules -----------------------------------------------------------------------------------------------
+class TrimmedBatches:
+    """Batches cut to their own longest sequence. Text lengths vary a lot (the padded tensors are as long as the
+    longest text of all), and the embedding and a tagger's per-step head would otherwise run on all that padding."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+
+    def __getattr__(self, name: str):
+        return getattr(self.batches, name)  # len, sampler, set_epoch: the wrapped loader's
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            steps = int(batch.lengths.max())
+            y = batch.y[:, :steps] if batch.y.dim() > 1 else batch.y
+            yield Batch(batch.x[:, :steps], batch.lengths, y)
+
+
 class TextDataModule(TensorDataModule):
     """Base for text data sets. Subclasses implement `read()` -> {split: Records} ("train" required; a missing
     val/test split is carved out of train here, before the vocabulary is built, so it never sees them) and
@@ -320,6 +340,9 @@ class TextDataModule(TensorDataModule):
         for key, value in self.stats.items():
             if value:
                 log.info("%s: %s = %s", self.NAME, key, value)
+
+    def _batches(self, split: str, train: bool) -> TrimmedBatches:
+        return TrimmedBatches(super()._batches(split, train))
 
     @property
     def spec(self) -> TextSpec:
