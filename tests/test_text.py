@@ -98,6 +98,14 @@ def test_vocabulary_comes_from_train_only_and_lengths_are_true(tmp_path):
     assert isinstance(spec, TextSpec) and spec.input_kind == "tokens" and spec.input_size == len(dm.vocab)
 
 
+def test_batches_are_cut_to_their_longest_sequence(tmp_path):
+    dm = news(tmp_path, max_len=50)
+    dm.setup()
+    for batch in dm.val_dataloader():
+        assert batch.x.shape[1] == int(batch.lengths.max()) == 4
+    assert len(dm.train_dataloader()) == 5
+
+
 def test_jieba_words_by_default_and_min_freq_maps_rare_words_to_unk(tmp_path):
     dm = NewsZh(data_dir=str(write_cnews(tmp_path / "cnews")), cache_dir=str(tmp_path / "cache"), min_freq=6)
     dm.setup()
@@ -200,6 +208,17 @@ def test_pos_gold_and_jieba_silver_train_end_to_end(cfg_factory, tmp_path):
     dm = PosZh(labels="jieba", raw_file=str(raw), cache_dir=str(tmp_path / "cache"))
     dm.setup()
     assert "v" in dm.labels and "我们" in dm.vocab
+
+
+def test_agreement_command_prints_a_report(tmp_path, capsys):
+    from src.data.pos import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(GOLD) + "\n", encoding="utf-8")
+    main(["agreement", "--corpus-file", str(corpus), "--lines", "3"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["texts"] == 3 and report["gold_words"] == 10 + 7 + 6
+    assert 0.5 < report["same_segmentation_recall"] <= 1 and 0 < report["same_tag_where_same_word"] <= 1
 
 
 def test_silver_labels_from_the_corpus_log_the_agreement(tmp_path, caplog):

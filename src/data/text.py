@@ -16,10 +16,11 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from src.data.sources import cached_arrays
-from src.data.tensors import DataSpec, TensorDataModule, stratified_split
+from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule, stratified_split
 from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call would drown the run's log
 
 PAD, UNK = "<pad>", "<unk>"
 IGNORE = -100  # the target at padded steps of a tagging batch (cross_entropy's and torchmetrics' ignore_index)
@@ -172,6 +173,26 @@ def encode(docs: Sequence[Sequence[str]], dictionary, max_len: int) -> tuple[np.
 
 
 # -- data modules -----------------------------------------------------------------------------------------------
+class TrimmedBatches:
+    """Batches cut to their own longest sequence. Text lengths vary a lot (the padded tensors are as long as the
+    longest text of all), and the embedding and a tagger's per-step head would otherwise run on all that padding."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+
+    def __getattr__(self, name: str):
+        return getattr(self.batches, name)  # len, sampler, set_epoch: the wrapped loader's
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            steps = int(batch.lengths.max())
+            y = batch.y[:, :steps] if batch.y.dim() > 1 else batch.y
+            yield Batch(batch.x[:, :steps], batch.lengths, y)
+
+
 class TextDataModule(TensorDataModule):
     """Base for text data sets. Subclasses implement `read()` -> {split: Records} ("train" required; a missing
     val/test split is carved out of train here, before the vocabulary is built, so it never sees them) and
@@ -313,12 +334,15 @@ class TextDataModule(TensorDataModule):
     def log_summary(self, splits: dict) -> None:
         sizes = ", ".join(f"{name} {len(s[0])}" for name, s in splits.items())
         unk = {name: float((s[0] == 1).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
-        log.info("%s: %s texts; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
+        log.info("%s: %s sequences; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
                  "%d classes", self.NAME, sizes, len(self.vocab), self.tokenizer, self.min_freq,
                  100 * unk["val"], 100 * unk["test"], len(self.labels))
         for key, value in self.stats.items():
             if value:
                 log.info("%s: %s = %s", self.NAME, key, value)
+
+    def _batches(self, split: str, train: bool) -> TrimmedBatches:
+        return TrimmedBatches(super()._batches(split, train))
 
     @property
     def spec(self) -> TextSpec:
