@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -229,7 +230,7 @@ def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algor
 
 
 def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
-    record = train(cfg_factory("+diagnostics=gradients", "dataset=digits", "depth=2", "direction=bi",
+    record = train(cfg_factory("+diagnostics=gradients", "logger=wandb", "dataset=digits", "depth=2", "direction=bi",
                                "cell.hidden_size=8", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
                                "trainer.limit_val_batches=1", "test=false", "trainer.gradient_clip_val=0.01",
                                "diagnostics.flow_epochs=[0,1,-1]"))
@@ -239,7 +240,7 @@ def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
     assert (out / "gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
     flow = read_csv(out / "gradient_flow.csv")
     # before training, after epoch 1, after epoch 2 (the end): 4 layer-directions x 8 steps each
-    assert sorted({(int(r["epoch"]), int(r["step"])) for r in flow}) == [(0, 0), (1, 3), (2, 6)]
+    assert sorted({(int(r["epochs_done"]), int(r["step"])) for r in flow}) == [(0, 0), (1, 3), (2, 6)]
     assert len(flow) == 3 * 4 * 8 and all(float(r["grad_h"]) > 0 for r in flow)
     norms = read_csv(out / "grad_norms.csv")
     assert len(norms) == 6 and all(r["clipped"] == "1" for r in norms)  # clip 0.01 fires every time
@@ -248,6 +249,9 @@ def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
     assert summary["cell"] == "lstm" and summary["clipped"] == 6 and set(summary["saturated"]) == {
         "layer 0 fwd", "layer 0 bwd", "layer 1 fwd", "layer 1 bwd"}
     assert len(read_csv(out / "gates.csv")) == 4 * 4  # input, forget, output, all per layer-direction
+    run = next(tmp_path.glob("wandb/offline-run-*"))  # the line plot and the picture went to W&B (offline)
+    assert (run / "files" / "media" / "table" / "diagnostics").is_dir()
+    assert (run / "files" / "media" / "images" / "diagnostics").is_dir()
 
 
 def test_callback_with_layered_cell_and_truncation(cfg_factory, tmp_path):
@@ -269,7 +273,7 @@ def test_callback_with_layered_cell_and_truncation(cfg_factory, tmp_path):
 def test_overlay_plot_of_several_runs_and_cli(tmp_path, capsys):
     for cell, slope in (("rnn", 0.3), ("lstm", 0.9)):
         run = tmp_path / "sweep" / cell
-        rows = [{"epoch": e, "step": s, "layer": 0, "direction": 0, "t": t, "grad_h": slope ** (9 - t) * (1 + e)}
+        rows = [{"epochs_done": e, "step": s, "layer": 0, "direction": 0, "t": t, "grad_h": slope ** (9 - t) * (1 + e)}
                 for e, s in ((0, 0), (3, 90)) for t in range(10)]
         write_csv(run / "diagnostics" / "gradient_flow.csv", rows, FLOW_COLUMNS)
         (run / "metrics.json").write_text(json.dumps({"cell": cell}))
@@ -279,3 +283,15 @@ def test_overlay_plot_of_several_runs_and_cli(tmp_path, capsys):
     assert (tmp_path / "b.png").is_file() and capsys.readouterr().out.strip() == str(tmp_path / "b.png")
     assert plot_gradient_flow([tmp_path / "nothing"], tmp_path / "c.png") is None
     assert main([str(tmp_path / "nothing"), "-o", str(tmp_path / "c.png")]) == 2
+
+
+def test_a_resumed_run_keeps_the_rows_measured_before_its_step(tmp_path):
+    flow = [{"epochs_done": e, "step": s, "layer": 0, "direction": 0, "t": 0, "grad_h": 1.0, "grad_c": None}
+            for e, s in ((0, 0), (2, 10))]
+    write_csv(tmp_path / "gradient_flow.csv", flow, FLOW_COLUMNS)
+    write_csv(tmp_path / "grad_norms.csv", [{"step": s, "epoch": 0, "grad_norm": 0.5, "clipped": 0}
+                                            for s in range(12)], ["step", "epoch", "grad_norm", "clipped"])
+    diagnostics = GradientDiagnostics(out_dir=str(tmp_path))
+    diagnostics.on_train_start(SimpleNamespace(global_step=8, is_global_zero=True), None)
+    assert diagnostics.flow_rows == [flow[0]]
+    assert [r["step"] for r in diagnostics.norm_rows] == list(range(8)) and diagnostics.norm_rows[0]["grad_norm"] == 0.5

@@ -1,11 +1,11 @@
-"""python -m src.bench diagnostics [--cell lstm] [--epochs 3] [--repeats 5] [overrides...]
+"""python -m src.bench diagnostics [--cell lstm] [--epochs 30] [--repeats 3] [overrides...]
 
 What `+diagnostics=gradients` costs: the same training run (the default recipe's model and data: cell-128 on
 row-by-row smnist5k, batch 128; validation off so only training is timed) with and without the diagnostics
 callback at its default settings, interleaved `--repeats` times so drifting machine load hits both alike.
 Samples/s are counted over the whole of training, from the first step to the end of `on_train_end`, so the
 measurements before the first update and at the end (gradient flow, state statistics, files) are included.
-Few epochs make this pessimistic: those fixed costs weigh more than in a full 30-epoch run.
+The default is the default recipe's 30 epochs; fewer epochs are pessimistic: those fixed costs weigh more.
 """
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.bench diagnostics", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (31 steps each)")
-    parser.add_argument("--repeats", type=int, default=5, help="pairs of runs, interleaved")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per run (31 steps each)")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of runs, interleaved")
     parser.add_argument("--name", default=None, help="output name under benchmarks/ (default diagnostics-<device>)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs, e.g. trainer=gpu")
     args = parser.parse_args(argv)
