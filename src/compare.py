@@ -27,6 +27,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from src.bench.report import markdown_table
+from src.diagnostics import plot_gradient_flow
 from src.files import atomic_write, atomic_write_text
 
 ARCH = ("cell", "depth", "direction", "truncation")
@@ -282,6 +283,10 @@ def write_plots(section: Section, out: Path) -> None:
     ax.set_title(f"{section.dataset} ({section.task})")
     atomic_write(plots / f"{section.slug}_bars.png", lambda tmp: save(fig, tmp))
     plt.close(fig)
+
+    # Runs trained with +diagnostics=gradients: their gradient-flow curves overlaid, one line per run (issue 10).
+    plot_gradient_flow([run.dir for row in rows for run in row.runs if run.ok],
+                       plots / f"{section.slug}_gradient_flow.png", title=f"{section.dataset}: gradient flow")
 
     lines = []
     for row in rows:

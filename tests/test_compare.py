@@ -92,3 +92,20 @@ def test_another_metric_and_output_dir(sweep, tmp_path):
 def test_no_runs_is_a_clear_error(tmp_path, capsys):
     assert compare([str(tmp_path)]) == 2
     assert "no metrics.json under" in capsys.readouterr().err
+
+
+def test_gradient_flow_curves_of_a_task_are_overlaid(tmp_path):
+    """Runs trained with +diagnostics=gradients get one picture per task: one curve per run."""
+    from src.diagnostics import FLOW_COLUMNS, write_csv
+
+    acc = dict(dataset="adding", task="regress", monitor="val/loss", monitor_mode="min")
+    for cell, decay in (("rnn", 0.5), ("lstm", 0.98)):
+        run = make_run(tmp_path, cell, ["dataset=adding", f"cell={cell}"], cell=cell, seed=1,
+                       **acc, **{"test/loss": 0.1})
+        rows = [{"epochs_done": 1, "step": 10, "layer": 0, "direction": 0, "t": t, "grad_h": decay ** (9 - t),
+                 "grad_c": ""} for t in range(10)]
+        write_csv(run / "diagnostics" / "gradient_flow.csv", rows, FLOW_COLUMNS)
+    make_run(tmp_path, "gru", ["dataset=adding", "cell=gru"], cell="gru", seed=1, **acc, **{"test/loss": 0.2})
+    assert compare([str(tmp_path)]) == 0
+    png = tmp_path / "plots" / "adding_gradient_flow.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
