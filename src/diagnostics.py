@@ -1,5 +1,5 @@
 """Gradient diagnostics: vanishing and exploding gradients made visible, per cell. Opt in with
-`python -m src.train +diagnostics=gradients` (conf/diagnostics/gradients.yaml); files go to <run dir>/diagnostics/.
+`python -m src.train diagnostics=gradients` (conf/diagnostics/gradients.yaml); files go to <run dir>/diagnostics/.
 
 1. Gradient flow through time: on a fixed batch (the first `samples` validation sequences), the norm of
    d loss / d h_t for every time step t, per layer and direction, before training and at the end (`flow_epochs`)
