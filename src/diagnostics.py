@@ -1,10 +1,11 @@
 """Gradient diagnostics: vanishing and exploding gradients made visible, per cell. Opt in with
-`python -m src.train +diagnostics=gradients` (conf/diagnostics/gradients.yaml); files go to <run dir>/diagnostics/.
+`python -m src.train diagnostics=gradients` (conf/diagnostics/gradients.yaml); files go to <run dir>/diagnostics/.
 
 1. Gradient flow through time: on a fixed batch (the first `samples` validation sequences), the norm of
    d loss / d h_t for every time step t, per layer and direction, before training and at the end (`flow_epochs`)
    -> gradient_flow.csv, gradient_flow.png, a W&B line plot. The norm is taken over the batch and the hidden
-   units (the Frobenius norm of the [B, H] gradient at step t); `grad_c` is the same for LSTM's cell state.
+   units (the Frobenius norm of the [B, H] gradient at step t), through both paths out of h_t (the output
+   and the recurrence); `grad_c` is the part carried back through LSTM's cell state alone (into c_t+1).
    With truncation=tbptt the curve is that of the batch's last update: the gradient of its window's loss,
    which reaches back only `truncation.steps` steps; earlier steps get no gradient and have no rows.
 2. Gradient norm per optimizer step, before clipping, and whether clipping fired -> grad_norms.csv and the
@@ -95,12 +96,12 @@ def gradient_flow(task, batch: Batch) -> list[dict[str, Any]]:
         g_total = [go if gh is None else (gh.reshape(go.shape) if go is None else go + gh.reshape(go.shape))
                    for go, gh in zip(g_out, g_h)]
         h_norm = _to_time_order(_sq_norms(g_total, tr.outputs), tr, lengths).sum(0).sqrt()
-        has_c = any(c is not None for c in tr.c)
-        c_norm = (_to_time_order(_sq_norms(grad(tr.c), tr.outputs), tr, lengths).sum(0).sqrt() if has_c
-                  else None)
-        for k, value in enumerate(h_norm.tolist()):
-            rows.append({"layer": tr.layer, "direction": tr.direction, "t": start + k, "grad_h": value,
-                         "grad_c": c_norm[k].item() if has_c else None})
+        c_norm = [None] * len(h_norm)
+        if any(c is not None for c in tr.c):
+            c_norm = _to_time_order(_sq_norms(grad(tr.c), tr.outputs), tr, lengths).sum(0).sqrt().tolist()
+        for k, (h_value, c_value) in enumerate(zip(h_norm.tolist(), c_norm)):
+            rows.append({"layer": tr.layer, "direction": tr.direction, "t": start + k, "grad_h": h_value,
+                         "grad_c": c_value})
     return rows
 
 
@@ -119,18 +120,23 @@ def state_statistics(task, batch: Batch) -> tuple[list[dict], list[dict]]:
         seq = torch.stack([v.reshape(trace.outputs[0].shape) for v in values], dim=1)
         return reverse_padded(seq, batch.lengths) if trace.direction else seq
 
+    def mean_std(seq: Optional[torch.Tensor]) -> tuple[list, list]:  # per step, over real samples and units
+        if seq is None:
+            return [None] * total, [None] * total
+        weight = valid[..., None].to(seq.dtype)
+        count = weight.sum((0, 2)) * seq.shape[-1]
+        mean = (seq * weight).sum((0, 2)) / count
+        var = ((seq - mean[None, :, None]).pow(2) * weight).sum((0, 2)) / count
+        empty = count == 0  # a step that is padding in every sequence
+        return ([None if e else m for m, e in zip(mean.tolist(), empty.tolist())],
+                [None if e else v for v, e in zip(var.sqrt().tolist(), empty.tolist())])
+
     stats, gates = [], []
     for tr in traces:
-        h = in_time(tr.outputs, tr)
-        c = in_time(tr.c, tr) if all(v is not None for v in tr.c) else None
-        for t in range(total):
-            row = {"layer": tr.layer, "direction": tr.direction, "t": t}
-            for name, seq in (("h", h), ("c", c)):
-                v = seq[valid[:, t], t] if seq is not None else None
-                ok = v is not None and v.numel() > 0
-                row[f"{name}_mean"] = v.mean().item() if ok else None
-                row[f"{name}_std"] = v.std(unbiased=False).item() if ok else None
-            stats.append(row)
+        h_mean, h_std = mean_std(in_time(tr.outputs, tr))
+        c_mean, c_std = mean_std(in_time(tr.c, tr) if all(v is not None for v in tr.c) else None)
+        stats += [{"layer": tr.layer, "direction": tr.direction, "t": t, "h_mean": h_mean[t], "h_std": h_std[t],
+                   "c_mean": c_mean[t], "c_std": c_std[t]} for t in range(total)]
         counts = {"high": 0, "low": 0, "n": 0}
         for name, values in tr.gates.items():
             g = in_time(values, tr)[valid]
@@ -172,7 +178,7 @@ def _float(value: Any) -> float:
     return float(value) if value not in (None, "") else math.nan
 
 
-def curve_name(layer: int, direction: int, depth: int = 0, bidirectional: bool = True) -> str:
+def curve_name(layer: int, direction: int, bidirectional: bool = True) -> str:
     return f"layer {layer}" + (" bwd" if direction else " fwd" if bidirectional else "")
 
 

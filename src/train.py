@@ -72,7 +72,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     if cfg.ckpt_path and cfg.ckpt_path != "last":
         check_compatible(cfg.ckpt_path, model.run_config)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [instantiate(cfg.diagnostics)] if cfg.get("diagnostics") else []  # +diagnostics=gradients
+    callbacks += [instantiate(cfg.diagnostics)] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
         callbacks.append(RichProgressBar())

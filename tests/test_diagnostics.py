@@ -230,7 +230,7 @@ def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algor
 
 
 def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
-    record = train(cfg_factory("+diagnostics=gradients", "logger=wandb", "dataset=digits", "depth=2", "direction=bi",
+    record = train(cfg_factory("diagnostics=gradients", "logger=wandb", "dataset=digits", "depth=2", "direction=bi",
                                "cell.hidden_size=8", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
                                "trainer.limit_val_batches=1", "test=false", "trainer.gradient_clip_val=0.01",
                                "diagnostics.flow_epochs=[0,1,-1]"))
@@ -256,7 +256,7 @@ def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
 
 def test_callback_with_layered_cell_and_truncation(cfg_factory, tmp_path):
     # A layered cell (tests.test_models.OneLSTMLayer) under truncated BPTT, k=5 of the 8 steps of digits.
-    train(cfg_factory("+diagnostics=gradients", "dataset=digits", "depth=2", "truncation=tbptt",
+    train(cfg_factory("diagnostics=gradients", "dataset=digits", "depth=2", "truncation=tbptt",
                       "truncation.steps=5", "cell._target_=tests.test_models.OneLSTMLayer", "~cell.mode",
                       "cell.hidden_size=6", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                       "trainer.limit_val_batches=1", "test=false"))

@@ -1,6 +1,6 @@
 """python -m src.bench diagnostics [--cell lstm] [--epochs 30] [--repeats 3] [overrides...]
 
-What `+diagnostics=gradients` costs: the same training run (the default recipe's model and data: cell-128 on
+What `diagnostics=gradients` costs: the same training run (the default recipe's model and data: cell-128 on
 row-by-row smnist5k, batch 128; validation off so only training is timed) with and without the diagnostics
 callback at its default settings, interleaved `--repeats` times so drifting machine load hits both alike.
 Samples/s are counted over the whole of training, from the first step to the end of `on_train_end`, so the
@@ -56,7 +56,7 @@ def run(diagnostics: bool, cell: str, epochs: int, out_dir: str, extra: list[str
             f"cell={cell}", "dataset=smnist5k", "scheduler=none", "logger=csv", "callbacks=none",
             f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
             "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false",
-            *(["+diagnostics=gradients"] if diagnostics else []), *extra])
+            *(["diagnostics=gradients"] if diagnostics else []), *extra])
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.hydra.runtime.output_dir = out_dir
     HydraConfig.instance().set_config(cfg)
