@@ -76,6 +76,14 @@ class RecurrentTask(L.LightningModule):
              ) -> Optional[tuple[torch.Tensor, int]]:
         raise NotImplementedError
 
+    def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
+        """Update the split's metric objects with one evaluation batch ("val" or "test")."""
+        raise NotImplementedError
+
+    def eval_values(self, split: str) -> dict:
+        """The split's metrics over the whole evaluation (synced across processes); resets them."""
+        raise NotImplementedError
+
     # -- shared machinery ---------------------------------------------------------------------------------------
     @property
     def num_params(self) -> int:
@@ -151,6 +159,20 @@ class RecurrentTask(L.LightningModule):
         scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer),
                      "interval": self.scheduler_interval, "monitor": self.monitor}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.eval_values("val")
+        self.log_dict(values, prog_bar=True)
+        self.log_best(values)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.eval_values("test"))
 
     def log_best(self, values: dict) -> None:
         """Track and log `<monitor>_best` from this validation epoch's values."""

@@ -77,27 +77,15 @@ class SequenceClassifier(RecurrentTask):
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
 
-    def _evaluate(self, batch: Batch, split: str) -> None:
+    def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         logits = self(batch.x, batch.lengths)
         getattr(self, f"{split}_metrics").update(logits, batch.y)
         getattr(self, f"{split}_loss").update(F.cross_entropy(logits, batch.y), weight=len(batch.y))
 
-    def _log_eval(self, split: str) -> dict:
+    def eval_values(self, split: str) -> dict:
         metrics, loss = getattr(self, f"{split}_metrics"), getattr(self, f"{split}_loss")
         values = {**metrics.compute(), f"{split}/loss": loss.compute()}
         metrics.reset()
         loss.reset()
-        self.log_dict(values, prog_bar=split == "val")
         return values
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_best(self._log_eval("val"))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")

@@ -48,7 +48,7 @@ class Regressor(StreamEval, RecurrentTask):
         return F.mse_loss(predictions, targets), targets.shape[0] * targets.shape[1]
 
     # -- evaluation ------------------------------------------------------------------------------------------
-    def _evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
+    def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         predictions = self.head(self.eval_outputs(batch, batch_idx), batch.lengths)
         targets = batch.y
         getattr(self, f"{split}_mse").update(F.mse_loss(predictions, targets), weight=targets.numel())
@@ -63,19 +63,8 @@ class Regressor(StreamEval, RecurrentTask):
         values[f"{split}/loss"] = values[f"{split}/mse"]
         return values
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        values = self.eval_values("val")
-        self.log_dict(values, prog_bar=True)
-        self.log_best(values)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.eval_values("test"))
+        super().on_test_epoch_end()
         log_baselines(self)
         datamodule = self.trainer.datamodule
         if getattr(datamodule, "rollout_steps", 0):

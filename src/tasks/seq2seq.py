@@ -79,7 +79,7 @@ class Seq2Seq(RecurrentTask):
         return torch.cat(tokens, dim=1)
 
     # -- evaluation ------------------------------------------------------------------------------------------
-    def _evaluate(self, batch: Batch, split: str) -> None:
+    def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         loss, n = self.loss(self.teacher_forced(batch), batch, 0, batch.y.shape[1])
         predicted = self.greedy(batch.x, batch.lengths, batch.y.shape[1])
         real = batch.y != PAD  # the target tokens, <eos> included
@@ -89,23 +89,11 @@ class Seq2Seq(RecurrentTask):
         # Exact: every target token and the <eos> that ends it (what is decoded after <eos> is not read).
         getattr(self, f"{split}_exact_match").update((right == real).all(dim=1).float().mean(), weight=len(batch.y))
 
-    def _log_eval(self, split: str) -> dict:
+    def eval_values(self, split: str) -> dict:
         values = {}
         for name in ("loss", "acc", "exact_match"):
             metric = getattr(self, f"{split}_{name}")
             values[f"{split}/{name}"] = metric.compute()
             metric.reset()
-        self.log_dict(values, prog_bar=split == "val")
         return values
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_best(self._log_eval("val"))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")

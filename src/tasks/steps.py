@@ -65,7 +65,7 @@ class StepClassifier(StreamEval, RecurrentTask):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE), n
 
     # -- evaluation ------------------------------------------------------------------------------------------
-    def _evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
+    def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         logits = self.head(self.eval_outputs(batch, batch_idx), batch.lengths)
         result = self.loss(logits, batch, 0, batch.x.shape[1])
         if result is None:
@@ -85,19 +85,8 @@ class StepClassifier(StreamEval, RecurrentTask):
             metric.reset()
         return values
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        values = self.eval_values("val")
-        self.log_dict(values, prog_bar=True)
-        self.log_best(values)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.eval_values("test"))
+        super().on_test_epoch_end()
         log_baselines(self)
 
 

@@ -90,7 +90,7 @@ class SequenceTagger(RecurrentTask):
             tags[i, :len(path)] = torch.as_tensor(path, device=tags.device)
         return tags
 
-    def _evaluate(self, batch: Batch, split: str) -> None:
+    def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         emissions = self(batch.x, batch.lengths)
         loss, n = self.loss(emissions, batch, 0, batch.y.shape[1])
         preds, targets = self.predict_tags(emissions, batch.y).flatten(), batch.y.flatten()
@@ -100,7 +100,7 @@ class SequenceTagger(RecurrentTask):
         getattr(self, f"{split}_oov").update(preds, targets.masked_fill(~oov, IGNORE))
         getattr(self, f"{split}_oov_tokens").update(((targets != IGNORE) & oov).sum())
 
-    def _log_eval(self, split: str) -> dict:
+    def eval_values(self, split: str) -> dict:
         values = {**getattr(self, f"{split}_metrics").compute(), f"{split}/loss": getattr(self, f"{split}_loss").compute()}
         oov_tokens = getattr(self, f"{split}_oov_tokens").compute()
         values[f"{split}/oov_tokens"] = oov_tokens.float()
@@ -108,7 +108,6 @@ class SequenceTagger(RecurrentTask):
             values[f"{split}/oov_acc"] = getattr(self, f"{split}_oov").compute()
         for name in ("metrics", "loss", "oov", "oov_tokens"):
             getattr(self, f"{split}_{name}").reset()
-        self.log_dict(values, prog_bar=split == "val")
         return values
 
     def on_train_epoch_end(self) -> None:
@@ -117,14 +116,3 @@ class SequenceTagger(RecurrentTask):
             self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_best(self._log_eval("val"))
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
