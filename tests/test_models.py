@@ -106,3 +106,18 @@ def test_fused_rejects_unknown_mode_and_bad_hidden():
         FusedRNN(3, 8, mode="nope")
     with pytest.raises(ConfigError, match="hidden_size"):
         FusedRNN(3, 0)
+
+
+def test_stack_cuda_graphs_setting_is_checked_and_idle_on_cpu():
+    """stack.cuda_graphs must be a boolean; on CPU the cells run directly (no graph recorded) and the
+    parameters the state_dict holds are the cells' own (the graph runners are not modules)."""
+    from src.models.cells.lstm import LSTMRef
+    with pytest.raises(ConfigError, match="stack.cuda_graphs='yes'"):
+        RecurrentStack(functools.partial(LSTMRef, hidden_size=8), input_size=3, cuda_graphs="yes")
+    stack = RecurrentStack(functools.partial(LSTMRef, hidden_size=8), input_size=3, depth=2, bidirectional=True)
+    out, _ = stack(torch.randn(2, 5, 3))
+    out.sum().backward()
+    assert not any(run.graphs for row in stack.runners for run in row)
+    plain = RecurrentStack(functools.partial(LSTMRef, hidden_size=8), input_size=3, depth=2, bidirectional=True,
+                           cuda_graphs=False)
+    assert stack.state_dict().keys() == plain.state_dict().keys()

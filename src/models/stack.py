@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from src.errors import ConfigError
+from src.models.graphs import GraphedCell, check_mode
 
 
 def detach_state(state: Any) -> Any:
@@ -77,8 +78,9 @@ def check_cell_settings(cell: Callable[..., nn.Module]) -> None:
 
 class RecurrentStack(nn.Module):
     def __init__(self, cell: Callable[..., nn.Module], input_size: int, depth: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0):
+                 bidirectional: bool = False, dropout: float = 0.0, cuda_graphs: bool = True):
         super().__init__()
+        self.cuda_graphs = check_mode(cuda_graphs)
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"depth={depth!r} must be a positive integer (1 = one recurrent layer)")
         if not 0.0 <= dropout < 1.0:
@@ -100,6 +102,9 @@ class RecurrentStack(nn.Module):
             size = layer[0].output_size * directions
         self.output_size = size
         self.dropout = nn.Dropout(dropout)
+        # Each cell run through a CUDA graph where possible (src/models/graphs.py); plain attributes, so the
+        # state_dict holds the cells' parameters only.
+        self.runners = [[GraphedCell(c, cuda_graphs) for c in layer] for layer in self.layers]
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
         if self.fused:
@@ -113,9 +118,9 @@ class RecurrentStack(nn.Module):
                 x = self.dropout(x)
             layer_state = state[i] if state is not None else [None] * len(layer)
             outs, states = [], []
-            for d, cell in enumerate(layer):
+            for d, run in enumerate(self.runners[i]):
                 inp = reverse_padded(x, lengths) if d == 1 else x
-                out, s = cell(inp, layer_state[d])
+                out, s = run(inp, layer_state[d])
                 outs.append(reverse_padded(out, lengths) if d == 1 else out)
                 states.append(s)
             x = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]

@@ -68,4 +68,7 @@ def time_loop(fn: Callable, jit: Union[bool, str], x: torch.Tensor) -> Callable:
     function: once TorchScript has optimised a loop for training, it tries to save tensors for backward also
     under torch.inference_mode (Lightning's evaluation) and fails; tests/test_cells.py."""
     use = jit is True or (jit == "auto" and x.device.type == "cuda")
-    return scripted(fn) if use and torch.is_grad_enabled() and not torch.jit.is_scripting() else fn
+    # Inside a CUDA graph capture (src/models/graphs.py) the eager loop: the graph removes the launch overhead
+    # that TorchScript's fusion attacks, and TorchScript's executor invalidates captures (seen on an H100).
+    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+    return scripted(fn) if use and torch.is_grad_enabled() and not capturing and not torch.jit.is_scripting() else fn

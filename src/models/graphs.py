@@ -1,0 +1,125 @@
+"""CUDA graphs for the cells that run a Python time loop (every cell that is not torch's fused RNN/LSTM/GRU).
+
+At the sizes RNNs train at, a hand-written cell on a GPU is slow because of kernel launches, not arithmetic: one
+time step is a dozen small kernels, and T steps forward and backward are thousands of launches
+(../shared/ANCHORS.md: a hand-written LSTM 60 ms eager, 8.5 ms captured whole, against cuDNN's 6.4 ms).
+`torch.cuda.make_graphed_callables` records a layer's forward and its backward once, as two CUDA graphs, and
+replays them: one launch each. Graphs are recorded per input signature (shapes, dtypes, which inputs need
+gradients), since a graph replays exactly the shapes it was recorded with; the last, smaller batch of an epoch
+gets one of its own.
+
+Used only where it is exact and pays: training (module in train mode, gradients on) on CUDA, from a zero state,
+outside autocast (make_graphed_callables refuses autocast's weight cache, which Lightning's mixed precision turns
+on), at most MAX_GRAPHS signatures per layer (beyond that, eager). Evaluation, CPU, mixed precision and a carried
+state run the layer as is. Measured on an H100 (benchmarks/cells-cuda-subset.md): a custom LSTM at T=100, B=64,
+512/512 takes 8.9 ms in graphs against 37.1 ms without (TorchScript) and 5.6 ms for cuDNN.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from src.errors import ConfigError
+
+MAX_GRAPHS = 8
+
+
+def check_mode(value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"stack.cuda_graphs={value!r} must be true (record CUDA graphs of loop cells where "
+                          f"possible: training on a GPU without autocast) or false")
+    return value
+
+
+def flatten(tree: Any) -> tuple[list[torch.Tensor], Any]:
+    """The tensors of a state (nested tuples/lists; None where a cell has no such part) and how to rebuild it."""
+    if tree is None:
+        return [], None
+    leaves, spec = tree_flatten(tree)
+    return [t for t in leaves if t is not None], (spec, [t is None for t in leaves])
+
+
+def unflatten(tensors: list[torch.Tensor], how: Any) -> Any:
+    if how is None:
+        return None
+    spec, none_at = how
+    it = iter(tensors)
+    return tree_unflatten([None if gap else next(it) for gap in none_at], spec)
+
+
+class _FlatCall(nn.Module):
+    """cell(x, state) with tensors only in and out, as make_graphed_callables needs; the cell is a submodule, so
+    its parameters are the graph's parameters."""
+
+    def __init__(self, cell: nn.Module, state_how: Any):
+        super().__init__()
+        self.cell, self.state_how = cell, state_how
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor):
+        out, new_state = self.cell(x, unflatten(list(state), self.state_how))
+        tensors, self.out_how = flatten(new_state)
+        return (out, *tensors)
+
+
+class GraphedCell:
+    """Runs `cell(x, state)` through a recorded CUDA graph when that is possible, else directly."""
+
+    def __init__(self, cell: nn.Module, mode: bool = True):
+        self.cell, self.mode = cell, check_mode(mode)
+        self.graphs: dict[tuple, tuple[Callable, _FlatCall, list]] = {}
+
+    def usable(self, x: torch.Tensor) -> Optional[str]:
+        """None if a graph can run this call, else why not."""
+        if not self.mode or not getattr(self.cell, "cuda_graphs", True):
+            return "off"
+        if not x.is_cuda:
+            return "not on a GPU"
+        if not (self.cell.training and torch.is_grad_enabled()):
+            return "not training"
+        if torch.is_autocast_enabled():
+            return "autocast (mixed precision) is on"
+        if torch.cuda.is_current_stream_capturing():
+            return "already inside a capture"
+        return None
+
+    def __call__(self, x: torch.Tensor, state: Any = None):
+        if self.usable(x) is not None:
+            return self.cell(x, state)
+        if state is not None:
+            # A carried state (truncated BPTT's later chunks) runs directly: on an H100, a graphed LSTM given
+            # (h, c) returned the right outputs but wrong weight gradients (tests/test_cuda.py), not yet
+            # explained; the GRU-like cells were exact. Only the zero-state call, the common one, is captured.
+            return self.cell(x, state)
+        leaves, how = flatten(state)
+        key = tuple((tuple(t.shape), t.dtype, t.requires_grad) for t in (x, *leaves)) + (str(how),)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= MAX_GRAPHS:
+                return self.cell(x, state)
+            call = _FlatCall(self.cell, how)
+            try:  # recording runs a few warm-up steps on a side stream, then captures forward and backward
+                # Private copies: the sample tensors become the graph's input buffers, which every replay
+                # overwrites; the caller's own x (often a view of the data set) must never be.
+                sample = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in (x, *leaves))
+                graphed = torch.cuda.make_graphed_callables(call, sample)
+            except Exception as err:  # noqa: BLE001 - a cell that cannot be captured still trains, eagerly
+                warnings.warn(f"CUDA graphs off for {type(self.cell).__name__}: recording failed ({err}); it runs "
+                              f"eagerly (stack.cuda_graphs=false silences this)")
+                self.mode = False
+                return self.cell(x, state)
+            entry = self.graphs[key] = (graphed, call, [False])
+        graphed, call, waiting = entry
+        if waiting[0]:
+            # The last replay's backward has not run yet: replaying now would overwrite the activations it
+            # needs (a graph has one set of buffers). Run this call eagerly instead; it is exact, only slower.
+            return self.cell(x, state)
+        # Clones: a replay returns the graph's own output buffers, which the next replay overwrites.
+        out, *new_leaves = (t.clone() for t in graphed(x, *leaves))
+        if out.requires_grad:
+            waiting[0] = True
+            out.register_hook(lambda grad: waiting.__setitem__(0, False))
+        return out, unflatten(new_leaves, call.out_how)
