@@ -104,7 +104,10 @@ class RecurrentTask(L.LightningModule):
         else:
             loss, state = tbptt_training_step(self, batch, self.carried_state("train", len(batch.x)))
             self.keep_state("train", state)
-        if loss is not None:
+        if loss is not None and self.trainer._logger_connector.should_update_logs:
+            # Only on the steps the loggers write (trainer.log_every_n_steps): each logged value is read back to
+            # the host, a sync that on a GPU stalls the queue of kernels every step (ANCHORS.md: logging every
+            # step costs more than the model). Lightning has no public switch for this condition.
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
         return loss
 
