@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 ARGS ?=
+SWEEP ?= quick
+SWEEP_DIR ?=
 
-.PHONY: install train test clean
+.PHONY: install train test sweep clean
 
 install: $(VENV)/.installed
 
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,sweeps]"
 	touch $@
 
 train: install
@@ -24,6 +26,12 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# make sweep SWEEP=<quick|cells|odyssey|lm|optuna> [SWEEP_DIR=<dir>] [ARGS="<more overrides>"]: the sweep
+# conf/sweep/<SWEEP>.yaml (outputs under SWEEP_DIR, default outputs/sweeps/<SWEEP>), then its leaderboard.
+sweep: install
+	$(BIN)/python -m src.train -m sweep=$(SWEEP) $(if $(SWEEP_DIR),hydra.sweep.dir=$(SWEEP_DIR)) $(ARGS)
+	$(BIN)/python -m src.compare $(or $(SWEEP_DIR),$${RNN_BENCH_ROOT:-.}/outputs/sweeps/$(SWEEP))
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -21,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 
 from src.data.tensors import DataSpec
-from src.data.text import EOS, UNK, WORD_TOKENIZERS, detokenize
+from src.data.lm_text import EOS, UNK, WORD_TOKENIZERS, detokenize
 from src.errors import ConfigError, UserError
 from src.tasks.language_model import LanguageModel
 

@@ -12,14 +12,16 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.callbacks import Throughput
+from src.callbacks import FiniteLoss, Throughput, WandbSummary
+from src.checkpoints import check_compatible
 from src.errors import ConfigError, UserError
 from src.files import atomic_write_json
+from src.sweeps import check_one_process_per_job, completed_record, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 def run_fields(cfg: DictConfig) -> dict[str, Any]:
     """What identifies a run in metrics.json, W&B and the leaderboard: the config groups chosen, depth, seed."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    fields = {key: choices.get(key) for key in ("dataset", "cell", "direction", "truncation")}
+    fields = {key: choices.get(key) for key in ("dataset", "task", "cell", "direction", "truncation")}
     return {**fields, "depth": cfg.depth, "seed": cfg.seed}
 
 
@@ -40,6 +42,7 @@ def check_config(cfg: DictConfig) -> None:
     hidden = cfg.cell.get("hidden_size")
     if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
         raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")
+    check_one_process_per_job(cfg)
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -50,36 +53,70 @@ def check_config(cfg: DictConfig) -> None:
                           f"hydra.run.dir=<dir> (or paths.log_dir=<dir>)") from None
 
 
-def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The data module (set up), the task module and the Trainer that `cfg` describes."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup()
+    kind = get_class(cfg.task._target_).kind
+    if kind != datamodule.spec.task:
+        raise ConfigError(f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
+                          f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
+                          f"drop the task override (each data set's config chooses its task)")
+    trainer_cfg, clip = truncation_trainer_settings(cfg)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
-    model = instantiate(cfg.task, spec=datamodule.spec, _convert_="object")
+    model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, **clip, _convert_="object")
     model.run_config = OmegaConf.to_container(  # without the hydra node, which tests compose in
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + [Throughput()]
+    if cfg.ckpt_path and cfg.ckpt_path != "last":
+        check_compatible(cfg.ckpt_path, model.run_config)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += [instantiate(cfg.diagnostics)] if cfg.get("diagnostics") else []  # diagnostics=gradients
+    callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
         callbacks.append(RichProgressBar())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+    datamodule, model, trainer = build(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, "run": run_fields(cfg), "params": model.num_params})
 
-    metrics: dict[str, Any] = {"task": datamodule.spec.task, "params": model.num_params, "monitor": model.monitor}
+    metrics: dict[str, Any] = {"task": datamodule.spec.task, "params": model.num_params, "monitor": model.monitor,
+                               "monitor_mode": model.monitor_mode}
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_floats(trainer.callback_metrics))
     if cfg.test:
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else None  # the first: model_checkpoint
+        # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else cfg.ckpt_path
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics["tested_checkpoint"] = best or "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
     metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
     metrics["device"] = str(trainer.strategy.root_device)
     return metrics
+
+
+def truncation_trainer_settings(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """Under truncation the task steps its optimizer itself (manual optimization), where Lightning refuses
+    Trainer-level clipping: hand the same trainer.gradient_clip_* settings to the task instead."""
+    if cfg.truncation.get("mode", "none") == "none":
+        return cfg.trainer, {}
+    if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "
+                          f"combined with truncation=tbptt, which steps the optimizer every truncation.stride "
+                          f"steps; set it to 1 (or raise dataset.batch_size)")
+    trainer_cfg = cfg.trainer.copy()
+    with open_dict(trainer_cfg):
+        clip = {"gradient_clip_val": trainer_cfg.pop("gradient_clip_val", None),
+                "gradient_clip_algorithm": trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"}
+    return trainer_cfg, clip
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -89,7 +126,7 @@ def _floats(metrics: dict) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration; metrics.json is written whatever happens (status ok or failed)."""
     started = time.perf_counter()
-    record: dict[str, Any] = {**run_fields(cfg), "status": "failed"}
+    record: dict[str, Any] = {**run_fields(cfg), "config_hash": config_hash(cfg), "status": "failed"}
     try:
         check_config(cfg)
         record.update(fit_and_test(cfg))
@@ -124,16 +161,24 @@ def _finish_wandb() -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
     out = cfg.paths.output_dir
+    if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
+        print(f"run dir: {out} (skipped: it holds a completed run of this config)")
+        return done.get(f"{done['monitor']}_best")
     try:
         record = train(cfg)
     except Exception as e:
-        if (bad := user_error(e)) is not None:
+        bad = user_error(e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on. The worst value
+            # is returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
+            if bad is not None:
+                log.error(f"job failed: {bad} (see {out}/metrics.json)")
+            else:
+                log.exception(f"job failed, see {out}/metrics.json")
+            return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
+        if bad is not None:
             print(f"error: {bad}", file=sys.stderr)
             sys.exit(2)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on.
-            log.exception(f"job failed, see {out}/metrics.json")
-            return None
         raise
     print(f"run dir: {out}")
     return record.get(f"{record['monitor']}_best")

@@ -13,7 +13,7 @@ from src.data.seq2seq import TOKENS, DigitTransduction
 from src.data.series import AirPassengers, Sine, SinToCos, Sunspots
 from src.data.streams import StreamBatches, batchify
 from src.data.synthetic import Adding, Copy
-from src.data.text import EOS, PAD, UNK, TextFiles, Vocab
+from src.data.lm_text import EOS, PAD, UNK, TextFiles, Vocab
 from src.errors import ConfigError, DataError
 from tests.conftest import CACHE
 

@@ -117,7 +117,8 @@ def test_wandb_offline_run_with_nested_config_group_and_tags(cfg_factory, tmp_pa
     def capture_then_finish():
         if wandb.run is not None:
             seen.update(config=dict(wandb.run.config), tags=list(wandb.run.tags), group=wandb.run.group,
-                        offline=wandb.run.settings._offline)
+                        offline=wandb.run.settings._offline, job_type=wandb.run.job_type,
+                        summary={k: wandb.run.summary[k] for k in ("val/acc", "val/acc_best", "test/acc")})
         finish()
 
     monkeypatch.setattr(src.train, "_finish_wandb", capture_then_finish)
@@ -129,4 +130,7 @@ def test_wandb_offline_run_with_nested_config_group_and_tags(cfg_factory, tmp_pa
     assert config["task"]["_target_"] == "src.tasks.classify.SequenceClassifier"  # nested, not flattened
     assert config["cell"]["hidden_size"] == 128 and config["params"] > 0 and config["seed"] == 42
     assert config["run"]["cell"] == "gru" and config["run"]["dataset"] == "smnist5k"  # to group by on W&B
+    assert seen["job_type"] == "train" and "sweep=none" in seen["tags"]  # in a sweep: its name (sweep_name)
+    summary = seen["summary"]  # the monitored metric keeps its best beside its last value (WandbSummary)
+    assert summary["val/acc"]["max"] == pytest.approx(summary["val/acc_best"]) and 0 <= summary["test/acc"] <= 1
     assert wandb.run is None  # finished: the next job in a multirun gets a run of its own

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from src.data.sources import DebArtifact, PipArtifact
-from src.data.text import LanguageModelData
+from src.data.lm_text import LanguageModelData
 from src.errors import DataError
 
 

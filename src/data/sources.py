@@ -163,11 +163,16 @@ class UrlArtifact:
         return atomic_write(dest, write)
 
 
+def cache_path(cache_dir: Path, name: str, key: dict) -> Path:
+    """Where cached_arrays keeps the arrays for (name, key)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "parsed" / f"{name}-{digest}.npz"
+
+
 def cached_arrays(cache_dir: Path, name: str, key: dict, build: Callable[[], dict[str, np.ndarray]]
                   ) -> dict[str, np.ndarray]:
     """Parsed arrays cached as .npz; `key` (source checksum + preprocessing settings) names the cache file."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "parsed" / f"{name}-{digest}.npz"
+    path = cache_path(cache_dir, name, key)
     if path.exists():
         try:
             return load_npz(path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -43,8 +43,9 @@ class Batches:
     """
 
     def __init__(self, tensors: Sequence[Optional[torch.Tensor]], batch_size: int, shuffle: bool, drop_last: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, skip: Optional[Callable[[], int]] = None):
         self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
+        self.skip = skip  # batches of this epoch already trained on (a run resumed from a mid-epoch checkpoint)
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.n = len(next(t for t in tensors if t is not None))
         if drop_last and batch_size % world_size:
@@ -70,7 +71,7 @@ class Batches:
             order = torch.randperm(self.n, generator=g).to(device)
         else:
             order = torch.arange(self.n, device=device)
-        for i in range(len(self)):
+        for i in range(self.skip() if self.skip else 0, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             if self.drop_last:
                 share = self.batch_size // self.world_size
@@ -207,7 +208,16 @@ class TensorDataModule(L.LightningDataModule):
     def _batches(self, split: str, train: bool) -> Batches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return Batches(self._tensors(split), self.batch_size if train else self.eval_batch_size, shuffle=train,
-                       drop_last=train, seed=self.shuffle_seed, rank=rank, world_size=world)
+                       drop_last=train, seed=self.shuffle_seed, rank=rank, world_size=world,
+                       skip=self._trained_batches_this_epoch if train else None)
+
+    def _trained_batches_this_epoch(self) -> int:
+        """Read when an epoch's iteration starts: 0, except right after resuming from a mid-epoch checkpoint,
+        where Lightning has restored how many batches of this epoch were trained; the same seeded order then
+        continues where the interrupted run stopped."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> Batches:
         return self._batches("train", train=True)

@@ -1,198 +1,350 @@
-"""Language-model corpora: text -> a vocabulary and one stream of token ids per split.
+"""Text as token ids: read labelled lines, split into train/val/test, tokenize (jieba words, characters or
+English words), build the vocabulary from the training split with gensim, encode as padded ids + true lengths.
 
-`level=char`: every character is a token and each line ends with "\\n". `level=word`: the corpus' word
-tokenizer (`kjv`, `whitespace`, `jieba`, or the corpus' own gold segmentation) and `<eos>` after every line,
-as the PTB convention that pytorch/examples' word_language_model follows. The vocabulary comes from the
-training split only; anything else is `<unk>`. Id 0 is `<pad>`, which no stream contains.
+Two caches, both .npz keyed by the source's checksum and the settings that shape them: the tokenized splits
+(so a second run, or a sweep over min_freq / max_len, skips segmentation) and the encoded tensors.
+Id 0 is `<pad>` (never a real token: the model masks it) and id 1 is `<unk>` (tokens outside the vocabulary).
 """
 from __future__ import annotations
 
-import collections
+import dataclasses
+import logging
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from src.data.sources import cached_arrays
-from src.data.streams import StreamDataModule
+from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule, stratified_split
 from src.errors import ConfigError, DataError
-from src.files import sha256_file
 
-PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+log = logging.getLogger(__name__)
+logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call would drown the run's log
 
-
-def _kjv_words(line: str) -> list[str]:
-    # The same tokenization as ../shared/bench/kjv_split.py: lower-case, words with inner apostrophes, and every
-    # other non-space character (punctuation) a token of its own.
-    return re.findall(r"[a-z]+(?:'[a-z]+)?|[^\sa-z]", line.lower())
-
-
-def _jieba_words(line: str) -> list[str]:
-    import jieba
-
-    jieba.setLogLevel(60)  # its "Building prefix dict" chatter
-    return [w for w in jieba.lcut(line) if w.strip()]
+PAD, UNK = "<pad>", "<unk>"
+IGNORE = -100  # the target at padded steps of a tagging batch (cross_entropy's and torchmetrics' ignore_index)
+TOKENIZERS = ("word", "char", "english")
+# Separators of the tokenized-text cache; control characters are removed from texts before tokenizing.
+_TOK, _DOC = "\x1f", "\x1e"
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ENGLISH = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
 
-WORD_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
-    "whitespace": str.split, "kjv": _kjv_words, "jieba": _jieba_words}
+@dataclasses.dataclass(frozen=True)
+class TextSpec(DataSpec):
+    """DataSpec plus where the task finds initial embedding vectors (embedding=word2vec|pretrained)."""
+
+    vectors: str = ""  # an .npz in the cache with `vectors` [vocab_size, dim]; "" for random initialisation
 
 
-def tokenize(line: str, level: str, tokenizer: str) -> list[str]:
-    """One line -> its tokens, end-of-line marker included."""
-    if level == "char":
-        return list(line) + ["\n"]
-    return WORD_TOKENIZERS[tokenizer](line) + [EOS]
+@dataclasses.dataclass
+class Records:
+    """One split before tokenization: texts, their targets, and where each came from ("file:line")."""
 
+    texts: list
+    targets: list
+    origins: list
 
-class Vocab:
-    """Tokens <-> ids. Saved with every run (in the checkpoint, as a plain list) so generation can map tokens."""
-
-    def __init__(self, tokens: Sequence[str]):
-        self.tokens = list(tokens)
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-        if self.tokens[:2] != [PAD, UNK] or len(self.index) != len(self.tokens):
-            raise DataError("a vocabulary starts with <pad>, <unk> and holds each token once")
-
-    @classmethod
-    def build(cls, lines: Iterable[list[str]], level: str, min_freq: int = 1,
-              max_size: Optional[int] = None) -> "Vocab":
-        counts = collections.Counter(t for tokens in lines for t in tokens)
-        specials = [PAD, UNK] + ([EOS] if level == "word" else [])
-        for s in specials:
-            counts.pop(s, None)  # a corpus may spell <unk> itself (PTB does)
-        ranked = [t for t, n in counts.most_common() if n >= min_freq]  # ties keep first-seen order
-        return cls(specials + ranked[:max_size])
+    def take(self, idx: Sequence[int]) -> "Records":
+        return Records(*([values[i] for i in idx] for values in (self.texts, self.targets, self.origins)))
 
     def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, tokens: Iterable[str]) -> list[int]:
-        unk = self.index[UNK]
-        return [self.index.get(t, unk) for t in tokens]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        return [self.tokens[i] for i in ids]
+        return len(self.texts)
 
 
-def detokenize(tokens: Sequence[str], level: str) -> str:
-    if level == "char":
-        return "".join(tokens)
-    return " ".join(tokens).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+# -- reading ----------------------------------------------------------------------------------------------------
+def read_lines(path: Path, data: Optional[bytes] = None) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each non-blank line of a UTF-8 file (CRLF or LF). Blank lines are skipped (and
+    counted in the log); undecodable bytes and an empty file are errors that name the file and the line."""
+    path = Path(path)
+    if data is None:
+        if not path.is_file():
+            raise DataError(f"{path} does not exist")
+        data = path.read_bytes()
+    if not data.strip():
+        raise DataError(f"{path} is empty; it should hold one text per line")
+    lines = data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # the newline that ends the last line
+    blank = 0
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8; "
+                            f"convert the file, e.g. `iconv -f GBK -t UTF-8 {path.name} > fixed.txt`") from None
+        if number == 1:
+            line = line.lstrip("\ufeff")  # a byte-order mark
+        if line.strip():
+            yield number, line
+        else:
+            blank += 1
+    if blank:
+        log.info("%s: skipped %d blank lines", path, blank)
 
 
-class LanguageModelData(StreamDataModule):
-    """Base for language-model corpora. Subclasses implement `load_lines` -> {split: [lines]} (train at least;
-    val/test missing are the last fractions of train's lines, in order) and `source_key` (what identifies the
-    source bytes, for the cache), and name their `word_tokenizer`."""
+def read_labelled(path: Path, data: Optional[bytes] = None) -> Records:
+    """`label<TAB>text` lines, the THUCNews/cnews format."""
+    texts, labels, origins = [], [], []
+    for number, line in read_lines(path, data):
+        label, tab, text = line.partition("\t")
+        if not tab or not label.strip():
+            raise DataError(f"{path}:{number}: expected `label<TAB>text`, found no tab after a label: "
+                            f"{line[:60]!r}")
+        texts.append(text)
+        labels.append(label.strip())
+        origins.append(f"{path}:{number}")
+    return Records(texts, labels, origins)
 
-    task = "language_model"
-    word_tokenizer = "whitespace"
 
-    def __init__(self, level: str = "char", min_freq: int = 1, max_words: Optional[int] = None,
-                 tokenizer: Optional[str] = None, **kwargs):
+# -- tokenizing -------------------------------------------------------------------------------------------------
+def tokenizer(kind: str) -> Callable[[str], list[str]]:
+    """word: jieba's segmentation (Chinese); char: one token per character; english: lower-case words and
+    punctuation marks. Whitespace never becomes a token."""
+    if kind == "word":
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        return lambda text: [w for w in jieba.lcut(text) if not w.isspace()]
+    if kind == "char":
+        return lambda text: [c for c in text if not c.isspace()]
+    if kind == "english":
+        return lambda text: _ENGLISH.findall(text.lower())
+    raise ConfigError(f"dataset.tokenizer={kind!r} is not one of {TOKENIZERS}")
+
+
+def tokenizer_version(kind: str) -> str:
+    """Part of the cache key: a new jieba may segment differently."""
+    if kind == "word":
+        import jieba
+
+        return f"jieba-{jieba.__version__}"
+    return kind + "-1"
+
+
+def clean(text: str) -> str:
+    return _CONTROL.sub(" ", text)
+
+
+def pack(docs: Sequence[Sequence[str]]) -> np.ndarray:
+    """Token lists -> one UTF-8 byte array (no pickle in caches)."""
+    return np.frombuffer(_DOC.join(_TOK.join(d) for d in docs).encode("utf-8"), dtype=np.uint8)
+
+
+def unpack(blob: np.ndarray, n: int) -> list[list[str]]:
+    if n == 0:
+        return []
+    return [doc.split(_TOK) if doc else [] for doc in blob.tobytes().decode("utf-8").split(_DOC)]
+
+
+# -- vocabulary and encoding ------------------------------------------------------------------------------------
+def build_vocab(docs: Sequence[Sequence[str]], min_freq: int, max_size: Optional[int], where: str):
+    """gensim Dictionary over the training docs, filtered to tokens in at least `min_freq` docs (gensim's
+    document frequency, as in the tutorial), the `max_size` most frequent kept. Returns the Dictionary."""
+    from gensim.corpora import Dictionary
+
+    if not isinstance(min_freq, int) or min_freq < 1:
+        raise ConfigError(f"dataset.min_freq={min_freq!r} must be a positive integer")
+    if max_size is not None and (not isinstance(max_size, int) or max_size < 1):
+        raise ConfigError(f"dataset.max_size={max_size!r} must be a positive integer or null (no limit)")
+    dictionary = Dictionary(docs)
+    most = max(dictionary.dfs.values(), default=0)
+    dictionary.filter_extremes(no_below=min_freq, no_above=1.0, keep_n=max_size)
+    if len(dictionary) == 0:
+        raise ConfigError(f"dataset.min_freq={min_freq} leaves an empty vocabulary: no token of {where} "
+                          f"appears in that many training texts (the most common appears in {most}); "
+                          f"lower dataset.min_freq")
+    return dictionary
+
+
+def vocab_tokens(dictionary) -> list[str]:
+    return [PAD, UNK] + [dictionary[i] for i in range(len(dictionary))]
+
+
+def encode(docs: Sequence[Sequence[str]], dictionary, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Padded ids [N, T] (T = the longest kept length) and true lengths [N]; tokens past max_len are cut."""
+    lengths = np.array([min(len(d), max_len) for d in docs], dtype=np.int64)
+    x = np.zeros((len(docs), int(lengths.max(initial=1))), dtype=np.int32)
+    for i, doc in enumerate(docs):
+        # doc2idx gives -1 for tokens outside the vocabulary; +2 makes that <unk> (1) and leaves 0 for padding
+        x[i, :lengths[i]] = np.asarray(dictionary.doc2idx(doc[:max_len], unknown_word_index=-1)) + 2
+    return x, lengths
+
+
+# -- data modules -----------------------------------------------------------------------------------------------
+class TrimmedBatches:
+    """Batches cut to their own longest sequence. Text lengths vary a lot (the padded tensors are as long as the
+    longest text of all), and the embedding and a tagger's per-step head would otherwise run on all that padding."""
+
+    def __init__(self, batches: Batches):
+        self.batches = batches
+
+    def __getattr__(self, name: str):
+        return getattr(self.batches, name)  # len, sampler, set_epoch: the wrapped loader's
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            steps = int(batch.lengths.max())
+            y = batch.y[:, :steps] if batch.y.dim() > 1 else batch.y
+            yield Batch(batch.x[:, :steps], batch.lengths, y)
+
+
+class TextDataModule(TensorDataModule):
+    """Base for text data sets. Subclasses implement `read()` -> {split: Records} ("train" required; a missing
+    val/test split is carved out of train here, before the vocabulary is built, so it never sees them) and
+    `source_key()` (checksums of what read() reads). Classification targets are label strings."""
+
+    NAME = "text"
+    DEFAULT_TOKENIZER = "word"
+
+    def __init__(self, tokenizer: Optional[str] = None, min_freq: int = 1, max_size: Optional[int] = None,
+                 max_len: int = 100, embedding: Optional[dict] = None, **kwargs):
         super().__init__(**kwargs)
-        if level not in ("char", "word"):
-            raise ConfigError(f"dataset.level={level!r} must be 'char' or 'word'")
-        tokenizer = tokenizer or (self.word_tokenizer if level == "word" else "char")
-        if level == "word" and tokenizer not in WORD_TOKENIZERS:
-            raise ConfigError(f"dataset.tokenizer={tokenizer!r} is not one of {sorted(WORD_TOKENIZERS)}")
-        if not isinstance(min_freq, int) or min_freq < 1:
-            raise ConfigError(f"dataset.min_freq={min_freq} must be a positive integer")
-        self.level, self.min_freq, self.max_words, self.tokenizer = level, min_freq, max_words, tokenizer
-        self.vocab: Optional[Vocab] = None
+        self.tokenizer = tokenizer or self.DEFAULT_TOKENIZER
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"dataset.tokenizer={self.tokenizer!r} is not one of {TOKENIZERS}")
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ConfigError(f"dataset.max_len={max_len!r} must be a positive integer")
+        self.min_freq, self.max_size, self.max_len = min_freq, max_size, max_len
+        self.embedding = dict(embedding or {"kind": "random"})
+        self.vocab: list[str] = []
+        self.labels: list[str] = []
+        self.vectors_path = ""
+        self.stats: dict = {}
 
-    # -- to implement --------------------------------------------------------------------------------------
-    def load_lines(self) -> dict[str, list[str]]:
+    # -- to implement ------------------------------------------------------------------------------------------
+    def read(self) -> dict[str, Records]:
         raise NotImplementedError
 
     def source_key(self) -> dict:
         raise NotImplementedError
 
-    # ------------------------------------------------------------------------------------------------------
-    def _split_lines(self) -> dict[str, list[str]]:
-        lines = self.load_lines()
-        name = type(self).__name__
-        train = lines["train"]
-        if not any(line.strip() for line in train):
-            raise DataError(f"{name}: the corpus is empty (no text in the training part)")
-        missing = [s for s in ("val", "test") if s not in lines]
-        if missing:
-            # As ../shared/bench/kjv_split.py: the first 1 - val - test of the lines train, then val, then test.
-            a = int(len(train) * (1 - self.val_fraction - self.test_fraction))
-            b = int(len(train) * (1 - self.test_fraction))
-            lines = {"train": train[:a], "val": train[a:b], "test": train[b:]}
-        for split, part in lines.items():
-            if not part:
-                raise DataError(f"{name}: the {split} split has no lines ({len(train)} lines in all); use a longer "
-                                f"corpus")
-        return lines
+    def tokenize_records(self, records: Records, tokenize: Callable[[str], list[str]]) -> tuple[list, list]:
+        """(token lists, targets) of one split; texts with no token at all are dropped (and counted)."""
+        docs = [tokenize(clean(text)) for text in records.texts]
+        keep = [i for i, doc in enumerate(docs) if doc]
+        if len(keep) < len(docs):
+            log.info("%s: dropped %d texts with no tokens", self.NAME, len(docs) - len(keep))
+        return [docs[i] for i in keep], [records.targets[i] for i in keep]
 
-    def load_streams(self):
-        key = {**self.source_key(), "level": self.level, "tokenizer": self.tokenizer, "min_freq": self.min_freq,
-               "max_words": self.max_words, "val": self.val_fraction, "test": self.test_fraction, "v": 1}
+    # -- pipeline ----------------------------------------------------------------------------------------------
+    def fetch(self) -> None:
+        self.source_key()
 
+    def split_key(self) -> dict:
+        return {"source": self.source_key(), "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction, "split_seed": self.split_seed}
+
+    def tokens_key(self) -> dict:
+        return {**self.split_key(), "tokenizer": tokenizer_version(self.tokenizer), "format": 1}
+
+    def carve(self, splits: dict[str, Records]) -> dict[str, Records]:
+        """Missing val/test splits out of train, with TensorDataModule's seeds (stratified by label)."""
+        for name, fraction, seed in (("test", self.test_fraction, self.split_seed),
+                                     ("val", self.val_fraction, self.split_seed + 1)):
+            if name not in splits:
+                keep, held = self.split_indices(splits["train"], [1 - fraction, fraction], seed)
+                splits[name], splits["train"] = splits["train"].take(held), splits["train"].take(keep)
+        return splits
+
+    def split_indices(self, records: Records, fractions: list[float], seed: int) -> list[np.ndarray]:
+        classes = {label: i for i, label in enumerate(sorted(set(records.targets)))}
+        return stratified_split(np.array([classes[t] for t in records.targets]), fractions, seed)
+
+    def check_targets(self, splits: dict[str, Records]) -> None:
+        """A label that train never has cannot be predicted: an error that names where it occurs."""
+        seen = set(splits["train"].targets)
+        for name in ("val", "test"):
+            for label, origin in zip(splits[name].targets, splits[name].origins):
+                if label not in seen:
+                    raise DataError(f"{origin}: label {label!r} occurs in the {name} split but never in train "
+                                    f"(train has {sorted(seen)}); fix the label or add training examples")
+
+    def tokenized(self) -> dict[str, tuple[list[list[str]], list]]:
+        """{split: (token lists, targets)}, from the cache when this source + tokenizer was seen before."""
         def build() -> dict[str, np.ndarray]:
-            tokens = {split: [tokenize(line, self.level, self.tokenizer) for line in part]
-                      for split, part in self._split_lines().items()}
-            vocab = Vocab.build(tokens["train"], self.level, self.min_freq, self.max_words)
-            arrays = {split: np.array(vocab.encode(t for line in part for t in line), dtype=np.int64)
-                      for split, part in tokens.items()}
-            return {**arrays, "vocab": np.array(vocab.tokens, dtype=np.str_)}
+            splits = self.carve(self.read())
+            self.check_targets(splits)
+            tokenize = tokenizer(self.tokenizer)
+            arrays = {}
+            for name in ("train", "val", "test"):
+                docs, targets = self.tokenize_records(splits[name], tokenize)
+                arrays[f"{name}_tokens"], arrays[f"{name}_n"] = pack(docs), np.array(len(docs))
+                arrays.update(self.pack_targets(name, targets))
+            arrays.update({f"stat_{k}": np.array(v) for k, v in self.stats.items()})
+            return arrays
 
-        arrays = cached_arrays(self.cache_dir, type(self).__name__.lower(), key, build)
-        self.vocab = Vocab(arrays["vocab"].tolist())
-        self.vocab_size = len(self.vocab)
-        return {split: (arrays[split], None) for split in ("train", "val", "test")}
+        arrays = cached_arrays(self.cache_dir, f"{self.NAME}-tokens", self.tokens_key(), build)
+        self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
+        return {name: (unpack(arrays[f"{name}_tokens"], int(arrays[f"{name}_n"])), self.unpack_targets(name, arrays))
+                for name in ("train", "val", "test")}
+
+    def pack_targets(self, split: str, targets: list) -> dict[str, np.ndarray]:
+        return {f"{split}_labels": np.array(targets, dtype=str)}
+
+    def unpack_targets(self, split: str, arrays: dict) -> list:
+        return arrays[f"{split}_labels"].tolist()
+
+    def encode_targets(self, docs: dict, lengths: dict) -> dict[str, np.ndarray]:
+        self.labels = sorted(set(docs["train"][1]))
+        index = {label: i for i, label in enumerate(self.labels)}
+        return {f"{name}_y": np.array([index[t] for t in targets], dtype=np.int64)
+                for name, (_, targets) in docs.items()}
+
+    def encoded_key(self) -> dict:
+        return {"tokens": self.tokens_key(), "min_freq": self.min_freq, "max_size": self.max_size,
+                "max_len": self.max_len, "format": 1}
+
+    def load_splits(self) -> dict[str, tuple]:
+        def build() -> dict[str, np.ndarray]:
+            docs = self.tokenized()
+            dictionary = build_vocab(docs["train"][0], self.min_freq, self.max_size, f"{self.NAME} (train)")
+            arrays: dict[str, np.ndarray] = {"vocab": np.array(vocab_tokens(dictionary), dtype=str)}
+            lengths = {}
+            for name, (tokens, _) in docs.items():
+                arrays[f"{name}_x"], lengths[name] = encode(tokens, dictionary, self.max_len)
+                arrays[f"{name}_lengths"] = lengths[name]
+                cut = sum(max(len(t) - self.max_len, 0) for t in tokens)
+                arrays[f"stat_{name}_truncated_tokens"] = np.array(cut)
+            arrays.update(self.encode_targets(docs, lengths))
+            arrays["labels"] = np.array(self.labels, dtype=str)
+            arrays.update({f"stat_{k}": np.array(v) for k, v in self.stats.items()})
+            return arrays
+
+        key = self.encoded_key()
+        arrays = cached_arrays(self.cache_dir, f"{self.NAME}-ids", key, build)
+        self.vocab, self.labels = arrays["vocab"].tolist(), arrays["labels"].tolist()
+        self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
+        self.vocab_size, self.num_classes = len(self.vocab), len(self.labels)
+        splits = {name: (arrays[f"{name}_x"].astype(np.int64), arrays[f"{name}_lengths"], arrays[f"{name}_y"])
+                  for name in ("train", "val", "test")}
+        self.log_summary(splits)
+        if self.embedding.get("kind", "random") != "random":
+            from src.data.embeddings import prepare_vectors
+
+            train_x, train_len, _ = splits["train"]
+            self.vectors_path = prepare_vectors(self.embedding, self.vocab, train_x, train_len, self.cache_dir,
+                                                {"ids": key})
+        return splits
+
+    def log_summary(self, splits: dict) -> None:
+        sizes = ", ".join(f"{name} {len(s[0])}" for name, s in splits.items())
+        unk = {name: float((s[0] == 1).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
+        log.info("%s: %s sequences; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
+                 "%d classes", self.NAME, sizes, len(self.vocab), self.tokenizer, self.min_freq,
+                 100 * unk["val"], 100 * unk["test"], len(self.labels))
+        for key, value in self.stats.items():
+            if value:
+                log.info("%s: %s = %s", self.NAME, key, value)
+
+    def _batches(self, split: str, train: bool) -> TrimmedBatches:
+        return TrimmedBatches(super()._batches(split, train))
 
     @property
-    def generation_info(self) -> dict:
-        """What src.generate needs to map text to ids and back; stored in the checkpoint (plain types only)."""
-        return {"vocab": list(self.vocab.tokens), "level": self.level, "tokenizer": self.tokenizer}
-
-
-def read_text(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-
-
-class TextFiles(LanguageModelData):
-    """Your own text: `dataset.path=<file>` (any UTF-8 text, split by lines in order), or `dataset.data_dir`
-    holding a train/valid/test layout: PTB's ptb.{train,valid,test}.txt, WikiText's wiki.{train,valid,test}.tokens,
-    or {train,valid,test}.txt (pytorch/examples' word_language_model layout)."""
-
-    LAYOUTS = (("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
-               ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
-               ("train.txt", "valid.txt", "test.txt"))
-
-    def __init__(self, path: Optional[str] = None, **kwargs):
-        super().__init__(**kwargs)
-        self.path = Path(path).expanduser() if path else None
-
-    def files(self) -> dict[str, Path]:
-        if self.path is not None:
-            if not self.path.is_file():
-                raise DataError(f"dataset.path={self.path} is not a file")
-            return {"train": self.path}
-        if self.data_dir is None:
-            raise DataError("lm_text needs dataset.path=<a UTF-8 text file> or dataset.data_dir=<a folder with "
-                            "ptb.{train,valid,test}.txt, wiki.{train,valid,test}.tokens or {train,valid,test}.txt>")
-        if not self.data_dir.is_dir():
-            raise DataError(f"dataset.data_dir={self.data_dir} does not exist")
-        for layout in self.LAYOUTS:
-            if all((self.data_dir / name).is_file() for name in layout):
-                return {split: self.data_dir / name for split, name in zip(("train", "val", "test"), layout)}
-        raise DataError(f"dataset.data_dir={self.data_dir} holds none of the layouts "
-                        f"{', '.join('/'.join(layout) for layout in self.LAYOUTS)}")
-
-    def source_key(self) -> dict:
-        return {split: sha256_file(path) for split, path in self.files().items()}
-
-    def load_lines(self) -> dict[str, list[str]]:
-        lines = {split: read_text(path) for split, path in self.files().items()}
-        if all(not line.strip() for part in lines.values() for line in part):
-            raise DataError(f"{', '.join(str(p) for p in self.files().values())}: the corpus is empty")
-        return lines
+    def spec(self) -> TextSpec:
+        base = super().spec
+        return TextSpec(**dataclasses.asdict(base), vectors=self.vectors_path)

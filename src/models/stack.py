@@ -9,6 +9,7 @@ all of that in one cuDNN call; other cells are run layer by layer, direction by 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Optional
 
 import torch
@@ -50,6 +51,30 @@ def last_step(outputs: torch.Tensor, lengths: Optional[torch.Tensor], bidirectio
     return torch.cat([last[:, :half], outputs[:, 0, half:]], dim=-1)
 
 
+# What the stack passes to a cell itself: a cell config that sets one of these is a mistake, not a setting.
+STACK_OWNED = {"input_size": "task.input_proj (or task.embedding_dim)", "num_layers": "depth=",
+               "bidirectional": "direction=", "dropout": "stack.dropout="}
+
+
+def check_cell_settings(cell: Callable[..., nn.Module]) -> None:
+    """Every key of a cell's config must be an argument of that cell: a setting the cell does not have is an
+    error that names it, not a silently ignored value or a TypeError deep inside Hydra."""
+    if not isinstance(cell, functools.partial):
+        return
+    params = inspect.signature(cell.func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the cell takes any keyword; it checks them itself
+    name = f"{cell.func.__module__}.{cell.func.__qualname__}"
+    allowed = [k for k in params if k not in STACK_OWNED]
+    for key, value in cell.keywords.items():
+        if key in STACK_OWNED:
+            raise ConfigError(f"cell.{key}={value!r}: the stack sets {key} of cell {name}; "
+                              f"use {STACK_OWNED[key]} instead and remove cell.{key}")
+        if key not in params:
+            raise ConfigError(f"cell.{key}={value!r}: cell {name} has no setting {key!r}; its settings are "
+                              f"{', '.join(allowed)}. Remove it (e.g. ~cell.{key}) or choose a cell that has it")
+
+
 class RecurrentStack(nn.Module):
     def __init__(self, cell: Callable[..., nn.Module], input_size: int, depth: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0):
@@ -59,6 +84,7 @@ class RecurrentStack(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"stack.dropout={dropout} must be in [0, 1)")
         self.depth, self.bidirectional = depth, bidirectional
+        check_cell_settings(cell)
         cls = cell.func if isinstance(cell, functools.partial) else cell
         self.fused = getattr(cls, "fused_stack", False)
         if self.fused:

@@ -7,7 +7,9 @@ A task module implements two things and inherits the rest:
                                            window holds no target (a many-to-one task before its last step)
 
 Full BPTT calls them once over the whole sequence (t0=0, t1=T). Truncated BPTT (src/tasks/truncation.py)
-calls them once per chunk, carrying the detached state between chunks, so every task gets truncation for free.
+calls them once per window, carrying the detached state between windows, so every task gets truncation for
+free. With `truncation.carry_across_batches`, `carried_state(split)` / `keep_state(split, state)` let a stream
+task's evaluation carry its state from batch to batch too (training does it here).
 """
 from __future__ import annotations
 
@@ -21,23 +23,27 @@ from torchmetrics import MaxMetric, MinMetric
 
 from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
-from src.models.stack import RecurrentStack
+from src.models.embedding import token_embedding
+from src.models.stack import RecurrentStack, detach_state
+from src.tasks.truncation import Truncation, tbptt_training_step
 
 
 class RecurrentTask(L.LightningModule):
+    kind = "task"  # the task kind a data set names (DataSpec.task) to be trained by this module
+    supports_truncation = True  # False for tasks where chunking time means nothing (encoder-decoder)
+
     def __init__(self, spec: DataSpec, stack: Callable[..., RecurrentStack],
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Optional[Callable[..., Any]] = None, scheduler_interval: str = "epoch",
-                 embedding_dim: int = 64, input_proj: Optional[int] = None,
-                 monitor: str = "val/loss", monitor_mode: str = "min"):
+                 embedding_dim: int = 64, freeze_embedding: bool = False, input_proj: Optional[int] = None,
+                 monitor: str = "val/loss", monitor_mode: str = "min", truncation: Optional[dict] = None,
+                 gradient_clip_val: Optional[float] = None, gradient_clip_algorithm: str = "norm"):
         super().__init__()
         self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
-        if spec.input_kind == "tokens":
-            if embedding_dim < 1:
-                raise ConfigError(f"task.embedding_dim={embedding_dim} must be a positive integer")
-            self.encoder: nn.Module = nn.Embedding(spec.input_size, embedding_dim, padding_idx=0)
+        if spec.input_kind == "tokens":  # ids, 0 = padding; initial vectors per the `embedding` config group
+            self.encoder: nn.Module = token_embedding(spec, embedding_dim, freeze_embedding)
             size = embedding_dim
         elif input_proj:
             self.encoder, size = nn.Linear(spec.input_size, input_proj), input_proj
@@ -49,6 +55,18 @@ class RecurrentTask(L.LightningModule):
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.val_best.persistent(True)  # kept in checkpoints, so a resumed run still knows its best epoch
         self.run_config: dict = {}  # the resolved config, stored in checkpoints so commands can rebuild the model
+        self.truncation = Truncation.from_config(truncation)
+        self._states: dict[str, Any] = {}
+        if self.truncation is not None:
+            if self.stack.bidirectional:
+                raise ConfigError("truncation=tbptt cannot be combined with direction=bi: the backward direction "
+                                  "would read across chunk boundaries; use direction=uni or truncation=none")
+            if not self.supports_truncation:
+                raise ConfigError(f"truncation=tbptt means nothing for the {type(self).__name__} task; "
+                                  f"use truncation=none")
+            # Several optimizer updates per batch: Lightning's automatic loop cannot do that.
+            self.automatic_optimization = False
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
 
     # -- what a task implements ------------------------------------------------------------------------------
     def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
@@ -71,11 +89,60 @@ class RecurrentTask(L.LightningModule):
         outputs, state = self.encode(x, lengths, state)
         return self.head(outputs, lengths)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        predictions = self(batch.x, batch.lengths)
-        loss, _ = self.loss(predictions, batch, 0, batch.x.shape[1])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
+    def training_step(self, batch: Batch, batch_idx: int) -> Optional[torch.Tensor]:
+        if self.truncation is None:
+            predictions = self(batch.x, batch.lengths)
+            loss, _ = self.loss(predictions, batch, 0, batch.x.shape[1])
+        else:
+            loss, state = tbptt_training_step(self, batch, self.carried_state("train", len(batch.x)))
+            self.keep_state("train", state)
+        if loss is not None:
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
         return loss
+
+    # -- state carried from batch to batch (truncation.carry_across_batches) -------------------------------------
+    def carried_state(self, split: str, batch_size: int) -> Any:
+        """The state the previous batch of this split ended with, or None (no carry, new epoch, other size)."""
+        state = self._states.get(split)
+        if state is None or not (self.truncation and self.truncation.carry_across_batches):
+            return None
+        first = state
+        while isinstance(first, (tuple, list)):
+            first = first[0]
+        # A batch of another size (a stream's short last batch) has no rows that continue the previous ones.
+        return state if first.shape[-2 if first.dim() == 3 else 0] == batch_size else None
+
+    def keep_state(self, split: str, state: Any) -> None:
+        if self.truncation and self.truncation.carry_across_batches:
+            self._states[split] = detach_state(state)
+
+    def on_train_epoch_start(self) -> None:
+        self._states.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._states.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._states.pop("test", None)
+
+    # -- manual optimization (truncation): clipping and schedulers, which Lightning only does automatically -----
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if not self.automatic_optimization and self.gradient_clip_val:
+            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+
+    def step_schedulers(self, interval: str) -> None:
+        if self.automatic_optimization or not self.scheduler_factory or self.scheduler_interval != interval:
+            return
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get(self.monitor)
+            if value is not None:
+                scheduler.step(value)
+        else:
+            scheduler.step()
+
+    def on_train_epoch_end(self) -> None:
+        self.step_schedulers("epoch")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

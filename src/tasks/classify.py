@@ -15,12 +15,32 @@ from src.models.stack import last_step
 from src.tasks.base import RecurrentTask
 
 
-class SequenceClassifier(RecurrentTask):
-    """encoder -> recurrent stack -> last real step (fwd and bwd ends for bi) -> MLP head -> logits."""
+POOLS = ("last", "mean", "max")
 
-    def __init__(self, head_hidden: int = 64, head_dropout: float = 0.0, monitor: str = "val/acc",
-                 monitor_mode: str = "max", **kwargs):
+
+def pool_steps(outputs: torch.Tensor, lengths: Optional[torch.Tensor], how: str) -> torch.Tensor:
+    """Mean or max of the outputs over each sequence's real steps (padding never enters)."""
+    if lengths is None:
+        return outputs.mean(1) if how == "mean" else outputs.amax(1)
+    lengths = lengths.to(outputs.device)
+    real = (torch.arange(outputs.shape[1], device=outputs.device) < lengths[:, None])[..., None]
+    if how == "mean":
+        return (outputs * real).sum(1) / lengths[:, None].clamp(min=1)
+    return outputs.masked_fill(~real, float("-inf")).amax(1)
+
+
+class SequenceClassifier(RecurrentTask):
+    """encoder -> recurrent stack -> last real step (fwd and bwd ends for bi), or the mean or max over the real
+    steps (task.pool) -> MLP head -> logits."""
+
+    kind = "classify"
+
+    def __init__(self, head_hidden: int = 64, head_dropout: float = 0.0, pool: str = "last",
+                 monitor: str = "val/acc", monitor_mode: str = "max", **kwargs):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
+        if pool not in POOLS:
+            raise ConfigError(f"task.pool={pool!r} is not one of {POOLS}")
+        self.pool = pool
         classes = self.spec.num_classes
         if head_hidden < 0:
             raise ConfigError(f"task.head_hidden={head_hidden} must be >= 0 (0 = a single linear layer)")
@@ -35,17 +55,25 @@ class SequenceClassifier(RecurrentTask):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(last_step(outputs, lengths, self.stack.bidirectional))
+        if self.pool == "last":
+            return self.classifier(last_step(outputs, lengths, self.stack.bidirectional))
+        return self.classifier(pool_steps(outputs, lengths, self.pool))
 
     def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
         if t1 < batch.x.shape[1]:
             return None  # the one target sits after the last step
+        if batch.lengths is not None and t0 > 0:
+            raise ConfigError("truncation=tbptt needs equal-length sequences for classification: in a padded "
+                              "batch each sequence's last step falls in a different chunk; use truncation=none")
+        if t0 > 0 and self.pool != "last":
+            raise ConfigError(f"task.pool={self.pool} summarises every step; it needs truncation=none")
         if self.training:
             # Metric objects are updated on the device every step but computed (and synced) once per epoch.
             self.train_metrics.update(logits.detach(), batch.y)
         return F.cross_entropy(logits, batch.y), len(batch.y)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
 

@@ -16,6 +16,8 @@ class LanguageModel(StepClassifier):
     """A StepClassifier over a token stream. `level` ("word" or "char", from the data set) chooses the extra
     metric: `ppl` = exp(loss) for words, `bpc` = loss / ln 2 for characters (the loss is in nats per token)."""
 
+    kind = "language_model"
+
     def __init__(self, level: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         self.level = level

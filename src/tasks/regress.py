@@ -24,6 +24,8 @@ from src.tasks.streams import StreamEval
 
 
 class Regressor(StreamEval, RecurrentTask):
+    kind = "regress"
+
     def __init__(self, many_to_one: bool = False, monitor: str = "val/loss", monitor_mode: str = "min", **kwargs):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         self.many_to_one = many_to_one

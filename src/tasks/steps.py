@@ -25,6 +25,8 @@ class StepClassifier(StreamEval, RecurrentTask):
     word_language_model does).
     """
 
+    kind = "steps"
+
     def __init__(self, dropout: float = 0.0, tie_weights: bool = False, init_range: Optional[float] = None,
                  monitor: str = "val/loss", monitor_mode: str = "min", **kwargs):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)

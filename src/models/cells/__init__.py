@@ -1,4 +1,16 @@
 """Recurrent cells. A cell class is built as cell(input_size=..., **its config) and runs one direction of one
 layer: forward(x [B, T, input_size], state | None) -> (outputs [B, T, output_size], state). It exposes
 `output_size`. A class with `fused_stack = True` instead builds the whole stack itself (torch's cuDNN RNNs):
-cell(input_size, num_layers, bidirectional, dropout) and forward(x, lengths, state)."""
+cell(input_size, num_layers, bidirectional, dropout) and forward(x, lengths, state).
+
+The state is whatever the cell returns (a tensor, or a tuple such as (h, c)); it must be accepted back as the
+initial state of the next chunk (truncated BPTT carries it, detached). The constructor's arguments are the
+cell's settings: the stack rejects a config key that is not one of them (src/models/stack.py).
+
+    fused.py    rnn, rnn_relu, lstm, gru: torch's own
+    lstm.py     the LSTM engine: lstm_ref, lstm_tf, peephole_lstm, lstmp, layernorm_lstm, cifg_lstm
+    greff.py    lstm_variant: Greff et al.'s vanilla LSTM and eight variants, on the same engine
+    gru.py      gru_ref, gru_v1
+    minimal.py  minimal;  indrnn.py  indrnn;  minrnn.py  mingru, minlstm (parallel scan)
+    base.py     what they share: checked settings, initialisation, the TorchScript switch
+"""

@@ -1,0 +1,540 @@
+"""Gradient diagnostics: vanishing and exploding gradients made visible, per cell. Opt in with
+`python -m src.train diagnostics=gradients` (conf/diagnostics/gradients.yaml); files go to <run dir>/diagnostics/.
+
+1. Gradient flow through time: on a fixed batch (the first `samples` validation sequences), the norm of
+   d loss / d h_t for every time step t, per layer and direction, before training and at the end (`flow_epochs`)
+   -> gradient_flow.csv, gradient_flow.png, a W&B line plot. The norm is taken over the batch and the hidden
+   units (the Frobenius norm of the [B, H] gradient at step t), through both paths out of h_t (the output
+   and the recurrence); `grad_c` is the part carried back through LSTM's cell state alone (into c_t+1).
+   With truncation=tbptt the curve is that of the batch's last update: the gradient of its window's loss,
+   which reaches back only `truncation.steps` steps; earlier steps get no gradient and have no rows.
+2. Gradient norm per optimizer step, before clipping, and whether clipping fired -> grad_norms.csv and the
+   logged `diagnostics/grad_norm`, `diagnostics/clip_rate` (per epoch: the fraction of updates clipped).
+3. State statistics at the end of training, on the same batch over the whole sequence: mean/std of h (and c)
+   per step -> state_stats.csv; the fraction of saturated sigmoid gates (> 0.99 or < 0.01) per layer and
+   gate -> gates.csv; and summary.json.
+
+`plot_gradient_flow(run_dirs, out_png)` overlays the curves of several runs (one line per run, e.g. per cell);
+`python -m src.diagnostics RUN_DIR... -o out.png` does the same from the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import lightning as L
+import torch
+
+from src.data.tensors import Batch
+from src.files import atomic_write, atomic_write_json, atomic_write_text
+from src.models.stack import reverse_padded
+from src.models.trace import LayerTrace, trace_stack
+
+log = logging.getLogger(__name__)
+
+SATURATED = 0.01  # a sigmoid gate above 1 - SATURATED or below SATURATED is saturated
+FLOW_COLUMNS = ["epochs_done", "step", "layer", "direction", "t", "grad_h", "grad_c"]
+NORM_COLUMNS = ["step", "epoch", "grad_norm", "clipped"]
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module):
+    """Eval mode (no dropout) for a measurement inside training, restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _sq_norms(grads: list[Optional[torch.Tensor]], like: list[torch.Tensor]) -> torch.Tensor:
+    """Per step and sample squared norms [B, T] of gradients listed per step (None: no gradient reached)."""
+    return torch.stack([(g.reshape(y.shape).pow(2).sum(-1) if g is not None else y.new_zeros(y.shape[0]))
+                        for g, y in zip(grads, like)], dim=1)
+
+
+def _to_time_order(per_step: torch.Tensor, trace: LayerTrace, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """[B, T] in processing order -> in time order (the backward direction processed each sequence reversed)."""
+    return reverse_padded(per_step[..., None], lengths)[..., 0] if trace.direction else per_step
+
+
+# -- 1. gradient flow through time ---------------------------------------------------------------------------
+def gradient_flow(task, batch: Batch) -> list[dict[str, Any]]:
+    """Rows (layer, direction, t, grad_h, grad_c) of ||d loss / d h_t|| on `batch`, computed as the task trains:
+    over the whole sequence, or under truncation over the last update's window (see the module docstring)."""
+    total = batch.x.shape[1]
+    windows = task.truncation.windows(total) if task.truncation is not None else [(0, 0, total)]
+    lengths = batch.lengths if task.truncation is None else None
+    with evaluating(task), torch.enable_grad():
+        for start, t0, t1 in reversed(windows):  # the last window with a target (many-to-one: the final one)
+            state = None
+            if start:  # the state the window starts from, detached as in training
+                with torch.no_grad():
+                    state = task.encode(batch.x[:, :start], None, None)[1]
+            outputs, traces = trace_stack(task.stack, task.encoder(batch.x[:, start:t1]), lengths, state)
+            result = task.loss(task.head(outputs[:, t0 - start:], lengths), batch, t0, t1)
+            if result is not None:
+                break
+        else:
+            return []
+        nodes = [n for tr in traces for n in (*tr.outputs, *tr.h, *tr.c) if n is not None]
+        found = dict(zip(map(id, nodes), torch.autograd.grad(result[0], nodes, allow_unused=True)))
+    rows = []
+    for tr in traces:
+        grad = lambda seq: [found.get(id(n)) if n is not None else None for n in seq]  # noqa: E731
+        g_out, g_h = grad(tr.outputs), grad(tr.h)
+        # Both paths out of h_t: into the next layer/head (y_t) and into the next step (the state's h).
+        g_total = [go if gh is None else (gh.reshape(go.shape) if go is None else go + gh.reshape(go.shape))
+                   for go, gh in zip(g_out, g_h)]
+        h_norm = _to_time_order(_sq_norms(g_total, tr.outputs), tr, lengths).sum(0).sqrt()
+        c_norm = [None] * len(h_norm)
+        if any(c is not None for c in tr.c):
+            c_norm = _to_time_order(_sq_norms(grad(tr.c), tr.outputs), tr, lengths).sum(0).sqrt().tolist()
+        for k, (h_value, c_value) in enumerate(zip(h_norm.tolist(), c_norm)):
+            rows.append({"layer": tr.layer, "direction": tr.direction, "t": start + k, "grad_h": h_value,
+                         "grad_c": c_value})
+    return rows
+
+
+# -- 3. state statistics ----------------------------------------------------------------------------------
+def state_statistics(task, batch: Batch) -> tuple[list[dict], list[dict]]:
+    """(per-step rows of h/c mean and std, per-gate saturation rows) on `batch`, full sequence, no truncation.
+    Padded steps are left out."""
+    with evaluating(task), torch.no_grad():
+        _, traces = trace_stack(task.stack, task.encoder(batch.x), batch.lengths, None, gates=True)
+    total = batch.x.shape[1]
+    valid = (torch.ones(batch.x.shape[0], total, dtype=torch.bool, device=batch.x.device)
+             if batch.lengths is None else
+             torch.arange(total, device=batch.x.device)[None, :] < batch.lengths.to(batch.x.device)[:, None])
+
+    def in_time(values: list[torch.Tensor], trace: LayerTrace) -> torch.Tensor:  # [B, T, H] in time order
+        seq = torch.stack([v.reshape(trace.outputs[0].shape) for v in values], dim=1)
+        return reverse_padded(seq, batch.lengths) if trace.direction else seq
+
+    def mean_std(seq: Optional[torch.Tensor]) -> tuple[list, list]:  # per step, over real samples and units
+        if seq is None:
+            return [None] * total, [None] * total
+        weight = valid[..., None].to(seq.dtype)
+        count = weight.sum((0, 2)) * seq.shape[-1]
+        mean = (seq * weight).sum((0, 2)) / count
+        var = ((seq - mean[None, :, None]).pow(2) * weight).sum((0, 2)) / count
+        empty = count == 0  # a step that is padding in every sequence
+        return ([None if e else m for m, e in zip(mean.tolist(), empty.tolist())],
+                [None if e else v for v, e in zip(var.sqrt().tolist(), empty.tolist())])
+
+    stats, gates = [], []
+    for tr in traces:
+        h_mean, h_std = mean_std(in_time(tr.outputs, tr))
+        c_mean, c_std = mean_std(in_time(tr.c, tr) if all(v is not None for v in tr.c) else None)
+        stats += [{"layer": tr.layer, "direction": tr.direction, "t": t, "h_mean": h_mean[t], "h_std": h_std[t],
+                   "c_mean": c_mean[t], "c_std": c_std[t]} for t in range(total)]
+        counts = {"high": 0, "low": 0, "n": 0}
+        for name, values in tr.gates.items():
+            g = in_time(values, tr)[valid]
+            high, low, n = int((g > 1 - SATURATED).sum()), int((g < SATURATED).sum()), g.numel()
+            gates.append(_gate_row(tr, name, high, low, n))
+            for key, value in (("high", high), ("low", low), ("n", n)):
+                counts[key] += value
+        if counts["n"]:
+            gates.append(_gate_row(tr, "all", counts["high"], counts["low"], counts["n"]))
+    return stats, gates
+
+
+def _gate_row(tr: LayerTrace, gate: str, high: int, low: int, n: int) -> dict:
+    return {"layer": tr.layer, "direction": tr.direction, "gate": gate, "saturated": (high + low) / n,
+            "above_0.99": high / n, "below_0.01": low / n}
+
+
+# -- files --------------------------------------------------------------------------------------------------
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _typed(rows: list[dict], ints: Sequence[str], floats: Sequence[str]) -> list[dict]:
+    """CSV rows as written by this module, with their numbers back (an empty cell is None)."""
+    return [{**r, **{k: int(r[k]) for k in ints},
+             **{k: float(r[k]) if r[k] not in (None, "") else None for k in floats}} for r in rows]
+
+
+def _float(value: Any) -> float:
+    return float(value) if value not in (None, "") else math.nan
+
+
+def curve_name(layer: int, direction: int, bidirectional: bool = True) -> str:
+    return f"layer {layer}" + (" bwd" if direction else " fwd" if bidirectional else "")
+
+
+def plot_run(rows: Sequence[dict], out_png: Path, title: str) -> Path:
+    """One run's curves: a colour per layer/direction, the earliest measurement dashed, the last solid."""
+    steps = sorted({int(r["step"]) for r in rows})
+    keys = sorted({(int(r["layer"]), int(r["direction"])) for r in rows})
+    bidirectional = any(d for _, d in keys)
+    fig, ax = _figure()
+    for i, (layer, direction) in enumerate(keys):
+        for step in steps:
+            pts = [(int(r["t"]), _float(r["grad_h"])) for r in rows if int(r["step"]) == step
+                   and (int(r["layer"]), int(r["direction"])) == (layer, direction)]
+            epoch = next(int(r["epochs_done"]) for r in rows if int(r["step"]) == step)
+            last = step == steps[-1]
+            ax.plot(*zip(*pts), color=f"C{i}", linestyle="-" if last else "--", alpha=1.0 if last else 0.5,
+                    label=f"{curve_name(layer, direction, bidirectional=bidirectional)}, "
+                          + ("before training" if step == 0 else f"after epoch {epoch} (step {step})"))
+    _finish(ax, fig, title, out_png)
+    return out_png
+
+
+def _figure():
+    # matplotlib's object API without pyplot: no GUI backend, no global figure registry, quicker to import.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.6), dpi=100)
+    # Fixed margins, the legend outside on the right: tight_layout and legend(loc="best") cost seconds.
+    fig.subplots_adjust(left=0.1, right=0.66, bottom=0.14, top=0.9)
+    return fig, fig.add_subplot()
+
+
+def _finish(ax, fig, title: str, out_png: Path) -> None:
+    ax.set_yscale("log")  # zeros (a gradient that underflowed float32) are left out of a log axis
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("||d loss / d h_t||")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+# -- 4. several runs on one picture ---------------------------------------------------------------------------
+def _run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run dirs with a gradient_flow.csv; a sweep dir stands for its job dirs."""
+    found = []
+    for path in map(Path, paths):
+        if (path / "diagnostics" / "gradient_flow.csv").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted((p.parents[1] for p in path.glob("*/diagnostics/gradient_flow.csv")),
+                            key=lambda p: (len(p.name), p.name))
+    return found
+
+
+def run_label(run_dir: Path) -> str:
+    """The run's cell as chosen in the config (metrics.json), else as the diagnostics saw it."""
+    metrics, summary = run_dir / "metrics.json", run_dir / "diagnostics" / "summary.json"
+    if metrics.is_file():
+        cell = json.loads(metrics.read_text()).get("cell")
+        if cell:
+            return str(cell)
+    if summary.is_file():
+        return str(json.loads(summary.read_text()).get("cell", run_dir.name))
+    return run_dir.name
+
+
+def plot_gradient_flow(run_dirs: Iterable[str | Path], out_png: str | Path, at: str = "last", layer: int = 0,
+                       direction: int = 0, labels: Optional[Sequence[str]] = None,
+                       title: Optional[str] = None) -> Optional[Path]:
+    """Overlay ||d loss / d h_t|| of several runs of one task, a colour per run (labelled by its cell).
+    at: "last" (each run's last measurement), "init" (its first: before training) or "both" (first dashed,
+    last solid). `run_dirs` may include sweep dirs (their jobs are taken). Runs without diagnostics are
+    skipped; returns the PNG's path, or None when no run had any."""
+    if at not in ("last", "init", "both"):
+        raise ValueError(f"at={at!r} must be 'last', 'init' or 'both'")
+    dirs = _run_dirs(run_dirs)
+    if not dirs:
+        return None
+    fig, ax = _figure()
+    for i, run in enumerate(dirs):
+        rows = [r for r in read_csv(run / "diagnostics" / "gradient_flow.csv")
+                if int(r["layer"]) == layer and int(r["direction"]) == direction]
+        if not rows:
+            continue
+        steps = sorted({int(r["step"]) for r in rows})
+        chosen = {"last": steps[-1:], "init": steps[:1], "both": sorted({steps[0], steps[-1]})}[at]
+        label = labels[i] if labels else run_label(run)
+        for step in chosen:
+            pts = [(int(r["t"]), _float(r["grad_h"])) for r in rows if int(r["step"]) == step]
+            final = step == steps[-1] and at != "init"
+            when = "before training" if step == 0 else f"step {step}"
+            ax.plot(*zip(*pts), color=f"C{i % 10}", linestyle="-" if final else "--",
+                    label=label if at != "both" else f"{label}, {when}")
+    default = f"gradient flow, {curve_name(layer, direction)}" + {
+        "init": ", before training", "last": ", end of training", "both": ""}[at]
+    _finish(ax, fig, title or default, Path(out_png))
+    return Path(out_png)
+
+
+# -- the callback ---------------------------------------------------------------------------------------------
+class GradientDiagnostics(L.Callback):
+    """See the module docstring. Measures on global rank 0 only (after the all-reduce every rank holds the same
+    gradients); files are rewritten atomically after every epoch, so an interrupted run keeps what it measured.
+
+    flow_epochs: when to measure the gradient flow, in completed epochs: 0 = before the first update,
+        k = after epoch k, -1 = at the end of training (also after early stopping).
+    samples: sequences in the fixed batch (the first of the validation split, or of the first training batch
+        when there is no data module).
+    """
+
+    def __init__(self, out_dir: Optional[str] = None, flow_epochs: Sequence[int] = (0, -1), samples: int = 64,
+                 grad_norms: bool = True, state_stats: bool = True):
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.flow_epochs, self.samples = {int(e) for e in flow_epochs}, int(samples)
+        self.grad_norms, self.state_stats = grad_norms, state_stats
+        self.batch: Optional[Batch] = None
+        self.flow_rows: list[dict] = []
+        self.norms: list[torch.Tensor] = []  # this epoch's per-update norms, kept on the device until it ends
+        self.clipped: list[torch.Tensor] = []
+        self.norm_steps: list[tuple[int, int]] = []
+        self.logged_upto = 0
+        self.norm_rows: list[dict] = []
+        self.summary: dict[str, Any] = {}
+
+    # -- where and what --------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.out_dir is None:
+            self.out_dir = Path(trainer.default_root_dir) / "diagnostics"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.global_step and trainer.is_global_zero:
+            self._reload(trainer.global_step)
+
+    def _reload(self, step: int) -> None:
+        """A resumed run: keep what the interrupted one measured before `step` (later rows are measured again)."""
+        flow, norms = self.out_dir / "gradient_flow.csv", self.out_dir / "grad_norms.csv"
+        if flow.is_file():
+            self.flow_rows = [r for r in _typed(read_csv(flow), ["epochs_done", "step", "layer", "direction", "t"],
+                                                ["grad_h", "grad_c"]) if r["step"] < step]
+        if norms.is_file():
+            self.norm_rows = [r for r in _typed(read_csv(norms), ["step", "epoch", "clipped"], ["grad_norm"])
+                              if r["step"] < step]
+
+    def _fixed_batch(self, trainer: L.Trainer, fallback: Any) -> Batch:
+        datamodule = trainer.datamodule
+        source = next(iter(datamodule.val_dataloader())) if datamodule is not None else fallback
+        return Batch(*(None if t is None else t[:self.samples].detach().to(trainer.strategy.root_device)
+                       for t in source))
+
+    def _describe(self, pl_module) -> dict[str, Any]:
+        stack = pl_module.stack
+        cell = stack.rnn.rnn.mode.lower() if stack.fused else type(stack.layers[0][0]).__name__
+        trunc = pl_module.truncation
+        return {"cell": cell, "depth": stack.depth, "bidirectional": stack.bidirectional,
+                "truncation_steps": trunc.steps if trunc else None, "samples": len(self.batch.x),
+                "seq_len": int(self.batch.x.shape[1])}
+
+    # -- gradient flow ------------------------------------------------------------------------------------------
+    def _measure_flow(self, trainer: L.Trainer, pl_module, epoch: int) -> None:
+        """Measure at the current weights, after `epoch` completed epochs."""
+        step = trainer.global_step
+        if self.flow_rows and int(self.flow_rows[-1]["step"]) == step:
+            return  # already measured at these weights
+        rows = [{"epochs_done": epoch, "step": step, **r} for r in gradient_flow(pl_module, self.batch)]
+        self.flow_rows += rows
+        write_csv(self.out_dir / "gradient_flow.csv", self.flow_rows, FLOW_COLUMNS)
+        self._wandb_flow(trainer, rows)
+
+    def _plot(self, trainer: L.Trainer) -> None:
+        # Once, at the end: drawing costs seconds, more than a measurement (the CSV has every one meanwhile).
+        png = plot_run(self.flow_rows, self.out_dir / "gradient_flow.png",
+                       f"gradient flow: {self.summary['cell']}, depth {self.summary['depth']}"
+                       + (", bi" if self.summary["bidirectional"] else ""))
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                logger.experiment.log({"diagnostics/gradient_flow_png": wandb.Image(str(png)),
+                                       "trainer/global_step": trainer.global_step})
+
+    def _wandb_flow(self, trainer: L.Trainer, rows: list[dict]) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger):
+                continue
+            import wandb
+
+            keys = sorted({(r["layer"], r["direction"]) for r in rows})
+            xs, ys = [], []
+            for key in keys:
+                pts = [(r["t"], math.log10(r["grad_h"]) if r["grad_h"] > 0 else None) for r in rows
+                       if (r["layer"], r["direction"]) == key]
+                xs.append([t for t, _ in pts])
+                ys.append([v for _, v in pts])
+            step = trainer.global_step
+            chart = wandb.plot.line_series(xs=xs, ys=ys, keys=[curve_name(*k) for k in keys],
+                                           title=f"log10 ||d loss / d h_t|| at step {step}", xname="t")
+            logger.experiment.log({"diagnostics/gradient_flow": chart, "trainer/global_step": step})
+
+    # -- gradient norms before clipping -------------------------------------------------------------------------
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
+        # Callbacks run this hook before the module's (where truncation clips) and before Lightning's own
+        # clipping (automatic optimization), after AMP has unscaled: these are the gradients clipping sees.
+        if not (self.grad_norms and trainer.is_global_zero):
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)  # the norm clip_grad_norm_ compares
+        clip_val, algorithm = self._clipping(trainer, pl_module)
+        if not clip_val:
+            clipped = torch.zeros((), dtype=torch.bool, device=norm.device)
+        elif algorithm == "value":
+            clipped = torch.stack([g.abs().max() for g in grads]).max() > clip_val
+        else:
+            clipped = norm > clip_val
+        self.norms.append(norm.detach())
+        self.clipped.append(clipped)
+        self.norm_steps.append((trainer.global_step, trainer.current_epoch))
+
+    @staticmethod
+    def _clipping(trainer: L.Trainer, pl_module) -> tuple[Optional[float], str]:
+        """The clip value and algorithm in force: the Trainer's, or the task's own under manual optimization."""
+        if pl_module.automatic_optimization:
+            value, algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+        else:
+            value = getattr(pl_module, "gradient_clip_val", None)
+            algorithm = getattr(pl_module, "gradient_clip_algorithm", None)
+        algorithm = getattr(algorithm, "value", algorithm) or "norm"  # an enum in the Trainer
+        return value, str(algorithm)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.batch is not None or not trainer.is_global_zero:
+            return
+        self.batch = self._fixed_batch(trainer, batch)
+        self.summary = self._describe(pl_module)
+        if 0 in self.flow_epochs and trainer.global_step == 0:
+            self._measure_flow(trainer, pl_module, 0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        # Straight to the loggers every log_every_n_steps batches: a self.log call per step costs milliseconds
+        # (measured: a few % of an LSTM step on CPU) for values Lightning would only write at that interval.
+        if (self.grad_norms and len(self.norms) > self.logged_upto
+                and (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0):
+            recent = torch.stack(self.norms[self.logged_upto:]).mean().item()  # updates since the last point
+            for logger in trainer.loggers:
+                logger.log_metrics({"diagnostics/grad_norm": recent}, step=trainer.global_step)
+            self.logged_upto = len(self.norms)
+
+    def _flush_norms(self) -> None:
+        if not self.norms:
+            return
+        norms = torch.stack(self.norms).tolist()  # one device sync per epoch
+        clipped = torch.stack(self.clipped).tolist()
+        self.norm_rows += [{"step": s, "epoch": e, "grad_norm": n, "clipped": int(c)}
+                           for (s, e), n, c in zip(self.norm_steps, norms, clipped)]
+        self.norms, self.clipped, self.norm_steps, self.logged_upto = [], [], [], 0
+        write_csv(self.out_dir / "grad_norms.csv", self.norm_rows, NORM_COLUMNS)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self.norms:
+            pl_module.log("diagnostics/clip_rate", torch.stack(self.clipped).float().mean(), rank_zero_only=True)
+            pl_module.log("diagnostics/grad_norm_max", torch.stack(self.norms).max(), rank_zero_only=True)
+            self._flush_norms()
+        if self.batch is not None and trainer.current_epoch + 1 in self.flow_epochs:
+            self._measure_flow(trainer, pl_module, trainer.current_epoch + 1)
+
+    # -- the end ------------------------------------------------------------------------------------------------
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        # A run that diverged (src.callbacks.FiniteLoss) is the one whose gradients matter most: keep them.
+        if trainer.is_global_zero and self.batch is not None:
+            try:
+                self._flush_norms()
+                if self.flow_rows:
+                    self._plot(trainer)
+            except Exception as e:  # never hide the exception that stopped the run
+                log.warning(f"diagnostics: could not write the files after the run failed: {e}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not trainer.is_global_zero or self.batch is None:
+            return
+        self._flush_norms()
+        if -1 in self.flow_epochs:
+            self._measure_flow(trainer, pl_module, trainer.current_epoch)
+        if self.flow_rows:
+            self._plot(trainer)
+        summary = dict(self.summary)
+        if self.norm_rows:
+            norms = sorted(r["grad_norm"] for r in self.norm_rows)
+            summary.update(updates=len(norms), clipped=sum(r["clipped"] for r in self.norm_rows),
+                           grad_norm_median=norms[len(norms) // 2], grad_norm_max=norms[-1])
+        if self.flow_rows:
+            summary["flow_decay"] = flow_decay(self.flow_rows)
+        if self.state_stats:
+            stats, gates = state_statistics(pl_module, self.batch)
+            write_csv(self.out_dir / "state_stats.csv", stats,
+                      ["layer", "direction", "t", "h_mean", "h_std", "c_mean", "c_std"])
+            write_csv(self.out_dir / "gates.csv", gates,
+                      ["layer", "direction", "gate", "saturated", "above_0.99", "below_0.01"])
+            summary["saturated"] = {curve_name(g["layer"], g["direction"]): g["saturated"]
+                                    for g in gates if g["gate"] == "all"}
+            summary["h_std"] = _mean_by_layer(stats, "h_std")
+        atomic_write_json(self.out_dir / "summary.json", summary)
+        metrics = {f"diagnostics/saturated/{k.replace(' ', '_')}": v for k, v in summary.get("saturated", {}).items()}
+        for logger in trainer.loggers:
+            if metrics:
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+
+def flow_decay(rows: Sequence[dict]) -> dict[str, Optional[float]]:
+    """Per layer/direction at the last measurement: grad_h where the gradient enters the sequence last (its
+    earliest step for the forward direction) over grad_h where it enters first; < 1 means it shrank."""
+    last = max(int(r["step"]) for r in rows)
+    out = {}
+    for key in sorted({(int(r["layer"]), int(r["direction"])) for r in rows}):
+        curve = sorted((int(r["t"]), _float(r["grad_h"])) for r in rows
+                       if int(r["step"]) == last and (int(r["layer"]), int(r["direction"])) == key)
+        near, far = (curve[-1][1], curve[0][1]) if key[1] == 0 else (curve[0][1], curve[-1][1])
+        out[curve_name(*key)] = far / near if near > 0 else None
+    return out
+
+
+def _mean_by_layer(rows: Sequence[dict], column: str) -> dict[str, Optional[float]]:
+    out = {}
+    for key in sorted({(r["layer"], r["direction"]) for r in rows}):
+        values = [r[column] for r in rows if (r["layer"], r["direction"]) == key and r[column] is not None]
+        out[curve_name(*key)] = sum(values) / len(values) if values else None
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.diagnostics",
+                                     description="Overlay the gradient-flow curves of several runs (one line per "
+                                                 "run) from their diagnostics/gradient_flow.csv.")
+    parser.add_argument("runs", nargs="+", help="run dirs, or sweep dirs (their job dirs are taken)")
+    parser.add_argument("-o", "--out", required=True, help="the PNG to write")
+    parser.add_argument("--at", choices=["last", "init", "both"], default="last",
+                        help="each run's last measurement, its first (before training), or both")
+    parser.add_argument("--layer", type=int, default=0)
+    parser.add_argument("--direction", type=int, choices=[0, 1], default=0)
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    path = plot_gradient_flow(args.runs, args.out, at=args.at, layer=args.layer, direction=args.direction,
+                              title=args.title)
+    if path is None:
+        print("error: no run dir with diagnostics/gradient_flow.csv among " + " ".join(args.runs), file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

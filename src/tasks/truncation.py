@@ -1,0 +1,101 @@
+"""Truncated backpropagation through time, BPTT(k1, k2) after Williams & Peng (1990), for Lightning 2.
+
+Lightning 2 dropped its built-in truncated BPTT, so the task runs it under manual optimization:
+
+    every k1 = `stride` steps an optimizer update; its loss covers the targets of those k1 new steps and its
+    backward pass reaches k2 = `steps` steps back (k2 >= k1 re-runs the overlap from a detached state).
+
+The recurrent state is detached at every window start (the whole state: tuples for LSTM-like cells, per layer
+and direction), and with `carry_across_batches` it also flows from one batch to the next (stream tasks: each
+row of a batch continues the same row of the previous batch), reset at the start of every epoch and evaluation.
+Gradient clipping uses the Trainer's `gradient_clip_val` / `gradient_clip_algorithm`, applied in
+`on_before_optimizer_step`, i.e. after Lightning's fp16 GradScaler has unscaled the gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+
+from src.errors import ConfigError
+from src.models.stack import detach_state
+
+if TYPE_CHECKING:
+    from src.data.tensors import Batch
+    from src.tasks.base import RecurrentTask
+
+
+@dataclass(frozen=True)
+class Truncation:
+    steps: int  # k2: how far back one backward pass reaches
+    stride: int  # k1: steps between optimizer updates
+    carry_across_batches: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Optional[dict]) -> Optional["Truncation"]:
+        """None for full BPTT (truncation=none)."""
+        cfg = dict(cfg or {})
+        mode = cfg.pop("mode", "none")
+        if mode == "none":
+            return None
+        if mode != "tbptt":
+            raise ConfigError(f"truncation.mode={mode!r} must be 'none' or 'tbptt'")
+        steps, stride = cfg.pop("steps", None), cfg.pop("stride", None)
+        carry = cfg.pop("carry_across_batches", False)
+        if cfg:
+            raise ConfigError(f"unknown truncation settings {sorted(cfg)}; allowed: steps, stride, "
+                              f"carry_across_batches")
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"truncation.steps={steps!r} must be a positive integer (k2: steps per backward)")
+        stride = steps if stride is None else stride
+        if not isinstance(stride, int) or not 1 <= stride <= steps:
+            raise ConfigError(f"truncation.stride={stride!r} must be an integer in [1, truncation.steps={steps}] "
+                              f"(k1: steps between updates; stride < steps gives overlapping windows)")
+        return cls(steps=steps, stride=stride, carry_across_batches=bool(carry))
+
+    def windows(self, total: int) -> list[tuple[int, int, int]]:
+        """(start, t0, t1) per update: loss on the targets in [t0, t1) (the stride's new steps), backward from
+        t1 to start = t0 - (steps - stride). With stride == steps the windows are plain consecutive chunks."""
+        t0s = range(0, total, self.stride)
+        return [(max(0, t0 - (self.steps - self.stride)), t0, min(t0 + self.stride, total)) for t0 in t0s]
+
+
+def tbptt_training_step(task: "RecurrentTask", batch: "Batch", state: Any = None) -> tuple[Optional[torch.Tensor], Any]:
+    """Run one batch as BPTT(k1, k2) updates; returns (mean loss over the updates or None, final state)."""
+    trunc: Truncation = task.truncation
+    optimizer = task.optimizers()
+    total = batch.x.shape[1]
+    # Detached states at the positions where later windows will start.
+    saved: dict[int, Any] = {0: detach_state(state)}
+    losses, counts = [], []
+    for start, t0, t1 in trunc.windows(total):
+        state = saved[start]  # a window starts where an earlier one kept its state (or at 0)
+        outputs, pieces = [], [start]
+        # The next window starts inside this one when windows overlap: split the forward there to keep that state.
+        next_start = max(0, t1 + trunc.stride - trunc.steps)
+        if start < next_start < t1:
+            pieces.append(next_start)
+        pieces.append(t1)
+        for a, b in zip(pieces, pieces[1:]):
+            out, state = task.encode(batch.x[:, a:b], None, state)
+            outputs.append(out)
+            if b == next_start:
+                saved[next_start] = detach_state(state)
+        saved[t1] = detach_state(state)
+        out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+        result = task.loss(task.head(out[:, t0 - start:], None), batch, t0, t1)
+        if result is None:
+            continue  # no target in this window (many-to-one before its last step): nothing to learn from
+        loss, n = result
+        optimizer.zero_grad(set_to_none=True)
+        task.manual_backward(loss)
+        optimizer.step()  # clipping happens in on_before_optimizer_step, after fp16 unscaling
+        task.step_schedulers("step")
+        losses.append(loss.detach() * n)
+        counts.append(n)
+    final = saved[total]
+    if not losses:
+        return None, final
+    return torch.stack(losses).sum() / sum(counts), final
+
