@@ -72,12 +72,11 @@ def copy_torch_weights(stack: RecurrentStack, ref: nn.Module) -> None:
                                      ("bias_ih", "bias_ih"), ("bias_hh", "bias_hh"), ("weight_hr", "weight_hr")):
                     if hasattr(cell, mine) and getattr(cell, mine) is not None:
                         getattr(cell, mine).copy_(getattr(ref, theirs + suffix))
-                if isinstance(cell, (LSTMRef, LSTMP)):
-                    both = getattr(ref, f"bias_ih{suffix}") + getattr(ref, f"bias_hh{suffix}")
-                    if isinstance(cell, LSTMRef):  # torch's two biases, kept apart
-                        cell.bias.copy_(getattr(ref, f"bias_ih{suffix}"))
-                    else:  # one bias: their sum
-                        cell.bias.copy_(both)
+                bias_ih, bias_hh = getattr(ref, f"bias_ih{suffix}"), getattr(ref, f"bias_hh{suffix}")
+                if isinstance(cell, LSTMRef):  # torch's two biases kept apart: `bias` is bias_ih
+                    cell.bias.copy_(bias_ih)
+                elif isinstance(cell, LSTMP):  # one bias: their sum
+                    cell.bias.copy_(bias_ih + bias_hh)
 
 
 def torch_state_as_stack(state, depth: int, directions: int):
