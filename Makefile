@@ -9,8 +9,9 @@ TORCH_INDEX ?=
 ARGS ?=
 SWEEP ?= quick
 SWEEP_DIR ?=
+BENCH ?= overhead
 
-.PHONY: install train test sweep clean
+.PHONY: install train test sweep bench clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +33,11 @@ test: install
 sweep: install
 	$(BIN)/python -m src.train -m sweep=$(SWEEP) $(if $(SWEEP_DIR),hydra.sweep.dir=$(SWEEP_DIR)) $(ARGS)
 	$(BIN)/python -m src.compare $(or $(SWEEP_DIR),$${RNN_BENCH_ROOT:-.}/outputs/sweeps/$(SWEEP))
+
+# make bench [BENCH=<overhead|cells|sweep|diagnostics>] [ARGS="<its arguments>"]: python -m src.bench; results
+# under benchmarks/ (JSON + markdown, with device, library versions and date).
+bench: install
+	$(BIN)/python -m src.bench $(BENCH) $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

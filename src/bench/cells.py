@@ -98,14 +98,16 @@ def kind(name: str, device: torch.device) -> str:
     base = name.split(":")[0].split(" ")[0]
     if base in FUSED:
         return "fused (torch)"
+    if name.endswith("(no graphs)"):
+        return kind(name[:-len(" (no graphs)")], device).replace(" in CUDA graphs", "")
     explicit = {"(parallel)": "parallel scan", "(sequential)": "sequential loop", "(TorchScript)": "TorchScript loop",
                 "(eager)": "eager loop"}
     for suffix, what in explicit.items():
         if name.endswith(suffix):
             return what
-    if base in ("mingru", "minlstm"):  # scan=auto
-        return "parallel scan" if device.type == "cuda" else "sequential loop"
-    return "TorchScript loop" if device.type == "cuda" else "eager loop"  # jit=auto
+    if base in ("mingru", "minlstm"):  # scan=auto, compile=auto
+        return "parallel scan, torch.compile" if device.type == "cuda" else "sequential loop"
+    return "TorchScript loop in CUDA graphs" if device.type == "cuda" else "eager loop"  # jit=auto
 
 
 def bench_sizes(args, device: torch.device) -> list[dict]:
@@ -118,6 +120,9 @@ def bench_sizes(args, device: torch.device) -> list[dict]:
         cells = cell_factories(H, set(args.cells) if args.cells else None, jit_both=args.jit_both)
         cells.setdefault("lstm", cell_factories(H, {"lstm"})["lstm"])  # the yardstick is always timed
         fns = {name: fwd_bwd(RecurrentStack(c, input_size=I).to(device), x) for name, c in cells.items()}
+        if device.type == "cuda" and not args.no_graphs_too:  # what the CUDA graphs of loop cells buy
+            fns.update({f"{name} (no graphs)": fwd_bwd(RecurrentStack(c, input_size=I, cuda_graphs=False).to(device), x)
+                        for name, c in cells.items() if name.split(":")[0].split(" ")[0] not in FUSED})
         print(f"# {size}: T={T} B={B} I={I} H={H}, {len(fns)} cells", flush=True)
         ms = interleaved_ms(fns, device, args.warmup, args.reps)
         for name, t in ms.items():
@@ -155,8 +160,9 @@ def summarise(rows: list[dict]) -> dict:
             if r["cell"] == "lstm":
                 size["fused_lstm_ms"] = r["ms"]
             elif base not in FUSED:
-                low, high = size.get("custom_cells_vs_fused_lstm", (r["vs_fused_lstm"], r["vs_fused_lstm"]))
-                size["custom_cells_vs_fused_lstm"] = (min(low, r["vs_fused_lstm"]), max(high, r["vs_fused_lstm"]))
+                key = "custom_cells" + ("_no_graphs" if r["cell"].endswith("(no graphs)") else "") + "_vs_fused_lstm"
+                low, high = size.get(key, (r["vs_fused_lstm"], r["vs_fused_lstm"]))
+                size[key] = (min(low, r["vs_fused_lstm"]), max(high, r["vs_fused_lstm"]))
             if base == "lstm_ref":
                 size[r["cell"].replace(" (", "_").rstrip(")").lower() + "_vs_fused_lstm"] = r["vs_fused_lstm"]
         if base == "mingru" and "vs_fused_gru" in r:
@@ -174,6 +180,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed iterations first (default 2: TorchScript optimises on the 2nd call; on CPU, "
                              "where cells run eagerly, 0: the median of the rounds absorbs a slow first one)")
+    parser.add_argument("--no-graphs-too", action="store_true",
+                        help="on GPU, skip timing each loop cell also without CUDA graphs (stack.cuda_graphs=false)")
     parser.add_argument("--jit-both", action="store_true", help="time each cell with a jit setting both ways")
     parser.add_argument("--cells", nargs="*", help="only these (config names, or lstm_variant:NFG); lstm always")
     parser.add_argument("--long-t", type=int, nargs="*", default=None,

@@ -1,0 +1,91 @@
+"""`python -m src.bench`: the overhead and sweep-throughput benchmarks run end to end at toy settings and write
+their JSON + markdown (the real numbers are in benchmarks/); and the per-step syncs the overhead work removed
+stay removed."""
+from __future__ import annotations
+
+import functools
+import json
+from types import SimpleNamespace
+
+import pytest
+from lightning.pytorch.callbacks import RichProgressBar
+
+from src.bench import __main__ as bench_main
+from src.bench import overhead, report
+from src.bench import sweep as sweep_bench
+from src.callbacks import ProgressBar
+
+
+@pytest.fixture
+def bench_dir(tmp_path, monkeypatch):
+    out = tmp_path / "benchmarks"
+    monkeypatch.setattr(report, "write", functools.partial(report.write, out_dir=out))
+    return out
+
+
+def test_overhead_benchmark_ends_with_its_json_line(bench_dir, capsys):
+    assert overhead.main(["--epochs", "1", "--repeats", "1"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"overhead_ratio", "suite_samples_per_s", "plain_samples_per_s", "device"} <= last.keys()
+    assert last["overhead_ratio"] == pytest.approx(last["suite_samples_per_s"] / last["plain_samples_per_s"], rel=0.01)
+    doc = json.loads((bench_dir / "overhead-lstm-cpu.json").read_text())
+    assert doc["environment"]["torch"] and doc["environment"]["date"] and doc["summary"] == last
+    assert (bench_dir / "overhead-lstm-cpu.md").read_text().startswith("# overhead-lstm-cpu")
+
+
+def test_sweep_benchmark_runs_both_modes_through_the_cli(bench_dir, capsys):
+    assert sweep_bench.main(["--jobs", "2", "--parallel", "2", "--epochs", "1", "dataset=digits",
+                             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["jobs"] == 2 and last["sequential_wall_s"] > 0 and last["parallel_wall_s"] > 0
+    assert last["speedup"] == pytest.approx(last["sequential_wall_s"] / last["parallel_wall_s"], rel=0.05)
+    rows = json.loads((bench_dir / "sweep-cpu.json").read_text())["rows"]
+    assert [r["jobs_at_once"] for r in rows] == [1, 2]
+
+
+def test_sweep_benchmark_fails_loudly_when_a_job_fails(bench_dir):
+    with pytest.raises(SystemExit, match="multirun failed|failed"):
+        sweep_bench.main(["--jobs", "1", "--parallel", "1", "--epochs", "1", "dataset=digits", "depth=0"])
+
+
+def test_unknown_benchmark_is_an_error(capsys):
+    assert bench_main.main(["nope"]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    assert {"cells", "overhead", "sweep", "diagnostics"} <= set(bench_main.available())
+
+
+def test_progress_bar_reads_metrics_only_on_logging_steps(monkeypatch):
+    """Reading the logged values is a device sync: only every metrics_every training steps (and always outside
+    training, e.g. after validation)."""
+    reads = []
+    monkeypatch.setattr(RichProgressBar, "_update_metrics", lambda self, trainer, module: reads.append(trainer.training))
+    bar = ProgressBar(metrics_every=5)
+
+    def trainer(done: int, training: bool = True):
+        progress = SimpleNamespace(current=SimpleNamespace(completed=done))
+        return SimpleNamespace(training=training, fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+
+    for done in range(10):
+        bar._update_metrics(trainer(done), None)
+    assert reads == [True, True]  # after steps 5 and 10
+    bar._update_metrics(trainer(3, training=False), None)
+    assert reads == [True, True, False]
+
+
+def test_train_loss_is_logged_only_on_the_steps_loggers_write(cfg_factory, monkeypatch):
+    from src.tasks.base import RecurrentTask
+    from src.train import train
+
+    logged = []
+    original = RecurrentTask.log
+
+    def spy(self, name, value, *args, **kwargs):
+        if name == "train/loss":
+            logged.append(self.trainer.global_step)
+        return original(self, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(RecurrentTask, "log", spy)
+    cfg = cfg_factory("dataset=digits", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
+                      "trainer.log_every_n_steps=3", "trainer.limit_val_batches=1", "test=false")
+    train(cfg)
+    assert logged == [2, 5, 8]  # global_step before the update: Lightning writes after steps 3, 6, 9
