@@ -5,7 +5,6 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
 
 from src.errors import UserError
 
@@ -106,17 +105,3 @@ class WandbSummary(L.Callback):
                 # summary columns: a W&B sweep's metric (val/acc_best) is looked up there.
                 run.define_metric(pl_module.monitor, summary=f"{pl_module.monitor_mode},last")
 
-
-class ProgressBar(RichProgressBar):
-    """Lightning's rich progress bar, reading the logged values back from the device only every `metrics_every`
-    training steps (the steps train/loss is logged on) instead of every step: each read is a sync that on a GPU
-    empties the queue of kernels the host had run ahead with. The bar itself still advances every step."""
-
-    def __init__(self, metrics_every: int = 50, refresh_rate: int = 10):
-        super().__init__(refresh_rate=refresh_rate)
-        self.metrics_every = max(1, metrics_every)
-
-    def _update_metrics(self, trainer, pl_module) -> None:  # Lightning's hook for the metrics line
-        if trainer.training and (trainer.fit_loop.epoch_loop.batch_progress.current.completed + 1) % self.metrics_every:
-            return
-        super()._update_metrics(trainer, pl_module)

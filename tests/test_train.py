@@ -134,3 +134,13 @@ def test_wandb_offline_run_with_nested_config_group_and_tags(cfg_factory, tmp_pa
     summary = seen["summary"]  # the monitored metric keeps its best beside its last value (WandbSummary)
     assert summary["val/acc"]["max"] == pytest.approx(summary["val/acc_best"]) and 0 <= summary["test/acc"] <= 1
     assert wandb.run is None  # finished: the next job in a multirun gets a run of its own
+
+
+def test_callbacks_none_writes_no_checkpoint(cfg_factory, tmp_path):
+    """callbacks=none means no checkpoint at all (Lightning would otherwise add its own ModelCheckpoint), and
+    the test split is evaluated with the final weights."""
+    out = tmp_path / "run"
+    cfg = cfg_factory("dataset=digits", "trainer.max_epochs=1", "trainer.limit_train_batches=3", out=out)
+    train(cfg)
+    assert not list(out.rglob("*.ckpt"))
+    assert json.loads((out / "metrics.json").read_text())["tested_checkpoint"] == "final weights"
