@@ -75,9 +75,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     callbacks += [instantiate(cfg.diagnostics)] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
-        # Redrawn every log_every_n_steps steps (and at the end of each epoch): a redraw reads the logged values
-        # back from the device, a sync that stalls a GPU's queue; and rich's live bar, redrawn from a thread,
-        # cost 14% of the training speed on 2 CPU cores (benchmarks/overhead-lstm-cpu.md).
+        # Redrawn every log_every_n_steps steps (and at each epoch's end), not every step: a redraw reads the
+        # logged values back from the device, a sync that stalls a GPU's queue of kernels.
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.get("log_every_n_steps", 50)))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.

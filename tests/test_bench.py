@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import functools
 import json
-from types import SimpleNamespace
 
 import pytest
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.bench import __main__ as bench_main
 from src.bench import overhead, report
 from src.bench import sweep as sweep_bench
-from src.callbacks import ProgressBar
 
 
 @pytest.fixture
@@ -54,22 +52,15 @@ def test_unknown_benchmark_is_an_error(capsys):
     assert {"cells", "overhead", "sweep", "diagnostics"} <= set(bench_main.available())
 
 
-def test_progress_bar_reads_metrics_only_on_logging_steps(monkeypatch):
-    """Reading the logged values is a device sync: only every metrics_every training steps (and always outside
-    training, e.g. after validation)."""
-    reads = []
-    monkeypatch.setattr(RichProgressBar, "_update_metrics", lambda self, trainer, module: reads.append(trainer.training))
-    bar = ProgressBar(metrics_every=5)
+def test_progress_bar_redraws_only_on_logging_steps(cfg_factory):
+    """A redraw reads the logged values back from the device (a sync): only every log_every_n_steps."""
+    from src.train import build
 
-    def trainer(done: int, training: bool = True):
-        progress = SimpleNamespace(current=SimpleNamespace(completed=done))
-        return SimpleNamespace(training=training, fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
-
-    for done in range(10):
-        bar._update_metrics(trainer(done), None)
-    assert reads == [True, True]  # after steps 5 and 10
-    bar._update_metrics(trainer(3, training=False), None)
-    assert reads == [True, True, False]
+    cfg = cfg_factory("dataset=digits", "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=7")
+    _, _, trainer = build(cfg)
+    bars = [c for c in trainer.callbacks if isinstance(c, TQDMProgressBar)]
+    assert len(bars) == 1 and bars[0].refresh_rate == 7
+    assert trainer.progress_bar_callback is bars[0]
 
 
 def test_train_loss_is_logged_only_on_the_steps_loggers_write(cfg_factory, monkeypatch):
