@@ -104,10 +104,12 @@ class RecurrentTask(L.LightningModule):
         else:
             loss, state = tbptt_training_step(self, batch, self.carried_state("train", len(batch.x)))
             self.keep_state("train", state)
-        if loss is not None and self.trainer._logger_connector.should_update_logs:
-            # Only on the steps the loggers write (trainer.log_every_n_steps): each logged value is read back to
-            # the host, a sync that on a GPU stalls the queue of kernels every step (ANCHORS.md: logging every
-            # step costs more than the model). Lightning has no public switch for this condition.
+        if loss is not None and (self.trainer._logger_connector.should_update_logs
+                                 or self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            # Only on the steps the loggers write (trainer.log_every_n_steps) and on each epoch's last step (what
+            # metrics.json reports): each logged value is read back to the host, a sync that on a GPU stalls the
+            # queue of kernels (ANCHORS.md: logging every step costs more than the model). Lightning has no
+            # public switch for the loggers' condition.
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
         return loss
 
