@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.errors import ConfigError
-from src.models.cells.base import (a_number, init_uniform_, jit_setting, optional_positive, positive_int,
+from src.models.cells.base import (a_bool, a_number, init_uniform_, jit_setting, optional_positive, positive_int,
                                    time_loop)
 
 # How the forget gate is made.
@@ -177,7 +177,8 @@ class LSTMEngine(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, structure: Structure = Structure(),
                  forget_bias: float = 0.0, cell_clip: Optional[float] = None, proj_size: Optional[int] = None,
-                 proj_clip: Optional[float] = None, jit: Union[bool, str] = "auto", weights_ih_hh: bool = True):
+                 proj_clip: Optional[float] = None, jit: Union[bool, str] = "auto", weights_ih_hh: bool = True,
+                 bias: bool = True):
         super().__init__()
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.structure = structure
@@ -198,8 +199,7 @@ class LSTMEngine(nn.Module):
         if weights_ih_hh:
             self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
             self.weight_hh = nn.Parameter(torch.empty(rows, self.output_size))
-            # Layer norm's shift replaces the bias (a bias before a normalisation is cancelled by it).
-            self.bias = None if structure.layer_norm else nn.Parameter(torch.empty(rows))
+            self.bias = nn.Parameter(torch.empty(rows)) if bias else None
         gates = ("i", "f", "o") if structure.peepholes else ()
         present = {"i": structure.input_gate, "f": structure.forget_gate == FORGET_LEARNED,
                    "o": structure.output_gate}
@@ -329,11 +329,18 @@ class LSTMP(LSTMEngine):
 
 class LayerNormLSTM(LSTMEngine):
     """LSTM with layer normalisation (Ba et al. 2016) as TF's LayerNormBasicLSTMCell: each gate block's
-    pre-activation and the new cell are normalised, each with its own gain and shift; no bias."""
+    pre-activation and the new cell are normalised, each with its own gain and shift.
 
-    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0,
+    `bias` (default true; TF's cell has none, `cell.bias=false` for its exact equations): a bias in W x + b
+    before the normalisation. Without it, a step whose input and state are exactly zero — the blank rows at the
+    top of every MNIST digit, from the zero initial state — hands layer norm a constant vector, where its
+    Jacobian is scaled by 1/sqrt(eps) = 316; a few such steps in a row overflow the gradient: on row-by-row
+    smnist5k the first update's gradient was inf (tests/test_cells.py). The bias makes the vector non-constant."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0, bias: bool = True,
                  jit: Union[bool, str] = "auto"):
-        super().__init__(input_size, hidden_size, Structure(layer_norm=True), forget_bias=forget_bias, jit=jit)
+        super().__init__(input_size, hidden_size, Structure(layer_norm=True), forget_bias=forget_bias, jit=jit,
+                         bias=a_bool("bias", bias))
 
 
 class CIFGLSTM(LSTMEngine):
