@@ -203,6 +203,5 @@ def main(argv: list[str]) -> int:
     # A partial run gets a name of its own, so that it never overwrites the full table.
     partial = {"quick": args.quick, "jit-both": args.jit_both, "subset": bool(args.cells)}
     name = f"cells-{device.type}" + "".join(f"-{tag}" for tag, on in partial.items() if on)
-    report.write(name, rows, command=" ".join(["python -m src.bench cells", *argv]), summary=summary)
-    print(json.dumps(summary))
+    report.publish(name, rows, " ".join(["python -m src.bench cells", *argv]), summary)
     return 0

@@ -10,17 +10,15 @@ The default is the default recipe's 30 epochs; fewer epochs are pessimistic: tho
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import lightning as L
 
 from src.bench import report
-from src.bench.overhead import CONF_DIR, sync
+from src.bench.overhead import build_run, sync
 
 
 class FitClock(L.Callback):
@@ -43,24 +41,11 @@ class FitClock(L.Callback):
 
 
 def run(diagnostics: bool, cell: str, epochs: int, out_dir: str, extra: list[str]) -> tuple[float, str]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from src.train import build
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("config", return_hydra_config=True, overrides=[
-            f"cell={cell}", "dataset=smnist5k", "scheduler=none", "logger=csv", "callbacks=none",
-            f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
-            "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false",
-            *(["diagnostics=gradients"] if diagnostics else []), *extra])
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = out_dir
-    HydraConfig.instance().set_config(cfg)
-    datamodule, model, trainer = build(cfg)
+    datamodule, model, trainer = build_run([
+        f"cell={cell}", "dataset=smnist5k", "scheduler=none", "logger=csv", "callbacks=none",
+        f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
+        "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false",
+        *(["diagnostics=gradients"] if diagnostics else []), *extra], out_dir)
     clock = FitClock()
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)
@@ -92,8 +77,7 @@ def main(argv: list[str]) -> int:
                "cell": args.cell, "epochs": args.epochs, "steps_per_run": 31 * args.epochs,
                "repeats": args.repeats, "diagnostics": "conf/diagnostics/gradients.yaml defaults"}
     name = args.name or f"diagnostics-{device}"
-    report.write(name, rows, "python -m src.bench diagnostics " + " ".join(argv), summary)
-    print(json.dumps(summary))
+    report.publish(name, rows, "python -m src.bench diagnostics " + " ".join(argv), summary)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import json
 import statistics
 import sys
 import time
@@ -85,8 +84,9 @@ class StepClock(L.Callback):
         self.rate = (self.steps - WARMUP) * self.batch * trainer.world_size / (time.perf_counter() - self.start)
 
 
-def suite_run(cell: str, epochs: int, out_dir: str, extra: list[str]):
-    """(samples/s, timed steps, the data module) for one training run through the suite."""
+def build_run(overrides: list[str], out_dir: str):
+    """(datamodule, model, trainer) of `python -m src.train <overrides>` with its outputs in out_dir, built as
+    the command builds it, in this process."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -96,17 +96,21 @@ def suite_run(cell: str, epochs: int, out_dir: str, extra: list[str]):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("config", return_hydra_config=True, overrides=[
-            # task.head_hidden=0: one linear layer on the last step, the plain loop's model (the suite's
-            # default head has a hidden layer, which is a different model, not overhead)
-            f"cell={cell}", "dataset=smnist5k", "dataset.batch_size=128", "task.head_hidden=0", "scheduler=none",
-            "logger=csv",
-            "callbacks=none", f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
-            "trainer.enable_model_summary=false", *extra])
+        cfg = compose("config", return_hydra_config=True, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = cfg.hydra.runtime.output_dir = out_dir
     HydraConfig.instance().set_config(cfg)
-    datamodule, model, trainer = build(cfg)
+    return build(cfg)
+
+
+def suite_run(cell: str, epochs: int, out_dir: str, extra: list[str]):
+    """(samples/s, timed steps, the data module) for one training run through the suite."""
+    datamodule, model, trainer = build_run([
+        # task.head_hidden=0: one linear layer on the last step, the plain loop's model (the suite's
+        # default head has a hidden layer, which is a different model, not overhead)
+        f"cell={cell}", "dataset=smnist5k", "dataset.batch_size=128", "task.head_hidden=0", "scheduler=none",
+        "logger=csv", "callbacks=none", f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
+        "trainer.enable_model_summary=false", *extra], out_dir)
     clock = StepClock()
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)
@@ -139,8 +143,7 @@ def main(argv: list[str]) -> int:
     rows += [{"impl": "suite", "samples_per_s": round(s), "ratio": round(s / statistics.median(plain), 3)}
              for s in suite]
     name = args.name or f"overhead-{args.cell}-{device.type}"
-    report.write(name, rows, "python -m src.bench overhead " + " ".join(argv), summary)
-    print(json.dumps(summary))
+    report.publish(name, rows, "python -m src.bench overhead " + " ".join(argv), summary)
     return 0
 
 

@@ -59,3 +59,9 @@ def write(name: str, rows: Sequence[dict], command: str, summary: Optional[dict]
     md.append(markdown_table(rows, columns))
     atomic_write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
     return doc
+
+
+def publish(name: str, rows: Sequence[dict], command: str, summary: dict) -> None:
+    """write() the results, then print the summary as the command's last line (the JSON object scripts read)."""
+    write(name, rows, command, summary)
+    print(json.dumps(summary))

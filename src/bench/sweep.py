@@ -63,6 +63,5 @@ def main(argv: list[str]) -> int:
     summary = {"device": args.device, "jobs": args.jobs, "epochs": args.epochs, "parallel": args.parallel,
                "sequential_wall_s": round(seq_s, 1), "parallel_wall_s": round(par_s, 1),
                "speedup": round(seq_s / par_s, 2), "overrides": args.overrides}
-    report.write(f"sweep-{args.device}", rows, "python -m src.bench sweep " + " ".join(argv), summary)
-    print(json.dumps(summary))
+    report.publish(f"sweep-{args.device}", rows, "python -m src.bench sweep " + " ".join(argv), summary)
     return 0

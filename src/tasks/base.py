@@ -84,6 +84,16 @@ class RecurrentTask(L.LightningModule):
         """The split's metrics over the whole evaluation (synced across processes); resets them."""
         raise NotImplementedError
 
+    def computed(self, split: str, names: tuple[str, ...]) -> dict:
+        """{"<split>/<name>": value} of the metric objects `<split>_<name>`, computed over the whole evaluation
+        (synced across processes), then reset: what eval_values returns for tasks whose metrics are plain."""
+        values = {}
+        for name in names:
+            metric = getattr(self, f"{split}_{name}")
+            values[f"{split}/{name}"] = metric.compute()
+            metric.reset()
+        return values
+
     # -- shared machinery ---------------------------------------------------------------------------------------
     @property
     def num_params(self) -> int:

@@ -55,11 +55,7 @@ class Regressor(StreamEval, RecurrentTask):
         getattr(self, f"{split}_mae").update(F.l1_loss(predictions, targets), weight=targets.numel())
 
     def eval_values(self, split: str) -> dict[str, torch.Tensor]:
-        values = {}
-        for name in ("mse", "mae"):
-            metric = getattr(self, f"{split}_{name}")
-            values[f"{split}/{name}"] = metric.compute()
-            metric.reset()
+        values = self.computed(split, ("mse", "mae"))
         values[f"{split}/loss"] = values[f"{split}/mse"]
         return values
 

@@ -90,10 +90,5 @@ class Seq2Seq(RecurrentTask):
         getattr(self, f"{split}_exact_match").update((right == real).all(dim=1).float().mean(), weight=len(batch.y))
 
     def eval_values(self, split: str) -> dict:
-        values = {}
-        for name in ("loss", "acc", "exact_match"):
-            metric = getattr(self, f"{split}_{name}")
-            values[f"{split}/{name}"] = metric.compute()
-            metric.reset()
-        return values
+        return self.computed(split, ("loss", "acc", "exact_match"))
 

@@ -78,12 +78,7 @@ class StepClassifier(StreamEval, RecurrentTask):
 
     def eval_values(self, split: str) -> dict[str, torch.Tensor]:
         """This split's metrics over the whole evaluation (synced across processes); resets them."""
-        values = {}
-        for name in ("loss", "acc"):
-            metric = getattr(self, f"{split}_{name}")
-            values[f"{split}/{name}"] = metric.compute()
-            metric.reset()
-        return values
+        return self.computed(split, ("loss", "acc"))
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
