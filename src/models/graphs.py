@@ -36,7 +36,8 @@ def check_mode(value) -> bool:
 
 
 def flatten(tree: Any) -> tuple[list[torch.Tensor], Any]:
-    """The tensors of a state (nested tuples/lists; None where a cell has no such part) and how to rebuild it."""
+    """The tensors of a cell's state (nested tuples/lists; None where a cell has no such part) and how to rebuild
+    it."""
     if tree is None:
         return [], None
     leaves, spec = tree_flatten(tree)
@@ -52,15 +53,15 @@ def unflatten(tensors: list[torch.Tensor], how: Any) -> Any:
 
 
 class _FlatCall(nn.Module):
-    """cell(x, state) with tensors only in and out, as make_graphed_callables needs; the cell is a submodule, so
-    its parameters are the graph's parameters."""
+    """cell(x) from a zero state, with tensors only out, as make_graphed_callables needs; the cell is a submodule,
+    so its parameters are the graph's parameters."""
 
-    def __init__(self, cell: nn.Module, state_how: Any):
+    def __init__(self, cell: nn.Module):
         super().__init__()
-        self.cell, self.state_how = cell, state_how
+        self.cell = cell
 
-    def forward(self, x: torch.Tensor, *state: torch.Tensor):
-        out, new_state = self.cell(x, unflatten(list(state), self.state_how))
+    def forward(self, x: torch.Tensor):
+        out, new_state = self.cell(x, None)
         tensors, self.out_how = flatten(new_state)
         return (out, *tensors)
 
@@ -72,7 +73,7 @@ class GraphedCell:
         self.cell, self.mode = cell, check_mode(mode)
         self.graphs: dict[tuple, tuple[Callable, _FlatCall, list]] = {}
 
-    def usable(self, x: torch.Tensor) -> Optional[str]:
+    def usable(self, x: torch.Tensor, state: Any) -> Optional[str]:
         """None if a graph can run this call, else why not."""
         if not self.mode or not getattr(self.cell, "cuda_graphs", True):
             return "off"
@@ -84,28 +85,27 @@ class GraphedCell:
             return "autocast (mixed precision) is on"
         if torch.cuda.is_current_stream_capturing():
             return "already inside a capture"
+        if state is not None:
+            # A carried state (truncated BPTT's later chunks): on an H100, a graphed LSTM given (h, c) returned the
+            # right outputs but wrong weight gradients (tests/test_cuda.py), not yet explained; the GRU-like cells
+            # were exact. Only the zero-state call, the common one, is captured.
+            return "a carried state"
         return None
 
     def __call__(self, x: torch.Tensor, state: Any = None):
-        if self.usable(x) is not None:
+        if self.usable(x, state) is not None:
             return self.cell(x, state)
-        if state is not None:
-            # A carried state (truncated BPTT's later chunks) runs directly: on an H100, a graphed LSTM given
-            # (h, c) returned the right outputs but wrong weight gradients (tests/test_cuda.py), not yet
-            # explained; the GRU-like cells were exact. Only the zero-state call, the common one, is captured.
-            return self.cell(x, state)
-        leaves, how = flatten(state)
-        key = tuple((tuple(t.shape), t.dtype, t.requires_grad) for t in (x, *leaves)) + (str(how),)
+        key = (tuple(x.shape), x.dtype, x.requires_grad)
         entry = self.graphs.get(key)
         if entry is None:
             if len(self.graphs) >= MAX_GRAPHS:
                 return self.cell(x, state)
-            call = _FlatCall(self.cell, how)
+            call = _FlatCall(self.cell)
             try:  # recording runs a few warm-up steps on a side stream, then captures forward and backward
-                # Private copies: the sample tensors become the graph's input buffers, which every replay
+                # A private copy: the sample tensor becomes the graph's input buffer, which every replay
                 # overwrites; the caller's own x (often a view of the data set) must never be.
-                sample = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in (x, *leaves))
-                graphed = torch.cuda.make_graphed_callables(call, sample)
+                sample = x.detach().clone().requires_grad_(x.requires_grad)
+                graphed = torch.cuda.make_graphed_callables(call, (sample,))
             except Exception as err:  # noqa: BLE001 - a cell that cannot be captured still trains, eagerly
                 warnings.warn(f"CUDA graphs off for {type(self.cell).__name__}: recording failed ({err}); it runs "
                               f"eagerly (stack.cuda_graphs=false silences this)")
@@ -118,7 +118,7 @@ class GraphedCell:
             # needs (a graph has one set of buffers). Run this call eagerly instead; it is exact, only slower.
             return self.cell(x, state)
         # Clones: a replay returns the graph's own output buffers, which the next replay overwrites.
-        out, *new_leaves = (t.clone() for t in graphed(x, *leaves))
+        out, *new_leaves = (t.clone() for t in graphed(x))
         if out.requires_grad:
             waiting[0] = True
             out.register_hook(lambda grad: waiting.__setitem__(0, False))
