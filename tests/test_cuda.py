@@ -67,7 +67,8 @@ def test_graphed_training_steps_equal_direct_ones(name):
 @pytest.mark.parametrize("name", ["lstm_ref", "gru_v1", "indrnn"])
 def test_carried_state_through_graphs(name):
     """Truncated BPTT's pattern: chunk -> backward -> next chunk from the detached state; equal to direct runs.
-    (Chunks given a state run directly: a graphed LSTM given (h, c) once gave wrong weight gradients here.)"""
+    The first chunk runs in graphs, the later ones (given a state) directly, all accumulating into one .grad:
+    without own_gradients an LSTM's bias and bias_hh shared one adopted graph buffer here and came out wrong."""
     graphed, plain = pair(name, depth=2, bidirectional=False)
     x = torch.randn(3, 12, 5, device="cuda")
     results = []
@@ -83,6 +84,22 @@ def test_carried_state_through_graphs(name):
     for g, h in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-5)
     assert all(len(run.graphs) == 1 for row in graphed.runners for run in row)  # the first chunk's only
+
+
+@pytest.mark.parametrize("name", ["lstm_ref", "gru_v1"])
+def test_gradients_accumulate_over_replays(name):
+    """Two replays of one graph without zero_grad between them (gradient accumulation): the second replay must not
+    overwrite the first one's gradient, which autograd would otherwise have adopted as .grad."""
+    graphed, plain = pair(name, depth=1, bidirectional=False)
+    xs = torch.randn(3, 4, 6, 5, device="cuda").unbind(0)
+    graphed(xs[0])[0].sum().backward()  # records the graphs
+    for model in (graphed, plain):
+        model.zero_grad(set_to_none=True)
+        for x in xs[1:]:
+            model(x)[0].square().sum().backward()
+    for (n, p), q in zip(graphed.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5, msg=n)
+    assert all(run.graphs for row in graphed.runners for run in row)
 
 
 def test_two_forwards_before_backward_fall_back_to_direct_runs():
