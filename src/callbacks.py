@@ -36,7 +36,9 @@ class Throughput(L.Callback):
         self._start(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += len(batch[0]) * trainer.world_size
+        # A step of several batches (updates_per_step > 1) says how many samples it took.
+        samples = outputs["samples"] if isinstance(outputs, dict) and "samples" in outputs else len(batch[0])
+        self.samples += samples * trainer.world_size
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if self.started is not None:  # validation inside a training epoch: pause the clock
@@ -51,7 +53,7 @@ class Throughput(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop(trainer)
         if self.seconds > 0:
-            pl_module.log("perf/train_samples_per_s", self.samples / self.seconds, sync_dist=False)
+            pl_module.log("perf/train_samples_per_s", self.samples / self.seconds, sync_dist=False, batch_size=1)
 
 
 class FiniteLoss(L.Callback):

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -64,9 +65,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         raise ConfigError(f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
                           f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
                           f"drop the task override (each data set's config chooses its task)")
-    trainer_cfg, clip = truncation_trainer_settings(cfg)
+    updates = updates_per_step(cfg)
+    trainer_cfg, clip = manual_optimization_settings(cfg, updates)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
-    model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, **clip, _convert_="object")
+    model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates, **clip,
+                        _convert_="object")
     model.run_config = OmegaConf.to_container(  # without the hydra node, which tests compose in
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     if cfg.ckpt_path and cfg.ckpt_path != "last":
@@ -108,10 +111,35 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def truncation_trainer_settings(cfg: DictConfig) -> tuple[DictConfig, dict]:
-    """Under truncation the task steps its optimizer itself (manual optimization), where Lightning refuses
-    Trainer-level clipping: hand the same trainer.gradient_clip_* settings to the task instead."""
-    if cfg.truncation.get("mode", "none") == "none":
+UPDATES_PER_STEP_ON_GPU = 8  # updates_per_step=auto on a GPU (python -m src.bench overhead --updates-per-step)
+
+
+def updates_per_step(cfg: DictConfig) -> int:
+    """cfg.updates_per_step, with auto resolved: several updates per Lightning step where the Trainer's per-step
+    host cost matters (a GPU, where a small model's step takes a few milliseconds), one elsewhere and wherever
+    something watches single steps (diagnostics, gradient accumulation)."""
+    value = cfg.get("updates_per_step", 1)
+    accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+    if value == "auto":
+        accelerator = cfg.trainer.get("accelerator", "auto")
+        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        return UPDATES_PER_STEP_ON_GPU if on_gpu and not cfg.get("diagnostics") and accumulate == 1 else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"updates_per_step={value!r} must be a positive integer or auto")
+    if value > 1 and cfg.get("diagnostics"):
+        raise ConfigError(f"updates_per_step={value} cannot be combined with diagnostics, which watch single "
+                          f"updates; set updates_per_step=1")
+    if value > 1 and accumulate != 1:
+        raise ConfigError(f"updates_per_step={value} cannot be combined with trainer.accumulate_grad_batches="
+                          f"{accumulate}: each batch gets its own update; set one of them to 1")
+    return value
+
+
+def manual_optimization_settings(cfg: DictConfig, updates: int) -> tuple[DictConfig, dict]:
+    """Under truncation, or with several updates per step, the task steps its optimizer itself (manual
+    optimization), where Lightning refuses Trainer-level clipping: hand the same trainer.gradient_clip_*
+    settings to the task instead."""
+    if cfg.truncation.get("mode", "none") == "none" and updates == 1:
         return cfg.trainer, {}
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
         raise ConfigError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "

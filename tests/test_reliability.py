@@ -143,9 +143,11 @@ def test_ddp_test_metrics_equal_one_process_with_an_uneven_last_batch(tmp_path):
     assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-6)
 
 
-def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
-    """SIGKILL a run mid-epoch (checkpoints every 4 steps, atomically), resume from last.ckpt: the same final
-    metrics as an uninterrupted run, since the resumed epoch continues the same seeded batch order."""
+@pytest.mark.parametrize("updates", [1, 4])
+def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, updates):
+    """SIGKILL a run mid-epoch (checkpoints every 4 updates, atomically), resume from last.ckpt: the same final
+    metrics as an uninterrupted run, since the resumed epoch continues the same seeded batch order (with 4 updates
+    per Lightning step, 4 batches per step already taken are skipped)."""
     import subprocess
     import sys
     import time
@@ -154,7 +156,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path):
 
     common = ["dataset=digits", "trainer.max_epochs=2", "callbacks=default", "scheduler=none",
               "+callbacks.last_checkpoint.every_n_train_steps=4", "trainer.deterministic=true", "logger=none",
-              "trainer.enable_progress_bar=false"]
+              "trainer.enable_progress_bar=false", f"updates_per_step={updates}"]
     whole = run_cli(*common, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]
     env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE)}

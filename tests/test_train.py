@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
-from src.errors import DataError
+from src.errors import ConfigError, DataError
 from src.train import train
 from tests.conftest import run_cli
 
@@ -144,3 +145,51 @@ def test_callbacks_none_writes_no_checkpoint(cfg_factory, tmp_path):
     train(cfg)
     assert not list(out.rglob("*.ckpt"))
     assert json.loads((out / "metrics.json").read_text())["tested_checkpoint"] == "final weights"
+
+
+# -- several optimizer updates per Lightning step (updates_per_step) ------------------------------------------------
+def fit_weights(cfg) -> tuple[list[torch.Tensor], L.Trainer]:
+    from src.train import build
+
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    return [p.detach().clone() for p in model.parameters()], trainer
+
+
+@pytest.mark.parametrize("setting", [
+    ["dataset=smnist5k", "task.scheduler_interval=step"],  # a per-update LR schedule
+    ["dataset=smnist5k", "truncation=tbptt", "truncation.steps=10"],  # several updates per batch
+    ["experiment=sin2cos_lstm", "truncation.steps=25"],  # a state carried from batch to batch
+    ["experiment=seq2seq_reverse", "cell.hidden_size=32"],  # a task with its own loss path
+], ids=["classify", "tbptt", "stream", "seq2seq"])
+def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, setting):
+    """updates_per_step=3 over 7 batches an epoch (steps of 3, 3, 1): the same updates in the same order as
+    updates_per_step=1, so the same weights, bit for bit; global_step counts updates; Throughput every sample."""
+    common = [*setting, "trainer.max_epochs=2", "trainer.limit_train_batches=7", "trainer.limit_val_batches=2",
+              "test=false", "trainer.gradient_clip_val=0.5"]
+    one, one_trainer = fit_weights(cfg_factory(*common, "updates_per_step=1", out=tmp_path / "one"))
+    three, trainer = fit_weights(cfg_factory(*common, "updates_per_step=3", out=tmp_path / "three"))
+    assert trainer.lightning_module.updates_per_step == 3 and not trainer.lightning_module.automatic_optimization
+    assert trainer.global_step == one_trainer.global_step
+    for a, b in zip(one, three):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2 * 3  # Lightning steps: 3 per epoch
+    throughput = next(c for c in trainer.callbacks if type(c).__name__ == "Throughput")
+    clock = next(c for c in one_trainer.callbacks if type(c).__name__ == "Throughput")
+    assert throughput.samples == clock.samples > 0
+    assert "train/loss" in trainer.callback_metrics
+
+
+def test_updates_per_step_auto_and_bad_values(cfg_factory):
+    from src.train import UPDATES_PER_STEP_ON_GPU, updates_per_step
+
+    assert updates_per_step(cfg_factory("trainer=cpu")) == 1
+    assert updates_per_step(cfg_factory("trainer=gpu")) == UPDATES_PER_STEP_ON_GPU > 1
+    assert updates_per_step(cfg_factory("trainer=gpu", "diagnostics=gradients")) == 1  # it watches single updates
+    assert updates_per_step(cfg_factory("trainer=gpu", "trainer.accumulate_grad_batches=2")) == 1
+    assert updates_per_step(cfg_factory("updates_per_step=5")) == 5
+    for bad, words in ((["updates_per_step=0"], "positive integer"), (["updates_per_step=fast"], "or auto"),
+                       (["updates_per_step=4", "diagnostics=gradients"], "set updates_per_step=1"),
+                       (["updates_per_step=4", "trainer.accumulate_grad_batches=2"], "set one of them to 1")):
+        with pytest.raises(ConfigError, match=words):
+            updates_per_step(cfg_factory(*bad))

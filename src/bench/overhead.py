@@ -1,11 +1,13 @@
-"""python -m src.bench overhead [--cell lstm] [--epochs 4] [--repeats 2]
+"""python -m src.bench overhead [--cell lstm] [--epochs 4] [--repeats 2] [--updates-per-step auto,1,...]
 
 The suite's own cost: the same model (cell-128, row-by-row MNIST shape 28x28, batch 128, Adam) trained
   1. by a plain PyTorch loop over tensors already on the device (the loop the tutorials write by hand), and
   2. through the suite (`src.train.build`: data module, task module with its metrics, Trainer, CSV logger,
      progress bar, throughput and NaN callbacks; no checkpoints (callbacks=none); validation off so only training is
      timed; the classifier head a single linear layer, as in the plain loop),
-in the same process, interleaved `--repeats` times; the median of each is reported with their ratio.
+in the same process, interleaved `--repeats` times; the median of each is reported with their ratio. The suite
+runs once per `--updates-per-step` value (optimizer updates per Lightning step; auto, the default config, is 8 on
+a GPU and 1 on CPU); `overhead_ratio` is the first value's.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from torch import nn
 from src.bench import report
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-WARMUP = 10  # steps before the clock starts (allocator, threads, cuDNN autotuning)
+WARMUP = 10  # updates before the clock starts (allocator, threads, cuDNN autotuning)
+BATCH = 128
 
 
 def sync(device: torch.device) -> None:
@@ -67,21 +70,24 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, cell: str, steps: int, batch: i
 
 
 class StepClock(L.Callback):
-    """Training samples/s from the WARMUP-th step to the end of training."""
+    """Training samples/s from the end of the WARMUP-th update to the end of training."""
 
-    def __init__(self):
-        self.steps, self.start, self.rate = 0, None, None
+    def __init__(self, batch: int):
+        self.batch, self.updates, self.timed, self.start, self.rate = batch, 0, 0, None, None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.steps == WARMUP:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # A step of several updates (updates_per_step > 1) says how many samples it took.
+        samples = outputs["samples"] if isinstance(outputs, dict) and "samples" in outputs else len(batch[0])
+        if self.start is not None:
+            self.timed += samples
+        self.updates += samples // self.batch
+        if self.start is None and self.updates >= WARMUP:
             sync(trainer.strategy.root_device)
             self.start = time.perf_counter()
-        self.steps += 1
-        self.batch = len(batch[0])
 
     def on_train_end(self, trainer, pl_module):
         sync(trainer.strategy.root_device)
-        self.rate = (self.steps - WARMUP) * self.batch * trainer.world_size / (time.perf_counter() - self.start)
+        self.rate = self.timed * trainer.world_size / (time.perf_counter() - self.start)
 
 
 def build_run(overrides: list[str], out_dir: str):
@@ -104,17 +110,17 @@ def build_run(overrides: list[str], out_dir: str):
 
 
 def suite_run(cell: str, epochs: int, out_dir: str, extra: list[str]):
-    """(samples/s, timed steps, the data module) for one training run through the suite."""
+    """(samples/s, timed updates, the data module, device) for one training run through the suite."""
     datamodule, model, trainer = build_run([
         # task.head_hidden=0: one linear layer on the last step, the plain loop's model (the suite's
         # default head has a hidden layer, which is a different model, not overhead)
-        f"cell={cell}", "dataset=smnist5k", "dataset.batch_size=128", "task.head_hidden=0", "scheduler=none",
+        f"cell={cell}", "dataset=smnist5k", f"dataset.batch_size={BATCH}", "task.head_hidden=0", "scheduler=none",
         "logger=csv", "callbacks=none", f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
         "trainer.enable_model_summary=false", *extra], out_dir)
-    clock = StepClock()
+    clock = StepClock(BATCH)
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)
-    return clock.rate, clock.steps - WARMUP, datamodule, trainer.strategy.root_device
+    return clock.rate, clock.timed // BATCH, datamodule, trainer.strategy.root_device
 
 
 def main(argv: list[str]) -> int:
@@ -123,25 +129,38 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
     parser.add_argument("--epochs", type=int, default=4, help="suite epochs per measurement (31 steps each)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--updates-per-step", default="auto", type=lambda v: v.split(","),
+                        help="comma-separated updates_per_step values for the suite runs, e.g. auto,1,16 (auto: "
+                             "the default config's)")
     parser.add_argument("--name", default=None, help="output name under benchmarks/ (default overhead-<device>)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the suite run, e.g. trainer=gpu")
     args = parser.parse_args(argv)
 
-    suite, plain = [], []
+    if isinstance(args.updates_per_step, str):  # the default, not split by argparse
+        args.updates_per_step = [args.updates_per_step]
+    suite: dict[str, list[float]] = {k: [] for k in args.updates_per_step}
+    plain: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
-            rate, steps, datamodule, device = suite_run(args.cell, args.epochs, tmp, args.overrides)
-            suite.append(rate)
+        for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
+            for k in args.updates_per_step:
+                rate, updates, datamodule, device = suite_run(args.cell, args.epochs, tmp,
+                                                              [f"updates_per_step={k}", *args.overrides])
+                suite[k].append(rate)
             x, _, y = datamodule.splits["train"]
             x, y = x.to(device), y.to(device)
-            plain.append(plain_loop(x, y, args.cell, steps, 128))
-    suite_rate, plain_rate = statistics.median(suite), statistics.median(plain)
-    summary = {"overhead_ratio": round(suite_rate / plain_rate, 3), "suite_samples_per_s": round(suite_rate),
+            plain.append(plain_loop(x, y, args.cell, updates, BATCH))
+    plain_rate = statistics.median(plain)
+    rates = {k: statistics.median(v) for k, v in suite.items()}
+    first = args.updates_per_step[0]
+    summary = {"overhead_ratio": round(rates[first] / plain_rate, 3), "suite_samples_per_s": round(rates[first]),
                "plain_samples_per_s": round(plain_rate), "device": device.type, "cell": args.cell,
-               "batch": 128, "hidden": 128, "timed_steps": steps, "repeats": args.repeats}
+               "updates_per_step": first, "batch": BATCH, "hidden": 128, "timed_updates": updates,
+               "repeats": args.repeats}
+    if len(rates) > 1:
+        summary["overhead_ratio_by_updates_per_step"] = {k: round(r / plain_rate, 3) for k, r in rates.items()}
     rows = [{"impl": "plain loop", "samples_per_s": round(p)} for p in plain]
-    rows += [{"impl": "suite", "samples_per_s": round(s), "ratio": round(s / statistics.median(plain), 3)}
-             for s in suite]
+    rows += [{"impl": f"suite, updates_per_step={k}", "samples_per_s": round(r), "ratio": round(r / plain_rate, 3)}
+             for k, runs in suite.items() for r in runs]
     name = args.name or f"overhead-{args.cell}-{device.type}"
     report.publish(name, rows, "python -m src.bench overhead " + " ".join(argv), summary)
     return 0

@@ -217,7 +217,10 @@ class TensorDataModule(L.LightningDataModule):
         continues where the interrupted run stopped."""
         if self.trainer is None:
             return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        # `completed`, not `ready`: with updates_per_step > 1 iteration starts inside the first step, which is
+        # already counted ready. Each completed step took updates_per_step batches.
+        steps = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return steps * getattr(self.trainer.lightning_module, "updates_per_step", 1)
 
     def train_dataloader(self) -> Batches:
         return self._batches("train", train=True)

@@ -10,14 +10,20 @@ Full BPTT calls them once over the whole sequence (t0=0, t1=T). Truncated BPTT (
 calls them once per window, carrying the detached state between windows, so every task gets truncation for
 free. With `truncation.carry_across_batches`, `carried_state(split)` / `keep_state(split, state)` let a stream
 task's evaluation carry its state from batch to batch too (training does it here).
+
+`updates_per_step` = K > 1 takes K batches per Lightning training step, one optimizer update each, in the order
+the loader gives them: the same updates as K = 1, with the Trainer's per-step host cost (hooks, progress,
+logging: about 0.9 ms on an H100, ../shared/ANCHORS.md) paid once per K updates instead of once per update.
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
@@ -37,7 +43,8 @@ class RecurrentTask(L.LightningModule):
                  scheduler: Optional[Callable[..., Any]] = None, scheduler_interval: str = "epoch",
                  embedding_dim: int = 64, freeze_embedding: bool = False, input_proj: Optional[int] = None,
                  monitor: str = "val/loss", monitor_mode: str = "min", truncation: Optional[dict] = None,
-                 gradient_clip_val: Optional[float] = None, gradient_clip_algorithm: str = "norm"):
+                 gradient_clip_val: Optional[float] = None, gradient_clip_algorithm: str = "norm",
+                 updates_per_step: int = 1):
         super().__init__()
         self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -67,6 +74,16 @@ class RecurrentTask(L.LightningModule):
             # Several optimizer updates per batch: Lightning's automatic loop cannot do that.
             self.automatic_optimization = False
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        if not isinstance(updates_per_step, int) or isinstance(updates_per_step, bool) or updates_per_step < 1:
+            raise ConfigError(f"updates_per_step={updates_per_step!r} must be a positive integer (or auto)")
+        self.updates_per_step = updates_per_step
+        self._inputs_converted: Optional[bool] = None  # see batch_ready
+        if updates_per_step > 1:
+            self.automatic_optimization = False
+            # Lightning hands a step the loader's iterator, to take several batches, when the training_step it
+            # finds has a `dataloader_iter` parameter: this instance's training_step is the grouped one.
+            self.training_step = self.grouped_training_step
+            warnings.filterwarnings("ignore", message="Found `dataloader_iter` argument")  # Lightning's "experimental"
 
     # -- what a task implements ------------------------------------------------------------------------------
     def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
@@ -108,20 +125,80 @@ class RecurrentTask(L.LightningModule):
         return self.head(outputs, lengths)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Optional[torch.Tensor]:
-        if self.truncation is None:
-            predictions = self(batch.x, batch.lengths)
-            loss, _ = self.loss(predictions, batch, 0, batch.x.shape[1])
-        else:
+        loss = self.train_on(batch)
+        self.log_train_loss(loss, len(batch.x), self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        return loss
+
+    def grouped_training_step(self, dataloader_iter) -> Optional[dict]:
+        """updates_per_step > 1: the next (up to) K batches, each trained on as training_step would."""
+        trainer, losses, samples = self.trainer, [], 0
+        for _ in range(self.updates_per_step):
+            if dataloader_iter.done:
+                break
+            try:
+                batch, _, _ = next(dataloader_iter)
+            except StopIteration:  # a resumed epoch's loader yields fewer batches than its length says
+                break
+            if not self.batch_ready(batch):
+                # What Lightning does to each batch it hands training_step itself (precision, device, hooks).
+                batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+            loss = self.train_on(batch)
+            if loss is not None:
+                losses.append(loss)
+            samples += len(batch.x)
+        if not samples:
+            return None
+        loss = torch.stack(losses).mean() if losses else None
+        self.log_train_loss(loss, samples, dataloader_iter.done)
+        # "samples": what Throughput counts (the `batch` Lightning passes callbacks here is only the last one)
+        return {"loss": loss, "samples": samples} if loss is not None else {"samples": samples}
+
+    def batch_ready(self, batch: Batch) -> bool:
+        """True when Lightning's per-batch preparation would leave `batch` as it is: its tensors already on this
+        device (the in-memory data sets put them there), a precision that does not convert inputs, no transfer
+        hook of the module's own. Walking a batch through that preparation costs about 0.1 ms of host time, a
+        few percent of a small model's update on a GPU."""
+        if self._inputs_converted is None:
+            plugin, module = type(self.trainer.precision_plugin), type(self)
+            self._inputs_converted = not (
+                plugin.convert_input is Precision.convert_input
+                and all(getattr(module, h) is getattr(L.LightningModule, h)
+                        for h in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")))
+        return not self._inputs_converted and all(t is None or t.device == self.device for t in batch)
+
+    def train_on(self, batch: Batch) -> Optional[torch.Tensor]:
+        """Forward and loss of one training batch; under manual optimization also its update(s). The loss (or
+        None where the batch holds no target)."""
+        if self.truncation is not None:
             loss, state = tbptt_training_step(self, batch, self.carried_state("train", len(batch.x)))
             self.keep_state("train", state)
-        if loss is not None and (self.trainer._logger_connector.should_update_logs
-                                 or self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            return loss
+        loss = self.batch_loss(batch)
+        if self.automatic_optimization:
+            return loss  # Lightning runs backward and the step
+        self.update(loss)
+        return loss.detach()
+
+    def batch_loss(self, batch: Batch) -> torch.Tensor:
+        """The loss of one batch over its whole sequence (full BPTT)."""
+        loss, _ = self.loss(self(batch.x, batch.lengths), batch, 0, batch.x.shape[1])
+        return loss
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimizer update from `loss` (manual optimization)."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()  # clipping happens in on_before_optimizer_step, after fp16 unscaling
+        self.step_schedulers("step")
+
+    def log_train_loss(self, loss: Optional[torch.Tensor], batch_size: int, last_of_epoch: bool) -> None:
+        if loss is not None and (self.trainer._logger_connector.should_update_logs or last_of_epoch):
             # Only on the steps the loggers write (trainer.log_every_n_steps) and on each epoch's last step (what
             # metrics.json reports): each logged value is read back to the host, a sync that on a GPU stalls the
             # queue of kernels (ANCHORS.md: logging every step costs more than the model). Lightning has no
             # public switch for the loggers' condition.
-            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
-        return loss
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
 
     # -- state carried from batch to batch (truncation.carry_across_batches) -------------------------------------
     def carried_state(self, split: str, batch_size: int) -> Any:
@@ -171,8 +248,9 @@ class RecurrentTask(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if not self.scheduler_factory:  # none, or scheduler=none (an empty config)
             return optimizer
-        scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer),
-                     "interval": self.scheduler_interval, "monitor": self.monitor}
+        scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": self.scheduler_interval}
+        if self.automatic_optimization:  # (manual optimization: step_schedulers reads the monitor itself)
+            scheduler["monitor"] = self.monitor
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

@@ -78,7 +78,7 @@ class SequenceClassifier(RecurrentTask):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         if self.train_seen > 0:
-            self.log("train/acc", self.train_right / self.train_seen, sync_dist=True)
+            self.log("train/acc", self.train_right / self.train_seen, sync_dist=True, batch_size=1)
         self.train_right.zero_()
         self.train_seen.zero_()
 

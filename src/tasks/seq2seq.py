@@ -61,9 +61,8 @@ class Seq2Seq(RecurrentTask):
         logits, _ = self.decode(torch.cat([bos, batch.y[:, :-1]], dim=1), state)
         return logits
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def batch_loss(self, batch: Batch) -> torch.Tensor:
         loss, _ = self.loss(self.teacher_forced(batch), batch, 0, batch.y.shape[1])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.x))
         return loss
 
     @torch.no_grad()

@@ -113,6 +113,6 @@ class SequenceTagger(RecurrentTask):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         if self.crf is None:  # (with a CRF, training would need a Viterbi pass per step just for this)
-            self.log_dict(self.train_metrics.compute())
+            self.log_dict(self.train_metrics.compute(), batch_size=1)
         self.train_metrics.reset()
 

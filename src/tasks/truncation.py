@@ -64,7 +64,6 @@ class Truncation:
 def tbptt_training_step(task: "RecurrentTask", batch: "Batch", state: Any = None) -> tuple[Optional[torch.Tensor], Any]:
     """Run one batch as BPTT(k1, k2) updates; returns (mean loss over the updates or None, final state)."""
     trunc: Truncation = task.truncation
-    optimizer = task.optimizers()
     total = batch.x.shape[1]
     # Detached states at the positions where later windows will start.
     saved: dict[int, Any] = {0: detach_state(state)}
@@ -88,10 +87,7 @@ def tbptt_training_step(task: "RecurrentTask", batch: "Batch", state: Any = None
         if result is None:
             continue  # no target in this window (many-to-one before its last step): nothing to learn from
         loss, n = result
-        optimizer.zero_grad(set_to_none=True)
-        task.manual_backward(loss)
-        optimizer.step()  # clipping happens in on_before_optimizer_step, after fp16 unscaling
-        task.step_schedulers("step")
+        task.update(loss)
         losses.append(loss.detach() * n)
         counts.append(n)
     final = saved[total]
