@@ -95,6 +95,11 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert two["status"] == "ok"
     assert two["test/acc"] == pytest.approx(one["test/acc"], abs=0.01)
     assert two["test/loss"] == pytest.approx(one["test/loss"], rel=0.02)
+    # Several updates per Lightning step under DDP: the same training as one per step.
+    grouped = run_cli(*args, "trainer=ddp_sim", "updates_per_step=3", f"hydra.run.dir={tmp_path / 'ddp3'}")
+    assert grouped.returncode == 0, grouped.stderr[-3000:]
+    three = read_metrics(tmp_path / "ddp3")
+    assert three["test/acc"] == two["test/acc"] and three["test/loss"] == pytest.approx(two["test/loss"], rel=1e-5)
 
 
 def test_multirun_through_the_command_line(tmp_path):
