@@ -16,6 +16,8 @@ state run the layer as is. Measured on an H100 (benchmarks/cells-cuda-subset.md)
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import warnings
 from typing import Any, Callable, Optional
 
@@ -64,6 +66,23 @@ class _FlatCall(nn.Module):
         out, new_state = self.cell(x, None)
         tensors, self.out_how = flatten(new_state)
         return (out, *tensors)
+
+
+@contextlib.contextmanager
+def no_collection():
+    """Python's garbage collector off while a graph is recorded, after one full collection. A collection during
+    the capture can free an earlier run's CUDA graph (kept alive by a reference cycle until then), and freeing a
+    graph is not permitted while another is being captured: the capture fails, and with it the random generator's
+    state (seen on an H100: "operation not permitted when stream is capturing (function reset)", then "Offset
+    increment outside graph capture" on every later random op)."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def own_gradients(cell: nn.Module) -> None:
@@ -126,7 +145,8 @@ class GraphedCell:
                 # A private copy: the sample tensor becomes the graph's input buffer, which every replay
                 # overwrites; the caller's own x (often a view of the data set) must never be.
                 sample = x.detach().clone().requires_grad_(x.requires_grad)
-                graphed = torch.cuda.make_graphed_callables(call, (sample,))
+                with no_collection():
+                    graphed = torch.cuda.make_graphed_callables(call, (sample,))
             except Exception as err:  # noqa: BLE001 - a cell that cannot be captured still trains, eagerly
                 warnings.warn(f"CUDA graphs off for {type(self.cell).__name__}: recording failed ({err}); it runs "
                               f"eagerly (stack.cuda_graphs=false silences this)")
