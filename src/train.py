@@ -23,6 +23,7 @@ from src.checkpoints import check_compatible
 from src.errors import ConfigError, UserError
 from src.files import atomic_write_json
 from src.sweeps import check_one_process_per_job, completed_record, config_hash
+from src.tasks.update_graph import check_mode as check_graph_mode
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
                           f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
                           f"drop the task override (each data set's config chooses its task)")
     updates = updates_per_step(cfg)
+    graph_updates = check_graph_mode(cfg.get("graph_updates", False))
     trainer_cfg, clip = manual_optimization_settings(cfg, updates)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
-    model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates, **clip,
-                        _convert_="object")
+    model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates,
+                        graph_updates=graph_updates, **clip, _convert_="object")
     model.run_config = OmegaConf.to_container(  # without the hydra node, which tests compose in
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     if cfg.ckpt_path and cfg.ckpt_path != "last":

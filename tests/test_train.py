@@ -198,3 +198,27 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
                        (["updates_per_step=4", "trainer.accumulate_grad_batches=2"], "set one of them to 1")):
         with pytest.raises(ConfigError, match=words):
             updates_per_step(cfg_factory(*bad))
+
+
+def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cfg_factory):
+    """graph_updates on CPU: the update runs as usual, and says why; a checkpoint of a graphed run (optimizer made
+    capturable, learning rate a tensor) is saved with plain settings that an optimizer on CPU accepts."""
+    from src.tasks.update_graph import portable_optimizer_states
+
+    weights, trainer = fit_weights(cfg_factory("updates_per_step=2", "graph_updates=true", "trainer.max_epochs=1",
+                                               "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+                                               "test=false"))
+    recorder = trainer.lightning_module.update_graph
+    assert recorder.off == "not on a GPU" and not recorder.graphs and trainer.global_step == 4
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=torch.tensor(0.01), capturable=True)
+    checkpoint = {"optimizer_states": [opt.state_dict()]}
+    portable_optimizer_states(checkpoint)
+    group = checkpoint["optimizer_states"][0]["param_groups"][0]
+    assert group["capturable"] is False and group["lr"] == pytest.approx(0.01) and not torch.is_tensor(group["lr"])
+    fresh = torch.optim.Adam(net.parameters(), lr=0.5)
+    fresh.load_state_dict(checkpoint["optimizer_states"][0])
+    net(torch.ones(1, 2)).sum().backward()
+    fresh.step()  # a capturable Adam on CPU would refuse
+    with pytest.raises(ConfigError, match="graph_updates"):
+        fit_weights(cfg_factory("updates_per_step=2", "graph_updates=sometimes"))

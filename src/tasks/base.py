@@ -32,11 +32,14 @@ from src.errors import ConfigError
 from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack, detach_state
 from src.tasks.truncation import Truncation, tbptt_training_step
+from src.tasks.update_graph import UpdateGraph, check_mode as check_graph_mode, portable_optimizer_states
 
 
 class RecurrentTask(L.LightningModule):
     kind = "task"  # the task kind a data set names (DataSpec.task) to be trained by this module
     supports_truncation = True  # False for tasks where chunking time means nothing (encoder-decoder)
+    # False where the loss reads a value back to the host (a count of targets), which a CUDA graph cannot record
+    capturable_loss = True
 
     def __init__(self, spec: DataSpec, stack: Callable[..., RecurrentStack],
                  optimizer: Callable[..., torch.optim.Optimizer],
@@ -44,7 +47,7 @@ class RecurrentTask(L.LightningModule):
                  embedding_dim: int = 64, freeze_embedding: bool = False, input_proj: Optional[int] = None,
                  monitor: str = "val/loss", monitor_mode: str = "min", truncation: Optional[dict] = None,
                  gradient_clip_val: Optional[float] = None, gradient_clip_algorithm: str = "norm",
-                 updates_per_step: int = 1):
+                 updates_per_step: int = 1, graph_updates: bool = False):
         super().__init__()
         self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -84,6 +87,9 @@ class RecurrentTask(L.LightningModule):
             # finds has a `dataloader_iter` parameter: this instance's training_step is the grouped one.
             self.training_step = self.grouped_training_step
             warnings.filterwarnings("ignore", message="Found `dataloader_iter` argument")  # Lightning's "experimental"
+        # On a GPU, each of those updates as one CUDA graph where that is exact (src/tasks/update_graph.py).
+        self.update_graph = (UpdateGraph(self) if check_graph_mode(graph_updates) and updates_per_step > 1
+                             and self.truncation is None else None)
 
     # -- what a task implements ------------------------------------------------------------------------------
     def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
@@ -173,9 +179,12 @@ class RecurrentTask(L.LightningModule):
             loss, state = tbptt_training_step(self, batch, self.carried_state("train", len(batch.x)))
             self.keep_state("train", state)
             return loss
-        loss = self.batch_loss(batch)
         if self.automatic_optimization:
-            return loss  # Lightning runs backward and the step
+            return self.batch_loss(batch)  # Lightning runs backward and the step
+        if self.update_graph is not None and (loss := self.update_graph(batch)) is not None:
+            self.step_schedulers("step")
+            return loss
+        loss = self.batch_loss(batch)
         self.update(loss)
         return loss.detach()
 
@@ -274,4 +283,6 @@ class RecurrentTask(L.LightningModule):
             self.log(f"{self.monitor}_best", self.val_best.compute())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.update_graph is not None:
+            portable_optimizer_states(checkpoint)
         checkpoint["rnn_bench"] = {"config": self.run_config, "spec": dataclasses.asdict(self.spec)}

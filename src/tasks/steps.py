@@ -24,6 +24,7 @@ class StepClassifier(StreamEval, RecurrentTask):
     `init_range`, if set, initialises embedding and decoder uniformly in +-init_range with a zero bias (as
     word_language_model does).
     """
+    capturable_loss = False  # its loss counts the targets on the host (int(...))
 
     kind = "steps"
 
