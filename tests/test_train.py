@@ -222,3 +222,24 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
     fresh.step()  # a capturable Adam on CPU would refuse
     with pytest.raises(ConfigError, match="graph_updates"):
         fit_weights(cfg_factory("updates_per_step=2", "graph_updates=sometimes"))
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ([], None),  # the benchmark's setting: fused LSTM, Adam, fp32, one process
+    (["cell=gru_v1"], "loop cell"),
+    (["optimizer=sgd"], "SGD cannot be captured"),
+    (["depth=2", "stack.dropout=0.2"], "dropout"),
+    (["trainer.precision=64-true"], "precision"),
+    (["experiment=seq2seq_reverse", "cell.hidden_size=16"], "reads a count back to the host"),
+], ids=["captured", "loop-cell", "sgd", "dropout", "float64", "host-count"])
+def test_update_graphs_are_used_only_where_exact(cfg_factory, overrides, reason):
+    """The conditions a GPU run's update graphs are checked against (src/tasks/update_graph.py), on this CPU
+    machine: a trained module is made to look as if it were on a GPU, so only the condition under test differs."""
+    from src.tasks.update_graph import UpdateGraph
+
+    _, trainer = fit_weights(cfg_factory(*overrides, "updates_per_step=2", "trainer.max_epochs=1",
+                                         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"))
+    task = trainer.lightning_module
+    task._device = torch.device("cuda", 0)
+    why = UpdateGraph(task).why_not()
+    assert why is None if reason is None else reason in why, why

@@ -5,10 +5,11 @@ optimizer's Python, and the Trainer's hooks around each. Recorded once per batch
 is one launch (measured on an H100: the suite's LSTM-128 update 269k samples/s replayed against 54-67k for the
 plain PyTorch loop, same weights after 60 updates to 1e-5). It runs where it is exact and nothing needs to see
 the update happen: training with updates_per_step > 1 and full BPTT (the task's own update path), on one GPU,
-fp32, an optimizer that can be captured (Adam, AdamW: `capturable`, with the learning rate as a device tensor so
-that LR schedules still reach the graph), no dropout in the stack, no callback that watches single updates
-(`on_before_backward`, `on_after_backward`, `on_before_optimizer_step`). Elsewhere the update runs as usual;
-`log` says once why.
+fp32, torch's fused cells (loop cells replay graphs of their own per layer), an optimizer that can be captured
+(Adam, AdamW: `capturable`, with the learning rate as a device tensor so that LR schedules still reach the
+graph), no dropout, a loss that reads nothing back to the host, batches without padding, no callback that
+watches single updates (`on_before_backward`, `on_after_backward`, `on_before_optimizer_step`). Elsewhere the
+update runs as usual; the log says once why.
 
 Recording runs a few warm-up updates on a side stream (CUDA's requirement) and then undoes them: parameters,
 buffers and optimizer state are put back in place, so training is the same as without the graph.
@@ -64,10 +65,13 @@ class UpdateGraph:
         optimizer = task.optimizers().optimizer
         if "capturable" not in optimizer.defaults:
             return f"{type(optimizer).__name__} cannot be captured (Adam and AdamW can)"
-        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in task.modules()):
+        if not task.stack.fused:
+            # Measured and tested with torch's fused cells only; a loop cell replays graphs of its own per layer
+            # (stack.cuda_graphs, src/models/graphs.py).
+            return "a loop cell (it runs its own per-layer CUDA graphs)"
+        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 or isinstance(m, torch.nn.RNNBase) and m.dropout > 0
+               for m in task.modules()):
             return "dropout"
-        if any(getattr(type(m), "cuda_graphs", True) is False for m in task.stack.modules()):
-            return "a cell that compiles itself (torch.compile)"
         watchers = [type(cb).__name__ for cb in trainer.callbacks
                     if any(is_overridden(h, cb, L.Callback) for h in WATCHING_HOOKS)]
         if watchers:
