@@ -80,7 +80,7 @@ class RecurrentTask(L.LightningModule):
         if not isinstance(updates_per_step, int) or isinstance(updates_per_step, bool) or updates_per_step < 1:
             raise ConfigError(f"updates_per_step={updates_per_step!r} must be a positive integer (or auto)")
         self.updates_per_step = updates_per_step
-        self._inputs_converted: Optional[bool] = None  # see batch_ready
+        self._preparation_may_change: Optional[bool] = None  # see batch_ready
         if updates_per_step > 1:
             self.automatic_optimization = False
             # Lightning hands a step the loader's iterator, to take several batches, when the training_step it
@@ -164,13 +164,13 @@ class RecurrentTask(L.LightningModule):
         device (the in-memory data sets put them there), a precision that does not convert inputs, no transfer
         hook of the module's own. Walking a batch through that preparation costs about 0.1 ms of host time, a
         few percent of a small model's update on a GPU."""
-        if self._inputs_converted is None:
+        if self._preparation_may_change is None:
             plugin, module = type(self.trainer.precision_plugin), type(self)
-            self._inputs_converted = not (
+            self._preparation_may_change = not (
                 plugin.convert_input is Precision.convert_input
                 and all(getattr(module, h) is getattr(L.LightningModule, h)
                         for h in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")))
-        return not self._inputs_converted and all(t is None or t.device == self.device for t in batch)
+        return not self._preparation_may_change and all(t is None or t.device == self.device for t in batch)
 
     def train_on(self, batch: Batch) -> Optional[torch.Tensor]:
         """Forward and loss of one training batch; under manual optimization also its update(s). The loss (or
