@@ -64,9 +64,11 @@ def test_failure_is_recorded_in_metrics_json(cfg_factory, tmp_path):
     assert record["dataset"] == "smnist" and record["cell"] == "lstm"
 
 
-def test_resume_from_last_checkpoint_matches_uninterrupted_run(cfg_factory, tmp_path):
+@pytest.mark.parametrize("updates", [1, 3])
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(cfg_factory, tmp_path, updates):
+    """From the end-of-epoch checkpoint (with 3 updates per step: 8 batches an epoch in steps of 3, 3, 2)."""
     common = ["callbacks=default", "scheduler=none", "trainer.deterministic=true", "trainer.limit_train_batches=8",
-              "cell.hidden_size=32"]
+              "cell.hidden_size=32", f"updates_per_step={updates}"]
     whole = train(cfg_factory(*common, "trainer.max_epochs=3", out=tmp_path / "whole"))
     train(cfg_factory(*common, "trainer.max_epochs=2", out=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
@@ -178,11 +180,21 @@ def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, se
     assert trainer.global_step == one_trainer.global_step
     for a, b in zip(one, three):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
-    assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2 * 3  # Lightning steps: 3 per epoch
+    # Lightning's batch counts and the loggers' step count batches and updates, as with one update per step
+    # (what resuming, the end of an epoch and val_check_interval rely on)
+    loops = one_trainer.fit_loop.epoch_loop, trainer.fit_loop.epoch_loop
+    assert loops[1].batch_progress.total.completed == loops[0].batch_progress.total.completed == 14
+    assert loops[1]._batches_that_stepped == loops[0]._batches_that_stepped
     throughput = next(c for c in trainer.callbacks if type(c).__name__ == "Throughput")
     clock = next(c for c in one_trainer.callbacks if type(c).__name__ == "Throughput")
     assert throughput.samples == clock.samples > 0
     assert "train/loss" in trainer.callback_metrics
+
+
+def test_max_steps_stops_at_its_update_with_several_updates_per_step(cfg_factory):
+    _, trainer = fit_weights(cfg_factory("updates_per_step=3", "trainer.max_steps=4", "trainer.limit_val_batches=1",
+                                         "test=false"))
+    assert trainer.global_step == 4
 
 
 def test_updates_per_step_auto_and_bad_values(cfg_factory):
@@ -243,3 +255,40 @@ def test_update_graphs_are_used_only_where_exact(cfg_factory, overrides, reason)
     task._device = torch.device("cuda", 0)
     why = UpdateGraph(task).why_not()
     assert why is None if reason is None else reason in why, why
+
+
+@pytest.mark.parametrize("stop", [3, 7], ids=["mid-epoch", "epoch-end"])
+def test_resume_with_several_updates_per_step_continues_the_same_batches(cfg_factory, tmp_path, stop):
+    """A checkpoint written after a step of 3 updates (on_train_batch_end: mid-epoch, or the epoch's last step),
+    resumed: the same batches in the same order as an uninterrupted run, the same update count, and Throughput
+    counts only the batches trained after resuming."""
+    from src.train import build
+
+    class Stop(Exception):
+        pass
+
+    class SaveAndStop(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == stop:
+                trainer.save_checkpoint(tmp_path / "step.ckpt")
+                raise Stop
+
+    def run(callback=None, ckpt=None):
+        datamodule, model, trainer = build(cfg_factory(
+            "updates_per_step=3", "trainer.max_epochs=2", "trainer.limit_train_batches=7", "scheduler=none",
+            "trainer.limit_val_batches=1", "test=false", out=tmp_path / "run"))
+        seen, train_on = [], model.train_on
+        model.train_on = lambda batch: seen.append(batch.y[:8].tolist()) or train_on(batch)
+        trainer.callbacks += [callback] if callback else []
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        except Stop:
+            pass
+        throughput = next(c for c in trainer.callbacks if type(c).__name__ == "Throughput")
+        return seen, trainer.global_step, throughput.samples
+
+    whole, updates, _ = run()
+    first, _, _ = run(SaveAndStop())
+    rest, resumed_updates, samples = run(ckpt=str(tmp_path / "step.ckpt"))
+    assert first + rest == whole and resumed_updates == updates == 14
+    assert samples == len(rest) * 128

@@ -45,7 +45,8 @@ def run(diagnostics: bool, cell: str, epochs: int, out_dir: str, extra: list[str
         f"cell={cell}", "dataset=smnist5k", "scheduler=none", "logger=csv", "callbacks=none",
         f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
         "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false",
-        *(["diagnostics=gradients"] if diagnostics else []), *extra], out_dir)
+        # one update per step in both runs (diagnostics need it; auto would give the other run 8 on a GPU)
+        "updates_per_step=1", *(["diagnostics=gradients"] if diagnostics else []), *extra], out_dir)
     clock = FitClock()
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)

@@ -218,9 +218,8 @@ class TensorDataModule(L.LightningDataModule):
         if self.trainer is None:
             return 0
         # `completed`, not `ready`: with updates_per_step > 1 iteration starts inside the first step, which is
-        # already counted ready. Each completed step took updates_per_step batches.
-        steps = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return steps * getattr(self.trainer.lightning_module, "updates_per_step", 1)
+        # already counted ready (the grouped step counts each of its batches, so this is batches either way).
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def train_dataloader(self) -> Batches:
         return self._batches("train", train=True)

@@ -137,23 +137,31 @@ class RecurrentTask(L.LightningModule):
 
     def grouped_training_step(self, dataloader_iter) -> Optional[dict]:
         """updates_per_step > 1: the next (up to) K batches, each trained on as training_step would."""
-        trainer, losses, samples = self.trainer, [], 0
+        trainer, losses, samples, taken = self.trainer, [], 0, 0
         for _ in range(self.updates_per_step):
-            if dataloader_iter.done:
+            if dataloader_iter.done or 0 <= trainer.max_steps <= trainer.global_step:
                 break
             try:
                 batch, _, _ = next(dataloader_iter)
             except StopIteration:  # a resumed epoch's loader yields fewer batches than its length says
                 break
             if not self.batch_ready(batch):
-                # What Lightning does to each batch it hands training_step itself (precision, device, hooks).
-                batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+                # What Lightning does to each batch it hands training_step itself (precision, the hooks, device).
+                batch = trainer.precision_plugin.convert_input(batch)
+                batch = self._on_before_batch_transfer(batch, dataloader_idx=0)  # the module's or data module's
+                batch = trainer.strategy.batch_to_device(batch)
             loss = self.train_on(batch)
             if loss is not None:
                 losses.append(loss)
-            samples += len(batch.x)
+            samples, taken = samples + len(batch.x), taken + 1
+        if taken > 1:
+            # Lightning counted this step as one batch: count the others too, so that its batch counts (resuming
+            # mid-epoch, the end of an epoch, val_check_interval) and the loggers' step stay in batches/updates.
+            loop = trainer.fit_loop.epoch_loop
+            loop.batch_progress.increment_by(taken - 1)
+            loop._batches_that_stepped += taken - 1
         if not samples:
-            return None
+            return {"samples": 0}
         loss = torch.stack(losses).mean() if losses else None
         self.log_train_loss(loss, samples, dataloader_iter.done)
         # "samples": what Throughput counts (the `batch` Lightning passes callbacks here is only the last one)
@@ -162,14 +170,16 @@ class RecurrentTask(L.LightningModule):
     def batch_ready(self, batch: Batch) -> bool:
         """True when Lightning's per-batch preparation would leave `batch` as it is: its tensors already on this
         device (the in-memory data sets put them there), a precision that does not convert inputs, no transfer
-        hook of the module's own. Walking a batch through that preparation costs about 0.1 ms of host time, a
-        few percent of a small model's update on a GPU."""
+        hook of the module's or the data module's own. Walking a batch through that preparation costs about
+        0.1 ms of host time, a few percent of a small model's update on a GPU."""
         if self._preparation_may_change is None:
-            plugin, module = type(self.trainer.precision_plugin), type(self)
+            hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+            owners = [(type(self), L.LightningModule)]
+            if self.trainer.datamodule is not None:
+                owners.append((type(self.trainer.datamodule), L.LightningDataModule))
             self._preparation_may_change = not (
-                plugin.convert_input is Precision.convert_input
-                and all(getattr(module, h) is getattr(L.LightningModule, h)
-                        for h in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")))
+                type(self.trainer.precision_plugin).convert_input is Precision.convert_input
+                and all(getattr(cls, h) is getattr(base, h) for cls, base in owners for h in hooks))
         return not self._preparation_may_change and all(t is None or t.device == self.device for t in batch)
 
     def train_on(self, batch: Batch) -> Optional[torch.Tensor]:

@@ -9,7 +9,9 @@ fp32, torch's fused cells (loop cells replay graphs of their own per layer), an 
 (Adam, AdamW: `capturable`, with the learning rate as a device tensor so that LR schedules still reach the
 graph), no dropout, a loss that reads nothing back to the host, batches without padding, no callback that
 watches single updates (`on_before_backward`, `on_after_backward`, `on_before_optimizer_step`). Elsewhere the
-update runs as usual; the log says once why.
+update runs as usual; the log says once why. If recording fails anyway (a loss that reads a value back to the
+host, out of memory), the run stops with a message naming graph_updates=false. Only the learning rate reaches
+the graph as a tensor: a schedule of other optimizer settings (betas, momentum) would not.
 
 Recording runs a few warm-up updates on a side stream (CUDA's requirement) and then undoes them: parameters,
 buffers and optimizer state are put back in place, so training makes the same updates as without the graph,
