@@ -9,6 +9,12 @@ import torch
 from src.errors import UserError
 
 
+def step_samples(outputs, batch) -> int:
+    """Samples a training step took: a step of several batches (updates_per_step > 1) says how many, since the
+    `batch` Lightning passes callbacks then is only its last one."""
+    return outputs["samples"] if isinstance(outputs, dict) and "samples" in outputs else len(batch[0])
+
+
 class Throughput(L.Callback):
     """Logs `perf/train_samples_per_s`: training samples over time spent in training epochs, validation excluded.
 
@@ -36,9 +42,7 @@ class Throughput(L.Callback):
         self._start(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # A step of several batches (updates_per_step > 1) says how many samples it took.
-        samples = outputs["samples"] if isinstance(outputs, dict) and "samples" in outputs else len(batch[0])
-        self.samples += samples * trainer.world_size
+        self.samples += step_samples(outputs, batch) * trainer.world_size
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if self.started is not None:  # validation inside a training epoch: pause the clock

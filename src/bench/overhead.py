@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.bench import report
+from src.callbacks import step_samples
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 WARMUP = 10  # updates before the clock starts (allocator, threads, cuDNN autotuning)
@@ -76,8 +77,7 @@ class StepClock(L.Callback):
         self.batch, self.updates, self.timed, self.start, self.rate = batch, 0, 0, None, None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        # A step of several updates (updates_per_step > 1) says how many samples it took.
-        samples = outputs["samples"] if isinstance(outputs, dict) and "samples" in outputs else len(batch[0])
+        samples = step_samples(outputs, batch)
         if self.start is not None:
             self.timed += samples
         self.updates += samples // self.batch
