@@ -107,16 +107,14 @@ class UpdateGraph:
         return loss.clone()  # the next replay overwrites the graph's own
 
     def update(self, batch: "Batch") -> torch.Tensor:
-        """The update as the graph holds it: the task's own loss, torch's clipping, the optimizer's step."""
-        task = self.task
+        """The update as the graph holds it: the task's own loss, the clipping eager updates do (Lightning's
+        clip_gradients, free of host reads), the optimizer's step."""
+        task, optimizer = self.task, self.task.optimizers().optimizer
         loss = task.batch_loss(batch)
         loss.backward()
         if task.gradient_clip_val:
-            if task.gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(task.parameters(), task.gradient_clip_val, foreach=True)
-            else:
-                torch.nn.utils.clip_grad_norm_(task.parameters(), task.gradient_clip_val, foreach=True)
-        task.optimizers().optimizer.step()
+            task.clip_gradients(optimizer, task.gradient_clip_val, task.gradient_clip_algorithm)
+        optimizer.step()
         return loss.detach()
 
     def record(self, batch: "Batch"):
