@@ -46,10 +46,13 @@ def test_sweep_benchmark_fails_loudly_when_a_job_fails(bench_dir):
         sweep_bench.main(["--jobs", "1", "--parallel", "1", "--epochs", "1", "dataset=digits", "depth=0"])
 
 
-def test_unknown_benchmark_is_an_error(capsys):
+def test_unknown_benchmark_or_bad_setting_is_an_error(capsys):
     assert bench_main.main(["nope"]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
     assert {"cells", "overhead", "sweep", "diagnostics"} <= set(bench_main.available())
+    # a bad setting or override: one message naming it, exit 2 (not a traceback)
+    assert bench_main.main(["overhead", "--epochs", "1", "--repeats", "1", "--updates-per-step", "fast"]) == 2
+    assert "error: updates_per_step='fast' must be a positive integer or auto" in capsys.readouterr().err
 
 
 def test_progress_bar_redraws_only_on_logging_steps(cfg_factory):

@@ -20,7 +20,16 @@ def main(argv: list[str]) -> int:
         given = f"unknown benchmark {argv[0]!r}; " if argv else ""
         print(f"error: {given}usage: python -m src.bench <{'|'.join(names)}> [args]", file=sys.stderr)
         return 2
-    return importlib.import_module(f"src.bench.{argv[0]}").main(argv[1:]) or 0
+    try:
+        return importlib.import_module(f"src.bench.{argv[0]}").main(argv[1:]) or 0
+    except Exception as e:  # bad overrides or settings: the one message, as `python -m src.train` prints it
+        from src.train import user_error
+
+        bad = user_error(e)
+        if bad is None:
+            raise
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
