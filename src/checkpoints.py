@@ -1,13 +1,14 @@
 """Checkpoints: written atomically, loaded weights-only, and checked against the run before resuming."""
 from __future__ import annotations
 
-import pickle
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from src.data.tensors import DataSpec
 from src.errors import ConfigError
 from src.files import atomic_write
 
@@ -25,19 +26,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
 
-def load(path: str | Path) -> dict:
-    """A checkpoint of this suite, loaded weights-only (no arbitrary code from the file)."""
+def load(path: str | Path, source: Optional[str] = None) -> dict:
+    """A checkpoint of this suite, loaded weights-only (no arbitrary code from the file). `source` names the
+    setting that gave the path in messages (default `ckpt_path=<path>`)."""
     path = Path(path)
+    source = source or f"ckpt_path={path}"
+    if path.is_dir():
+        raise ConfigError(f"{source} is a directory; give the checkpoint file, e.g. {path}/checkpoints/best.ckpt")
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={path}: no such file")
+        raise ConfigError(f"{source}: no such file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise ConfigError(f"ckpt_path={path} cannot be loaded weights-only ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0]}); it is corrupt or not a checkpoint of this suite") from None
-    if not isinstance(checkpoint, dict) or "rnn_bench" not in checkpoint:
-        raise ConfigError(f"ckpt_path={path} is not a checkpoint written by rnn-bench (no 'rnn_bench' entry)")
+    except Exception as e:  # a corrupt or foreign file: torch raises many kinds (unpickling, zip, EOF, OS)
+        raise ConfigError(f"{source} cannot be loaded weights-only ({type(e).__name__}: "
+                          f"{(str(e).splitlines() or [''])[0]}); it is corrupt or not a checkpoint of this suite"
+                          ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rnn_bench"), dict):
+        raise ConfigError(f"{source} is not a checkpoint written by rnn-bench (no 'rnn_bench' entry)")
+    meta = checkpoint["rnn_bench"]
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("spec"), dict):
+        raise ConfigError(f"{source}: its 'rnn_bench' entry lacks the stored config or data spec; the file was "
+                          f"not written by src.train or was edited")
     return checkpoint
+
+
+def stored_spec(meta: dict, source: str) -> DataSpec:
+    """The DataSpec a checkpoint stored, checked field by field. Prepared vectors are not needed: the weights
+    come from the checkpoint, so the path (which could point anywhere) is dropped."""
+    fields = {f.name: f.type for f in dataclasses.fields(DataSpec)}
+    stored = {k: v for k, v in meta["spec"].items() if k in fields}
+    kinds = {"task": str, "input_kind": str, "input_size": int, "num_classes": int, "seq_len": int}
+    for key, kind in kinds.items():
+        value = stored.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise ConfigError(f"{source}: stored spec.{key}={value!r} is not a valid {kind.__name__}; the file "
+                              f"was not written by src.train or was edited")
+    return DataSpec(**{k: stored[k] for k in kinds})
+
+
+def load_weights(model: torch.nn.Module, state_dict: Any, source: str) -> None:
+    """The checkpoint's weights into `model`; a missing, extra or misshapen tensor is one message."""
+    if not isinstance(state_dict, dict):
+        raise ConfigError(f"{source} holds no state_dict; it is not a checkpoint of src.train")
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise ConfigError(f"{source}: its weights do not fit the stored model "
+                          f"({str(e).splitlines()[0]}); the file was edited or is damaged") from None
 
 
 def _flat(value: Any, prefix: str) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 
-from src.data.tensors import DataSpec
+from src.checkpoints import load as load_checkpoint, load_weights, stored_spec
 from src.data.lm_text import EOS, UNK, WORD_TOKENIZERS, detokenize
 from src.errors import ConfigError, UserError
+from src.rebuild import rebuild
 from src.tasks.language_model import LanguageModel
 
 DEFAULTS: dict[str, Any] = {"ckpt": "", "prompt": "", "length": 200, "temperature": 1.0, "top_k": 0, "seed": 0}
@@ -43,31 +43,40 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     if not args["ckpt"]:
         raise ConfigError("ckpt=<path to a language model's checkpoint> is required, e.g. "
                           "ckpt=outputs/runs/<date>/<time>/checkpoints/best.ckpt")
-    if args["length"] < 0 or args["top_k"] < 0 or args["temperature"] < 0:
-        raise ConfigError("length, top_k and temperature must be >= 0")
+    for key in ("length", "top_k", "temperature"):
+        if not args[key] >= 0 or args[key] == float("inf"):  # `not >=` also catches nan
+            raise ConfigError(f"{key}={args[key]!r} must be a finite number >= 0")
     return args
 
 
 def load_language_model(path: str | Path) -> LanguageModel:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"ckpt={path}: no such file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt or foreign file: torch raises many kinds
-        raise UserError(f"ckpt={path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    meta = checkpoint.get("rnn_bench") if isinstance(checkpoint, dict) else None
-    if not meta:
-        raise UserError(f"ckpt={path} is not a checkpoint written by rnn-bench's src.train")
-    spec = DataSpec(**meta["spec"])
+    """The language model a checkpoint of src.train holds, rebuilt from the suite's own classes only."""
+    source = f"ckpt={path}"
+    checkpoint = load_checkpoint(Path(path).expanduser(), source)
+    meta = checkpoint["rnn_bench"]
+    spec = stored_spec(meta, source)
     if spec.task != "language_model" or not meta.get("generation"):
-        dataset = meta.get("config", {}).get("dataset", {}).get("_target_", "?")
-        raise UserError(f"ckpt={path} is a checkpoint of a {spec.task!r} task (data set {dataset}); src.generate "
-                        f"samples from language models only (dataset=lm_kjv, lm_tang, lm_pd or lm_text)")
-    model = instantiate(meta["config"]["task"], spec=spec, _convert_="object")
-    model.load_state_dict(checkpoint["state_dict"])
-    model.generation = meta["generation"]
+        raise UserError(f"{source} is a checkpoint of a {spec.task!r} task; src.generate samples from language "
+                        f"models only (dataset=lm_kjv, lm_tang, lm_pd or lm_text)")
+    config = meta.get("config")
+    task = config.get("task") if isinstance(config, dict) else None
+    model = rebuild(task, source, spec=spec, _convert_="object")
+    if not isinstance(model, LanguageModel):
+        raise UserError(f"{source}: its stored task is a {type(model).__name__}, not a language model")
+    load_weights(model, checkpoint.get("state_dict"), source)
+    model.generation = check_generation(meta["generation"], source)
     return model.eval()
+
+
+def check_generation(info: Any, source: str) -> dict:
+    """What sampling reads from the checkpoint: a vocabulary of strings, the level and the tokenizer."""
+    if not isinstance(info, dict) or not isinstance(info.get("vocab"), list) \
+            or not all(isinstance(t, str) for t in info["vocab"]) or info.get("level") not in ("char", "word") \
+            or (info["level"] == "word" and info.get("tokenizer") not in WORD_TOKENIZERS) \
+            or UNK not in info["vocab"]:
+        raise UserError(f"{source}: its generation entry (vocab, level, tokenizer) is malformed; the file was not "
+                        f"written by src.train or was edited")
+    return info
 
 
 def prompt_tokens(prompt: str, level: str, tokenizer: str) -> list[str]:
