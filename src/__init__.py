@@ -1,6 +1,11 @@
 """rnn-bench: recurrent networks compared on one command line."""
+from omegaconf import OmegaConf
+
 from src.gpus import register_resolvers
+from src.rundir import job_dir_name
 
 # Registered on import of the package, so every process that composes the configs has them: the command line,
 # the tests, and the worker processes of a parallel launcher (which import src.* when they unpickle a job).
 register_resolvers()
+if not OmegaConf.has_resolver("job_dir"):
+    OmegaConf.register_new_resolver("job_dir", job_dir_name)

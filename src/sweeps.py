@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,28 +74,87 @@ def check_one_process_per_job(cfg: DictConfig) -> None:
                           "single run")
 
 
-def read_records(directory: Path) -> list[tuple[Path, dict]]:
-    """(run dir, metrics.json) for every run under `directory`, in path order; unreadable files are skipped."""
-    found = []
-    for path in sorted(Path(directory).rglob("metrics.json")):
+LEDGER = "jobs.jsonl"  # in the sweep dir: one line per job run (ok, failed, skipped), appended by the job
+
+
+def log_job(cfg: DictConfig, status: str, error: Optional[str] = None) -> None:
+    """In a multirun, append this job's outcome to the sweep's ledger, which SweepSummary reads. The ledger, not
+    the run dirs, is what counts: a job refused before it could write its own record (its dir belongs to another
+    run) is counted too, and so is every job of a parallel or remote launcher."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    entry = {"dir": str(cfg.paths.output_dir), "status": status, "error": error, "at": time.time()}
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(sweep_dir / LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, (json.dumps(entry) + "\n").encode())  # one write with O_APPEND: lines never interleave
+    finally:
+        os.close(fd)
+
+
+def read_ledger(sweep_dir: Path, since: float = 0.0) -> list[dict]:
+    entries = []
+    path = Path(sweep_dir) / LEDGER
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+    for number, line in enumerate(lines, start=1):
         try:
-            found.append((path.parent, json.loads(path.read_text())))
-        except (OSError, ValueError) as e:
-            log.warning(f"skipping {path}: {e}")
-    return found
+            entry = json.loads(line)
+            if isinstance(entry, dict) and float(entry.get("at", 0)) >= since:
+                entries.append(entry)
+        except (ValueError, TypeError):
+            log.warning(f"{path}:{number}: not a ledger line, skipped")
+    return entries
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: how many jobs are ok and which failed, with their errors (hydra/default.yaml)."""
+    """At the end of a multirun: how many of its jobs are ok, were skipped (finished before) or failed, with the
+    errors; the process then exits with status 1 if any failed, so scripts and CI notice (hydra/default.yaml)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        records = read_records(sweep_dir)
-        failed = [(d, r) for d, r in records if r.get("status") != "ok"]
-        lines = [f"sweep {sweep_dir}: {len(records) - len(failed)} ok, {len(failed)} failed"]
-        lines += [f"  failed: {d}: {r.get('error', '(no error recorded)')}" for d, r in failed]
+        latest = {e.get("dir"): e for e in read_ledger(sweep_dir, self.started - 1.0)}  # a job's last word
+        counts = {s: sum(e.get("status") == s for e in latest.values()) for s in ("ok", "skipped", "failed")}
+        failed = [e for e in latest.values() if e.get("status") == "failed"]
+        lines = [f"sweep {sweep_dir}: {counts['ok'] + counts['skipped']} ok, {counts['failed']} failed"
+                 + (f" ({counts['skipped']} skipped: finished before)" if counts["skipped"] else "")]
+        lines += [f"  failed: {e.get('dir')}: {e.get('error') or '(no error recorded)'}" for e in failed]
         lines.append(f"  leaderboard: python -m src.compare {sweep_dir}")
         print("\n".join(lines), flush=True)
+        if failed:
+            print(f"error: {len(failed)} job(s) of this sweep failed (above); exit status 1", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(1)
+
+
+class OutputDirCheck(Callback):
+    """Before Hydra creates the run (or sweep) dir: it must be creatable and writable, else one line naming it
+    and the fix, and exit 2 (Hydra's own attempt would end in its traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(directory: str, key: str) -> None:
+        path = Path(str(directory))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write_test"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            print(f"error: the output directory {path} cannot be created or written ({e.strerror or e}); choose "
+                  f"another with {key}=<dir> (or paths.log_dir=<dir>)", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
 
 # -- W&B sweep files, generated so that the Hydra sweep stays the one place to edit a grid -----------------------

@@ -19,10 +19,12 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks import FiniteLoss, Throughput, WandbSummary
+from src import rundir
 from src.checkpoints import check_compatible
 from src.errors import ConfigError, UserError
 from src.files import atomic_write_json
-from src.sweeps import check_one_process_per_job, completed_record, config_hash
+from src.records import RECORD
+from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
 from src.tasks.update_graph import check_mode as check_graph_mode
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup()
+    if cfg.truncation.get("carry_across_batches") and not getattr(datamodule, "stream", False):
+        raise ConfigError(f"truncation.carry_across_batches=true needs a stream data set, whose batches continue "
+                          f"each other row by row (lm_*, sine, sin2cos); dataset={run_fields(cfg)['dataset']} has "
+                          f"independent (shuffled) sequences, so a carried state would leak between them. Set "
+                          f"truncation.carry_across_batches=false")
     kind = get_class(cfg.task._target_).kind
     if kind != datamodule.spec.task:
         raise ConfigError(f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
@@ -72,10 +79,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
     model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates,
                         graph_updates=graph_updates, **clip, _convert_="object")
-    model.run_config = OmegaConf.to_container(  # without the hydra node, which tests compose in
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    if cfg.ckpt_path and cfg.ckpt_path != "last":
-        check_compatible(cfg.ckpt_path, model.run_config)
+    model.run_config = resolved_config(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks += [instantiate(cfg.diagnostics)] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
@@ -89,6 +93,28 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
                                      enable_checkpointing=checkpoints)
     return datamodule, model, trainer
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain data, resolved, without the hydra node (which tests compose in)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
+def resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
+    """The checkpoint `ckpt_path` names (`last`: this run dir's checkpoints/last.ckpt), checked against this
+    run's architecture; None without ckpt_path. The same check for `last` as for an explicit path."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path=last: {path} does not exist, so there is nothing to resume; run in the "
+                              f"dir of the run to resume (hydra.run.dir=<its dir>), give ckpt_path=<a .ckpt file>, "
+                              f"or drop ckpt_path to start afresh")
+    else:
+        path = Path(cfg.ckpt_path).expanduser()
+    check_compatible(path, resolved_config(cfg))
+    return path
 
 
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
@@ -159,22 +185,51 @@ def _floats(metrics: dict) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test one configuration; metrics.json is written whatever happens (status ok or failed)."""
+    """Fit and test one configuration in its own run dir (src/rundir.py): metrics.json is written whatever
+    happens (status ok or failed) once the dir is claimed; a dir that belongs to another run is not touched."""
     started = time.perf_counter()
-    record: dict[str, Any] = {**run_fields(cfg), "config_hash": config_hash(cfg), "status": "failed"}
+    fields = run_fields(cfg)
+    record: dict[str, Any] = {**fields, "config_hash": config_hash(cfg), "status": "failed"}
+    out = Path(cfg.paths.output_dir)
+    claim: Optional[rundir.Claim] = None
     try:
         check_config(cfg)
+        checkpoint = resume_checkpoint(cfg)
+        if rank_zero_only.rank == 0:  # DDP's other processes share the dir that rank 0 claimed
+            claim = rundir.claim(out, record["config_hash"], resuming=bool(cfg.train and checkpoint), fields=fields)
+            record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
+            if "resumed" in claim.record:
+                record["resumed"] = claim.record["resumed"]
+        with open_dict(cfg):
+            cfg.ckpt_path = str(checkpoint) if checkpoint else None
+            for logger in (cfg.get("logger") or {}).values():  # one W&B run per run dir, however often resumed
+                if logger and str(logger.get("_target_", "")).endswith("WandbLogger"):
+                    logger.id = record.get("wandb_id") or logger.get("id")
+        if claim is not None:
+            _write_hydra_files(out, cfg)
         record.update(fit_and_test(cfg))
         record["status"] = "ok"
     except BaseException as e:
         record["error"] = f"{type(e).__name__}: {user_error(e) or e}"
+        if claim is None and rank_zero_only.rank == 0:
+            claim = rundir.claim_if_fresh(out)  # record the failure where that overwrites nothing
+            if claim is not None:
+                _write_hydra_files(out, cfg)
         raise
     finally:
         record["wall_s"] = round(time.perf_counter() - started, 3)
-        if rank_zero_only.rank == 0 and Path(cfg.paths.output_dir).is_dir():
-            atomic_write_json(Path(cfg.paths.output_dir) / "metrics.json", record)
+        record["finished_at"] = time.time()
+        if claim is not None:
+            atomic_write_json(out / RECORD, record)
+            claim.release()
         _finish_wandb()
     return record
+
+
+def _write_hydra_files(out: Path, cfg: DictConfig) -> None:
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        rundir.write_hydra_files(out, cfg, hydra_cfg, hydra_cfg.overrides.task)
 
 
 def user_error(e: BaseException) -> Optional[UserError]:
@@ -198,23 +253,27 @@ def main(cfg: DictConfig) -> Optional[float]:
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")
+        log_job(cfg, "skipped")
         return done.get(f"{done['monitor']}_best")
     try:
         record = train(cfg)
     except Exception as e:
         bad = user_error(e)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The failure is recorded in this job's metrics.json; the rest of the sweep goes on. The worst value
-            # is returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
+            # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
+            # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
+            # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
+            log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
             if bad is not None:
-                log.error(f"job failed: {bad} (see {out}/metrics.json)")
+                log.error(f"job failed: {bad} (run dir {out})")
             else:
-                log.exception(f"job failed, see {out}/metrics.json")
+                log.exception(f"job failed, run dir {out}")
             return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
         if bad is not None:
             print(f"error: {bad}", file=sys.stderr)
             sys.exit(2)
         raise
+    log_job(cfg, "ok")
     print(f"run dir: {out}")
     return record.get(f"{record['monitor']}_best")
 

@@ -13,7 +13,7 @@ from src.callbacks import TrainingDiverged
 from src.checkpoints import AtomicCheckpointIO
 from src.errors import ConfigError
 from src.tasks.classify import SequenceClassifier
-from src.train import build, train
+from src.train import build, resume_checkpoint, train
 from tests.conftest import run_cli
 
 
@@ -63,21 +63,21 @@ def test_checkpoint_of_another_architecture_is_refused_naming_the_difference(cfg
     train(cfg_factory("debug=limit", "callbacks=default", "cell.hidden_size=16", out=tmp_path / "a"))
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=r"cell.hidden_size: checkpoint 16, this run 32"):
-        build(cfg_factory("debug=limit", "cell.hidden_size=32", f"ckpt_path={ckpt}", out=tmp_path / "b"))
+        resume_checkpoint(cfg_factory("debug=limit", "cell.hidden_size=32", f"ckpt_path={ckpt}", out=tmp_path / "b"))
     with pytest.raises(ConfigError, match=r"cell.mode: checkpoint 'lstm', this run 'gru'"):
-        build(cfg_factory("debug=limit", "cell=gru", "cell.hidden_size=16", f"ckpt_path={ckpt}",
-                          out=tmp_path / "c"))
+        resume_checkpoint(cfg_factory("debug=limit", "cell=gru", "cell.hidden_size=16", f"ckpt_path={ckpt}",
+                                      out=tmp_path / "c"))
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused(cfg_factory, tmp_path):
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot be loaded weights-only"):
-        build(cfg_factory(f"ckpt_path={garbage}"))
+        resume_checkpoint(cfg_factory(f"ckpt_path={garbage}"))
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ConfigError, match="not a checkpoint written by rnn-bench"):
-        build(cfg_factory(f"ckpt_path={foreign}"))
+        resume_checkpoint(cfg_factory(f"ckpt_path={foreign}"))
 
 
 class Tagger(SequenceClassifier):

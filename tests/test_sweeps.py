@@ -106,32 +106,47 @@ def test_completed_record_only_for_an_ok_run_of_the_same_config_in_a_multirun(cf
     assert completed_record(as_multirun(cfg_factory("cell=gru"))) is None  # failures are retried
 
 
+def job_dirs(sweep_dir: Path) -> dict[tuple, Path]:
+    """{(optimizer.lr, depth): job dir} of the failing-jobs sweep below, from each job's .hydra/overrides.yaml."""
+    found = {}
+    for overrides in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        values = dict(o.split("=", 1) for o in yaml.safe_load(overrides.read_text()))
+        found[(values["optimizer.lr"], values["depth"])] = overrides.parent.parent
+    return found
+
+
 def test_sweep_with_failing_jobs_records_them_and_a_rerun_skips_finished_jobs(tmp_path):
-    """Through the real command line: job 0 trains, job 1 is a config error, job 2's loss becomes NaN (lr 1e30),
-    job 3 both. The sweep finishes and says what failed. Run again, now with the parallel launcher
-    (hydra/launcher=gpu_pool: joblib worker processes, which resolve ${gpu_pool:} too), it skips job 0 and retries
-    the others."""
+    """Through the real command line: one job trains, one is a config error, one's loss becomes NaN (lr 1e30),
+    one both. The sweep runs every job, says what failed and exits 1. Run again, now with the parallel launcher
+    (hydra/launcher=gpu_pool: joblib worker processes, which resolve ${gpu_pool:} too), it skips the finished
+    job and retries the others. Each job's dir is named by its overrides, not its place in the list."""
     args = ["-m", "dataset=digits", "optimizer.lr=0.002,1e30", "depth=1,0", "debug=limit", "logger=csv",
             "callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             "trainer.devices=${gpu_pool:}", f"hydra.sweep.dir={tmp_path}"]
     first = run_cli(*args)
-    assert first.returncode == 0, first.stderr[-3000:]
-    records = [json.loads((tmp_path / str(i) / "metrics.json").read_text()) for i in range(4)]
-    assert [r["status"] for r in records] == ["ok", "failed", "failed", "failed"]
-    assert records[0]["test/acc"] > 0 and records[0]["config_hash"]
-    assert "ConfigError: depth=0 must be a positive integer" in records[1]["error"]
-    assert records[2]["error"].startswith("TrainingDiverged: the training loss became NaN or inf")
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "error: 3 job(s) of this sweep failed" in first.stderr
+    dirs = job_dirs(tmp_path)
+    assert len(dirs) == 4
+    ok, diverged = dirs[("0.002", "1")], dirs[("1e+30", "1")]
+    assert "optimizer.lr=0.002" in ok.name and "depth=1" in ok.name
+    records = {d: json.loads((d / "metrics.json").read_text()) for d in (ok, diverged)}
+    assert records[ok]["status"] == "ok" and records[ok]["test/acc"] > 0 and records[ok]["config_hash"]
+    assert records[diverged]["error"].startswith("TrainingDiverged: the training loss became NaN or inf")
+    config_error = json.loads((dirs[("0.002", "0")] / "metrics.json").read_text())
+    assert "ConfigError: depth=0 must be a positive integer" in config_error["error"]
     assert f"sweep {tmp_path}: 1 ok, 3 failed" in first.stdout
-    assert f"failed: {tmp_path / '2'}: TrainingDiverged" in first.stdout
+    assert f"failed: {diverged}: TrainingDiverged" in first.stdout
 
-    done = (tmp_path / "0" / "metrics.json").stat().st_mtime_ns
-    retried = (tmp_path / "2" / "metrics.json").stat().st_mtime_ns
+    done = (ok / "metrics.json").stat().st_mtime_ns
+    retried = (diverged / "metrics.json").stat().st_mtime_ns
     again = run_cli(*args, "hydra/launcher=gpu_pool", "hydra.launcher.n_jobs=2")
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 1, again.stderr[-3000:]
     assert again.stdout.count("skipped: it holds a completed run of this config") == 1
-    assert (tmp_path / "0" / "metrics.json").stat().st_mtime_ns == done
-    assert (tmp_path / "2" / "metrics.json").stat().st_mtime_ns > retried
-    assert f"sweep {tmp_path}: 1 ok, 3 failed" in again.stdout
+    assert (ok / "metrics.json").stat().st_mtime_ns == done
+    assert (diverged / "metrics.json").stat().st_mtime_ns > retried
+    assert f"sweep {tmp_path}: 1 ok, 3 failed (1 skipped: finished before)" in again.stdout
+    assert (diverged / "previous_attempts" / "1" / "metrics.json").exists()  # the first attempt, kept aside
 
     from src.compare import main as compare  # and the leaderboard of it lists the failures
 

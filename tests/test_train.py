@@ -108,8 +108,9 @@ def test_multirun_through_the_command_line(tmp_path):
     done = run_cli("-m", "cell=rnn,gru", "debug=limit", "logger=csv", "callbacks=none",
                    "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-3000:]
-    records = [read_metrics(tmp_path / str(i)) for i in range(2)]
-    assert [r["cell"] for r in records] == ["rnn", "gru"]
+    records = [read_metrics(path.parent) for path in sorted(tmp_path.glob("*/metrics.json"))]
+    assert sorted(r["cell"] for r in records) == ["gru", "rnn"]
+    assert {path.parent.name.split(",")[0] for path in tmp_path.glob("*/metrics.json")} == {"callbacks=none"}
     assert all(r["status"] == "ok" for r in records)
     assert done.stdout.count("run dir:") == 2
 

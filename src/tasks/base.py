@@ -18,6 +18,7 @@ logging: about 0.9 ms on an H100, ../shared/ANCHORS.md) paid once per K updates 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from typing import Any, Callable, Optional
 
@@ -31,8 +32,39 @@ from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
 from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack, detach_state
+from src.tasks.schedules import follow_config
 from src.tasks.truncation import Truncation, tbptt_training_step
 from src.tasks.update_graph import UpdateGraph, check_mode as check_graph_mode, portable_optimizer_states
+
+log = logging.getLogger(__name__)
+
+
+def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], scheduler: Optional[Callable]) -> None:
+    """Build the optimizer and scheduler once on a probe parameter: a value torch refuses (optimizer.lr=-1, a
+    string where a number belongs) is a ConfigError naming the group now, not a traceback inside fit."""
+    scheduler = scheduler or None  # scheduler=none is an empty config
+    for group, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if factory is not None and not callable(factory):
+            raise ConfigError(f"{group}={factory!r} is not a config of the {group} group; choose one of "
+                              f"conf/{group}/")
+    probe_param = torch.zeros(1, requires_grad=True)
+    try:
+        probe = optimizer(params=[probe_param])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"optimizer: {_described(optimizer)} refused its settings ({type(e).__name__}: {e}); "
+                          f"fix the optimizer.* value") from None
+    if scheduler is not None:
+        try:
+            scheduler(optimizer=probe)
+        except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:
+            raise ConfigError(f"scheduler: {_described(scheduler)} refused its settings ({type(e).__name__}: "
+                              f"{e}); fix the scheduler.* value") from None
+
+
+def _described(factory: Callable) -> str:
+    func = getattr(factory, "func", factory)
+    settings = ", ".join(f"{k}={v!r}" for k, v in getattr(factory, "keywords", {}).items())
+    return f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}({settings})"
 
 
 class RecurrentTask(L.LightningModule):
@@ -51,6 +83,7 @@ class RecurrentTask(L.LightningModule):
         super().__init__()
         self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        check_optimization(optimizer, scheduler)
         self.scheduler_interval = scheduler_interval
         if spec.input_kind == "tokens":  # ids, 0 = padding; initial vectors per the `embedding` config group
             self.encoder: nn.Module = token_embedding(spec, embedding_dim, freeze_embedding)
@@ -262,6 +295,15 @@ class RecurrentTask(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.step_schedulers("epoch")
+
+    def on_train_start(self) -> None:
+        if self.trainer.ckpt_path and self.scheduler_factory:  # resumed: the schedule follows this run's config
+            for config in self.trainer.lr_scheduler_configs:
+                changed = follow_config(config.scheduler, self.scheduler_factory, config.scheduler.optimizer)
+                if changed:
+                    log.warning(f"resumed with a new LR schedule ({'; '.join(changed)}): the learning rate "
+                                f"is now {config.scheduler.optimizer.param_groups[0]['lr']:.3g}, as if the run had "
+                                f"had this schedule from the start")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -48,11 +48,13 @@ class Truncation:
                               f"carry_across_batches")
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"truncation.steps={steps!r} must be a positive integer (k2: steps per backward)")
+        if not isinstance(carry, bool):
+            raise ConfigError(f"truncation.carry_across_batches={carry!r} must be true or false")
         stride = steps if stride is None else stride
         if not isinstance(stride, int) or not 1 <= stride <= steps:
             raise ConfigError(f"truncation.stride={stride!r} must be an integer in [1, truncation.steps={steps}] "
                               f"(k1: steps between updates; stride < steps gives overlapping windows)")
-        return cls(steps=steps, stride=stride, carry_across_batches=bool(carry))
+        return cls(steps=steps, stride=stride, carry_across_batches=carry)
 
     def windows(self, total: int) -> list[tuple[int, int, int]]:
         """(start, t0, t1) per update: loss on the targets in [t0, t1) (the stride's new steps), backward from

@@ -1,0 +1,50 @@
+"""A resumed run's LR schedule follows the run's config, not the checkpoint's.
+
+Lightning restores a scheduler's whole state from the checkpoint, its settings included: resuming with a larger
+`trainer.max_epochs` under the default cosine schedule (T_max = max_epochs) kept the old T_max, so the added
+epochs trained at the end of the old schedule (a learning rate of 0 for cosine). Here each restored scheduler
+takes the settings the config gives it now, and where a setting changed, its learning rate is recomputed for the
+epoch (or step) it has reached from the scheduler's closed form, i.e. as if the run had had the new schedule
+from the start. A schedule without a closed form (one that can only be stepped) is refused with the fix.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+
+from src.errors import ConfigError
+
+_NOT_SETTINGS = {"self", "optimizer", "last_epoch", "verbose"}
+
+
+def settings(scheduler: Any) -> dict[str, Any]:
+    """The constructor settings a scheduler keeps as attributes (T_max, eta_min, step_size, gamma, ...)."""
+    names = inspect.signature(type(scheduler).__init__).parameters
+    return {n: getattr(scheduler, n) for n in names if n not in _NOT_SETTINGS and hasattr(scheduler, n)}
+
+
+def follow_config(restored: Any, factory: Callable[..., Any], optimizer: torch.optim.Optimizer) -> list[str]:
+    """Give `restored` (a scheduler after a checkpoint's state was loaded) the settings `factory` builds now;
+    returns the settings that changed, as `name: old -> new`."""
+    probe_params = [torch.zeros(1, requires_grad=True) for _ in optimizer.param_groups]
+    probe = torch.optim.SGD([{"params": [p], "lr": g.get("initial_lr", g["lr"])}
+                             for p, g in zip(probe_params, optimizer.param_groups)])
+    fresh = settings(factory(optimizer=probe))
+    old = settings(restored)
+    changed = [f"{k}: {old[k]} -> {v}" for k, v in fresh.items() if k in old and old[k] != v]
+    if not changed:
+        return []
+    closed_form = getattr(restored, "_get_closed_form_lr", None)  # torch's own formula, where it has one
+    if closed_form is None and not isinstance(restored, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ConfigError(f"the resumed run's scheduler ({type(restored).__name__}) has other settings than its "
+                          f"checkpoint ({'; '.join(changed)}) and cannot be recomputed for them; resume with the "
+                          f"checkpoint's settings, or start afresh without ckpt_path")
+    for key, value in fresh.items():
+        setattr(restored, key, value)
+    if closed_form is not None:
+        for group, lr in zip(optimizer.param_groups, closed_form()):
+            group["lr"] = lr
+        restored._last_lr = [g["lr"] for g in optimizer.param_groups]
+    return changed
