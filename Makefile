@@ -10,8 +10,9 @@ ARGS ?=
 SWEEP ?= quick
 SWEEP_DIR ?=
 BENCH ?= overhead
+SITE_DIR ?= outputs/site
 
-.PHONY: install train test sweep bench clean
+.PHONY: install train test docs sweep bench clean
 
 install: $(VENV)/.installed
 
@@ -19,14 +20,20 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test,sweeps]"
+	$(BIN)/python -m pip install --quiet -e ".[test,sweeps,docs]"
 	touch $@
 
 train: install
 	$(BIN)/python -m src.train $(ARGS)
 
+# The docs site is built first, with --strict: a broken link or a missing page fails the tests.
 test: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE_DIR)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# make docs: serve the documentation site (mkdocs.yml, docs/) at http://127.0.0.1:8000, rebuilt on every edit.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 # make sweep SWEEP=<quick|cells|odyssey|lm|optuna> [SWEEP_DIR=<dir>] [ARGS="<more overrides>"]: the sweep
 # conf/sweep/<SWEEP>.yaml (outputs under SWEEP_DIR, default outputs/sweeps/<SWEEP>), then its leaderboard.

@@ -1,7 +1,8 @@
 """The GPU paths: CUDA graphs of loop cells give the same outputs and gradients as running the cells directly.
 
 These need a CUDA device and are skipped without one (the CI machine has none); they were run on the lent GPU
-(README, "Cells on the GPU"). On CPU the stack runs its cells directly (tests/test_models.py).
+(docs/speed.md, "On GPU: CUDA graphs for the loop cells"). On CPU the stack runs its cells directly
+(tests/test_models.py).
 """
 from __future__ import annotations
 

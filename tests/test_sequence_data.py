@@ -113,7 +113,7 @@ def test_vocab_ranks_by_frequency_and_caps_size():
 
 
 def test_kjv_from_the_debian_packages():
-    """The real corpus: 31,102 verses; at word level the same tokens as ../shared/bench/kjv_split.py
+    """The real corpus: 31,102 verses; at word level the same tokens as kjv_split.py in docs/results.md
     (831,627 training words, plus one <eos> per verse)."""
     dm = KJV(level="word", max_words=9999, cache_dir=str(CACHE), batch_size=20, eval_batch_size=10,
              val_fraction=0.05, test_fraction=0.05)

@@ -35,7 +35,7 @@ def test_fast_dev_run_every_cell_direction_depth(cfg_factory, tmp_path, cell, di
 
 
 def test_short_training_on_smnist5k_learns(cfg_factory):
-    """6 epochs of LSTM-128 on 4,050 digits. Chance is 0.10; the full 30-epoch recipe reaches ~0.94 (README).
+    """6 epochs of LSTM-128 on 4,050 digits. Chance is 0.10; the full 30-epoch recipe reaches ~0.94 (docs/results.md).
     0.85 leaves room for seed noise on 500 test digits (1 sd ~ 1.5 points) while any real breakage (labels
     shuffled, no gradient through time, wrong summary step) lands far below it."""
     record = train(cfg_factory("trainer.max_epochs=6", "seed=1"))

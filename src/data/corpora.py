@@ -1,4 +1,4 @@
-"""The offline language-model corpora (sources and pins: ../shared/DATA_SOURCES.md)."""
+"""The offline language-model corpora (sources and pins: the DebArtifact/PipArtifact constants below)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ from src.errors import DataError
 class KJV(LanguageModelData):
     """The King James Bible, 31,102 verses, from Debian's bible-kjv (the `bible` program) and bible-kjv-text
     (its compressed text, bible.data, and concordance, which the program needs). One verse per line, the verse
-    reference dropped; split 90/5/5 by verse in order, as ../shared/bench/kjv_split.py."""
+    reference dropped; split 90/5/5 by verse in order, as kjv_split.py in docs/results.md."""
 
     word_tokenizer = "kjv"
     PROGRAM = DebArtifact("bible-kjv", "4.38", "75a49c032a6efa9faa2beb4a9acb70974380122906329d0e100de36cc88ff02d")

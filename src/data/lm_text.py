@@ -23,7 +23,7 @@ PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
 
 def _kjv_words(line: str) -> list[str]:
-    # The same tokenization as ../shared/bench/kjv_split.py: lower-case, words with inner apostrophes, and every
+    # The same tokenization as kjv_split.py (docs/results.md): lower-case, words with inner apostrophes, and every
     # other non-space character (punctuation) a token of its own.
     return re.findall(r"[a-z]+(?:'[a-z]+)?|[^\sa-z]", line.lower())
 
@@ -119,7 +119,7 @@ class LanguageModelData(StreamDataModule):
             raise DataError(f"{name}: the corpus is empty (no text in the training part)")
         missing = [s for s in ("val", "test") if s not in lines]
         if missing:
-            # As ../shared/bench/kjv_split.py: the first 1 - val - test of the lines train, then val, then test.
+            # As kjv_split.py (docs/results.md): the first 1 - val - test of the lines train, then val, then test.
             a = int(len(train) * (1 - self.val_fraction - self.test_fraction))
             b = int(len(train) * (1 - self.test_fraction))
             lines = {"train": train[:a], "val": train[a:b], "test": train[b:]}

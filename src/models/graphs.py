@@ -2,7 +2,7 @@
 
 At the sizes RNNs train at, a hand-written cell on a GPU is slow because of kernel launches, not arithmetic: one
 time step is a dozen small kernels, and T steps forward and backward are thousands of launches
-(../shared/ANCHORS.md: a hand-written LSTM 60 ms eager, 8.5 ms captured whole, against cuDNN's 6.4 ms).
+(a hand-written LSTM captured whole runs many times faster than eager, close to cuDNN: docs/speed.md).
 `torch.cuda.make_graphed_callables` records a layer's forward and its backward once, as two CUDA graphs, and
 replays them: one launch each. Graphs are recorded per input signature (shapes, dtypes, which inputs need
 gradients), since a graph replays exactly the shapes it was recorded with; the last, smaller batch of an epoch
@@ -11,8 +11,7 @@ gets one of its own.
 Used only where it is exact and pays: training (module in train mode, gradients on) on CUDA, from a zero state,
 outside autocast (make_graphed_callables refuses autocast's weight cache, which Lightning's mixed precision turns
 on), at most MAX_GRAPHS signatures per layer (beyond that, eager). Evaluation, CPU, mixed precision and a carried
-state run the layer as is. Measured on an H100 (benchmarks/cells-cuda-subset.md): a custom LSTM at T=100, B=64,
-512/512 takes 8.9 ms in graphs against 37.1 ms without (TorchScript) and 5.6 ms for cuDNN.
+state run the layer as is. What graphs buy, measured on an H100: docs/speed.md (benchmarks/cells-cuda-subset.md).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ task's evaluation carry its state from batch to batch too (training does it here
 
 `updates_per_step` = K > 1 takes K batches per Lightning training step, one optimizer update each, in the order
 the loader gives them: the same updates as K = 1, with the Trainer's per-step host cost (hooks, progress,
-logging: about 0.9 ms on an H100, ../shared/ANCHORS.md) paid once per K updates instead of once per update.
+logging; measured in docs/speed.md) paid once per K updates instead of once per update.
 """
 from __future__ import annotations
 
@@ -203,8 +203,8 @@ class RecurrentTask(L.LightningModule):
     def batch_ready(self, batch: Batch) -> bool:
         """True when Lightning's per-batch preparation would leave `batch` as it is: its tensors already on this
         device (the in-memory data sets put them there), a precision that does not convert inputs, no transfer
-        hook of the module's or the data module's own. Walking a batch through that preparation costs about
-        0.1 ms of host time, a few percent of a small model's update on a GPU."""
+        hook of the module's or the data module's own. Walking a batch through that preparation costs host
+        time that is a few percent of a small model's update on a GPU (docs/speed.md)."""
         if self._preparation_may_change is None:
             hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
             owners = [(type(self), L.LightningModule)]

@@ -2,8 +2,7 @@
 
 A small recurrent model's update on a GPU is bound by host time: hundreds of kernel launches, autograd's and the
 optimizer's Python, and the Trainer's hooks around each. Recorded once per batch shape and replayed, one update
-is one launch (measured on an H100: the suite's LSTM-128 update 269k samples/s replayed against 54-67k for the
-plain PyTorch loop; weights after 60 updates within 3e-5 of the eager updates). It runs where it is exact and
+is one launch (what that buys, measured on an H100: docs/speed.md). It runs where it is exact and
 nothing needs to see the update happen: training with updates_per_step > 1 and full BPTT (the task's own update path), on one GPU,
 fp32, torch's fused cells (loop cells replay graphs of their own per layer), an optimizer that can be captured
 (Adam, AdamW: `capturable`, with the learning rate as a device tensor so that LR schedules still reach the

@@ -14,9 +14,8 @@ auto: the scan on GPU, the step loop on CPU, where it is the faster one (logcums
 CPU; benchmarks/cells-cpu.md).
 
 `cell.compile` (auto: on GPU): the gate arithmetic and the scan compiled by torch.compile into a few fused
-kernels. Eagerly each element-wise step is a pass over a [B, T, H] tensor in memory; fused, the scan at T=4096
-ran 2.8x faster on an H100 (26.6 -> 9.5 ms forward + backward, B=64, 256/256; cuDNN GRU: 131.8 ms). The first
-batch of each new shape pays the compilation (seconds).
+kernels. Eagerly each element-wise step is a pass over a [B, T, H] tensor in memory; fused, the scan runs
+several times faster on a GPU (docs/speed.md). The first batch of each new shape pays the compilation (seconds).
 
 Precision: log A_t grows like -T and the scan adds two numbers of that size to get log h_t, so float32's
 relative error in h grows with T: measured against the sequential recurrence in float64 (B=8, H=64, random
