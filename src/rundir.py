@@ -3,10 +3,10 @@
     claim(out, config_hash, resuming)   at the start of src.train, on the main process only
 
 - Another live process in the dir (a lock held): refused.
-- The dir holds a run of another config (its metrics.json says so): refused, naming both; nothing is touched.
-- The dir holds an earlier attempt of this same config that is not resumed (a killed or failed job run again,
-  or a finished one with skip_completed=false): that attempt's files are moved to previous_attempts/<n>/, said
-  on the console, so its checkpoints never sit beside the new run's and nothing is lost.
+- The dir holds a finished run (status ok) of another config: refused, naming both; nothing is touched.
+- The dir holds an earlier attempt that is not resumed (a killed or failed run of any config, or a finished run of
+  this same config with skip_completed=false): that attempt's files are moved to previous_attempts/<n>/, said on
+  the console, so its checkpoints never sit beside the new run's and nothing is lost.
 - Files of an unknown origin (no metrics.json): refused.
 - Resuming (ckpt_path): the dir's history continues (csv rows, checkpoints, the W&B run id); the earlier
   attempt's metrics.json and .hydra/ are moved to previous_attempts/<n>/. The checkpoint itself is checked
@@ -133,13 +133,14 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
             names = ", ".join(p.name for p in leftovers[:5])
             raise ConfigError(f"run dir {out} already holds files of an unknown run ({names}); choose another "
                               f"dir with hydra.run.dir=<dir>, or move them away")
-        if previous.get("config_hash") != config_hash:
+        if previous.get("config_hash") != config_hash and previous.get("status") == "ok":
             raise ConfigError(f"run dir {out} holds a run of another config: {_describe(previous)}; this run "
                               f"(config {config_hash}) would overwrite it. Choose another dir with "
                               f"hydra.run.dir=<dir>, or resume that run with its own settings and ckpt_path=last")
         moved = _move_aside(out, leftovers)
-        print(f"run dir {out}: the earlier attempt of this config ({previous.get('status')}) was moved to {moved}",
-              flush=True)
+        whose = "this config" if previous.get("config_hash") == config_hash else f"another config, {_describe(previous)}"
+        print(f"run dir {out}: the earlier unfinished attempt ({whose}; status {previous.get('status')}) was moved "
+              f"to {moved}", flush=True)
     wandb_id = (previous or {}).get("wandb_id") if resuming else None
     record = {**fields, "config_hash": config_hash, "status": "running", "pid": os.getpid(),
               "started_at": time.time(), "wandb_id": wandb_id or secrets.token_hex(4)}

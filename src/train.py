@@ -14,12 +14,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks import FiniteLoss, Throughput, WandbSummary
-from src import rundir
+from src import commands, rundir
 from src.checkpoints import check_compatible
 from src.errors import ConfigError, UserError
 from src.files import atomic_write_json
@@ -37,15 +39,37 @@ def run_fields(cfg: DictConfig) -> dict[str, Any]:
     return {**fields, "depth": cfg.depth, "seed": cfg.seed}
 
 
+# Trainer settings Lightning would accept and then act on wrongly (a negative clip value flips the gradients) or
+# fail on deep inside fit: checked first.
+TRAINER_VALUES = (
+    ("max_epochs", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
+    ("min_epochs", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("max_steps", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
+    ("gradient_clip_val", lambda v: isinstance(v, (int, float)) and 0 <= v < float("inf"),
+     "a finite number >= 0 (or null: no clipping)"),
+    ("log_every_n_steps", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+    ("accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+    ("check_val_every_n_epoch", lambda v: isinstance(v, int) and v >= 1, "a positive integer (or null)"),
+    ("limit_train_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in (0, 1] or a count"),
+    ("limit_val_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
+    ("limit_test_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
+)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on the values every run depends on."""
     if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or cfg.depth < 1:
         raise ConfigError(f"depth={cfg.depth!r} must be a positive integer (1 = one recurrent layer)")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer in [0, 2**32) (Lightning would replace any other "
+                          f"value by a random seed)")
     hidden = cfg.cell.get("hidden_size")
     if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
         raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")
+    for key, check, what in TRAINER_VALUES:
+        value = cfg.trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not check(value)):
+            raise ConfigError(f"trainer.{key}={value!r} must be {what}")
     check_one_process_per_job(cfg)
     out = Path(cfg.paths.output_dir)
     try:
@@ -60,7 +84,7 @@ def check_config(cfg: DictConfig) -> None:
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """The data module (set up), the task module and the Trainer that `cfg` describes."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.dataset)
+    datamodule = make(cfg.dataset, "dataset")
     datamodule.prepare_data()
     datamodule.setup()
     if cfg.truncation.get("carry_across_batches") and not getattr(datamodule, "stream", False):
@@ -77,21 +101,21 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     graph_updates = check_graph_mode(cfg.get("graph_updates", False))
     trainer_cfg, clip = manual_optimization_settings(cfg, updates)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
-    model = instantiate(cfg.task, spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates,
-                        graph_updates=graph_updates, **clip, _convert_="object")
+    model = make(cfg.task, "task", spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates,
+              graph_updates=graph_updates, **clip, _convert_="object")
     model.run_config = resolved_config(cfg)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [instantiate(cfg.diagnostics)] if cfg.get("diagnostics") else []  # diagnostics=gradients
+    callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
         # Redrawn every log_every_n_steps steps (and at each epoch's end), not every step: a redraw reads the
         # logged values back from the device, a sync that stalls a GPU's queue of kernels.
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.get("log_every_n_steps", 50)))
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    loggers = [make(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
-                                     enable_checkpointing=checkpoints)
+    trainer: L.Trainer = make(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False,
+                              enable_checkpointing=checkpoints)
     return datamodule, model, trainer
 
 
@@ -115,6 +139,22 @@ def resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
         path = Path(cfg.ckpt_path).expanduser()
     check_compatible(path, resolved_config(cfg))
     return path
+
+
+def make(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    """instantiate(node, **kwargs) for the config group `group`: a value the class refuses (torch's, Lightning's
+    or the suite's own) is a ConfigError naming the group, not Hydra's wrapped traceback."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if (bad := user_error(e)) is not None:
+            raise bad from None
+        cause = e.__cause__ or e
+        if not isinstance(cause, (ValueError, TypeError, KeyError, MisconfigurationException)):
+            raise
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"{group}: {message} ({type(cause).__name__} from {node.get('_target_', group)}); "
+                          f"fix the {group}.* value") from None
 
 
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
@@ -233,10 +273,13 @@ def _write_hydra_files(out: Path, cfg: DictConfig) -> None:
 
 
 def user_error(e: BaseException) -> Optional[UserError]:
-    """The UserError behind `e`, if any (Hydra wraps errors raised inside instantiate)."""
+    """The UserError behind `e`, if any (Hydra wraps errors raised inside instantiate). Lightning's
+    MisconfigurationException says the same of a Trainer setting, in Lightning's words."""
     while e is not None:
         if isinstance(e, UserError):
             return e
+        if isinstance(e, MisconfigurationException):
+            return ConfigError(f"{str(e).strip().splitlines()[0]} (Lightning); fix the trainer.* or callbacks.* value")
         e = e.__cause__ or e.__context__
     return None
 
@@ -250,6 +293,7 @@ def _finish_wandb() -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
+    commands.mark_started()
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")
@@ -279,4 +323,4 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 
 if __name__ == "__main__":
-    main()
+    commands.run(main)

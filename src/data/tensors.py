@@ -122,11 +122,18 @@ class TensorDataModule(L.LightningDataModule):
                  split_seed: int = 0, shuffle_seed: int = 0, on_device: bool = True,
                  max_device_bytes: int = 2 << 30):
         super().__init__()
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"dataset.batch_size={batch_size} must be a positive integer")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or 1),
+                            ("max_device_bytes", max_device_bytes or 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"dataset.{name}={value!r} must be a positive integer")
+        for name, value in (("split_seed", split_seed), ("shuffle_seed", shuffle_seed)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"dataset.{name}={value!r} must be an integer >= 0")
         for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < frac < 0.5:
-                raise ConfigError(f"dataset.{name}={frac} must be between 0 and 0.5")
+            if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 0.5:
+                raise ConfigError(f"dataset.{name}={frac!r} must be between 0 and 0.5")
+        if not isinstance(on_device, bool):
+            raise ConfigError(f"dataset.on_device={on_device!r} must be true or false")
         self.data_dir = Path(data_dir).expanduser() if data_dir else None
         self.cache_dir = Path(cache_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size

@@ -55,7 +55,10 @@ def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], schedule
                           f"fix the optimizer.* value") from None
     if scheduler is not None:
         try:
-            scheduler(optimizer=probe)
+            schedule = scheduler(optimizer=probe)
+            for _ in range(2):  # some settings fail only when the schedule is stepped (T_max=0, step_size=0)
+                probe.step()
+                schedule.step(*([0.0] if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau) else []))
         except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:
             raise ConfigError(f"scheduler: {_described(scheduler)} refused its settings ({type(e).__name__}: "
                               f"{e}); fix the scheduler.* value") from None

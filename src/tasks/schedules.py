@@ -33,16 +33,18 @@ def follow_config(restored: Any, factory: Callable[..., Any], optimizer: torch.o
                              for p, g in zip(probe_params, optimizer.param_groups)])
     fresh = settings(factory(optimizer=probe))
     old = settings(restored)
-    changed = [f"{k}: {old[k]} -> {v}" for k, v in fresh.items() if k in old and old[k] != v]
+    # Functions (a LambdaLR's lambda) cannot be compared: the config rebuilds them, so they are taken as unchanged.
+    changed = [f"{k}: {old[k]} -> {v}" for k, v in fresh.items() if k in old and old[k] != v and not callable(v)]
     if not changed:
         return []
     closed_form = getattr(restored, "_get_closed_form_lr", None)  # torch's own formula, where it has one
     if closed_form is None and not isinstance(restored, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        raise ConfigError(f"the resumed run's scheduler ({type(restored).__name__}) has other settings than its "
+        raise ConfigError(f"the resumed run's scheduler {type(restored).__name__} has other settings than its "
                           f"checkpoint ({'; '.join(changed)}) and cannot be recomputed for them; resume with the "
                           f"checkpoint's settings, or start afresh without ckpt_path")
     for key, value in fresh.items():
-        setattr(restored, key, value)
+        if not callable(value):
+            setattr(restored, key, value)
     if closed_form is not None:
         for group, lr in zip(optimizer.param_groups, closed_form()):
             group["lr"] = lr

@@ -1,0 +1,94 @@
+"""What every Hydra command of the suite shares: a bad command line is one line and exit 2.
+
+Hydra reports its own errors about the command line (an unknown option of a config group, an override of a key
+that does not exist, a malformed override) over several lines and exits 1, the status a failed sweep job also
+gives. `run(main)` holds back what Hydra writes to stderr until the command's own function starts; if Hydra
+exits before that, its report is printed as one `error:` line and the exit status is 2. With HYDRA_FULL_ERROR=1
+Hydra's own output is left as it is.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import Callable
+
+started = False  # set by the command's own function (see mark_started)
+
+
+def mark_started() -> None:
+    """Called first thing by the command's function: from here on, errors are the command's own."""
+    global started
+    started = True
+    if isinstance(sys.stderr, _Held):
+        sys.stderr.release()
+
+
+class _Held(io.TextIOBase):
+    """sys.stderr held back; once released, a plain pass-through (a handler that kept a reference still works)."""
+
+    def __init__(self, real):
+        self.real, self.buffer_text, self.released = real, [], False
+
+    def write(self, text: str) -> int:
+        if self.released:
+            return self.real.write(text)
+        self.buffer_text.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.released:
+            self.real.flush()
+
+    def isatty(self) -> bool:
+        return self.real.isatty()
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def release(self) -> None:
+        sys.stderr, self.released = self.real, True
+        self.real.write("".join(self.buffer_text))
+        self.real.flush()
+
+
+def one_line(report: str) -> str:
+    """Hydra's report in one line: its sentences joined, a list of available options as a comma list, and no
+    search path or stack-trace hint."""
+    parts: list[str] = []
+    options: list[str] = []
+    for line in (line.strip() for line in report.splitlines()):
+        if not line or "HYDRA_FULL_ERROR" in line or line.startswith(("Config search path", "provider=")):
+            continue
+        if parts and parts[-1].startswith("Available options") and not line.endswith(":") and " " not in line:
+            options.append(line)
+            continue
+        if options:
+            parts[-1] += " " + ", ".join(options)
+            options = []
+        parts.append(line)
+    if options:
+        parts[-1] += " " + ", ".join(options)
+    return "; ".join(parts)
+
+
+def run(main: Callable[[], object]) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    held = _Held(sys.stderr)
+    sys.stderr = held
+    try:
+        main()
+    except SystemExit as e:
+        if not held.released:
+            held.released, sys.stderr = True, held.real
+            report = "".join(held.buffer_text)
+            if e.code == 1 and not started:
+                print(f"error: {one_line(report) or 'bad command line'}", file=sys.stderr)
+                sys.exit(2)
+            sys.stderr.write(report)
+        raise
+    finally:
+        if not held.released:
+            held.release()
