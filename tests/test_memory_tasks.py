@@ -133,6 +133,8 @@ def test_baseline_is_the_most_frequent_answer(name):
     freq = np.bincount(answers) / len(answers)
     entropy = -sum(p * np.log(p) for p in freq if p > 0)
     baselines = dm.baselines()
+    if name == "mqar":  # and a uniform guess among the sequence's own 4 values
+        assert baselines.pop("context_acc") == 1 / 4
     assert baselines == pytest.approx({"acc": np.mean(answers == top), "exact_match": exact, "loss": entropy})
     nominal = CASES[name][2]
     assert baselines["acc"] == pytest.approx(nominal, abs=0.03)  # about a uniform guess: nothing learned
@@ -198,7 +200,7 @@ def test_bad_settings_are_refused_in_one_line(make, message):
 def test_bad_setting_on_the_command_line_is_one_error_line(tmp_path):
     done = run_cli("dataset=mqar", "dataset.num_pairs=40", "logger=none", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "dataset.vocab_size=64 has 32 keys" in done.stderr
+    assert "error: dataset.vocab_size=32 has 16 keys" in done.stderr and "use vocab_size >= 80" in done.stderr
 
 
 # -- the steps task's exact_match ----------------------------------------------------------------------------
@@ -239,4 +241,6 @@ def test_each_memory_task_trains_end_to_end(cfg_factory, tmp_path, dataset):
     for key in ("test/acc", "test/exact_match", "test/loss", "test/baseline_acc", "test/baseline_exact_match",
                 "test/baseline_loss", "val/acc", "val/exact_match"):
         assert 0 <= written[key] < float("inf"), key
+    if dataset == "mqar":
+        assert written["test/baseline_context_acc"] == 1 / 4
     assert 0 <= written["test/exact_match"] <= written["test/acc"] <= 1

@@ -10,6 +10,7 @@ selective_copy (Gu & Dao 2023, Mamba; Feng et al. 2024, minGRU Table 1): `n_toke
 mqar (Arora et al. 2023, Zoology's multi-query associative recall): `num_pairs` key-value pairs (distinct keys from
     the first half of `vocab_size`, distinct values from the second), k1 v1 k2 v2 ..., then every key once more,
     in random order at random positions among blanks; at each queried key, its value. seq_len is the whole length.
+    Its test/baseline_context_acc = 1 / num_pairs: guessing among the sequence's own values, no key-value recall.
 parity (Deletang et al. 2023; the xLSTM paper's formal languages): a bit string; at every step, the parity of the
     bits so far. Train and val strings have `seq_len` bits, test strings `test_len` (longer: length
     generalisation), so val/* is the trained length and test/* the longer one.
@@ -169,6 +170,11 @@ class MQAR(MemoryTask):
         y = np.full((n, self.seq_len), IGNORE, dtype=np.int64)
         y[rows, where] = np.take_along_axis(values, asked, axis=1)
         return x, y
+
+    def baselines(self) -> dict[str, float]:
+        """Also context_acc: a uniform guess among the sequence's own num_pairs values, what a model scores that
+        has learnt to answer a value from the context but not which key it goes with."""
+        return {**super().baselines(), "context_acc": 1 / self.num_pairs}
 
 
 class Parity(MemoryTask):
