@@ -28,7 +28,7 @@ train: install
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# make sweep SWEEP=<quick|cells|odyssey|lm|optuna> [SWEEP_DIR=<dir>] [ARGS="<more overrides>"]: the sweep
+# make sweep SWEEP=<quick|cells|odyssey|lm|optuna|memory> [SWEEP_DIR=<dir>] [ARGS="<more overrides>"]: the sweep
 # conf/sweep/<SWEEP>.yaml (outputs under SWEEP_DIR, default outputs/sweeps/<SWEEP>), then its leaderboard.
 sweep: install
 	$(BIN)/python -m src.train -m sweep=$(SWEEP) $(if $(SWEEP_DIR),hydra.sweep.dir=$(SWEEP_DIR)) $(ARGS)
