@@ -52,6 +52,7 @@ def parity_answers(x: list[int]) -> dict[int, int]:
 
 def induction_answers(x: list[int]) -> dict[int, int]:
     trigger, first_symbol = 1, 2
+    assert x[-1] == trigger and x[-2] != trigger  # the last trigger ends the sequence
     answers, previous = {}, None
     for i, t in enumerate(x):
         if t == trigger:
@@ -61,7 +62,7 @@ def induction_answers(x: list[int]) -> dict[int, int]:
     return answers
 
 
-CASES = {  # data set -> (data module, checker, [B, T] of the train split, nominal baseline acc)
+CASES = {  # data set -> (its data module at small settings, its checker, the nominal baseline acc)
     "selective_copy": (lambda **kw: SelectiveCopy(seq_len=24, n_tokens=5, vocab_size=4, **{**SIZES, **kw}),
                        lambda x: selective_copy_answers(x, 5), 1 / 4),
     "mqar": (lambda **kw: MQAR(seq_len=20, num_pairs=4, vocab_size=10, **{**SIZES, **kw}),

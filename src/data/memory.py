@@ -18,15 +18,15 @@ induction (Olsson et al. 2022; the safari / zoology synthetics): random symbols 
     token `n_triggers` times (the last at the final step); at each trigger after the first, the symbol that followed
     the trigger's previous occurrence.
 
-Each split has its own generator seeded from (split_seed, split), so n_train leaves val and test as they were;
-val and test hold no sequence that is also in an earlier split (only parity's short strings ever collide).
+Each split has its own generator seeded from (split_seed, split), so n_train leaves val and test as they were.
+Val and test hold no sequence that is also in an earlier split: one that is gets replaced by a fresh draw (in
+practice only parity's short strings ever collide; the others' sequences are far too many).
 `baselines()` (logged as test/baseline_*) is what always answering the test split's most frequent answer class
 scores: acc, exact_match, and loss = the entropy of the answer classes (predicting their frequencies).
 """
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 
