@@ -35,7 +35,7 @@ test: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
-# make sweep SWEEP=<quick|cells|odyssey|lm|optuna> [SWEEP_DIR=<dir>] [ARGS="<more overrides>"]: the sweep
+# make sweep SWEEP=<quick|cells|odyssey|lm|optuna|memory> [SWEEP_DIR=<dir>] [ARGS="<more overrides>"]: the sweep
 # conf/sweep/<SWEEP>.yaml (outputs under SWEEP_DIR, default outputs/sweeps/<SWEEP>), then its leaderboard.
 sweep: install
 	$(BIN)/python -m src.train -m sweep=$(SWEEP) $(if $(SWEEP_DIR),hydra.sweep.dir=$(SWEEP_DIR)) $(ARGS)

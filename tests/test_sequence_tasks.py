@@ -38,7 +38,7 @@ SMALL = {  # each data set shrunk to seconds
     "sunspots": [],
     "lm_tang": [],
 }
-METRICS = {"regress": {"test/mse", "test/mae", "test/loss"}, "steps": {"test/loss", "test/acc"},
+METRICS = {"regress": {"test/mse", "test/mae", "test/loss"}, "steps": {"test/loss", "test/acc", "test/exact_match"},
            "seq2seq": {"test/exact_match", "test/acc", "test/loss"},
            "language_model": {"test/loss", "test/acc", "test/bpc"}}
 

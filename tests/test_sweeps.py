@@ -41,7 +41,7 @@ def pending(values: dict[str, str]) -> list[str]:
 
 
 def test_the_issue_sweeps_exist():
-    assert {"quick", "cells", "odyssey", "lm", "optuna"} <= set(SWEEPS)
+    assert {"quick", "cells", "odyssey", "lm", "optuna", "memory"} <= set(SWEEPS)
 
 
 @pytest.mark.parametrize("name", SWEEPS)

@@ -17,6 +17,7 @@ class LanguageModel(StepClassifier):
     metric: `ppl` = exp(loss) for words, `bpc` = loss / ln 2 for characters (the loss is in nats per token)."""
 
     kind = "language_model"
+    metric_names = ("loss", "acc")  # no exact_match: a row of a stream is a window of text, not a sequence
 
     def __init__(self, level: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)

@@ -1,4 +1,6 @@
-"""Many-to-many, aligned: a class for every time step (the copy-memory problem; the base of language models)."""
+"""Many-to-many, aligned: a class for every time step (the copy-memory problem, the memory tasks; the base of
+language models). Targets are IGNORE where a step has no answer; `acc` is over the answer steps, `exact_match` the
+share of sequences whose answer steps are all right."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -27,6 +29,7 @@ class StepClassifier(StreamEval, RecurrentTask):
     capturable_loss = False  # its loss counts the targets on the host (int(...))
 
     kind = "steps"
+    metric_names: tuple[str, ...] = ("loss", "acc", "exact_match")  # per split: val/<name>, test/<name>
 
     def __init__(self, dropout: float = 0.0, tie_weights: bool = False, init_range: Optional[float] = None,
                  monitor: str = "val/loss", monitor_mode: str = "min", **kwargs):
@@ -49,8 +52,8 @@ class StepClassifier(StreamEval, RecurrentTask):
                                   f"equal to the recurrent output size ({size}: cell.hidden_size x directions)")
             self.decoder.weight = self.encoder.weight
         for split in ("val", "test"):
-            setattr(self, f"{split}_loss", MeanMetric())
-            setattr(self, f"{split}_acc", MeanMetric())
+            for name in self.metric_names:
+                setattr(self, f"{split}_{name}", MeanMetric())
 
     def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
         return self.stack(self.drop(self.encoder(x)), lengths, state)
@@ -73,13 +76,18 @@ class StepClassifier(StreamEval, RecurrentTask):
             return
         loss, n = result
         valid = batch.y != IGNORE
-        correct = (logits.argmax(-1) == batch.y)[valid].float().mean()
+        right = logits.argmax(-1) == batch.y
         getattr(self, f"{split}_loss").update(loss, weight=n)
-        getattr(self, f"{split}_acc").update(correct, weight=n)
+        getattr(self, f"{split}_acc").update(right[valid].float().mean(), weight=n)
+        if "exact_match" in self.metric_names:
+            # A sequence counts if it has answer steps and every one of them is right.
+            answered = valid.any(dim=1)
+            whole = (right | ~valid).all(dim=1)[answered]
+            getattr(self, f"{split}_exact_match").update(whole.float().mean(), weight=len(whole))
 
     def eval_values(self, split: str) -> dict[str, torch.Tensor]:
         """This split's metrics over the whole evaluation (synced across processes); resets them."""
-        return self.computed(split, ("loss", "acc"))
+        return self.computed(split, self.metric_names)
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
