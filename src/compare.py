@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import os
 import re
@@ -22,13 +21,14 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
 from src.bench.report import markdown_table
 from src.diagnostics import plot_gradient_flow
 from src.files import atomic_write, atomic_write_text
+from src.records import find_records
 
 ARCH = ("cell", "depth", "direction", "truncation")
 NOT_SETTINGS = {"dataset", "seed", *ARCH, "skip_completed", "trainer.enable_progress_bar",
@@ -80,44 +80,52 @@ class Section:
 
 # -- reading ------------------------------------------------------------------------------------------------------
 
-def find_runs(dirs: Iterable[Path]) -> list[Run]:
-    runs, seen = [], set()
-    for directory in dirs:
-        for path in sorted(Path(directory).rglob("metrics.json")):
-            if path.resolve() in seen:
-                continue
-            seen.add(path.resolve())
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                print(f"warning: skipping {path}: {e}", file=sys.stderr)
-                continue
-            runs.append(Run(path.parent, record, read_overrides(path.parent)))
-    return runs
+def find_runs(dirs: Iterable[Path], problems: Optional[list[tuple[Path, str]]] = None) -> list[Run]:
+    """Every run below `dirs`; a record that is damaged or hand-edited is skipped with a warning naming the file
+    and field (and added to `problems`, which the leaderboard lists), never half-read."""
+    found, skipped = find_records(dirs)
+    for path, why in skipped:
+        print(f"warning: skipping {why}", file=sys.stderr)
+    if problems is not None:
+        problems.extend(skipped)
+    return [Run(run_dir, record, read_overrides(run_dir)) for run_dir, record in found]
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.exists():
         return {}
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        print(f"warning: {path}: unreadable ({str(e).splitlines()[0]}); its settings are not shown",
+              file=sys.stderr)
+        return {}
+    if not isinstance(items, list):
+        print(f"warning: {path}: not a list of overrides; its settings are not shown", file=sys.stderr)
+        return {}
     found = {}
-    for item in yaml.safe_load(path.read_text()) or []:
+    for item in items:
         key, _, value = str(item).partition("=")
         found[key.lstrip("+~")] = value
     return found
 
 
 def read_curve(run: Run, column: str) -> dict[int, float]:
-    """epoch -> the logged value of `column` (the last one logged in that epoch), from the run's csv/metrics.csv."""
+    """epoch -> the logged value of `column` (the last one logged in that epoch), from the run's csv/metrics.csv;
+    a row whose epoch or value is not a number is skipped."""
     path = run.dir / "csv" / "metrics.csv"
     if not path.exists():
         return {}
     curve = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
         for line in csv.DictReader(f):
-            value, epoch = line.get(column), line.get("epoch")
-            if value not in (None, "") and epoch not in (None, ""):
-                curve[int(float(epoch))] = float(value)
+            try:
+                value, epoch = float(line.get(column) or "nan"), int(float(line.get("epoch") or "nan"))
+            except (TypeError, ValueError, OverflowError):
+                continue
+            if math.isfinite(value):
+                curve[epoch] = value
     return curve
 
 
@@ -227,7 +235,7 @@ def failures_table(runs: list[Run]) -> str:
 
 
 def write_markdown(sections: list[Section], runs: list[Run], out: Path, sources: list[str],
-                   with_plots: bool) -> str:
+                   with_plots: bool, problems: Sequence[tuple[Path, str]] = ()) -> str:
     ok = sum(r.ok for r in runs)
     md = ["# Leaderboard", "",
           f"{len(runs)} runs ({ok} ok, {len(runs) - ok} failed) from {', '.join(sources)}. Per task, one row per "
@@ -242,6 +250,9 @@ def write_markdown(sections: list[Section], runs: list[Run], out: Path, sources:
                    if (out / "plots" / f"{section.slug}_{kind}.png").exists()] + [""]
     if ok < len(runs):
         md += ["## Failed runs", "", failures_table(runs), ""]
+    if problems:
+        md += ["## Unreadable records (skipped)", "",
+               markdown_table([{"file": str(path), "why": why.replace("|", "\\|")} for path, why in problems]), ""]
     text = "\n".join(md)
     atomic_write_text(out / "leaderboard.md", text)
     return text
@@ -327,7 +338,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    runs = find_runs(args.dirs)
+    problems: list[tuple[Path, str]] = []
+    runs = find_runs(args.dirs, problems)
     if not runs:
         print(f"error: no metrics.json under {', '.join(map(str, args.dirs))}: run src.train there first",
               file=sys.stderr)
@@ -337,7 +349,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.no_plots:
         for section in sections:
             write_plots(section, out)
-    text = write_markdown(sections, runs, out, [str(d) for d in args.dirs], with_plots=not args.no_plots)
+    text = write_markdown(sections, runs, out, [str(d) for d in args.dirs], with_plots=not args.no_plots,
+                          problems=problems)
     write_csv(sections, out)
     print(re.sub(r"^!\[.*\n?", "", text, flags=re.M))
     print(f"wrote {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}" + ("" if args.no_plots else f", {out / 'plots'}/"))

@@ -37,6 +37,7 @@ from src.data.tensors import Batch
 from src.files import atomic_write, atomic_write_json, atomic_write_text
 from src.models.stack import reverse_padded
 from src.models.trace import LayerTrace, trace_stack
+from src.records import RecordError, read_record
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +239,20 @@ def run_label(run_dir: Path) -> str:
     """The run's cell as chosen in the config (metrics.json), else as the diagnostics saw it."""
     metrics, summary = run_dir / "metrics.json", run_dir / "diagnostics" / "summary.json"
     if metrics.is_file():
-        cell = json.loads(metrics.read_text()).get("cell")
+        try:
+            cell = read_record(metrics).get("cell")
+        except RecordError as e:
+            print(f"warning: {e}; labelled by its folder", file=sys.stderr)
+            cell = None
         if cell:
             return str(cell)
     if summary.is_file():
-        return str(json.loads(summary.read_text()).get("cell", run_dir.name))
+        try:
+            found = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            found = None
+        if isinstance(found, dict) and isinstance(found.get("cell"), str):
+            return found["cell"]
     return run_dir.name
 
 

@@ -150,7 +150,7 @@ def make(node: DictConfig, group: str, **kwargs: Any) -> Any:
         if (bad := user_error(e)) is not None:
             raise bad from None
         cause = e.__cause__ or e
-        if not isinstance(cause, (ValueError, TypeError, KeyError, MisconfigurationException)):
+        if not isinstance(cause, (ValueError, TypeError, KeyError, ImportError, MisconfigurationException)):
             raise
         message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise ConfigError(f"{group}: {message} ({type(cause).__name__} from {node.get('_target_', group)}); "

@@ -109,3 +109,24 @@ def test_gradient_flow_curves_of_a_task_are_overlaid(tmp_path):
     assert compare([str(tmp_path)]) == 0
     png = tmp_path / "plots" / "adding_gradient_flow.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_damaged_records_are_skipped_with_their_file_named_and_listed(tmp_path, capsys):
+    from src.compare import main as compare
+
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "metrics.json").write_text(json.dumps({"status": "ok", "dataset": "digits", "cell": "gru", "depth": 1,
+                                                   "direction": "uni", "truncation": "none", "seed": 1,
+                                                   "monitor": "val/acc", "monitor_mode": "max", "test/acc": 0.9}))
+    for name, text in (("list", "[1, 2]"), ("string", json.dumps({"status": "ok", "monitor": "val/acc",
+                                                                    "test/acc": "0.9"})), ("junk", "{not json")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(text)
+    (good / ".hydra").mkdir()
+    (good / ".hydra" / "overrides.yaml").write_text("{unclosed: [")
+    assert compare([str(tmp_path), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: skipping") == 3 and "holds a list" in err and "'test/acc' holds '0.9'" in err
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "## Unreadable records (skipped)" in board and "**0.9** ★" in board

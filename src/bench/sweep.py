@@ -12,7 +12,6 @@ mode recovers.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from src.bench import report
+from src.records import find_records
 
 
 def multirun(out_dir: Path, jobs: int, epochs: int, launcher: list[str], extra: list[str]) -> float:
@@ -35,7 +35,7 @@ def multirun(out_dir: Path, jobs: int, epochs: int, launcher: list[str], extra: 
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"error: the multirun failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    metrics = [json.loads(p.read_text()) for p in out_dir.glob("*/metrics.json")]
+    metrics = [record for _, record in find_records([out_dir])[0]]
     failed = [m for m in metrics if m.get("status") != "ok"]
     if len(metrics) != jobs or failed:
         raise SystemExit(f"error: {len(metrics)} of {jobs} jobs wrote metrics.json, {len(failed)} failed; see {out_dir}")
