@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src import commands
 from src.errors import ConfigError
 from src.files import atomic_write_text
 
@@ -116,6 +117,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        commands.mark_started()  # the command line composed: from here on, exits are the sweep's own
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -218,6 +220,11 @@ def sweep_names() -> list[str]:
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "wandb":
         print("usage: python -m src.sweeps wandb [sweep names...]", file=sys.stderr)
+        return 2
+    unknown = [name for name in argv[1:] if name not in sweep_names()]
+    if unknown:
+        print(f"error: no sweep named {', '.join(unknown)}; the sweeps are {', '.join(sweep_names())} "
+              f"(conf/sweep/)", file=sys.stderr)
         return 2
     for name in argv[1:] or sweep_names():
         path = atomic_write_text(WANDB_DIR / f"wandb_{name}.yaml", render_wandb_sweep(name))
