@@ -110,7 +110,8 @@ class Section:
     @property
     def absent(self) -> bool:
         """No finished run of this task recorded the metric: it is not this task's metric (not a failure)."""
-        return any(r.ok for row in self.rows for r in row.runs) and not any(row.values for row in self.rows)
+        finished = sum(r.ok for row in self.rows for r in row.runs)
+        return finished > 0 and sum(row.missing for row in self.rows) == finished
 
     @property
     def nonnegative(self) -> bool:
@@ -374,10 +375,11 @@ def label(row: Row) -> str:
 
 
 def value_text(row: Row) -> str:
-    """mean ± std; or why there is none: every run failed, or the runs did not record the metric."""
+    """mean ± std; or why there is none: every run failed, the runs did not record the metric, or it is NaN."""
     if row.mean is not None:
         return _num(row.mean) + (f" ± {row.std:.2g}" if row.std is not None else "")
-    return "not recorded" if row.missing else "failed"
+    finished = sum(r.ok for r in row.runs)
+    return "failed" if not finished else "not recorded" if row.missing == finished else "not a number"
 
 
 def baseline_text(baseline: Baseline) -> str:

@@ -179,12 +179,14 @@ def test_a_metric_the_task_does_not_record_is_absent_not_failed(tmp_path, capsys
     make_run(tmp_path, "gru", ["dataset=digits", "cell=gru"], cell="gru", seed=1, **acc,
              **{"test/acc": 0.9, "test/f1": 0.8})
     adding_run(tmp_path, "rnn", "rnn", 1, 0.1)
+    adding_run(tmp_path, "lstm", "lstm", 1, float("nan"))  # recorded, but not a number: not "absent" either
     assert compare([str(tmp_path), "--metric", "test/mae", "--no-plots", "--html"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     digits = board.split("## digits (classify): test/mae not recorded")[1].split("\n## ")[0]
     assert "not recorded for this task" in digits and "test/acc, test/f1" in digits
     assert "failed" not in digits and "0 seeds" not in digits and "| gru |" not in digits
     assert "## adding (regress): test/mae, lower is better" in board and "**0.2** ★" in board
+    assert "| lstm | 1 | uni | none | not a number |" in board
     assert "not recorded for this task" in (tmp_path / "dashboard.html").read_text()
 
 
