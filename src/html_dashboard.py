@@ -88,8 +88,7 @@ def curves_figure(section: Section) -> Optional[dict]:
             data.append({"type": "scatter", "mode": "lines+markers" if len(curve.steps) < 40 else "lines",
                          "x": curve.steps, "y": curve.mean, "name": name, "legendgroup": rid, "meta": rid,
                          "line": {"color": row.colour, "width": 3 if row.best else 1.5}, "marker": {"size": 5},
-                         "showlegend": not any(d.get("showlegend", True) and d.get("legendgroup") == rid
-                                               for d in data[:-1] if d["type"] == "scatter" and "fill" not in d),
+                         "showlegend": k == 0 or TRAIN_LOSS not in found,  # one legend entry per row
                          "customdata": curve.std,
                          "hovertemplate": f"{html.escape(name)}<br>step %{{x}}: %{{y:.4g}} ± %{{customdata:.2g}}"
                                           f" ({curve.seeds} seeds)<extra></extra>", **axes})

@@ -250,6 +250,7 @@ def test_plots_share_colours_bands_over_seeds_train_loss_and_error_bars_above_ze
     assert colours == {gru.colour}
     assert {t["yaxis"] for t in lines["data"] if t["meta"] == rid} == {"y", "y2"}  # train loss and val/loss
     assert any(t.get("fill") == "toself" for t in lines["data"] if t["meta"] == rid)  # the std band
+    assert sum(t["showlegend"] for t in lines["data"] if t["meta"] == rid) == 1  # one legend entry per row
     band = next(t for t in lines["data"] if t["meta"] == rid and t.get("fill") and t["yaxis"] == "y2")
     assert min(band["y"]) >= 0
     bar = next(t for t in bars["data"] if t["meta"] == rid)
