@@ -594,10 +594,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     problems: list[tuple[Path, str]] = []
     runs = find_runs(args.dirs, problems)
     if not runs:
-        print(f"error: no metrics.json under {', '.join(map(str, args.dirs))}: run src.train there first",
+        found = f"no readable run record ({len(problems)} skipped above)" if problems else "no metrics.json"
+        print(f"error: {found} under {', '.join(map(str, args.dirs))}: run src.train there first",
               file=sys.stderr)
         return 2
     out = args.out or default_out(args.dirs)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write_test").touch()
+        (out / ".write_test").unlink()
+    except OSError as e:
+        print(f"error: cannot write the leaderboard to {out} ({e.strerror or e}); choose another with --out <dir>",
+              file=sys.stderr)
+        return 2
     sections = build_sections(runs, args.metric)
     if not args.no_plots:
         for section in sections:
