@@ -335,3 +335,22 @@ def test_html_dashboard_opens_offline_in_headless_chromium(sweep, tmp_path):
         assert page.locator("section.task:visible").count() == 1 and visible.count() == 2
         assert page.inner_text("#f-count") == "2 of 9 rows"
         assert inspect(page)["charts"] == 5 and log.errors == [] and log.requests == []
+
+
+def test_the_browser_check_catches_console_errors_and_network_requests(tmp_path):
+    """What the dashboard test relies on: a page that logs an error or reaches for the network is caught."""
+    from src.browser import check
+
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+                    '<img src="http://example.invalid/x.png"><script>console.error("boom");'
+                    "window.dashboardReady = true;</script></body></html>")
+    report = check(page)
+    assert report.requests == ["http://example.invalid/x.png"]
+    assert any("boom" in e for e in report.errors)
+
+
+def test_ci_installs_chromium_before_the_tests():
+    script = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    install = "command -v chromium || (apt-get update && apt-get install -y chromium)"
+    assert install in script and script.index(install) < script.index("\nmake test")
