@@ -522,9 +522,10 @@ def write_plots(section: Section, out: Path) -> None:
     fig = Figure(figsize=(8, 1.4 + 0.32 * len(rows)))
     ax = fig.add_subplot()
     ys = list(range(len(rows)))[::-1]  # the best at the top
-    ax.barh(ys, [r.mean for r in rows], xerr=error_bars(section, rows), capsize=3,
-            color=[r.colour for r in rows], hatch=["//" if r.beats_baseline is False else "" for r in rows],
-            edgecolor=["black" if r.best else "white" for r in rows])
+    bars = ax.barh(ys, [r.mean for r in rows], xerr=error_bars(section, rows), capsize=3,
+                   color=[r.colour for r in rows], edgecolor=["black" if r.best else "white" for r in rows])
+    for bar, row in zip(bars, rows):  # (one hatch per bar: a list for `hatch` needs matplotlib 3.10)
+        bar.set_hatch("//" if row.beats_baseline is False else "")
     ax.set_yticks(ys, [("★ " if r.best else "") + label(r) for r in rows], fontsize=8)
     if section.baseline is not None:
         ax.axvline(section.baseline.mean, color=BASELINE_COLOUR, linestyle="--", linewidth=1.2)
