@@ -200,7 +200,8 @@ def test_pos_gold_and_jieba_silver_train_end_to_end(cfg_factory, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(GOLD) + "\n", encoding="utf-8")
     record = train(cfg_factory("dataset=pos_zh", f"dataset.corpus_file={corpus}", "debug=fdr",
-                               "cell.hidden_size=8", "embedding.dim=8", "task.head=crf", "dataset.batch_size=8"))
+                               "cell.hidden_size=8", "embedding.dim=8", "task.head=crf", "dataset.batch_size=8",
+                               out=tmp_path / "run"))  # its own run dir: tmp_path holds the corpus
     assert record["status"] == "ok" and record["task"] == "tag" and 0 <= record["test/acc"] <= 1
     assert {"test/f1", "test/oov_tokens"} <= set(record)
     raw = tmp_path / "raw.txt"
