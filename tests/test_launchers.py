@@ -1,0 +1,169 @@
+"""Past one machine: the SLURM and Ray launchers run real sweeps here, not only compose.
+
+- submitit: a sweep through hydra/launcher=slurm_local, submitit's local executor (the code path of
+  hydra/launcher=slurm minus sbatch: the jobs are pickled, run in processes of their own, and their results read
+  back); the sbatch script of hydra/launcher=slurm rendered by the dry run.
+- Ray: a sweep through Hydra's Ray launcher (hydra/launcher=ray_gpus) on a local Ray instance that this test starts,
+  with fractional CPUs and GPUs per job (Ray is told of one GPU; the jobs train on the CPU).
+- DDP inside a sweep on SLURM: allowed where each job's processes are SLURM tasks, refused elsewhere.
+
+Both sweeps check the record contract a cluster user relies on: one run dir per job under the sweep dir, metrics.json
+(status ok, or failed with the error), a W&B offline run per job, the sweep summary counted from jobs that ran in
+other processes and exit status 1 when a job failed, a rerun that skips the finished job, and the leaderboard.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.errors import ConfigError
+from src.sweeps import check_one_process_per_job, sbatch_script
+from tests.conftest import run_cli
+from tests.test_sweeps import as_multirun
+
+# One job trains (lr 0.002), one fails (lr 1e30: the loss becomes NaN), each W&B-logged offline.
+SWEEP = ["-m", "dataset=digits", "optimizer.lr=0.002,1e30", "debug=limit", "logger=many", "callbacks=none",
+         "trainer=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def job_dirs(sweep_dir: Path) -> dict[str, Path]:
+    found = {}
+    for overrides in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        values = dict(o.split("=", 1) for o in yaml.safe_load(overrides.read_text()))
+        found[values["optimizer.lr"]] = overrides.parent.parent
+    return found
+
+
+def check_sweep_contract(sweep_dir: Path, run, launcher_says: str) -> None:
+    first = run()
+    assert first.returncode == 1, first.stdout[-2000:] + first.stderr[-4000:]
+    assert launcher_says in first.stdout + first.stderr
+    assert f"sweep {sweep_dir}: 1 ok, 1 failed" in first.stdout, first.stdout[-3000:]
+    assert "error: 1 job(s) of this sweep failed" in first.stderr, first.stderr[-3000:]
+    dirs = job_dirs(sweep_dir)
+    assert set(dirs) == {"0.002", "1e+30"} and all(d.parent == sweep_dir for d in dirs.values())
+    ok, failed = (json.loads((dirs[k] / "metrics.json").read_text()) for k in ("0.002", "1e+30"))
+    assert ok["status"] == "ok" and ok["test/acc"] > 0 and ok["device"] == "cpu"
+    assert failed["status"] == "failed" and failed["error"].startswith("TrainingDiverged")
+    assert f"failed: {dirs['1e+30']}: TrainingDiverged" in first.stdout
+    for d in dirs.values():  # a W&B offline run per job, in its own dir, with the id its record names
+        runs = list((d / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, f"{d}: {runs}"
+        assert runs[0].name.endswith(json.loads((d / "metrics.json").read_text())["wandb_id"])
+
+    done = (dirs["0.002"] / "metrics.json").stat().st_mtime_ns
+    again = run()
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-4000:]
+    assert (dirs["0.002"] / "metrics.json").stat().st_mtime_ns == done
+    assert f"sweep {sweep_dir}: 1 ok, 1 failed (1 skipped: finished before)" in again.stdout
+    assert (dirs["1e+30"] / "previous_attempts" / "1" / "metrics.json").exists()
+
+    from src.compare import main as compare
+
+    assert compare([str(sweep_dir), "--no-plots"]) == 0
+    board = (sweep_dir / "leaderboard.md").read_text()
+    assert "## Failed runs" in board and "TrainingDiverged" in board and "| **" in board
+
+
+def test_a_sweep_through_submitit_keeps_the_record_contract(tmp_path):
+    """hydra/launcher=slurm_local: submitit pickles each job, runs it in a process of its own (where src must
+    import and the run dir must be the same as under the basic launcher) and reads its result back."""
+    sweep_dir = tmp_path / "sweep"
+    check_sweep_contract(sweep_dir, lambda: run_cli(*SWEEP, "hydra/launcher=slurm_local",
+                                                     f"hydra.sweep.dir={sweep_dir}"),
+                         "Submitit 'local' sweep output dir")
+    logs = list((sweep_dir / ".submitit").glob("*/*_log.out"))  # where a SLURM job's stdout goes, per job
+    assert len(logs) >= 2 and any("run dir:" in p.read_text() for p in logs)
+
+
+def test_a_sweep_through_ray_keeps_the_record_contract(tmp_path):
+    """hydra/launcher=ray_gpus as it is (num_gpus 0.25 per job), on a local Ray instance started by the launcher
+    with 1 CPU and 1 (logical) GPU, each job asking for half a CPU: Ray packs both jobs at once."""
+    try:
+        import ray  # noqa: F401
+        import hydra_plugins.hydra_ray_launcher  # noqa: F401
+    except ImportError as e:
+        pytest.fail(f"the ray extra is not installed ({e}): pip install -e '.[ray]' (make test installs it)")
+    sweep_dir = tmp_path / "sweep"
+    ray_args = ["hydra/launcher=ray_gpus", "hydra.launcher.ray.remote.num_cpus=0.5",
+                "+hydra.launcher.ray.init.num_cpus=1", "+hydra.launcher.ray.init.num_gpus=1",
+                "+hydra.launcher.ray.init.include_dashboard=false"]
+    check_sweep_contract(sweep_dir, lambda: run_cli(*SWEEP, *ray_args, f"hydra.sweep.dir={sweep_dir}"),
+                         "Ray Launcher is launching 2 jobs")
+
+
+def test_the_sbatch_dry_run_renders_what_a_cluster_needs(tmp_path):
+    script, jobs = sbatch_script(["sweep=quick", "trainer=gpu", "seed=1,2", "hydra.launcher.partition=gpu",
+                                  f"hydra.sweep.dir={tmp_path}", "hydra.launcher.timeout_min=90",
+                                  "hydra.launcher.setup=[module load cuda/12]"])
+    assert len(jobs) == 16 * 3 * 2 and jobs[0] == ["dataset=smnist5k", "cell=rnn", "seed=1", "direction=uni",
+                                                   "depth=1", "truncation=none", "sweep=quick", "trainer=gpu"]
+    _, few = sbatch_script(["sweep=quick", "dataset=digits,sine", "seed=3"])  # the command line wins
+    assert len(few) == 2 * 3 and all("seed=3" in job for job in few)
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16GB",
+                 f"#SBATCH --array=0-{len(jobs) - 1}%", f"#SBATCH --output={tmp_path}/.submitit/%A_%a/",
+                 "module load cuda/12", "srun ", "-m submitit.core._submit"):
+        assert line in script, f"{line!r} not in:\n{script}"
+    default, _ = sbatch_script(["dataset=digits", f"hydra.sweep.dir={tmp_path}"])
+    import sys
+
+    assert f"source {sys.prefix}/bin/activate" in default and "#SBATCH --array" not in default  # one job
+    ddp, _ = sbatch_script(["trainer=ddp", "hydra/launcher=slurm_ddp", "hydra.launcher.gpus_per_node=4"])
+    assert "#SBATCH --gpus-per-node=4" in ddp and "#SBATCH --ntasks-per-node=4" in ddp
+    out = run_cli_sweeps("sbatch", "dataset=digits", "seed=1,2,3", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0 and "#SBATCH --array=0-2%3" in out.stdout and "#   2: dataset=digits seed=3" in out.stdout
+    bad = run_cli_sweeps("sbatch", "hydra/launcher=joblib")
+    assert bad.returncode == 2 and "not a SLURM launcher" in bad.stderr
+
+
+def run_cli_sweeps(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "src.sweeps", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+# What srun sets in each task of a job with 2 tasks on one node (sbatch --ntasks-per-node=2).
+SLURM_TASK = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+              "SLURM_NNODES": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODELIST": "gpu-node-01"}
+
+
+def test_ddp_in_a_sweep_is_allowed_only_where_slurm_starts_its_processes(cfg_factory):
+    ddp = as_multirun(cfg_factory("trainer=ddp", "hydra/launcher=slurm_ddp"))
+    assert ddp.hydra.launcher.tasks_per_node == ddp.hydra.launcher.gpus_per_node == 2
+    check_one_process_per_job(ddp, env=SLURM_TASK)  # one task per GPU, started by srun: Lightning's SLURM env
+    explicit = as_multirun(cfg_factory("trainer=gpu", "trainer.devices=2", "+trainer.strategy=ddp",
+                                       "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=2",
+                                       "hydra.launcher.tasks_per_node=2"))
+    check_one_process_per_job(explicit, env=SLURM_TASK)
+    refused = {
+        "one task for 2 GPUs": (["trainer=ddp", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=2"],
+                                SLURM_TASK, "tasks_per_node=1"),
+        "devices != tasks": (["trainer=ddp", "trainer.devices=4", "hydra/launcher=slurm_ddp"], SLURM_TASK,
+                             "one task per device"),
+        "not started by srun": (["trainer=ddp", "hydra/launcher=slurm_ddp"], {"SLURM_JOB_ID": "1"},
+                                "not started by srun"),
+        "interactive job": (["trainer=ddp", "hydra/launcher=slurm_ddp"],
+                            {**SLURM_TASK, "SLURM_JOB_NAME": "interactive"}, "not started by srun"),
+        "tasks per node differ": (["trainer=ddp", "hydra/launcher=slurm_ddp"],
+                                  {**SLURM_TASK, "SLURM_NTASKS_PER_NODE": "1"}, "tasks per node"),
+        "nodes differ": (["trainer=ddp", "hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2"], SLURM_TASK,
+                         "num_nodes"),
+        "local submitit": (["trainer=ddp", "hydra/launcher=slurm_local"], SLURM_TASK, "whole sweep again"),
+        "joblib": (["trainer=ddp", "hydra/launcher=joblib"], SLURM_TASK, "whole sweep again"),
+        "basic launcher in an allocation": (["trainer=ddp"], SLURM_TASK, "whole sweep again"),
+    }
+    for case, (overrides, env, why) in refused.items():
+        with pytest.raises(ConfigError, match=why):
+            check_one_process_per_job(as_multirun(cfg_factory(*overrides)), env=env)
+            pytest.fail(f"{case}: not refused")
+    for ok in (["trainer=ddp_sim", "hydra/launcher=slurm_local"], ["trainer=gpu", "hydra/launcher=slurm"]):
+        check_one_process_per_job(as_multirun(cfg_factory(*ok)), env={})
