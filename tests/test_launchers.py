@@ -167,3 +167,28 @@ def test_ddp_in_a_sweep_is_allowed_only_where_slurm_starts_its_processes(cfg_fac
             pytest.fail(f"{case}: not refused")
     for ok in (["trainer=ddp_sim", "hydra/launcher=slurm_local"], ["trainer=gpu", "hydra/launcher=slurm"]):
         check_one_process_per_job(as_multirun(cfg_factory(*ok)), env={})
+
+
+def test_the_ledger_counts_this_multiruns_jobs_from_any_process_and_only_rank_zero(cfg_factory, tmp_path, capsys,
+                                                                                   monkeypatch):
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    from omegaconf import OmegaConf
+
+    from src import commands
+    from src.sweeps import LEDGER, SweepSummary, log_job
+
+    monkeypatch.setattr(commands, "started", False)  # the summary marks the command as started
+    cfg = as_multirun(cfg_factory(out=tmp_path / "job"))
+    sweep = Path(cfg.hydra.sweep.dir)
+    log_job(cfg, "failed", "from an earlier multirun")  # before this one started: not counted
+    summary = SweepSummary()
+    summary.on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    log_job(cfg, "ok")
+    monkeypatch.setattr(rank_zero_only, "rank", 1, raising=False)  # another process of a DDP job: writes nothing
+    log_job(cfg, "failed", "rank 1")
+    monkeypatch.setattr(rank_zero_only, "rank", 0, raising=False)
+    (sweep / LEDGER / "0-damaged.json").write_text("{not json")  # skipped with a warning
+    entries = list((sweep / LEDGER).glob("*.json"))
+    assert len(entries) == 3
+    summary.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))  # no SystemExit: 1 ok
+    assert f"sweep {sweep}: 1 ok, 0 failed" in capsys.readouterr().out
