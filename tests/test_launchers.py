@@ -192,3 +192,109 @@ def test_the_ledger_counts_this_multiruns_jobs_from_any_process_and_only_rank_ze
     assert len(entries) == 3
     summary.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))  # no SystemExit: 1 ok
     assert f"sweep {sweep}: 1 ok, 0 failed" in capsys.readouterr().out
+
+
+# -- The SLURM launcher itself, against a stand-in for SLURM ------------------------------------------------------
+# sbatch, srun and sacct as small scripts on PATH: sbatch runs the script submitit wrote (its setup lines, then
+# srun) in the background with the environment SLURM gives a job (array index, job id, tasks per node); srun
+# starts the tasks with their ranks (SLURM_PROCID, SLURM_LOCALID) and log files; sacct knows nothing, so submitit
+# waits for the jobs' result files as on a cluster. No scheduling, no cgroups, no GPUs: what it checks is what the
+# launcher, submitit and Lightning's SLURMEnvironment do with what SLURM sets.
+
+SBATCH = r'''
+import os, re, subprocess, sys
+path = sys.argv[-1]
+text = open(path).read()
+with open(os.path.join(os.environ["FAKE_SLURM_DIR"], "submitted.sh"), "a") as log:
+    log.write(text)
+array = re.search(r"^#SBATCH --array=0-(\d+)", text, re.M)
+tasks = re.search(r"^#SBATCH --ntasks-per-node=(\d+)", text, re.M).group(1)
+name = re.search(r"^#SBATCH --job-name=(\S+)", text, re.M).group(1)
+for i in range(int(array.group(1)) + 1 if array else 1):
+    env = {**os.environ, "SLURM_JOB_ID": str(4300 + i) if array else "4242", "SLURM_JOB_NAME": name,
+           "SLURM_NNODES": "1", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost",
+           "SLURM_NODELIST": "localhost", "SLURM_NTASKS_PER_NODE": tasks, "SLURM_NTASKS": tasks}
+    if array:
+        env.update(SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID=str(i))
+    subprocess.Popen(["bash", path], env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print("Submitted batch job 4242")
+'''
+
+SRUN = r'''
+import os, subprocess, sys, time
+args, files, i = sys.argv[1:], {}, 0
+while args[i].startswith("--"):
+    if args[i] in ("--output", "--error"):
+        files[args[i]] = args[i + 1]
+        i += 1
+    i += 1
+command = args[i:]
+array = os.environ.get("SLURM_ARRAY_JOB_ID")
+job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+folder = command[-1].replace("%j", job)
+for _ in range(600):  # submitit moves the job's pickle in place once sbatch has answered
+    if os.path.exists(os.path.join(folder, f"{job}_submitted.pkl")):
+        break
+    time.sleep(0.1)
+def expand(pattern, task):
+    return (pattern.replace("%A", array or "").replace("%a", os.environ.get("SLURM_ARRAY_TASK_ID", ""))
+            .replace("%j", os.environ["SLURM_JOB_ID"]).replace("%t", str(task)))
+procs = []
+for task in range(int(os.environ["SLURM_NTASKS"])):
+    out, err = expand(files["--output"], task), expand(files["--error"], task)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    env = {**os.environ, "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task), "SLURM_STEP_ID": "0"}
+    procs.append(subprocess.Popen(command, env=env, stdout=open(out, "a"), stderr=open(err, "a")))
+sys.exit(max(p.wait() for p in procs))
+'''
+
+SACCT = 'print("JobID|State|NodeList")\n'
+
+
+def stand_in_for_slurm(folder: Path) -> dict[str, str]:
+    import os
+    import sys
+
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, code in (("sbatch", SBATCH), ("srun", SRUN), ("sacct", SACCT)):
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{code}")
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(folder),
+            "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+
+
+def test_a_ddp_sweep_through_the_slurm_launcher_runs_each_job_as_srun_tasks(tmp_path):
+    """hydra/launcher=slurm_ddp with 2 tasks per job: a 2-job array, each job DDP over 2 processes (on the CPU,
+    gloo) that srun started, not Lightning; each job's run dir written once, by rank 0, and no sweep run twice."""
+    import subprocess
+    import sys
+
+    from tests.conftest import CACHE, ROOT
+
+    env = {**stand_in_for_slurm(tmp_path / "slurm"), "RNN_BENCH_CACHE": str(CACHE), "OMP_NUM_THREADS": "1"}
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "dataset=digits", "seed=1,2", "debug=limit", "logger=csv", "callbacks=none", "trainer=cpu",
+            "trainer.devices=2", "+trainer.strategy=ddp", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "hydra/launcher=slurm_ddp", "hydra.launcher.gpus_per_node=null",
+            "hydra.launcher.tasks_per_node=2", "hydra.launcher.partition=debug", f"hydra.sweep.dir={sweep_dir}"]
+    done = subprocess.run([sys.executable, "-m", "src.train", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    logs = sorted((sweep_dir / ".submitit").glob("*/*_log.*"))
+    report = done.stdout[-2000:] + done.stderr[-3000:] + "".join(f"\n== {p}\n{p.read_text()[-1500:]}" for p in logs)
+    assert done.returncode == 0, report
+    assert f"sweep {sweep_dir}: 2 ok, 0 failed" in done.stdout, report
+    script = (tmp_path / "slurm" / "submitted.sh").read_text()
+    assert script.count("#!/bin/bash") == 1  # one submission: the array
+    assert "#SBATCH --array=0-1%2" in script and "#SBATCH --ntasks-per-node=2" in script
+    assert "#SBATCH --partition=debug" in script and "srun " in script
+    dirs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
+    assert [d.name.split("seed=")[1].split(",")[0] for d in dirs] == ["1", "2"], dirs
+    for d in dirs:
+        record = json.loads((d / "metrics.json").read_text())
+        assert record["status"] == "ok" and record["test/acc"] > 0, record
+    for job in ("4242_0", "4242_1"):  # both tasks of each job ran, as the 2 members of one process group
+        errs = " ".join((sweep_dir / ".submitit" / job / f"{job}_{t}_log.err").read_text() for t in (0, 1))
+        assert "MEMBER: 1/2" in errs and "MEMBER: 2/2" in errs, report
+    assert len(list((sweep_dir / ".jobs").glob("*.json"))) == 2  # one ledger entry per job: rank 0's
