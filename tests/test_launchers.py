@@ -5,7 +5,8 @@
   back); the sbatch script of hydra/launcher=slurm rendered by the dry run.
 - Ray: a sweep through Hydra's Ray launcher (hydra/launcher=ray_gpus) on a local Ray instance that this test starts,
   with fractional CPUs and GPUs per job (Ray is told of one GPU; the jobs train on the CPU).
-- DDP inside a sweep on SLURM: allowed where each job's processes are SLURM tasks, refused elsewhere.
+- DDP inside a sweep on SLURM: allowed where each job's processes are SLURM tasks, refused elsewhere; a DDP sweep
+  through the real SLURM launcher against a stand-in for sbatch/srun/sacct (each job 2 CPU processes).
 
 Both sweeps check the record contract a cluster user relies on: one run dir per job under the sweep dir, metrics.json
 (status ok, or failed with the error), a W&B offline run per job, the sweep summary counted from jobs that ran in
