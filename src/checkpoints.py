@@ -94,5 +94,16 @@ def check_compatible(path: str | Path, run_config: dict) -> None:
     diffs = [f"{k}: checkpoint {a.get(k)!r}, this run {b.get(k)!r}" for k in sorted(set(a) | set(b))
              if a.get(k) != b.get(k)]
     if diffs:
-        raise ConfigError(f"ckpt_path={path} was trained with another configuration:\n  " + "\n  ".join(diffs)
-                          + "\nResume with the checkpoint's settings, or start afresh without ckpt_path")
+        raise ConfigError(f"ckpt_path={path} was trained with another configuration: " + "; ".join(diffs)
+                          + ". Resume with the checkpoint's settings, or start afresh without ckpt_path")
+
+
+def check_spec(checkpoint: dict, spec: DataSpec) -> None:
+    """Refuse weights trained on data of another shape (vocabulary, classes, features): a resumed run whose data
+    changed under the same config (another data_dir, another corpus) would otherwise load them silently."""
+    stored = checkpoint.get("rnn_bench", {}).get("spec", {})
+    diffs = [f"{k}: checkpoint {stored.get(k)!r}, this run's data {getattr(spec, k)!r}"
+             for k in ("task", "input_kind", "input_size", "num_classes") if stored.get(k) != getattr(spec, k)]
+    if diffs:
+        raise ConfigError("the checkpoint was trained on other data: " + "; ".join(diffs)
+                          + ". Resume with the data it was trained on, or start afresh without ckpt_path")

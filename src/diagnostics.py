@@ -37,6 +37,7 @@ from src.data.tensors import Batch
 from src.files import atomic_write, atomic_write_json, atomic_write_text
 from src.models.stack import reverse_padded
 from src.models.trace import LayerTrace, trace_stack
+from src.errors import ConfigError, DataError, UserError
 from src.records import RecordError, read_record
 
 log = logging.getLogger(__name__)
@@ -164,15 +165,26 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+FLOW_INTS, FLOW_FLOATS = ("epochs_done", "step", "layer", "direction", "t"), ("grad_h", "grad_c")
 
 
-def _typed(rows: list[dict], ints: Sequence[str], floats: Sequence[str]) -> list[dict]:
-    """CSV rows as written by this module, with their numbers back (an empty cell is None)."""
-    return [{**r, **{k: int(r[k]) for k in ints},
-             **{k: float(r[k]) if r[k] not in (None, "") else None for k in floats}} for r in rows]
+def read_csv(path: Path, ints: Sequence[str] = (), floats: Sequence[str] = ()) -> list[dict]:
+    """The rows of a CSV this module wrote, with the named columns as numbers (an empty float cell is None); a
+    row that is not what this module writes is a DataError naming the file and line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: unreadable ({e})") from None
+    typed = []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            typed.append({**row, **{k: int(row[k]) for k in ints},
+                          **{k: float(row[k]) if row[k] not in (None, "") else None for k in floats}})
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}:{number}: not a row of the diagnostics ({type(e).__name__}: {e}); the file "
+                            f"was edited or damaged, run the diagnostics again") from None
+    return typed
 
 
 def _float(value: Any) -> float:
@@ -270,15 +282,15 @@ def plot_gradient_flow(run_dirs: Iterable[str | Path], out_png: str | Path, at: 
         return None
     fig, ax = _figure()
     for i, run in enumerate(dirs):
-        rows = [r for r in read_csv(run / "diagnostics" / "gradient_flow.csv")
-                if int(r["layer"]) == layer and int(r["direction"]) == direction]
+        rows = [r for r in read_csv(run / "diagnostics" / "gradient_flow.csv", FLOW_INTS, FLOW_FLOATS)
+                if r["layer"] == layer and r["direction"] == direction]
         if not rows:
             continue
-        steps = sorted({int(r["step"]) for r in rows})
+        steps = sorted({r["step"] for r in rows})
         chosen = {"last": steps[-1:], "init": steps[:1], "both": sorted({steps[0], steps[-1]})}[at]
         label = labels[i] if labels else run_label(run)
         for step in chosen:
-            pts = [(int(r["t"]), _float(r["grad_h"])) for r in rows if int(r["step"]) == step]
+            pts = [(r["t"], _float(r["grad_h"])) for r in rows if r["step"] == step]
             final = step == steps[-1] and at != "init"
             when = "before training" if step == 0 else f"step {step}"
             ax.plot(*zip(*pts), color=f"C{i % 10}", linestyle="-" if final else "--",
@@ -302,8 +314,17 @@ class GradientDiagnostics(L.Callback):
 
     def __init__(self, out_dir: Optional[str] = None, flow_epochs: Sequence[int] = (0, -1), samples: int = 64,
                  grad_norms: bool = True, state_stats: bool = True):
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise ConfigError(f"diagnostics.samples={samples!r} must be a positive integer (sequences measured)")
+        if isinstance(flow_epochs, (str, bytes)) or not all(
+                isinstance(e, int) and not isinstance(e, bool) and e >= -1 for e in flow_epochs):
+            raise ConfigError(f"diagnostics.flow_epochs={flow_epochs!r} must be a list of completed-epoch counts "
+                              f"(0 = before training, -1 = the end), e.g. [0, -1]")
+        for name, value in (("grad_norms", grad_norms), ("state_stats", state_stats)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"diagnostics.{name}={value!r} must be true or false")
         self.out_dir = Path(out_dir) if out_dir else None
-        self.flow_epochs, self.samples = {int(e) for e in flow_epochs}, int(samples)
+        self.flow_epochs, self.samples = set(flow_epochs), samples
         self.grad_norms, self.state_stats = grad_norms, state_stats
         self.batch: Optional[Batch] = None
         self.flow_rows: list[dict] = []
@@ -327,10 +348,9 @@ class GradientDiagnostics(L.Callback):
         """A resumed run: keep what the interrupted one measured before `step` (later rows are measured again)."""
         flow, norms = self.out_dir / "gradient_flow.csv", self.out_dir / "grad_norms.csv"
         if flow.is_file():
-            self.flow_rows = [r for r in _typed(read_csv(flow), ["epochs_done", "step", "layer", "direction", "t"],
-                                                ["grad_h", "grad_c"]) if r["step"] < step]
+            self.flow_rows = [r for r in read_csv(flow, FLOW_INTS, FLOW_FLOATS) if r["step"] < step]
         if norms.is_file():
-            self.norm_rows = [r for r in _typed(read_csv(norms), ["step", "epoch", "clipped"], ["grad_norm"])
+            self.norm_rows = [r for r in read_csv(norms, ["step", "epoch", "clipped"], ["grad_norm"])
                               if r["step"] < step]
 
     def _fixed_batch(self, trainer: L.Trainer, fallback: Any) -> Batch:
@@ -537,8 +557,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--direction", type=int, choices=[0, 1], default=0)
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
-    path = plot_gradient_flow(args.runs, args.out, at=args.at, layer=args.layer, direction=args.direction,
-                              title=args.title)
+    try:
+        path = plot_gradient_flow(args.runs, args.out, at=args.at, layer=args.layer, direction=args.direction,
+                                  title=args.title)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {args.out} ({e.strerror or e}); choose another with -o <file.png>",
+              file=sys.stderr)
+        return 2
     if path is None:
         print("error: no run dir with diagnostics/gradient_flow.csv among " + " ".join(args.runs), file=sys.stderr)
         return 2

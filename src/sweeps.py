@@ -199,11 +199,9 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.before = ledger_names(Path(config.hydra.sweep.dir))
+        commands.mark_started()  # the command line composed: from here on, exits are the sweep's own
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # The jobs ran: what follows is the sweep's own report, not an error about the command line (src.commands
-        # holds Hydra's stderr back until a job starts in this process, which never happens when all run elsewhere).
-        commands.mark_started()
         sweep_dir = Path(config.hydra.sweep.dir)
         latest = {e.get("dir"): e for e in read_ledger(sweep_dir, self.before)}  # a job's last word
         counts = {s: sum(e.get("status") == s for e in latest.values()) for s in ("ok", "skipped", "failed")}
@@ -383,6 +381,11 @@ def main(argv: list[str]) -> int:
         return 0
     if not argv or argv[0] != "wandb":
         print("usage: python -m src.sweeps wandb [sweep names...] | sbatch [overrides...]", file=sys.stderr)
+        return 2
+    unknown = [name for name in argv[1:] if name not in sweep_names()]
+    if unknown:
+        print(f"error: no sweep named {', '.join(unknown)}; the sweeps are {', '.join(sweep_names())} "
+              f"(conf/sweep/)", file=sys.stderr)
         return 2
     for name in argv[1:] or sweep_names():
         path = atomic_write_text(WANDB_DIR / f"wandb_{name}.yaml", render_wandb_sweep(name))

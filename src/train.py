@@ -24,10 +24,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.callbacks import FiniteLoss, Throughput, WandbSummary
 from src import commands, rundir
 from src.checkpoints import check_compatible
-from src.errors import ConfigError, UserError
+from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
 from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
+from src.tasks.base import check_optimization
 from src.tasks.update_graph import check_mode as check_graph_mode
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ TRAINER_VALUES = (
     ("log_every_n_steps", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("check_val_every_n_epoch", lambda v: isinstance(v, int) and v >= 1, "a positive integer (or null)"),
-    ("limit_train_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in (0, 1] or a count"),
+    ("limit_train_batches", lambda v: isinstance(v, (int, float)) and v > 0,
+     "a fraction in (0, 1] or a count >= 1 (0 would train nothing; use train=false to only evaluate)"),
     ("limit_val_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
     ("limit_test_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
 )
@@ -87,13 +89,22 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     """The data module (set up), the task module and the Trainer that `cfg` describes."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = make(cfg.dataset, "dataset")
-    datamodule.prepare_data()
-    datamodule.setup()
-    if cfg.truncation.get("carry_across_batches") and not getattr(datamodule, "stream", False):
+    try:
+        datamodule.prepare_data()
+        datamodule.setup()
+    except OSError as e:  # a data file or folder the file system refuses (a directory, a FIFO, no permission)
+        where = e.filename or "a data file"
+        raise DataError(f"dataset={run_fields(cfg)['dataset']}: cannot read {where} ({e.strerror or e}); check "
+                        f"dataset.data_dir / dataset.path and the cache folder paths.cache_dir") from None
+    if cfg.truncation.get("carry_across_batches") is True and not getattr(datamodule, "stream", False):
         raise ConfigError(f"truncation.carry_across_batches=true needs a stream data set, whose batches continue "
                           f"each other row by row (lm_*, sine, sin2cos); dataset={run_fields(cfg)['dataset']} has "
                           f"independent (shuffled) sequences, so a carried state would leak between them. Set "
                           f"truncation.carry_across_batches=false")
+    if (cfg.get("embedding") or {}).get("kind", "random") != "random" and datamodule.spec.input_kind != "tokens":
+        raise ConfigError(f"embedding.kind={cfg.embedding.kind} sets the initial vectors of tokens, but "
+                          f"dataset={run_fields(cfg)['dataset']} has feature inputs; drop the embedding override "
+                          f"(embedding=random)")
     kind = get_class(cfg.task._target_).kind
     if kind != datamodule.spec.task:
         raise ConfigError(f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
@@ -106,6 +117,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     model = make(cfg.task, "task", spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates,
               graph_updates=graph_updates, **clip, _convert_="object")
     model.run_config = resolved_config(cfg)
+    if cfg.train and cfg.trainer.get("max_epochs") != 0:
+        check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
     callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,7 +64,7 @@ def test_leaderboard_per_task_with_mean_std_best_and_failures(sweep, capsys):
     lines = [line for line in digits.splitlines() if line.startswith("| ")][1:]
     assert lines[0].startswith("| lstm | 2 | bi | none |") and "**0.96 ± 0.014** ★" in lines[0]
     assert "| 0.85 ± 0.05 | 3 |" in lines[1] and "★" not in lines[1]
-    assert any("cell.variant=CIFG" in line and "| 0.75 |" in line for line in lines)  # one row per variant
+    assert any("| variant CIFG |" in line and "| 0.75 |" in line for line in lines)  # one row per variant
     assert any(line.startswith("| rnn |") and "failed" in line and "0 (+1 failed)" in line for line in lines)
     lm_rows = [line for line in lm.splitlines() if line.startswith("| ")][1:]
     assert lm_rows[0].startswith("| gru |") and "**110** ★" in lm_rows[0]  # lower perplexity wins
@@ -76,9 +78,9 @@ def test_leaderboard_per_task_with_mean_std_best_and_failures(sweep, capsys):
     assert float(gru["mean"]) == pytest.approx(0.85) and float(gru["std"]) == pytest.approx(0.05)
     assert gru["seeds"] == "3" and gru["params"] == "1000"
 
-    for name in ("digits_bars", "digits_val_curves", "lm_kjv_bars"):
+    for name in ("digits_bars", "digits_curves", "lm_kjv_bars"):
         assert (sweep / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    assert "](plots/digits_bars.png)" in board and "lm_kjv_val_curves" not in board  # lm_kjv: no CSV logs
+    assert "](plots/digits_bars.png)" in board and "lm_kjv_curves" not in board  # lm_kjv: no CSV logs
 
 
 def test_another_metric_and_output_dir(sweep, tmp_path):
@@ -130,3 +132,225 @@ def test_damaged_records_are_skipped_with_their_file_named_and_listed(tmp_path, 
     assert err.count("warning: skipping") == 3 and "holds a list" in err and "'test/acc' holds '0.9'" in err
     board = (tmp_path / "leaderboard.md").read_text()
     assert "## Unreadable records (skipped)" in board and "**0.9** ★" in board
+
+
+# -- issue 19 §2: baselines, absent metrics, plots, settings, the cross-task summary, the HTML dashboard ---------
+
+ADDING = dict(dataset="adding", task="regress", monitor="val/loss", monitor_mode="min")
+
+
+def adding_run(root: Path, name: str, cell: str, seed: int, loss: float, overrides: list[str] = (),
+               curve: list[float] = (), baseline: float = 0.1667) -> Path:
+    """A regress run as src.train records it: test/loss = test/mse, the baseline logged as test/baseline_mse."""
+    return make_run(root, name, ["dataset=adding", f"cell={cell}", f"seed={seed}", *overrides], curve, cell=cell,
+                    seed=seed, **ADDING, **{"test/loss": loss, "test/mse": loss, "test/mae": loss * 2,
+                                           "test/baseline_mse": baseline, "test/baseline_mae": 0.33})
+
+
+def board_rows(board: str, heading: str) -> list[str]:
+    part = board.split(heading)[1].split("\n## ")[0]
+    return [line for line in part.splitlines() if line.startswith("| ")][1:]  # (less the header)
+
+
+def test_baseline_is_a_row_and_a_row_at_it_is_marked_and_gets_no_star(tmp_path):
+    for seed, (rnn, lstm) in enumerate(((0.1665, 0.02), (0.1663, 0.03)), 1):
+        adding_run(tmp_path, f"rnn{seed}", "rnn", seed, rnn)  # a tanh RNN that learned nothing: at the baseline
+        adding_run(tmp_path, f"lstm{seed}", "lstm", seed, lstm)
+    assert compare([str(tmp_path), "--no-plots"]) == 0
+    rows = board_rows((tmp_path / "leaderboard.md").read_text(), "## adding (regress): test/loss, lower is better")
+    assert [row.split(" | ")[0] for row in rows] == ["| lstm", "| *baseline*", "| rnn"]
+    assert "**0.025 ± 0.0071** ★" in rows[0] and "| yes |" in rows[0]
+    assert "*0.1667*" in rows[1]  # regress's loss is its mse: the baseline of test/mse
+    assert "★" not in rows[2] and "| **no** |" in rows[2]
+    lines = {r["cell"]: r for r in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
+    assert lines["rnn"]["beats_baseline"] == "False" and lines["lstm"]["best"] == "True"
+    assert float(lines["rnn"]["baseline"]) == pytest.approx(0.1667)
+
+    # When no row beats the baseline (the RNN better by 0.2%: within the 1% margin), nobody gets the star.
+    for run in ("lstm1", "lstm2"):
+        shutil.rmtree(tmp_path / run)
+    assert compare([str(tmp_path), "--no-plots"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "★" not in board.split("## Across tasks")[0].split("## adding")[1] and "| **no** |" in board
+
+
+def test_a_metric_the_task_does_not_record_is_absent_not_failed(tmp_path, capsys):
+    acc = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
+    make_run(tmp_path, "gru", ["dataset=digits", "cell=gru"], cell="gru", seed=1, **acc,
+             **{"test/acc": 0.9, "test/f1": 0.8})
+    adding_run(tmp_path, "rnn", "rnn", 1, 0.1)
+    adding_run(tmp_path, "lstm", "lstm", 1, float("nan"))  # recorded, but not a number: not "absent" either
+    assert compare([str(tmp_path), "--metric", "test/mae", "--no-plots", "--html"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    digits = board.split("## digits (classify): test/mae not recorded")[1].split("\n## ")[0]
+    assert "not recorded for this task" in digits and "test/acc, test/f1" in digits
+    assert "failed" not in digits and "0 seeds" not in digits and "| gru |" not in digits
+    assert "## adding (regress): test/mae, lower is better" in board and "**0.2** ★" in board
+    assert "| lstm | 1 | uni | none | not a number |" in board
+    assert "not recorded for this task" in (tmp_path / "dashboard.html").read_text()
+
+
+def test_setting_column_shows_the_values_that_differ(tmp_path):
+    for hidden, lr in ((32, "0.01"), (64, "0.01"), (32, "0.0010789816")):
+        adding_run(tmp_path, f"h{hidden}-{lr}", "gru", 1, 0.05,
+                   [f"cell.hidden_size={hidden}", f"optimizer.lr={lr}", "cell.variant=V", "trainer.max_epochs=3"])
+    assert compare([str(tmp_path), "--no-plots"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    for shown in ("| hidden 32, lr 0.01 |", "| hidden 64, lr 0.01 |", "| hidden 32, lr 0.00108 |"):
+        assert shown in board, shown
+    assert "optimizer.lr=" not in board and "variant" not in board  # the same in every run: not a setting
+    lines = list(csv.DictReader(open(tmp_path / "leaderboard.csv")))
+    assert {r["setting"] for r in lines} == {"hidden 32, lr 0.01", "hidden 64, lr 0.01", "hidden 32, lr 0.00108"}
+    assert "cell.hidden_size=64 optimizer.lr=0.01" in {r["overrides"] for r in lines}  # the raw ones too
+
+    from src.compare import setting_names
+    assert setting_names(["cell.variant", "dataset.variant", "optimizer.lr"]) == {
+        "cell.variant": "cell.variant", "dataset.variant": "dataset.variant", "optimizer.lr": "lr"}
+
+
+def test_cross_task_summary_mean_rank_and_wins(tmp_path):
+    acc = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
+    for cell, value in (("gru", 0.9), ("lstm", 0.95), ("rnn", 0.5)):
+        make_run(tmp_path, f"d-{cell}", ["dataset=digits", f"cell={cell}"], cell=cell, seed=1, **acc,
+                 **{"test/acc": value})
+    for cell, loss in (("gru", 0.01), ("lstm", 0.05), ("rnn", 0.1666)):
+        adding_run(tmp_path, f"a-{cell}", cell, 1, loss)
+    make_run(tmp_path, "a-gru2", ["dataset=adding", "cell=gru", "depth=2"], cell="gru", seed=1, depth=2,
+             **ADDING, **{"test/loss": 0.02, "test/baseline_mse": 0.1667, "test/mse": 0.02})  # its 2nd row
+    assert compare([str(tmp_path), "--no-plots"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    summary = board.split("## Across tasks")[1]
+    rows = [line for line in summary.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["| gru | 2 | 1.50 | 1 | 1 of 1 |", "| lstm | 2 | 1.50 | 1 | 1 of 1 |",
+                    "| rnn | 2 | 3.00 | 0 | 0 of 1 |"]
+
+
+def test_plots_share_colours_bands_over_seeds_train_loss_and_error_bars_above_zero(tmp_path):
+    from src.compare import build_sections, error_bars, find_runs, row_curves
+    from src.html_dashboard import bars_figure, curves_figure
+
+    for seed, value in ((1, 0.01), (2, 0.19)):  # mean 0.1, std 0.13: mean - std < 0
+        adding_run(tmp_path, f"gru{seed}", "gru", seed, value, curve=[0.3, 0.2 - 0.05 * seed])
+        adding_run(tmp_path, f"lstm{seed}", "lstm", seed, 0.12, curve=[0.4, 0.3])
+    [section] = build_sections(find_runs([tmp_path]))
+    gru = next(r for r in section.rows if r.arch[0] == "gru")
+    assert len({row.colour for row in section.rows}) == 2
+    below, above = error_bars(section, section.ranked_rows())
+    assert below[0] == pytest.approx(0.1) and above[0] == pytest.approx(0.127, abs=1e-3)  # cut at 0
+
+    curves = row_curves(gru, ("train/loss", "val/loss"))
+    assert curves["val/loss"].steps == [9, 19] and curves["val/loss"].seeds == 2
+    assert curves["val/loss"].mean == pytest.approx([0.3, 0.125]) and curves["val/loss"].std[1] > 0
+    assert curves["train/loss"].steps == [9, 19] and curves["train/loss"].mean[0] == pytest.approx(1.0)
+
+    rid = "adding-" + str(section.rows.index(gru))
+    bars, lines = bars_figure(section), curves_figure(section)
+    colours = {t["marker"]["color"] for t in bars["data"] if t["meta"] == rid}
+    colours |= {t["line"]["color"] for t in lines["data"] if t["meta"] == rid}
+    assert colours == {gru.colour}
+    assert {t["yaxis"] for t in lines["data"] if t["meta"] == rid} == {"y", "y2"}  # train loss and val/loss
+    assert any(t.get("fill") == "toself" for t in lines["data"] if t["meta"] == rid)  # the std band
+    assert sum(t["showlegend"] for t in lines["data"] if t["meta"] == rid) == 1  # one legend entry per row
+    band = next(t for t in lines["data"] if t["meta"] == rid and t.get("fill") and t["yaxis"] == "y2")
+    assert min(band["y"]) >= 0
+    bar = next(t for t in bars["data"] if t["meta"] == rid)
+    assert bar["error_x"]["arrayminus"][0] == pytest.approx(0.1)
+    assert bars["layout"]["shapes"][0]["x0"] == pytest.approx(0.1667)  # the baseline line
+
+    assert compare([str(tmp_path)]) == 0
+    for name in ("adding_bars", "adding_curves"):
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_help_imports_no_plotting_library_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom src.compare import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try: main(['--help'])\n    except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'lightning', 'matplotlib', 'plotly', 'playwright') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_browser_missing_is_a_clear_error_not_a_skip(monkeypatch, tmp_path):
+    from src.browser import BrowserMissing, find_chromium
+
+    monkeypatch.setenv("RNN_BENCH_CHROMIUM", str(tmp_path / "nowhere"))
+    with pytest.raises(BrowserMissing, match="not an executable"):
+        find_chromium()
+    monkeypatch.delenv("RNN_BENCH_CHROMIUM")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BrowserMissing, match="apt-get install -y chromium"):
+        find_chromium()
+
+
+def test_html_dashboard_opens_offline_in_headless_chromium(sweep, tmp_path):
+    """The dashboard in a real browser (Debian's chromium via Playwright): no console errors, no network, the
+    tables hold the runs, the charts render, sorting and filtering work. Without chromium this fails with how to
+    install it (it never skips). python -m src.browser ... --screenshot docs/dashboard.png is the same check."""
+    from src.browser import check, inspect, open_page
+
+    for seed, loss in ((1, 0.1665), (2, 0.1664)):
+        adding_run(sweep, f"adding-rnn{seed}", "rnn", seed, loss, curve=[0.2, 0.17])
+        adding_run(sweep, f"adding-lstm{seed}", "lstm", seed, 0.01 * seed, curve=[0.2, 0.05])
+    page_path = tmp_path / "out" / "board.html"
+    assert compare([str(sweep), "--no-plots", "--html", str(page_path), "--out", str(tmp_path / "out")]) == 0
+    from plotly.offline import get_plotlyjs
+
+    text = page_path.read_text()
+    assert get_plotlyjs() in text  # plotly.js inlined, and nothing else loaded from anywhere:
+    rest = text.replace(get_plotlyjs(), "")
+    assert "Plotly.newPlot" in rest and not re.search(r"\bsrc=|href=\"(?!data:)|https?://", rest)
+
+    shot = tmp_path / "dashboard.png"
+    report = check(page_path, screenshot=shot)
+    assert report.errors == [] and report.requests == []
+    # digits 5 rows, lm_kjv 2, adding 2 (+ its baseline row); the summary: gru, lstm, lstm_variant, rnn
+    assert (report.rows, report.baseline_rows) == (9 + 4, 1)
+    assert report.charts == 5  # bars for 3 tasks, curves for digits and adding (lm_kjv has no CSV log)
+    assert report.bars == 8 and report.lines >= 4
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+    with open_page(page_path) as (page, log):
+        digits = page.locator('section[data-task="digits"] table.board')
+        cells = lambda: digits.locator("tbody tr td:nth-child(2)").all_inner_texts()
+        assert cells()[:2] == ["lstm", "gru"]
+        digits.locator("th", has_text="test/acc").click()  # ascending: the worst first, the failed row last
+        assert cells()[0] == "lstm_variant" and cells()[-1] == "rnn"
+        page.select_option("#f-cell", "gru")
+        visible = page.locator("table.board tr.run:visible")
+        assert visible.count() == 2 and page.locator("table.board tr.baseline:visible").count() == 1  # digits, lm
+        shown = page.evaluate("""() => Array.from(document.querySelectorAll('#chart-digits-bars .barlayer .point'))
+                                        .length""")
+        assert shown == 1  # the chart follows the filter
+        page.select_option("#f-cell", "")
+        page.fill("#f-setting", "variant NIG")
+        assert visible.count() == 1 and "NIG" in visible.inner_text()
+        page.fill("#f-setting", "")
+        page.select_option("#f-task", "adding")
+        assert page.locator("section.task:visible").count() == 1 and visible.count() == 2
+        assert page.inner_text("#f-count") == "2 of 9 rows"
+        assert inspect(page)["charts"] == 5 and log.errors == [] and log.requests == []
+
+
+def test_the_browser_check_catches_console_errors_and_network_requests(tmp_path):
+    """What the dashboard test relies on: a page that logs an error or reaches for the network is caught."""
+    from src.browser import check
+
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+                    '<img src="http://example.invalid/x.png"><script>console.error("boom");'
+                    "window.dashboardReady = true;</script></body></html>")
+    report = check(page)
+    assert report.requests == ["http://example.invalid/x.png"]
+    assert any("boom" in e for e in report.errors)
+
+
+def test_ci_installs_chromium_before_the_tests():
+    script = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    install = "command -v chromium || (apt-get update && apt-get install -y chromium)"
+    assert install in script and script.index(install) < script.index("\nmake test")

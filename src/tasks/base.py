@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import warnings
 from typing import Any, Callable, Optional
 
@@ -28,6 +29,7 @@ from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
+from src.checkpoints import check_spec
 from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
 from src.models.embedding import token_embedding
@@ -37,11 +39,17 @@ from src.tasks.truncation import Truncation, tbptt_training_step
 from src.tasks.update_graph import UpdateGraph, check_mode as check_graph_mode, portable_optimizer_states
 
 log = logging.getLogger(__name__)
+# Metric names whose direction is known: a monitor_mode against it would keep the worst epoch as the best.
+LOWER_IS_BETTER = re.compile(r"^(loss|mse|mae|rmse|ppl|perplexity|bpc|nll|error|cer|wer)(_|$)")
+HIGHER_IS_BETTER = re.compile(r"^(acc|f1|exact_match|accuracy)(_|$)")
 
 
-def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], scheduler: Optional[Callable]) -> None:
+def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], scheduler: Optional[Callable],
+                       step: bool = False) -> None:
     """Build the optimizer and scheduler once on a probe parameter: a value torch refuses (optimizer.lr=-1, a
-    string where a number belongs) is a ConfigError naming the group now, not a traceback inside fit."""
+    string where a number belongs) is a ConfigError naming the group now, not a traceback inside fit. With
+    `step` (src.train, for a run that will train), the schedule is also stepped, which some settings fail only
+    then (T_max=0, step_size=0)."""
     scheduler = scheduler or None  # scheduler=none is an empty config
     for group, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
         if factory is not None and not callable(factory):
@@ -56,7 +64,7 @@ def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], schedule
     if scheduler is not None:
         try:
             schedule = scheduler(optimizer=probe)
-            for _ in range(2):  # some settings fail only when the schedule is stepped (T_max=0, step_size=0)
+            for _ in range(2 if step else 0):
                 probe.step()
                 schedule.step(*([0.0] if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau) else []))
         except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:
@@ -98,6 +106,11 @@ class RecurrentTask(L.LightningModule):
         self.stack = stack(input_size=size)
         if monitor_mode not in ("min", "max"):
             raise ConfigError(f"task.monitor_mode={monitor_mode!r} must be 'min' or 'max'")
+        name = str(monitor).rsplit("/", 1)[-1]
+        better = "min" if LOWER_IS_BETTER.search(name) else "max" if HIGHER_IS_BETTER.search(name) else None
+        if better and better != monitor_mode:
+            raise ConfigError(f"task.monitor={monitor} with task.monitor_mode={monitor_mode}: the best checkpoint "
+                              f"would be the worst epoch; set task.monitor_mode={better}")
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.val_best.persistent(True)  # kept in checkpoints, so a resumed run still knows its best epoch
         self.run_config: dict = {}  # the resolved config, stored in checkpoints so commands can rebuild the model
@@ -336,6 +349,9 @@ class RecurrentTask(L.LightningModule):
         if not self.trainer.sanity_checking and self.monitor in values:
             self.val_best.update(values[self.monitor])
             self.log(f"{self.monitor}_best", self.val_best.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_spec(checkpoint, self.spec)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.update_graph is not None:

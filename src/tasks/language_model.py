@@ -46,6 +46,7 @@ class LanguageModel(StepClassifier):
         checkpoint["rnn_bench"]["generation"] = self.generation
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.generation = checkpoint.get("rnn_bench", {}).get("generation", {})
 
     # -- sampling --------------------------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""Every bad value is one line and exit 2: the suite's own checks, the values torch, Lightning and Hydra refuse,
+and the settings they would accept and act on wrongly (a silently wrong result is worse than an error)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from src.commands import one_line
+from src.errors import ConfigError, UserError
+from src.train import build, train
+from tests.conftest import run_cli
+
+QUICK = ["dataset=digits", "debug=limit"]
+
+REFUSED = {
+    # values torch refuses, checked before any data is loaded
+    "optimizer.lr=-1": "Invalid learning rate",
+    "optimizer.lr=abc": "optimizer: torch.optim.adam.Adam(lr='abc'",
+    "optimizer.weight_decay=-1": "Invalid weight_decay",
+    "scheduler.T_max=0": "scheduler: torch.optim.lr_scheduler.CosineAnnealingLR(T_max=0)",
+    "scheduler=step scheduler.step_size=0": "StepLR(step_size=0",
+    # values Lightning refuses (or would accept and act on wrongly)
+    "trainer.precision=13": "trainer: Precision 13 is invalid",
+    "trainer.devices=abc": "trainer:",
+    "trainer.max_epochs=abc": "trainer.max_epochs='abc' must be an integer",
+    "trainer.gradient_clip_val=-1": "trainer.gradient_clip_val=-1 must be a finite number >= 0",
+    "trainer.limit_train_batches=0": "0 would train nothing",
+    "trainer.log_every_n_steps=0": "trainer.log_every_n_steps=0 must be a positive integer",
+    "seed=-1": "seed=-1 must be an integer in [0, 2**32)",
+    # the suite's own values
+    "dataset.val_fraction=abc": "dataset.val_fraction='abc' must be between 0 and 0.5",
+    "dataset.split_seed=abc": "dataset.split_seed='abc' must be an integer >= 0",
+    "+dataset.on_device=maybe": "dataset.on_device='maybe' must be true or false",
+    "truncation=tbptt truncation.carry_across_batches=maybe": "must be true or false",
+    "truncation=tbptt truncation.carry_across_batches=true": "needs a stream data set",
+    "task.monitor_mode=min": "the best checkpoint would be the worst epoch; set task.monitor_mode=max",
+    "embedding=word2vec": "embedding.kind=word2vec sets the initial vectors of tokens",
+    "diagnostics=gradients diagnostics.samples=0": "diagnostics.samples=0 must be a positive integer",
+}
+
+
+@pytest.mark.parametrize("override", sorted(REFUSED))
+def test_bad_value_is_one_config_error_naming_it(cfg_factory, tmp_path, override):
+    with pytest.raises(UserError) as refused:
+        train(cfg_factory(*QUICK, *override.split()))
+    message = str(refused.value)
+    assert REFUSED[override] in message and "\n" not in message, message
+    record = json.loads((tmp_path / "metrics.json").read_text())  # the dir was free: the failure is recorded
+    assert record["status"] == "failed" and REFUSED[override] in record["error"]
+
+
+def test_a_checkpoint_of_other_data_is_refused_when_resuming(cfg_factory, tmp_path):
+    """Same config, other data (here: another number of classes): the weights would load into a model of
+    another shape, or silently mean something else."""
+    train(cfg_factory(*QUICK, "callbacks=default", out=tmp_path / "a"))
+    datamodule, model, trainer = build(cfg_factory(*QUICK, out=tmp_path / "b"))
+    model.spec = type(model.spec)(**{**model.spec.__dict__, "num_classes": 7})
+    with pytest.raises(ConfigError, match=r"trained on other data: num_classes: checkpoint 10, this run's data 7"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(tmp_path / "a" / "checkpoints" / "last.ckpt"),
+                    weights_only=True)
+
+
+def test_the_command_line_says_one_line_and_exits_2(tmp_path):
+    for args, expected in ((["cell=nope"], "Could not find 'cell/nope'; Available options in 'cell': cifg_lstm,"),
+                           (["cell.nope=1"], "Could not override 'cell.nope'"),
+                           (["optimizer.lr=-1"], "Invalid learning rate: -1"),
+                           ([f"hydra.run.dir={tmp_path / 'file' / 'x'}"], "cannot be created or written")):
+        (tmp_path / "file").write_text("a file where a folder should be")
+        done = run_cli(*args, "debug=limit", *([] if "hydra.run.dir" in args[0] else
+                                               [f"hydra.run.dir={tmp_path / 'run'}"]))
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
+
+
+def test_hydras_report_is_joined_into_one_line():
+    report = ("In 'config': Could not find 'cell/nope'\n\nAvailable options in 'cell':\n\tgru\n\tlstm\n"
+              "Config search path:\n\tprovider=hydra, path=pkg://hydra.conf\n\n"
+              "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+    assert one_line(report) == "In 'config': Could not find 'cell/nope'; Available options in 'cell': gru, lstm"
