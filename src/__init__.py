@@ -1,4 +1,6 @@
 """rnn-bench: recurrent networks compared on one command line."""
+import sys
+
 from omegaconf import OmegaConf
 
 from src.gpus import register_resolvers
@@ -9,3 +11,5 @@ from src.rundir import job_dir_name
 register_resolvers()
 if not OmegaConf.has_resolver("job_dir"):
     OmegaConf.register_new_resolver("job_dir", job_dir_name)
+if not OmegaConf.has_resolver("python_prefix"):  # the venv (or Python install) running this command
+    OmegaConf.register_new_resolver("python_prefix", lambda: sys.prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,8 +77,9 @@ def check_config(cfg: DictConfig) -> None:
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / ".write_test").touch()
-        (out / ".write_test").unlink()
+        probe = out / f".write_test.{os.getpid()}"  # one per process: a DDP job's ranks may start at once (SLURM)
+        probe.touch()
+        probe.unlink()
     except OSError as e:
         raise ConfigError(f"the output directory {out} is not writable ({e.strerror}); choose another with "
                           f"hydra.run.dir=<dir> (or paths.log_dir=<dir>)") from None
