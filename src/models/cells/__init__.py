@@ -12,5 +12,8 @@ cell's settings: the stack rejects a config key that is not one of them (src/mod
     greff.py    lstm_variant: Greff et al.'s vanilla LSTM and eight variants, on the same engine
     gru.py      gru_ref, gru_v1
     minimal.py  minimal;  indrnn.py  indrnn;  minrnn.py  mingru, minlstm (parallel scan)
+    lru.py      lru: Orvieto et al.'s Linear Recurrent Unit (complex diagonal recurrence), in its residual block
+    scan.py     what the modern cells share: the chunked parallel scan of h_t = a_t h_{t-1} + b_t, the causal
+                depthwise convolution with its carried tail, the scan/chunk settings
     base.py     what they share: checked settings, initialisation, the TorchScript switch
 """

@@ -1,0 +1,217 @@
+"""The modern recurrent cells (issue 17): step form = chunked parallel form (from a zero and a carried state, in
+chunks of several lengths), gradcheck in float64 for the parameters, the input and the initial state, each paper's
+equations written out here for comparison, published initialisations, checked settings, and runs through
+src.train. (tests/test_cells.py runs its per-cell tests, learning smnist5k included, on every conf/cell yaml.)"""
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from src.errors import ConfigError
+from src.models.cells.lru import LRU
+from src.models.cells.scan import CausalConv, linear_scan, linear_steps
+from src.models.stack import RecurrentStack
+from src.train import train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def as_tuple(state) -> tuple:
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
+# name -> a small cell of each configuration, built as cell(input_size=3, scan=..., chunk=...)
+SMALL = {
+    "lru:block": functools.partial(LRU, hidden_size=4, state_size=3),
+    "lru:bare": functools.partial(LRU, hidden_size=4, state_size=3, block=False),
+}
+
+
+def pair(name: str, dtype=torch.float32, chunk: int = 4):
+    """The same cell (same weights) in its parallel and its sequential form."""
+    torch.manual_seed(0)
+    parallel = SMALL[name](input_size=3, scan="parallel", chunk=chunk).to(dtype)
+    sequential = SMALL[name](input_size=3, scan="sequential", chunk=chunk).to(dtype)
+    sequential.load_state_dict(parallel.state_dict())
+    return parallel, sequential
+
+
+def random_state(cell, x):
+    """A carried state of the cell's own shapes, with values away from zero."""
+    with torch.no_grad():
+        _, state = cell(torch.randn_like(x[:, :6]))
+    return state
+
+
+def assert_states_close(a, b, **tol):
+    for s, t in zip(as_tuple(a), as_tuple(b), strict=True):
+        torch.testing.assert_close(s, t, **tol)
+
+
+# -- the generic scan -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("T,chunk", [(1, 4), (13, 4), (13, 5), (16, 16), (13, 64)])
+def test_linear_scan_equals_the_step_loop(dtype, T, chunk):
+    torch.manual_seed(0)
+    a, b, h0 = torch.randn(2, T, 3, dtype=dtype), torch.randn(2, T, 3, dtype=dtype), torch.randn(2, 3, dtype=dtype)
+    for h in (None, h0):
+        torch.testing.assert_close(linear_scan(a, b, h, chunk), linear_steps(a, b, h))
+
+
+def test_causal_conv_equals_torch_conv_and_carries_its_tail():
+    torch.manual_seed(0)
+    conv, x = CausalConv(5, 4), torch.randn(2, 9, 5)
+    ref = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, padding=3, groups=5)[..., :9].transpose(1, 2)
+    whole, tail = conv(x, None)
+    torch.testing.assert_close(whole, ref)
+    first, t1 = conv(x[:, :2], None)  # a chunk shorter than the tail
+    second, t2 = conv(x[:, 2:], t1)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+    torch.testing.assert_close(t2, tail)
+    torch.testing.assert_close(tail, x[:, -3:])
+
+
+# -- step form = parallel form, through chunks -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("carried", [False, True], ids=["zero-state", "carried-state"])
+def test_step_form_equals_parallel_form_in_chunks(name, carried):
+    """float32, 1e-5: the sequential form over all T, the parallel form over all T, and the parallel form run in
+    chunks of 1, 5 and 7 steps carrying the state (its scan chunk is 4 steps, so one call spans several)."""
+    parallel, sequential = pair(name)
+    x = torch.randn(3, 13, 3)
+    state = random_state(parallel, x) if carried else None
+    out_s, state_s = sequential(x, state)
+    out_p, state_p = parallel(x, state)
+    torch.testing.assert_close(out_p, out_s, rtol=1e-5, atol=1e-5)
+    assert_states_close(state_p, state_s, rtol=1e-5, atol=1e-5)
+    for cell in (parallel, sequential):
+        outs, s = [], state
+        for start, stop in ((0, 1), (1, 6), (6, 13)):
+            out, s = cell(x[:, start:stop], s)
+            outs.append(out)
+        torch.testing.assert_close(torch.cat(outs, 1), out_s, rtol=1e-5, atol=1e-5)
+        assert_states_close(s, state_s, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+def test_gradcheck_float64(name, scan):
+    """Analytic gradients equal numerical ones for the input, the initial state and every parameter."""
+    parallel, sequential = pair(name, torch.float64, chunk=2)
+    cell = parallel if scan == "parallel" else sequential
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    state = tuple(s.detach().clone().requires_grad_() for s in as_tuple(random_state(cell, x)))
+    names, params = zip(*cell.named_parameters())
+    n_state = len(state)
+
+    def run(x, *rest):
+        st = rest[:n_state] if n_state > 1 else rest[0]
+        out, new = functional_call(cell, dict(zip(names, rest[n_state:])), (x, st))
+        return (out, *as_tuple(new))
+
+    assert torch.autograd.gradcheck(run, (x, *state, *params), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_depth2_bidirectional_stack_runs_with_padding(name):
+    torch.manual_seed(0)
+    stack = RecurrentStack(functools.partial(SMALL[name], scan="parallel"), input_size=3, depth=2,
+                           bidirectional=True).eval()
+    lengths = torch.tensor([6, 2, 4])
+    x = torch.randn(3, 6, 3)
+    out, _ = stack(x, lengths)
+    alone, _ = stack(x[1:2, :2])
+    torch.testing.assert_close(out[1, :2], alone[0], rtol=1e-5, atol=1e-5)
+
+
+# -- LRU ----------------------------------------------------------------------------------------------------------
+def lru_reference_step(core, u, x_re, x_im):
+    """One step of the LRU in real arithmetic (Orvieto et al. 2023, eq. 3 and its appendix), written out:
+    lambda = r e^{i theta}, r = exp(-exp(nu_log)), theta = exp(theta_log); x <- lambda x + gamma B u;
+    y = Re(C x) + D u."""
+    r, theta = torch.exp(-torch.exp(core.nu_log)), torch.exp(core.theta_log)
+    gamma = torch.exp(core.gamma_log)
+    bu_re, bu_im = gamma * (u @ core.B_re.T), gamma * (u @ core.B_im.T)
+    new_re = r * torch.cos(theta) * x_re - r * torch.sin(theta) * x_im + bu_re
+    new_im = r * torch.sin(theta) * x_re + r * torch.cos(theta) * x_im + bu_im
+    y = new_re @ core.C_re.T - new_im @ core.C_im.T  # Re((C_re + i C_im)(x_re + i x_im))
+    y = y + (u * core.D if core.D.dim() == 1 else u @ core.D.T)
+    return y, new_re, new_im
+
+
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+def test_lru_follows_the_papers_equations(block, scan):
+    torch.manual_seed(0)
+    cell = LRU(3, 4, state_size=5, block=block, scan=scan, chunk=2).double()
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    state = torch.randn(2, 5, 2, dtype=torch.float64)
+    out, final = cell(x, state)
+    x_re, x_im, expected = state[..., 0], state[..., 1], []
+    for t in range(6):
+        if block:
+            u = cell.embed(x[:, t])
+            v = F.layer_norm(u, (4,), cell.norm.weight, cell.norm.bias)
+            y, x_re, x_im = lru_reference_step(cell.lru, v, x_re, x_im)
+            g = F.gelu(y)
+            w1, w2 = cell.glu.weight.split(4), cell.glu.bias.split(4)
+            expected.append(u + (g @ w1[0].T + w2[0]) * torch.sigmoid(g @ w1[1].T + w2[1]))
+        else:
+            y, x_re, x_im = lru_reference_step(cell.lru, x[:, t], x_re, x_im)
+            expected.append(y)
+    torch.testing.assert_close(out, torch.stack(expected, 1))
+    torch.testing.assert_close(final, torch.stack([x_re, x_im], -1))
+
+
+def test_lru_initialisation_is_the_papers():
+    """|lambda| on the ring [r_min, r_max], phases in [0, max_phase], gamma = sqrt(1 - |lambda|^2), and B, C's
+    scales 1/sqrt(2H) and 1/sqrt(N)."""
+    torch.manual_seed(0)
+    core = LRU(64, 64, state_size=2000, r_min=0.4, r_max=0.9, max_phase=math.pi / 10).lru
+    r = torch.exp(-torch.exp(core.nu_log)).detach()
+    assert 0.4 <= r.min() and r.max() <= 0.9 and r.min() < 0.42 and r.max() > 0.88
+    # uniform on the ring's area: r^2 uniform on [r_min^2, r_max^2]
+    assert abs((r ** 2).mean().item() - (0.4 ** 2 + 0.9 ** 2) / 2) < 0.01
+    theta = torch.exp(core.theta_log).detach()
+    assert 0 <= theta.min() and theta.max() <= math.pi / 10
+    torch.testing.assert_close(torch.exp(core.gamma_log).detach(), torch.sqrt(1 - r ** 2))
+    assert abs(core.B_re.std().item() - 1 / math.sqrt(2 * 64)) < 0.005
+    assert abs(core.C_re.std().item() - 1 / math.sqrt(2000)) < 0.002
+
+
+# -- settings --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell,settings,fragment", [
+    (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
+    (LRU, {"r_max": 1.0}, "r_max < 1"),
+    (LRU, {"max_phase": 0}, "cell.max_phase=0"),
+    (LRU, {"scan": "fast"}, "cell.scan='fast' must be one of auto, parallel, sequential"),
+    (LRU, {"chunk": 0}, "cell.chunk=0"),
+    (LRU, {"block": "yes"}, "cell.block='yes' must be true or false"),
+    (LRU, {"state_size": 0}, "cell.state_size=0"),
+])
+def test_bad_settings_are_config_errors(cell, settings, fragment):
+    with pytest.raises(ConfigError) as err:
+        RecurrentStack(functools.partial(cell, **settings), input_size=3)
+    assert fragment in str(err.value)
+
+
+# -- through src.train ------------------------------------------------------------------------------------------------
+TRAINED = ["lru"]
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_train_debug_limit(cfg_factory, name):
+    """`python -m src.train cell=<name> debug=limit`: two epochs of a few batches, checkpoints, the test split."""
+    record = train(cfg_factory(f"cell={name}", "debug=limit", "cell.hidden_size=16"))
+    assert record["status"] == "ok" and 0.0 <= record["test/acc"] <= 1.0 and record["cell"] == name
