@@ -14,6 +14,7 @@ from torch.func import functional_call
 
 from src.errors import ConfigError
 from src.models.cells.lru import LRU
+from src.models.cells.mamba import Mamba
 from src.models.cells.scan import CausalConv, linear_scan, linear_steps
 from src.models.stack import RecurrentStack
 from src.train import train
@@ -35,6 +36,8 @@ def as_tuple(state) -> tuple:
 SMALL = {
     "lru:block": functools.partial(LRU, hidden_size=4, state_size=3),
     "lru:bare": functools.partial(LRU, hidden_size=4, state_size=3, block=False),
+    "mamba:block": functools.partial(Mamba, hidden_size=4, state_size=3, dt_min=0.05, dt_max=0.5),
+    "mamba:bare": functools.partial(Mamba, hidden_size=4, state_size=3, conv_kernel=3, block=False),
 }
 
 
@@ -190,6 +193,98 @@ def test_lru_initialisation_is_the_papers():
     assert abs(core.C_re.std().item() - 1 / math.sqrt(2000)) < 0.002
 
 
+# -- Mamba -------------------------------------------------------------------------------------------------------
+def mamba_reference_step(mixer, u, h, window):
+    """One step of Mamba's mixer (Gu and Dao 2023, Algorithm 2 and Figure 3), written out per channel d and state
+    index n: `window` holds the last K inputs of the convolution, oldest first."""
+    x, z = (u @ mixer.in_proj.weight.T).chunk(2, -1)
+    window = torch.cat([window[:, 1:], x[:, None]], 1)  # [B, K, E*D]
+    x = F.silu((window * mixer.conv.weight[:, 0, :].T).sum(1) + mixer.conv.bias)
+    dbc = x @ mixer.x_proj.weight.T
+    R, N = mixer.dt_rank, mixer.state_size
+    delta = F.softplus(dbc[:, :R] @ mixer.dt_proj.weight.T + mixer.dt_proj.bias)  # [B, E*D]
+    B, C = dbc[:, R:R + N], dbc[:, R + N:]
+    A = -torch.exp(mixer.A_log)  # [E*D, N]
+    h = torch.stack([torch.stack([torch.exp(delta[:, d] * A[d, n]) * h[:, d, n] + delta[:, d] * B[:, n] * x[:, d]
+                                  for n in range(N)], -1) for d in range(h.shape[1])], 1)
+    y = (h * C[:, None, :]).sum(-1) + mixer.D * x
+    return (y * F.silu(z)) @ mixer.out_proj.weight.T, h, window
+
+
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+def test_mamba_follows_the_papers_equations(block, scan):
+    torch.manual_seed(0)
+    cell = Mamba(3, 4, state_size=3, expand=2, conv_kernel=3, block=block, scan=scan, chunk=2).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    h, tail = torch.randn(2, 8, 3, dtype=torch.float64), torch.randn(2, 2, 8, dtype=torch.float64)
+    out, (h_final, tail_final) = cell(x, (h, tail))
+    window, expected = torch.cat([torch.zeros_like(tail[:, :1]), tail], 1), []
+    for t in range(5):
+        if block:
+            u = cell.embed(x[:, t])
+            v = u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-5) * cell.norm.weight  # RMSNorm
+            y, h, window = mamba_reference_step(cell.mixer, v, h, window)
+            expected.append(u + y)
+        else:
+            y, h, window = mamba_reference_step(cell.mixer, x[:, t], h, window)
+            expected.append(y)
+    torch.testing.assert_close(out, torch.stack(expected, 1))
+    torch.testing.assert_close(h_final, h)
+    torch.testing.assert_close(tail_final, window[:, 1:])
+
+
+def test_mamba_initialisation_is_the_papers():
+    torch.manual_seed(0)
+    cell = Mamba(8, 64, state_size=16, dt_min=0.001, dt_max=0.1)
+    mixer = cell.mixer
+    torch.testing.assert_close(-torch.exp(mixer.A_log.detach()), -torch.arange(1.0, 17.0).expand(128, 16))
+    assert torch.all(mixer.D == 1) and mixer.dt_rank == 4 and mixer.inner == 128
+    dt = F.softplus(mixer.dt_proj.bias.detach())
+    assert 0.001 * 0.999 <= dt.min() and dt.max() <= 0.1 * 1.001
+    # log-uniform: log dt uniform on [log 0.001, log 0.1], mean at log 0.01
+    assert abs(dt.log().mean().item() - math.log(0.01)) < 0.35
+    assert mixer.dt_proj.weight.abs().max() <= 4 ** -0.5
+    assert mixer.in_proj.bias is None and mixer.out_proj.bias is None and mixer.conv.bias is not None
+
+
+def mambapy_twin(cell: Mamba):
+    """mambapy's ResidualBlock (alxndrTL/mamba.py, plain PyTorch) with this cell's weights."""
+    from mambapy.mamba import MambaConfig, ResidualBlock
+
+    mixer = cell.mixer
+    config = MambaConfig(d_model=cell.hidden_size, n_layers=1, d_state=mixer.state_size,
+                         expand_factor=mixer.inner // cell.hidden_size, d_conv=mixer.conv.kernel,
+                         dt_rank=mixer.dt_rank, pscan=True)
+    twin = ResidualBlock(config).to(next(cell.parameters()).dtype)
+    with torch.no_grad():
+        for theirs, mine in (("norm.weight", cell.norm.weight), ("mixer.conv1d.weight", mixer.conv.weight),
+                             ("mixer.conv1d.bias", mixer.conv.bias)):
+            twin.get_parameter(theirs).copy_(mine)
+        for name in ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D",
+                     "out_proj.weight"):
+            twin.mixer.get_parameter(name).copy_(mixer.get_parameter(name))
+    return twin
+
+
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+def test_mamba_equals_mambapy_with_copied_weights(scan):
+    """Against mambapy 1.2.0 (the test extra): its parallel forward over the whole sequence, and its step form
+    (ResidualBlock.step with the cache (h, last inputs)) continuing from our carried state."""
+    torch.manual_seed(0)
+    cell = Mamba(16, 16, state_size=4, dt_min=0.1, dt_max=1.0, scan=scan, chunk=4)  # large Delta: A matters
+    twin = mambapy_twin(cell)
+    x = torch.randn(2, 11, 16)
+    out, (h, tail) = cell(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, twin(x), rtol=1e-5, atol=1e-5)
+        more, _ = cell(x[:, :3], (h, tail))
+        cache = (h, tail.transpose(1, 2))  # mambapy keeps the conv inputs channels-first: [B, E*D, K-1]
+        for t in range(3):
+            y, cache = twin.step(x[:, t], cache)
+            torch.testing.assert_close(more[:, t], y, rtol=1e-5, atol=1e-5)
+
+
 # -- settings --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cell,settings,fragment", [
     (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
@@ -199,6 +294,12 @@ def test_lru_initialisation_is_the_papers():
     (LRU, {"chunk": 0}, "cell.chunk=0"),
     (LRU, {"block": "yes"}, "cell.block='yes' must be true or false"),
     (LRU, {"state_size": 0}, "cell.state_size=0"),
+    (Mamba, {"dt_min": 0.5, "dt_max": 0.1}, "cell.dt_min=0.5, cell.dt_max=0.1"),
+    (Mamba, {"dt_rank": 0}, "cell.dt_rank=0"),
+    (Mamba, {"expand": 1.5}, "cell.expand=1.5"),
+    (Mamba, {"conv_kernel": 0}, "cell.conv_kernel=0"),
+    (Mamba, {"dt_init_floor": 0.0}, "cell.dt_init_floor=0.0"),
+    (Mamba, {"scan": "fast"}, "cell.scan='fast'"),
 ])
 def test_bad_settings_are_config_errors(cell, settings, fragment):
     with pytest.raises(ConfigError) as err:
@@ -207,7 +308,7 @@ def test_bad_settings_are_config_errors(cell, settings, fragment):
 
 
 # -- through src.train ------------------------------------------------------------------------------------------------
-TRAINED = ["lru"]
+TRAINED = ["lru", "mamba"]
 
 
 @pytest.mark.parametrize("name", TRAINED)
