@@ -15,6 +15,7 @@ from torch.func import functional_call
 from src.errors import ConfigError
 from src.models.cells.lru import LRU
 from src.models.cells.mamba import Mamba
+from src.models.cells.xlstm import MLSTM, mlstm
 from src.models.cells.scan import CausalConv, linear_scan, linear_steps
 from src.models.stack import RecurrentStack
 from src.train import train
@@ -38,6 +39,8 @@ SMALL = {
     "lru:bare": functools.partial(LRU, hidden_size=4, state_size=3, block=False),
     "mamba:block": functools.partial(Mamba, hidden_size=4, state_size=3, dt_min=0.05, dt_max=0.5),
     "mamba:bare": functools.partial(Mamba, hidden_size=4, state_size=3, conv_kernel=3, block=False),
+    "mlstm:block": functools.partial(MLSTM, hidden_size=4, num_heads=2, qkv_blocksize=2),
+    "mlstm:bare": functools.partial(MLSTM, hidden_size=4, num_heads=2, block=False),
 }
 
 
@@ -285,6 +288,95 @@ def test_mamba_equals_mambapy_with_copied_weights(scan):
             torch.testing.assert_close(more[:, t], y, rtol=1e-5, atol=1e-5)
 
 
+# -- mLSTM -------------------------------------------------------------------------------------------------------
+def mlstm_reference(q, k, v, i_pre, f_pre, C, n):
+    """xLSTM's mLSTM (Beck et al. 2024, eqs. 19-27) without the stabiliser, in float64, per head: q, k, v
+    [B, T, NH, d] (k already scaled by 1/sqrt(d)), C [B, NH, d, d], n [B, NH, d] the true (unscaled) state.
+    Returns h~ [B, T, NH, d] and the final C, n."""
+    outputs = []
+    for t in range(q.shape[1]):
+        i, f = torch.exp(i_pre[:, t]), torch.sigmoid(f_pre[:, t])  # [B, NH]
+        C = f[..., None, None] * C + i[..., None, None] * torch.einsum("bhv,bhk->bhvk", v[:, t], k[:, t])
+        n = f[..., None] * n + i[..., None] * k[:, t]
+        scale = torch.clamp(torch.einsum("bhk,bhk->bh", n, q[:, t]).abs(), min=1.0)
+        outputs.append(torch.einsum("bhvk,bhk->bhv", C, q[:, t]) / scale[..., None])
+    return torch.stack(outputs, 1), C, n
+
+
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+def test_mlstm_follows_the_papers_equations(block, scan):
+    """The cell (stabilised, chunkwise or stepped) against the unstabilised equations, from a carried state:
+    the state the cell stores is (C e^{-m}, n e^{-m}, m)."""
+    torch.manual_seed(0)
+    cell = MLSTM(3, 4, num_heads=2, qkv_blocksize=2, conv_kernel=3, block=block, scan=scan, chunk=2).double()
+    with torch.no_grad():  # gates away from their initial values, so that every weight matters
+        for p in (*cell.i_gate.parameters(), *cell.f_gate.parameters()):
+            p.normal_()
+    B, T, NH = 2, 5, 2
+    x = torch.randn(B, T, 3, dtype=torch.float64)
+    d = cell.head_size
+    C0, n0 = torch.randn(B, NH, d, d, dtype=torch.float64), torch.randn(B, NH, d, dtype=torch.float64)
+    m0 = torch.randn(B, NH, dtype=torch.float64)
+    heads = lambda t: t.unflatten(-1, (NH, d))  # noqa: E731
+    true_C0, true_n0 = C0 * m0.exp()[..., None, None], n0 * m0.exp()[..., None]
+    if block:
+        tail = torch.randn(B, 2, cell.inner, dtype=torch.float64)
+        out, (C, n, m, tail_out) = cell(x, (C0, n0, m0, tail))
+        u = cell.embed(x)
+        left, z = cell.up(F.layer_norm(u, (4,), cell.norm.weight, cell.norm.bias)).chunk(2, -1)
+        window = torch.cat([tail, left], 1)  # [B, 2 + T, inner]
+        w = cell.conv.weight[:, 0, :]  # [inner, K]
+        conv = F.silu(torch.stack([(window[:, t:t + 3] * w.T).sum(1) for t in range(T)], 1) + cell.conv.bias)
+        block_diag = lambda lin: torch.block_diag(*lin.weight)  # noqa: E731
+        q = conv @ block_diag(cell.q).T + cell.q.bias
+        k = conv @ block_diag(cell.k).T + cell.k.bias
+        v = left @ block_diag(cell.v).T + cell.v.bias
+        qkv = torch.cat([q, k, v], -1)
+        h, true_C, true_n = mlstm_reference(heads(q), heads(k) / math.sqrt(d), heads(v), cell.i_gate(qkv),
+                                            cell.f_gate(qkv), true_C0, true_n0)
+        normed = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
+        h = normed.flatten(-2) * cell.out_weight + cell.skip * conv
+        expected = u + cell.down(h * F.silu(z))
+        torch.testing.assert_close(tail_out, window[:, -2:])
+    else:
+        out, (C, n, m) = cell(x, (C0, n0, m0))
+        q, k, v, o = cell.qkvo(x).chunk(4, -1)
+        h, true_C, true_n = mlstm_reference(heads(q), heads(k) / math.sqrt(d), heads(v), cell.i_gate(x),
+                                            cell.f_gate(x), true_C0, true_n0)
+        expected = torch.sigmoid(o) * h.flatten(-2)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(C * m.exp()[..., None, None], true_C)
+    torch.testing.assert_close(n * m.exp()[..., None], true_n)
+
+
+def test_mlstm_stabiliser_keeps_large_input_gates_finite():
+    """Input gate pre-activations of 200 (e^200 overflows float32): both forms stay finite and agree, and equal
+    the unstabilised equations evaluated in float64."""
+    torch.manual_seed(0)
+    B, T, NH, d = 2, 9, 2, 3
+    # q.k > 0: the normaliser n.q then has no cancellation, which would amplify float32 rounding (not overflow)
+    q, k, v = torch.rand(B, T, NH, d), torch.rand(B, T, NH, d), torch.randn(B, T, NH, d)
+    i_pre, f_pre = 200 + 5 * torch.randn(B, T, NH), torch.randn(B, T, NH)
+    h_p, state_p = mlstm(q, k, v, i_pre, f_pre, None, "parallel", 4)
+    h_s, state_s = mlstm(q, k, v, i_pre, f_pre, None, "sequential", 4)
+    assert torch.isfinite(h_p).all() and all(torch.isfinite(s).all() for s in state_p)
+    torch.testing.assert_close(h_p, h_s, rtol=1e-5, atol=1e-5)
+    assert_states_close(state_p, state_s, rtol=1e-5, atol=1e-5)
+    zeros = torch.zeros(B, NH, d, d, dtype=torch.float64), torch.zeros(B, NH, d, dtype=torch.float64)
+    h_ref, _, _ = mlstm_reference(*(t.double() for t in (q, k, v, i_pre, f_pre)), *zeros)
+    torch.testing.assert_close(h_p.double(), h_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mlstm_initialisation_is_the_papers():
+    torch.manual_seed(0)
+    cell = MLSTM(8, 16, num_heads=4)
+    torch.testing.assert_close(cell.f_gate.bias.detach(), torch.tensor([3.0, 4.0, 5.0, 6.0]))
+    assert torch.all(cell.f_gate.weight == 0) and torch.all(cell.i_gate.weight == 0)
+    assert cell.i_gate.bias.abs().max() < 0.5 and torch.all(cell.skip == 1)
+    assert cell.q.weight.shape == (8, 4, 4) and cell.head_size == 8  # inner 32 in blocks of 4; 4 heads of 8
+
+
 # -- settings --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cell,settings,fragment", [
     (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
@@ -300,6 +392,10 @@ def test_mamba_equals_mambapy_with_copied_weights(scan):
     (Mamba, {"conv_kernel": 0}, "cell.conv_kernel=0"),
     (Mamba, {"dt_init_floor": 0.0}, "cell.dt_init_floor=0.0"),
     (Mamba, {"scan": "fast"}, "cell.scan='fast'"),
+    (MLSTM, {"num_heads": 3}, "cell.num_heads=3 must divide the memory's width 256"),
+    (MLSTM, {"qkv_blocksize": 3}, "cell.qkv_blocksize=3"),
+    (MLSTM, {"proj_factor": 0}, "cell.proj_factor=0"),
+    (MLSTM, {"chunk": -1}, "cell.chunk=-1"),
 ])
 def test_bad_settings_are_config_errors(cell, settings, fragment):
     with pytest.raises(ConfigError) as err:
@@ -308,7 +404,7 @@ def test_bad_settings_are_config_errors(cell, settings, fragment):
 
 
 # -- through src.train ------------------------------------------------------------------------------------------------
-TRAINED = ["lru", "mamba"]
+TRAINED = ["lru", "mamba", "mlstm"]
 
 
 @pytest.mark.parametrize("name", TRAINED)
