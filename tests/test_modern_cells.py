@@ -15,7 +15,7 @@ from torch.func import functional_call
 from src.errors import ConfigError
 from src.models.cells.lru import LRU
 from src.models.cells.mamba import Mamba
-from src.models.cells.xlstm import MLSTM, mlstm
+from src.models.cells.xlstm import MLSTM, SLSTM, mlstm, powerlaw_forget_bias
 from src.models.cells.scan import CausalConv, linear_scan, linear_steps
 from src.models.stack import RecurrentStack
 from src.train import train
@@ -33,6 +33,11 @@ def as_tuple(state) -> tuple:
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
 
+def step_only(cls, input_size, scan=None, chunk=None, **settings):
+    """A cell without a parallel form (no scan or chunk setting) in the tests' common signature."""
+    return cls(input_size, **settings)
+
+
 # name -> a small cell of each configuration, built as cell(input_size=3, scan=..., chunk=...)
 SMALL = {
     "lru:block": functools.partial(LRU, hidden_size=4, state_size=3),
@@ -41,13 +46,20 @@ SMALL = {
     "mamba:bare": functools.partial(Mamba, hidden_size=4, state_size=3, conv_kernel=3, block=False),
     "mlstm:block": functools.partial(MLSTM, hidden_size=4, num_heads=2, qkv_blocksize=2),
     "mlstm:bare": functools.partial(MLSTM, hidden_size=4, num_heads=2, block=False),
+    "slstm:block": functools.partial(step_only, SLSTM, hidden_size=4, num_heads=2, ffn_factor=1.5),
+    "slstm:bare": functools.partial(step_only, SLSTM, hidden_size=4, num_heads=2, block=False),
 }
+STEP_ONLY = {"slstm:block", "slstm:bare"}  # the parallel-vs-step tests then check chunking alone
 
 
 def pair(name: str, dtype=torch.float32, chunk: int = 4):
-    """The same cell (same weights) in its parallel and its sequential form."""
+    """The same cell (same weights) in its parallel and its sequential form. Every parameter is moved away from
+    its initial value (zero recurrent weights, unit norms), so that each one matters in what is compared."""
     torch.manual_seed(0)
     parallel = SMALL[name](input_size=3, scan="parallel", chunk=chunk).to(dtype)
+    with torch.no_grad():
+        for p in parallel.parameters():
+            p.add_(0.2 * torch.randn_like(p))
     sequential = SMALL[name](input_size=3, scan="sequential", chunk=chunk).to(dtype)
     sequential.load_state_dict(parallel.state_dict())
     return parallel, sequential
@@ -110,8 +122,11 @@ def test_step_form_equals_parallel_form_in_chunks(name, carried):
         assert_states_close(s, state_s, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
-@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+GRADCHECK = [(name, scan) for name in sorted(SMALL)
+             for scan in (["sequential"] if name in STEP_ONLY else ["parallel", "sequential"])]
+
+
+@pytest.mark.parametrize("name,scan", GRADCHECK, ids=[f"{n}-{s}" for n, s in GRADCHECK])
 def test_gradcheck_float64(name, scan):
     """Analytic gradients equal numerical ones for the input, the initial state and every parameter."""
     parallel, sequential = pair(name, torch.float64, chunk=2)
@@ -377,6 +392,88 @@ def test_mlstm_initialisation_is_the_papers():
     assert cell.q.weight.shape == (8, 4, 4) and cell.head_size == 8  # inner 32 in blocks of 4; 4 heads of 8
 
 
+# -- sLSTM -------------------------------------------------------------------------------------------------------
+def slstm_reference(wx, R, bias, h, c, n):
+    """xLSTM's sLSTM (Beck et al. 2024, eqs. 8-17) without the stabiliser, in float64: wx [B, T, 4, H] the input
+    parts of i~, f~, z~, o~, R [NH, 4, d, d] the head-wise recurrent weights, c and n the true (unscaled) state."""
+    NH, d = R.shape[0], R.shape[-1]
+    full_R = [torch.block_diag(*R[:, g]) for g in range(4)]  # each gate's H x H block-diagonal matrix
+    outputs = []
+    for t in range(wx.shape[1]):
+        i_pre, f_pre, z_pre, o_pre = (wx[:, t, g] + h @ full_R[g].T + bias[g] for g in range(4))
+        i, f, z, o = torch.exp(i_pre), torch.sigmoid(f_pre), torch.tanh(z_pre), torch.sigmoid(o_pre)
+        c = f * c + i * z
+        n = f * n + i
+        h = o * c / n
+        outputs.append(h)
+    return torch.stack(outputs, 1), h, c, n
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_slstm_follows_the_papers_equations(block):
+    torch.manual_seed(0)
+    cell = SLSTM(3, 4, num_heads=2, conv_kernel=3, ffn_factor=1.5, block=block).double()
+    with torch.no_grad():
+        cell.recurrent.normal_()  # zero at initialisation: then h would not feed back
+        cell.bias.normal_()
+    B, T, H = 2, 5, 4
+    x = torch.randn(B, T, 3, dtype=torch.float64)
+    h0, c0, n0 = torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64), \
+        torch.rand(B, H, dtype=torch.float64) + 0.5
+    m0 = torch.randn(B, H, dtype=torch.float64)
+    true_c0, true_n0 = c0 * m0.exp(), n0 * m0.exp()
+    if block:
+        tail = torch.randn(B, 2, H, dtype=torch.float64)
+        out, (h, c, n, m, tail_out) = cell(x, (h0, c0, n0, m0, tail))
+        u = cell.embed(x)
+        v = F.layer_norm(u, (H,), cell.norm.weight, cell.norm.bias)
+        window = torch.cat([tail, v], 1)
+        w = cell.conv.weight[:, 0, :]
+        conv = F.silu(torch.stack([(window[:, t:t + 3] * w.T).sum(1) for t in range(T)], 1) + cell.conv.bias)
+        wx = torch.stack([src @ torch.block_diag(*gate.weight).T
+                          for gate, src in zip(cell.gates_x, (conv, conv, v, v))], 2)
+        hs, h_ref, c_ref, n_ref = slstm_reference(wx, cell.recurrent, cell.bias, h0, true_c0, true_n0)
+        heads = hs.unflatten(-1, (2, 2))
+        normed = ((heads - heads.mean(-1, keepdim=True)) /
+                  torch.sqrt(heads.var(-1, unbiased=False, keepdim=True) + 1e-5)).flatten(-2)
+        u = u + normed * cell.out_weight
+        gate, up = (F.layer_norm(u, (H,), cell.ffn_norm.weight, cell.ffn_norm.bias) @ cell.ffn_up.weight.T).chunk(2, -1)
+        expected = u + (F.gelu(gate) * up) @ cell.ffn_down.weight.T
+        torch.testing.assert_close(tail_out, window[:, -2:])
+    else:
+        out, (h, c, n, m) = cell(x, (h0, c0, n0, m0))
+        wx = cell.weight_ih(x).unflatten(-1, (4, H))
+        expected, h_ref, c_ref, n_ref = slstm_reference(wx, cell.recurrent, cell.bias, h0, true_c0, true_n0)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c * m.exp(), c_ref)
+    torch.testing.assert_close(n * m.exp(), n_ref)
+
+
+def test_slstm_from_zero_state_and_large_input_gates():
+    """From the zero state the stabiliser starts at i~ (nothing stored yet), so an input gate far below zero
+    (e^-200 underflows) still gives h = o z at the first step, not 0/0; large ones stay finite."""
+    cell = SLSTM(3, 4, num_heads=2, block=False)
+    with torch.no_grad():
+        cell.bias[0] = -200.0
+    x = torch.randn(2, 3, 3)
+    out, _ = cell(x)
+    wx = cell.weight_ih(x[:, 0]).unflatten(-1, (4, 4)) + cell.bias
+    torch.testing.assert_close(out[:, 0], torch.sigmoid(wx[:, 3]) * torch.tanh(wx[:, 2]))
+    with torch.no_grad():
+        cell.bias[0] = 200.0
+    assert torch.isfinite(cell(x)[0]).all()
+
+
+def test_slstm_initialisation_is_the_papers_code():
+    cell = SLSTM(8, 16, num_heads=2)
+    assert torch.all(cell.recurrent == 0)
+    forget = powerlaw_forget_bias(8)
+    assert forget[0] == 5.0 and abs(forget[-1].item() + 7.0) < 1e-5 and torch.all(forget.diff() < 0)
+    torch.testing.assert_close(cell.bias[1].detach(), forget.repeat(2))
+    assert torch.all(cell.bias[[0, 2, 3]] == 0) and cell.ffn_size == round(1.3 * 16)
+
+
 # -- settings --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cell,settings,fragment", [
     (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
@@ -396,6 +493,9 @@ def test_mlstm_initialisation_is_the_papers():
     (MLSTM, {"qkv_blocksize": 3}, "cell.qkv_blocksize=3"),
     (MLSTM, {"proj_factor": 0}, "cell.proj_factor=0"),
     (MLSTM, {"chunk": -1}, "cell.chunk=-1"),
+    (SLSTM, {"num_heads": 5}, "cell.num_heads=5 must divide cell.hidden_size=128"),
+    (SLSTM, {"ffn_factor": 0}, "cell.ffn_factor=0"),
+    (SLSTM, {"block": 1}, "cell.block=1"),
 ])
 def test_bad_settings_are_config_errors(cell, settings, fragment):
     with pytest.raises(ConfigError) as err:
@@ -404,7 +504,7 @@ def test_bad_settings_are_config_errors(cell, settings, fragment):
 
 
 # -- through src.train ------------------------------------------------------------------------------------------------
-TRAINED = ["lru", "mamba", "mlstm"]
+TRAINED = ["lru", "mamba", "mlstm", "slstm"]
 
 
 @pytest.mark.parametrize("name", TRAINED)

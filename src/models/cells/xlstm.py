@@ -110,15 +110,16 @@ class HeadwiseLinear(nn.Module):
     """A block-diagonal linear map: `size` features in blocks of `blocksize`, each block its own square matrix
     (the xLSTM block's q, k, v projections)."""
 
-    def __init__(self, size: int, blocksize: int, std: float):
+    def __init__(self, size: int, blocksize: int, std: float, bias: bool = True):
         super().__init__()
         self.blocks, self.blocksize = size // blocksize, blocksize
         self.weight = nn.Parameter(torch.randn(self.blocks, blocksize, blocksize) * std)
-        self.bias = nn.Parameter(torch.zeros(size))
+        self.bias = nn.Parameter(torch.zeros(size)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         shaped = x.unflatten(-1, (self.blocks, self.blocksize))
-        return torch.einsum("...bi,boi->...bo", shaped, self.weight).flatten(-2) + self.bias
+        y = torch.einsum("...bi,boi->...bo", shaped, self.weight).flatten(-2)
+        return y if self.bias is None else y + self.bias
 
 
 def init_gates(i_gate: nn.Linear, f_gate: nn.Linear) -> None:
@@ -203,3 +204,109 @@ class MLSTM(nn.Module):
     def extra_repr(self) -> str:
         return (f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, head_size={self.head_size}, "
                 f"block={self.block}")
+
+
+# -- sLSTM -----------------------------------------------------------------------------------------------------------
+def powerlaw_forget_bias(head_size: int) -> Tensor:
+    """The paper's code's forget gate biases within each head: 5 - 12 (j / (d-1))^0.3, from +5 (remember) down to -7
+    (forget), a spread of time scales (its 'powerlaw_blockdependent' for the first block)."""
+    j = torch.arange(head_size, dtype=torch.float32) / max(head_size - 1, 1)
+    return 5.0 - 12.0 * j ** 0.3
+
+
+def slstm_steps(wx: Tensor, recurrent: Tensor, bias: Tensor, state: tuple[Tensor, Tensor, Tensor, Tensor]):
+    """sLSTM's stabilised recurrence. wx [B, T, 4, H]: the input parts of i~, f~, z~, o~; recurrent [NH, 4, d, d]
+    (block-diagonal: each head's h feeds only its own gates); bias [4, H]. State (h, c, n, m), each [B, H], with
+    c and n stored as c e^{-m}, n e^{-m}; a unit with n = 0 (nothing seen yet) starts its stabiliser at i~."""
+    h, c, n, m = state
+    NH, d = recurrent.shape[0], recurrent.shape[-1]
+    outputs = []
+    for t in range(wx.shape[1]):
+        rh = torch.einsum("bnk,ngjk->bgnj", h.unflatten(-1, (NH, d)), recurrent).flatten(-2)  # [B, 4, H]
+        i_raw, f_raw, z_raw, o_raw = (wx[:, t] + rh + bias).unbind(1)
+        log_f_m = m + F.logsigmoid(f_raw)
+        m_new = torch.where(n == 0, i_raw, torch.maximum(i_raw, log_f_m))
+        # log f + m - m_new <= 0 except where n = 0 (m_new = i~), where it multiplies c = n = 0 and could overflow
+        # into inf * 0: clamped there as the paper's code does, unchanged everywhere else.
+        i, f = torch.exp(i_raw - m_new), torch.exp(torch.clamp(log_f_m - m_new, max=0.0))
+        c = f * c + i * torch.tanh(z_raw)
+        n = f * n + i
+        h = torch.sigmoid(o_raw) * c / n
+        m = m_new
+        outputs.append(h)
+    return torch.stack(outputs, 1), (h, c, n, m)
+
+
+class SLSTM(nn.Module):
+    """xLSTM's scalar-memory LSTM, sLSTM (Beck et al. 2024, section 2.2; the block of its Figure 9):
+
+        c_t = f_t c_{t-1} + i_t z_t,   n_t = f_t n_{t-1} + i_t,   h_t = o_t c_t / n_t
+        z = tanh(z~), i = exp(i~), f = sigmoid(f~), o = sigmoid(o~),  each ~ = W x_t + R h_{t-1} + b
+
+    with R block-diagonal over `num_heads` heads (memory mixing within a head) and the same stabiliser as mLSTM
+    (m_t = max(log f_t + m_{t-1}, i~_t); c and n kept scaled by e^{-m_t}; h unchanged). The recurrence is
+    nonlinear in h (through R and tanh), so it has no parallel form: it always runs step by step.
+
+    `cell.block` (default true): the paper's post up-projection block: u -> LayerNorm -> causal conv + SiLU feeding
+    i~ and f~ (z~ and o~ read the normalised input directly), head-wise block-diagonal input maps, the sLSTM, a
+    per-head norm, + u; then LayerNorm -> gated feed-forward (GELU gate, ffn_factor x width) -> + residual.
+    Initialisation as the paper's code: recurrent weights zero, forget biases spread per head from +5 to -7
+    (powerlaw_forget_bias), other biases zero. block=false: the bare sLSTM, W full, input_size -> hidden_size.
+    State: (h, c, n, m) [B, H] each, and in the block the convolution's tail.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, conv_kernel: int = 4,
+                 ffn_factor: float = 1.3, block: bool = True):
+        super().__init__()
+        H = self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
+        self.num_heads = positive_int("num_heads", num_heads)
+        if H % num_heads:
+            raise ConfigError(f"cell.num_heads={num_heads} must divide cell.hidden_size={H}; choose a divisor")
+        positive_int("conv_kernel", conv_kernel)
+        if isinstance(ffn_factor, bool) or not isinstance(ffn_factor, (int, float)) or not ffn_factor > 0:
+            raise ConfigError(f"cell.ffn_factor={ffn_factor!r} must be a positive number (the feed-forward's width "
+                              f"over hidden_size; the paper's 4/3, its code's 1.3)")
+        self.block = a_bool("block", block)
+        d = self.head_size = H // num_heads
+        if block:
+            self.embed = nn.Linear(input_size, H) if input_size != H else None
+            self.norm = nn.LayerNorm(H)
+            self.conv = CausalConv(H, conv_kernel)
+            self.gates_x = nn.ModuleList(HeadwiseLinear(H, d, small_init_std(H), bias=False) for _ in range(4))
+            self.out_norm = nn.GroupNorm(num_heads, H, affine=False)
+            self.out_weight = nn.Parameter(torch.ones(H))
+            self.ffn_norm = nn.LayerNorm(H)
+            ffn = self.ffn_size = max(1, round(ffn_factor * H))
+            self.ffn_up = nn.Linear(H, 2 * ffn, bias=False)
+            self.ffn_down = nn.Linear(ffn, H, bias=False)
+            nn.init.normal_(self.ffn_up.weight, std=small_init_std(H))
+            nn.init.normal_(self.ffn_down.weight, std=2 / math.sqrt(H))
+        else:
+            self.weight_ih = nn.Linear(input_size, 4 * H, bias=False)
+        self.recurrent = nn.Parameter(torch.zeros(num_heads, 4, d, d))
+        self.bias = nn.Parameter(torch.zeros(4, H))
+        with torch.no_grad():
+            self.bias[1] = powerlaw_forget_bias(d).repeat(num_heads)
+
+    def zero_state(self, x: Tensor):
+        zeros = x.new_zeros(x.shape[0], self.hidden_size)
+        return zeros, zeros, zeros, zeros
+
+    def forward(self, x: Tensor, state=None):
+        cell_state, tail = (None, None) if state is None else (tuple(state[:4]), state[4] if self.block else None)
+        if not self.block:
+            wx = self.weight_ih(x).unflatten(-1, (4, self.hidden_size))
+            h, cell_state = slstm_steps(wx, self.recurrent, self.bias, cell_state or self.zero_state(x))
+            return h, cell_state
+        u = x if self.embed is None else self.embed(x)
+        v = self.norm(u)
+        conv, tail = self.conv(v, tail)
+        conv = F.silu(conv)
+        wx = torch.stack([gate(src) for gate, src in zip(self.gates_x, (conv, conv, v, v))], 2)
+        h, cell_state = slstm_steps(wx, self.recurrent, self.bias, cell_state or self.zero_state(x))
+        u = u + self.out_norm(h.flatten(0, 1)).unflatten(0, h.shape[:2]) * self.out_weight
+        gate, up = self.ffn_up(self.ffn_norm(u)).chunk(2, -1)
+        return u + self.ffn_down(F.gelu(gate) * up), (*cell_state, tail)
+
+    def extra_repr(self) -> str:
+        return f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, block={self.block}"
