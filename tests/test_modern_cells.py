@@ -15,6 +15,7 @@ from torch.func import functional_call
 from src.errors import ConfigError
 from src.models.cells.lru import LRU
 from src.models.cells.mamba import Mamba
+from src.models.cells.rglru import RGLRU
 from src.models.cells.xlstm import MLSTM, SLSTM, mlstm, powerlaw_forget_bias
 from src.models.cells.scan import CausalConv, linear_scan, linear_steps
 from src.models.stack import RecurrentStack
@@ -48,6 +49,8 @@ SMALL = {
     "mlstm:bare": functools.partial(MLSTM, hidden_size=4, num_heads=2, block=False),
     "slstm:block": functools.partial(step_only, SLSTM, hidden_size=4, num_heads=2, ffn_factor=1.5),
     "slstm:bare": functools.partial(step_only, SLSTM, hidden_size=4, num_heads=2, block=False),
+    "rglru:block": functools.partial(RGLRU, hidden_size=4, num_heads=2, mlp_factor=2),
+    "rglru:bare": functools.partial(RGLRU, hidden_size=4, num_heads=2, block=False),
 }
 STEP_ONLY = {"slstm:block", "slstm:bare"}  # the parallel-vs-step tests then check chunking alone
 
@@ -474,6 +477,75 @@ def test_slstm_initialisation_is_the_papers_code():
     assert torch.all(cell.bias[[0, 2, 3]] == 0) and cell.ffn_size == round(1.3 * 16)
 
 
+# -- RG-LRU / Hawk ---------------------------------------------------------------------------------------------------
+def rglru_reference(core, x, h, first: bool):
+    """Griffin's RG-LRU (De et al. 2024, eqs. 1-4) step by step, with a^(c r_t) taken as a power, the gates'
+    block-diagonal matrices as full ones; `first`: the sequence starts here (input not scaled, the paper's code)."""
+    Wa, Wx = torch.block_diag(*core.a_gate.weight), torch.block_diag(*core.input_gate.weight)
+    a, outputs = torch.sigmoid(core.Lambda), []
+    for t in range(x.shape[1]):
+        r = torch.sigmoid(x[:, t] @ Wa + core.a_gate.bias)
+        i = torch.sigmoid(x[:, t] @ Wx + core.input_gate.bias)
+        a_t = a ** (8 * r)
+        scale = 1.0 if first and t == 0 else torch.sqrt(1 - a_t ** 2)
+        h = a_t * h + scale * (i * x[:, t])
+        outputs.append(h)
+    return torch.stack(outputs, 1)
+
+
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+@pytest.mark.parametrize("carried", [False, True], ids=["sequence-start", "carried-state"])
+def test_rglru_follows_the_papers_equations(block, scan, carried):
+    torch.manual_seed(0)
+    cell = RGLRU(3, 4, num_heads=2, rnn_width=6, conv_kernel=3, mlp_factor=2, block=block, scan=scan,
+                 chunk=2).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    W = cell.width
+    h0 = torch.randn(2, W, dtype=torch.float64) if carried else torch.zeros(2, W, dtype=torch.float64)
+    if block:
+        tail = torch.randn(2, 2, W, dtype=torch.float64) if carried else torch.zeros(2, 2, W, dtype=torch.float64)
+        out, (h, tail_out) = cell(x, (h0, tail) if carried else None)
+        u = cell.embed(x)
+        v = u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-6) * cell.norm.weight
+        y = F.gelu(cell.linear_y(v))
+        window = torch.cat([tail, cell.linear_x(v)], 1)
+        w = cell.conv.weight[:, 0, :]
+        conv = torch.stack([(window[:, t:t + 3] * w.T).sum(1) for t in range(5)], 1) + cell.conv.bias
+        hs = rglru_reference(cell.rglru, conv, h0, not carried)
+        u = u + cell.linear_out(hs * y)
+        m = u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-6) * cell.mlp_norm.weight
+        gate, up = cell.mlp_up(m).chunk(2, -1)
+        expected = u + cell.mlp_down(F.gelu(gate) * up)
+        torch.testing.assert_close(tail_out, window[:, -2:])
+    else:
+        out, h = cell(x, h0 if carried else None)
+        expected = hs = rglru_reference(cell.rglru, cell.embed(x), h0, not carried)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(h, hs[:, -1])
+
+
+def test_rglru_initialisation_is_the_papers_code():
+    torch.manual_seed(0)
+    cell = RGLRU(8, 48, num_heads=4)
+    a = torch.sigmoid(cell.rglru.Lambda.detach())
+    assert cell.width == 64 and a.shape == (64,)  # 4/3 x 48
+    assert 0.9 <= a.min() and a.max() <= 0.999
+    wide = RGLRU(8, 48, num_heads=4, rnn_width=4000).rglru
+    a2 = torch.sigmoid(wide.Lambda.detach()) ** 2
+    assert abs(a2.mean().item() - (0.81 + 0.998001) / 2) < 0.01  # uniform in area: a^2 uniform
+    assert abs(wide.a_gate.weight.std().item() - 1 / math.sqrt(1000)) < 0.002
+    assert torch.all(cell.conv.bias == 0) and cell.conv.weight.std() < 0.1
+
+
+def test_rglru_sqrt_gradient_is_bounded_near_a_equal_one():
+    """r_t -> 0 makes a_t -> 1 and d sqrt(1 - a_t^2) unbounded: the gradient stays finite and capped."""
+    from src.models.cells.rglru import BoundedSqrt
+    x = torch.tensor([0.0, 1e-12, 0.25], requires_grad=True)
+    BoundedSqrt.apply(x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([1000.0, 1000.0, 1.0]))
+
+
 # -- settings --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cell,settings,fragment", [
     (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
@@ -496,6 +568,10 @@ def test_slstm_initialisation_is_the_papers_code():
     (SLSTM, {"num_heads": 5}, "cell.num_heads=5 must divide cell.hidden_size=128"),
     (SLSTM, {"ffn_factor": 0}, "cell.ffn_factor=0"),
     (SLSTM, {"block": 1}, "cell.block=1"),
+    (RGLRU, {"a_min": 0.999, "a_max": 0.9}, "cell.a_min=0.999, cell.a_max=0.9"),
+    (RGLRU, {"rnn_width": 10}, "cell.num_heads=4 must divide the recurrence's width 10"),
+    (RGLRU, {"mlp_factor": 0}, "cell.mlp_factor=0"),
+    (RGLRU, {"scan": "fast"}, "cell.scan='fast'"),
 ])
 def test_bad_settings_are_config_errors(cell, settings, fragment):
     with pytest.raises(ConfigError) as err:
@@ -504,7 +580,7 @@ def test_bad_settings_are_config_errors(cell, settings, fragment):
 
 
 # -- through src.train ------------------------------------------------------------------------------------------------
-TRAINED = ["lru", "mamba", "mlstm", "slstm"]
+TRAINED = ["lru", "mamba", "mlstm", "slstm", "rglru"]
 
 
 @pytest.mark.parametrize("name", TRAINED)
