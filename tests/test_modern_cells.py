@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from src.errors import ConfigError
+from src.models.cells.attention import Attention
 from src.models.cells.lru import LRU
 from src.models.cells.mamba import Mamba
 from src.models.cells.rglru import RGLRU
@@ -51,8 +52,11 @@ SMALL = {
     "slstm:bare": functools.partial(step_only, SLSTM, hidden_size=4, num_heads=2, block=False),
     "rglru:block": functools.partial(RGLRU, hidden_size=4, num_heads=2, mlp_factor=2),
     "rglru:bare": functools.partial(RGLRU, hidden_size=4, num_heads=2, block=False),
+    "attention:block": functools.partial(step_only, Attention, hidden_size=4, num_heads=2, mlp_factor=2),
+    "attention:bare": functools.partial(step_only, Attention, hidden_size=4, num_heads=2, block=False),
+    "attention:window": functools.partial(step_only, Attention, hidden_size=4, num_heads=2, window=3),
 }
-STEP_ONLY = {"slstm:block", "slstm:bare"}  # the parallel-vs-step tests then check chunking alone
+STEP_ONLY = {"slstm:block", "slstm:bare", "attention:block", "attention:bare", "attention:window"}  # the parallel-vs-step tests then check chunking alone
 
 
 def pair(name: str, dtype=torch.float32, chunk: int = 4):
@@ -546,6 +550,63 @@ def test_rglru_sqrt_gradient_is_bounded_near_a_equal_one():
     torch.testing.assert_close(x.grad, torch.tensor([1000.0, 1000.0, 1.0]))
 
 
+# -- attention ------------------------------------------------------------------------------------------------------
+def attention_reference(cell, x, k_cache, v_cache):
+    """Causal attention with RoPE (Su et al. 2021, eq. 34: each pair of dimensions as a complex number turned by
+    e^{i p theta_j}, theta_j = base^(-2j/d)), at absolute positions: the cache's steps 0..S-1, x's S..S+T-1;
+    softmax written out; the window, when set, keeps the last `window` positions."""
+    B, T, _ = x.shape
+    NH, d = cell.num_heads, cell.head_size
+    q, k, v = (t.unflatten(-1, (NH, d)).transpose(1, 2) for t in cell.qkv(x).chunk(3, -1))
+    k, v = torch.cat([k_cache, k], 2), torch.cat([v_cache, v], 2)
+    S = k_cache.shape[2]
+    theta = cell.rope_base ** (-torch.arange(d // 2, dtype=x.dtype) * 2 / d)
+
+    def turn(t, positions):
+        z = torch.complex(t[..., :d // 2], t[..., d // 2:]) * torch.exp(1j * positions[:, None] * theta)
+        return torch.cat([z.real, z.imag], -1)
+
+    q, k = turn(q, torch.arange(S, S + T, dtype=x.dtype)), turn(k, torch.arange(S + T, dtype=x.dtype))
+    outputs = []
+    for t in range(T):
+        p = S + t
+        seen = [s for s in range(p + 1) if cell.window is None or s > p - cell.window]
+        scores = torch.stack([(q[:, :, t] * k[:, :, s]).sum(-1) for s in seen], -1) / math.sqrt(d)
+        weights = torch.exp(scores - scores.amax(-1, keepdim=True))
+        weights = weights / weights.sum(-1, keepdim=True)
+        outputs.append(sum(weights[..., j, None] * v[:, :, s] for j, s in enumerate(seen)))
+    return cell.out(torch.stack(outputs, 2).transpose(1, 2).flatten(-2))
+
+
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("block", [True, False])
+def test_attention_follows_the_equations(window, block):
+    torch.manual_seed(0)
+    cell = Attention(3, 4, num_heads=2, mlp_factor=2, window=window, block=block).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    cache = torch.randn(2, 2, 4, 2, dtype=torch.float64), torch.randn(2, 2, 4, 2, dtype=torch.float64)
+    if window is not None:  # a windowed cell carries window - 1 steps
+        cache = tuple(c[:, :, -(window - 1):] for c in cache)
+    out, (k, v) = cell(x, cache)
+    if block:
+        u = cell.embed(x)
+        u = u + attention_reference(cell, F.layer_norm(u, (4,), cell.norm.weight, cell.norm.bias), *cache)
+        m = F.layer_norm(u, (4,), cell.mlp_norm.weight, cell.mlp_norm.bias)
+        expected = u + cell.mlp_down(F.gelu(cell.mlp_up(m)))
+    else:
+        expected = attention_reference(cell, x, *cache)
+    torch.testing.assert_close(out, expected)
+    assert k.shape[2] == (4 + 5 if window is None else window - 1)
+
+
+def test_attention_cache_grows_and_a_window_bounds_it():
+    x = torch.randn(2, 7, 3)
+    _, (k, v) = Attention(3, 4, num_heads=2)(x)
+    assert k.shape == v.shape == (2, 2, 7, 2)
+    _, (k, _) = Attention(3, 4, num_heads=2, window=1)(x)  # attends to itself only: nothing to carry
+    assert k.shape[2] == 0
+
+
 # -- settings --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cell,settings,fragment", [
     (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
@@ -572,6 +633,10 @@ def test_rglru_sqrt_gradient_is_bounded_near_a_equal_one():
     (RGLRU, {"rnn_width": 10}, "cell.num_heads=4 must divide the recurrence's width 10"),
     (RGLRU, {"mlp_factor": 0}, "cell.mlp_factor=0"),
     (RGLRU, {"scan": "fast"}, "cell.scan='fast'"),
+    (Attention, {"num_heads": 3}, "cell.num_heads=3 must divide cell.hidden_size=128"),
+    (Attention, {"num_heads": 128}, "heads of an even size"),
+    (Attention, {"window": 0}, "cell.window=0"),
+    (Attention, {"rope_base": 1.0}, "cell.rope_base=1.0"),
 ])
 def test_bad_settings_are_config_errors(cell, settings, fragment):
     with pytest.raises(ConfigError) as err:
@@ -580,7 +645,7 @@ def test_bad_settings_are_config_errors(cell, settings, fragment):
 
 
 # -- through src.train ------------------------------------------------------------------------------------------------
-TRAINED = ["lru", "mamba", "mlstm", "slstm", "rglru"]
+TRAINED = ["lru", "mamba", "mlstm", "slstm", "rglru", "attention"]
 
 
 @pytest.mark.parametrize("name", TRAINED)
