@@ -648,6 +648,36 @@ def test_bad_settings_are_config_errors(cell, settings, fragment):
 TRAINED = ["lru", "mamba", "mlstm", "slstm", "rglru", "attention"]
 
 
+# The compatibility grid: every modern cell on every kind of task, depth 2, bidirectional where the task allows it,
+# and truncated BPTT carrying each cell's own state (matrix memory, SSM state and conv tail, KV cache) through
+# Lightning, also across batches of a stream. (smnist5k bi depth 2: tests/test_cells.py's fast_dev_run test.)
+CORPUS = "\n".join(f"the cat sat on the mat number {i % 7} and the dog ran" for i in range(300))
+GRID = {
+    "adding-bi": ["dataset=adding", "dataset.seq_len=20", "dataset.n_train=200", "dataset.n_val=50",
+                  "dataset.n_test=50", "direction=bi"],
+    "copy-bi": ["dataset=copy", "dataset.seq_len=5", "dataset.n_train=200", "dataset.n_val=50", "dataset.n_test=50",
+                "direction=bi"],
+    "seq2seq": ["dataset=seq2seq", "dataset.length=4", "dataset.n_train=200", "dataset.n_val=50",
+                "dataset.n_test=50"],
+    "lm-tbptt-stream": ["dataset=lm_text", "dataset.level=word", "dataset.bptt=12", "truncation=tbptt",
+                        "truncation.steps=5", "truncation.carry_across_batches=true"],
+    "smnist5k-tbptt": ["truncation=tbptt", "truncation.steps=10"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(GRID))
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_task_kind_depth2(cfg_factory, tmp_path, name, task):
+    overrides = list(GRID[task])
+    if task.startswith("lm"):
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text(CORPUS, encoding="utf-8")
+        overrides.append(f"dataset.path={corpus}")
+    record = train(cfg_factory(*overrides, "debug=fdr", f"cell={name}", "depth=2", "cell.hidden_size=8"))
+    assert record["status"] == "ok" and record["cell"] == name and record["depth"] == 2, record
+    assert all(math.isfinite(v) for k, v in record.items() if k.startswith("test/")), record
+
+
 @pytest.mark.parametrize("name", TRAINED)
 def test_train_debug_limit(cfg_factory, name):
     """`python -m src.train cell=<name> debug=limit`: two epochs of a few batches, checkpoints, the test split."""
