@@ -38,6 +38,7 @@ def rotate(x: Tensor, positions: Tensor, base: float) -> Tensor:
 
 
 class Attention(nn.Module):
+    cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, mlp_factor: int = 4,
                  window: Optional[int] = None, rope_base: float = 10000.0, block: bool = True):
         super().__init__()

@@ -77,6 +77,7 @@ class LRUCore(nn.Module):
 
 
 class LRU(nn.Module):
+    cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
     def __init__(self, input_size: int, hidden_size: int = 128, state_size: Optional[int] = None,
                  r_min: float = 0.9, r_max: float = 0.999, max_phase: float = 2 * math.pi, block: bool = True,
                  scan: str = "auto", chunk: int = 256):

@@ -82,6 +82,7 @@ class MambaMixer(nn.Module):
 
 
 class Mamba(nn.Module):
+    cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
     def __init__(self, input_size: int, hidden_size: int = 128, state_size: int = 16, expand: int = 2,
                  conv_kernel: int = 4, dt_rank: Union[int, str] = "auto", dt_min: float = 0.001,
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4, block: bool = True, scan: str = "auto",

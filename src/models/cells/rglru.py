@@ -92,6 +92,7 @@ class RGLRUCore(nn.Module):
 
 
 class RGLRU(nn.Module):
+    cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, rnn_width: Optional[int] = None,
                  conv_kernel: int = 4, mlp_factor: int = 3, a_min: float = 0.9, a_max: float = 0.999,
                  block: bool = True, scan: str = "auto", chunk: int = 256):

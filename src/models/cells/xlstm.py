@@ -135,6 +135,7 @@ def small_init_std(dim: int) -> float:
 
 
 class MLSTM(nn.Module):
+    cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, proj_factor: int = 2,
                  conv_kernel: int = 4, qkv_blocksize: int = 4, block: bool = True, scan: str = "auto",
                  chunk: int = 64):
@@ -254,6 +255,8 @@ class SLSTM(nn.Module):
     (powerlaw_forget_bias), other biases zero. block=false: the bare sLSTM, W full, input_size -> hidden_size.
     State: (h, c, n, m) [B, H] each, and in the block the convolution's tail.
     """
+    cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
+
 
     def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, conv_kernel: int = 4,
                  ffn_factor: float = 1.3, block: bool = True):
