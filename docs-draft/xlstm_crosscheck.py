@@ -41,3 +41,37 @@ with torch.no_grad():
         out, _ = mine(x)
         print(f"{scan}: max |mine - xlstm| = {(out - ref).abs().max().item():.2e} (outputs' scale "
               f"{ref.abs().max().item():.2f})")
+
+# -- sLSTM: the package's sLSTMBlock with its plain-PyTorch ("vanilla") backend ---------------------------------------
+from xlstm.blocks.slstm.block import sLSTMBlock, sLSTMBlockConfig  # noqa: E402
+from xlstm.blocks.slstm.layer import sLSTMLayerConfig  # noqa: E402
+from xlstm.components.feedforward import FeedForwardConfig  # noqa: E402
+
+from src.models.cells.xlstm import SLSTM  # noqa: E402
+
+torch.manual_seed(0)
+D, NH = 64, 4  # the package rounds the feed-forward's width up to a multiple of 64: 2 x 64 = 128 here
+theirs = sLSTMBlock(sLSTMBlockConfig(
+    slstm=sLSTMLayerConfig(embedding_dim=D, num_heads=NH, conv1d_kernel_size=4, backend="vanilla"),
+    feedforward=FeedForwardConfig(proj_factor=2.0, act_fn="gelu", embedding_dim=D), _num_blocks=1,
+    _block_idx=0))
+mine = SLSTM(D, D, num_heads=NH, conv_kernel=4, ffn_factor=2.0)
+with torch.no_grad():
+    for p in theirs.parameters():
+        p.add_(0.3 * torch.randn_like(p))
+    layer, cell = theirs.xlstm, theirs.xlstm.slstm_cell
+    mine.norm.weight.copy_(theirs.xlstm_norm.weight_proxy), mine.norm.bias.zero_()
+    mine.conv.weight.copy_(layer.conv1d.conv.weight), mine.conv.bias.copy_(layer.conv1d.conv.bias)
+    # the layer feeds cat([fgate(conv), igate(conv), zgate(x), ogate(x)]) as (i~, f~, z~, o~)
+    for mine_gate, their_gate in zip(mine.gates_x, (layer.fgate, layer.igate, layer.zgate, layer.ogate)):
+        mine_gate.weight.copy_(their_gate.weight)
+    d = D // NH
+    mine.recurrent.copy_(cell._recurrent_kernel_.reshape(NH, 4, d, d))  # internal [NH, 4*d, d], gate-major rows
+    mine.bias.copy_(cell._bias_.reshape(4, D))
+    mine.out_weight.copy_(layer.group_norm.weight_proxy)
+    mine.ffn_norm.weight.copy_(theirs.ffn_norm.weight_proxy), mine.ffn_norm.bias.zero_()
+    mine.ffn_up.weight.copy_(theirs.ffn.proj_up.weight), mine.ffn_down.weight.copy_(theirs.ffn.proj_down.weight)
+    x = torch.randn(3, 12, D)
+    ref, out = theirs(x), mine(x)[0]
+    print(f"slstm: max |mine - xlstm| = {(out - ref).abs().max().item():.2e} (float32; outputs' scale "
+          f"{ref.abs().max().item():.2f})")
