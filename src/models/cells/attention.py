@@ -2,7 +2,8 @@
 not a recurrent cell but the reference point beside them. Step t attends to every earlier step (or to the last
 `window` steps) through
 
-    scores_ts = <R_t q_t, R_s k_s> / sqrt(d) = <q_t, R_{s-t} k_s> / sqrt(d),   softmax over s <= t,  out = sum_s p_ts v_s
+    scores_ts = <R_t q_t, R_s k_s> / sqrt(d) = <q_t, R_{s-t} k_s> / sqrt(d),   softmax over s <= t,
+    out_t = sum_s p_ts v_s
 
 with R_p the rotation by angles p * base^(-2j/d) of each pair of dimensions (j, j + d/2). Only differences of
 positions enter, so the state, the key/value cache of the steps seen so far ([B, heads, S, d] each, keys stored
@@ -16,7 +17,6 @@ to it. block=false: the attention alone (q, k, v from the input, the output proj
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch

@@ -89,8 +89,8 @@ class Mamba(nn.Module):
                  chunk: int = 64):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
-        positive_int("state_size", state_size), positive_int("expand", expand)
-        positive_int("conv_kernel", conv_kernel)
+        for key, value in (("state_size", state_size), ("expand", expand), ("conv_kernel", conv_kernel)):
+            positive_int(key, value)
         if dt_rank == "auto":
             dt_rank = math.ceil(hidden_size / 16)
         elif isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:

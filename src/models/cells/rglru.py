@@ -98,8 +98,8 @@ class RGLRU(nn.Module):
                  block: bool = True, scan: str = "auto", chunk: int = 256):
         super().__init__()
         H = self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
-        positive_int("num_heads", num_heads), positive_int("conv_kernel", conv_kernel)
-        positive_int("mlp_factor", mlp_factor)
+        for key, value in (("num_heads", num_heads), ("conv_kernel", conv_kernel), ("mlp_factor", mlp_factor)):
+            positive_int(key, value)
         a_min, a_max = a_number("a_min", a_min), a_number("a_max", a_max)
         if not 0 < a_min < a_max < 1:
             raise ConfigError(f"cell.a_min={a_min}, cell.a_max={a_max}: need 0 < a_min < a_max < 1 (the ring "

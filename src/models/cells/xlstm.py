@@ -142,8 +142,9 @@ class MLSTM(nn.Module):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         self.num_heads = positive_int("num_heads", num_heads)
-        positive_int("proj_factor", proj_factor), positive_int("conv_kernel", conv_kernel)
-        positive_int("qkv_blocksize", qkv_blocksize)
+        for key, value in (("proj_factor", proj_factor), ("conv_kernel", conv_kernel),
+                           ("qkv_blocksize", qkv_blocksize)):
+            positive_int(key, value)
         self.block = a_bool("block", block)
         self.scan, self.chunk = scan_setting(scan), chunk_setting(chunk)
         inner = proj_factor * hidden_size if block else hidden_size
