@@ -718,6 +718,6 @@ def test_step_by_step_trace_equals_the_stack(name):
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_train_debug_limit(cfg_factory, name):
-    """`python -m src.train cell=<name> debug=limit` (one epoch of it here): a few batches, the test split."""
-    record = train(cfg_factory(f"cell={name}", "debug=limit", "trainer.max_epochs=1", "cell.hidden_size=16"))
+    """`python -m src.train cell=<name> debug=limit`: two epochs of a few batches, checkpoints, the test split."""
+    record = train(cfg_factory(f"cell={name}", "debug=limit", "cell.hidden_size=16"))
     assert record["status"] == "ok" and 0.0 <= record["test/acc"] <= 1.0 and record["cell"] == name
