@@ -153,6 +153,7 @@ def test_modern_cells_on_every_task_kind_depth2(cfg_factory, tmp_path, name, tas
         corpus.write_text(CORPUS, encoding="utf-8")
         overrides.append(f"dataset.path={corpus}")
     debug = "debug=limit" if task.startswith("lm") else "debug=fdr"
-    record = train(cfg_factory(*overrides, debug, f"cell={name}", "depth=2", "cell.hidden_size=8"))
+    record = train(cfg_factory(*overrides, debug, f"cell={name}", "depth=2", "cell.hidden_size=8",
+                               out=tmp_path / "run"))  # a run dir of its own: it may hold only the run's files
     assert record["status"] == "ok" and record["cell"] == name and record["depth"] == 2, record
     assert all(math.isfinite(v) for k, v in record.items() if k.startswith("test/")), record
