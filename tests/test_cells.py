@@ -54,6 +54,8 @@ def cell_factory(name: str, hidden: int, jit=None, **settings):
         cfg.jit = jit
     if "proj_size" in cfg:
         cfg.proj_size = max(1, hidden // 2)
+    if "num_heads" in cfg and hidden % (2 * cfg.num_heads):  # heads divide the width, attention's in even sizes
+        cfg.num_heads = 1
     if variant:
         cfg.variant = variant
     return instantiate(OmegaConf.merge(cfg, settings))

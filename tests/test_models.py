@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from src.errors import ConfigError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack, detach_state, last_step, reverse_padded
+from src.train import train
 
 MODES = ["rnn", "rnn_relu", "lstm", "gru"]
 
@@ -121,3 +123,37 @@ def test_stack_cuda_graphs_setting_is_checked_and_idle_on_cpu():
     plain = RecurrentStack(functools.partial(LSTMRef, hidden_size=8), input_size=3, depth=2, bidirectional=True,
                            cuda_graphs=False)
     assert stack.state_dict().keys() == plain.state_dict().keys()
+
+
+# The compatibility grid: every modern cell on every kind of task, depth 2, bidirectional where the task allows it,
+# and truncated BPTT carrying each cell's own state (matrix memory, SSM state and conv tail, KV cache) through
+# Lightning, for the language model also across its stream's batches (debug=limit: 4 batches). smnist5k bi depth 2
+# is tests/test_cells.py's fast_dev_run test; the cells themselves are checked in tests/test_modern_cells.py.
+MODERN_CELLS = ["lru", "mamba", "mlstm", "slstm", "rglru", "attention"]
+CORPUS = "\n".join(f"the cat sat on the mat number {i % 7} and the dog ran" for i in range(300))
+GRID = {
+    "adding-bi": ["dataset=adding", "dataset.seq_len=20", "dataset.n_train=200", "dataset.n_val=50",
+                  "dataset.n_test=50", "direction=bi"],
+    "copy-bi": ["dataset=copy", "dataset.seq_len=5", "dataset.n_train=200", "dataset.n_val=50", "dataset.n_test=50",
+                "direction=bi"],
+    "seq2seq": ["dataset=seq2seq", "dataset.length=4", "dataset.n_train=200", "dataset.n_val=50",
+                "dataset.n_test=50"],
+    "lm-tbptt-stream": ["dataset=lm_text", "dataset.level=word", "dataset.bptt=12", "truncation=tbptt",
+                        "truncation.steps=5", "truncation.carry_across_batches=true"],
+    "smnist5k-tbptt": ["truncation=tbptt", "truncation.steps=10"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(GRID))
+@pytest.mark.parametrize("name", MODERN_CELLS)
+def test_modern_cells_on_every_task_kind_depth2(cfg_factory, tmp_path, name, task):
+    overrides = list(GRID[task])
+    if task.startswith("lm"):
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text(CORPUS, encoding="utf-8")
+        overrides.append(f"dataset.path={corpus}")
+    debug = "debug=limit" if task.startswith("lm") else "debug=fdr"
+    record = train(cfg_factory(*overrides, debug, f"cell={name}", "depth=2", "cell.hidden_size=8",
+                               out=tmp_path / "run"))  # a run dir of its own: it may hold only the run's files
+    assert record["status"] == "ok" and record["cell"] == name and record["depth"] == 2, record
+    assert all(math.isfinite(v) for k, v in record.items() if k.startswith("test/")), record

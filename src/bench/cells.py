@@ -5,8 +5,8 @@ built as training builds it (its config -> RecurrentStack, one layer, one direct
 against torch's fused LSTM in the same run, at two sizes:
     fastrnns: T=100, B=64, input = hidden = 512   (the standard fastrnns size)
     tutorial: T=50,  B=100, input 16, hidden 32   (the tutorials' text classifier)
-and the scan cells (minGRU, minLSTM; parallel scan and sequential loop) against the fused GRU on long sequences
-(B=64, input = hidden = 256).
+and the scan cells (minGRU, minLSTM, or those --long-cells names, e.g. lru rglru mamba mlstm; parallel form and
+sequential loop) against the fused GRU on long sequences (B=64, input = hidden = 256).
 
 Implementations are timed in interleaved rounds (one iteration of each, then the next round), so a machine
 that is busy for a while slows them all alike. Cells with a `jit` setting run as configured (auto: TorchScript
@@ -107,6 +107,11 @@ def kind(name: str, device: torch.device) -> str:
             return what
     if base in ("mingru", "minlstm"):  # scan=auto, compile=auto
         return "parallel scan, torch.compile" if device.type == "cuda" else "sequential loop"
+    if base in ("lru", "mamba", "rglru"):  # scan=auto
+        return "chunked parallel scan" if device.type == "cuda" else "sequential loop"
+    modern = {"mlstm": "chunkwise parallel form", "slstm": "eager loop", "attention": "attention (no time loop)"}
+    if base in modern:
+        return modern[base]
     return "TorchScript loop in CUDA graphs" if device.type == "cuda" else "eager loop"  # jit=auto
 
 
@@ -138,7 +143,7 @@ def bench_long(args, device: torch.device) -> list[dict]:
     for T in args.long_t:
         torch.manual_seed(0)
         x = torch.randn(B, T, I, device=device, requires_grad=True)
-        cells = cell_factories(H, {"gru", "mingru", "minlstm"}, scan_both=True)
+        cells = cell_factories(H, {"gru", *args.long_cells}, scan_both=True)
         fns = {name: fwd_bwd(RecurrentStack(c, input_size=I).to(device), x) for name, c in cells.items()}
         print(f"# long: T={T} B={B} I={I} H={H}", flush=True)
         ms = interleaved_ms(fns, device, args.warmup, args.reps)
@@ -187,6 +192,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--long-t", type=int, nargs="*", default=None,
                         help="sequence lengths for the scan cells vs fused GRU (default 512 4096 on GPU; 512 on "
                              "CPU, where one T=4096 iteration takes about a minute)")
+    parser.add_argument("--long-cells", nargs="*", default=["mingru", "minlstm"],
+                        help="the cells timed on long sequences against the fused GRU, each scan both ways "
+                             "(e.g. lru rglru mamba mlstm)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"

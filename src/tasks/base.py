@@ -277,8 +277,11 @@ class RecurrentTask(L.LightningModule):
         first = state
         while isinstance(first, (tuple, list)):
             first = first[0]
-        # A batch of another size (a stream's short last batch) has no rows that continue the previous ones.
-        return state if first.shape[-2 if first.dim() == 3 else 0] == batch_size else None
+        # A batch of another size (a stream's short last batch) has no rows that continue the previous ones. The
+        # batch is dim -2 of a fused stack's [layers x directions, B, H] state and dim 0 of every layered cell's
+        # (whose states may have 3 dims too: LRU's [B, N, 2], Mamba's [B, E*D, N]).
+        batch_dim = -2 if getattr(self.stack, "fused", False) else 0
+        return state if first.shape[batch_dim] == batch_size else None
 
     def keep_state(self, split: str, state: Any) -> None:
         if self.truncation and self.truncation.carry_across_batches:

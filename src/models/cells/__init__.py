@@ -12,5 +12,14 @@ cell's settings: the stack rejects a config key that is not one of them (src/mod
     greff.py    lstm_variant: Greff et al.'s vanilla LSTM and eight variants, on the same engine
     gru.py      gru_ref, gru_v1
     minimal.py  minimal;  indrnn.py  indrnn;  minrnn.py  mingru, minlstm (parallel scan)
+    lru.py      lru: Orvieto et al.'s Linear Recurrent Unit (complex diagonal recurrence), in its residual block
+    mamba.py    mamba: Gu and Dao's selective SSM block (input-dependent Delta, B, C; causal conv; gated output)
+    xlstm.py    mlstm, slstm: xLSTM's matrix-memory LSTM (chunkwise parallel form) and scalar-memory LSTM
+                (head-wise recurrence, step by step), each in the paper's block
+    rglru.py    rglru: Griffin's Real-Gated LRU in Hawk's residual block (gated branch, temporal conv, gated MLP)
+    attention.py  attention: causal multi-head self-attention with RoPE (+ MLP), the non-recurrent reference;
+                its state is the key/value cache
+    scan.py     what the modern cells share: the chunked parallel scan of h_t = a_t h_{t-1} + b_t, the causal
+                depthwise convolution with its carried tail, the scan/chunk settings
     base.py     what they share: checked settings, initialisation, the TorchScript switch
 """
