@@ -27,7 +27,7 @@ from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
 from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
-from src.tasks.schedules import check_optimization
+from src.updates.schedules import check_optimization
 from src.updates.base import Update
 from src.updates.choose import choose, resolve_updates_per_step
 

@@ -28,7 +28,7 @@ from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
 from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack
-from src.tasks.schedules import check_optimization
+from src.updates.schedules import check_optimization
 from src.updates.automatic import Automatic
 from src.updates.base import Update
 

@@ -6,6 +6,7 @@
     grouped.py     K batches per Lightning step around an inner strategy (updates_per_step=K > 1)
     graphed.py     the manual update replayed from a CUDA graph where exact (graph_updates=true, inside grouped)
     base.py        what a strategy provides to the task, and Wrapper for strategies around another one
+    schedules.py   the optimizer and LR schedule settings checked before a run, followed by a resumed run
     lightning_internals.py   every use of Lightning's private internals, tested by tests/test_lightning_internals.py
 
 The task (src/tasks/base.py) holds its strategy as `task.update` and delegates its training step and the hooks

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
-from src.tasks.schedules import follow_config
+from src.updates.schedules import follow_config
 from src.updates import lightning_internals as internals
 
 log = logging.getLogger(__name__)
