@@ -186,7 +186,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         metrics["tested_checkpoint"] = best or "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
     metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
-    metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.reason
+    metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.explain()
     metrics["device"] = str(trainer.strategy.root_device)
     return metrics
 

@@ -262,6 +262,8 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
                                                "test=false"))
     recorder = trainer.lightning_module.update.inner  # grouped(graphed(manual))
     assert recorder.off == "not on a GPU" and not recorder.graphs and trainer.global_step == 4
+    explained = trainer.lightning_module.update.explain()  # metrics.json `update_reason`
+    assert explained == "updates_per_step=2; graph_updates=true; graphs off: not on a GPU"
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters(), lr=torch.tensor(0.01), capturable=True)
     checkpoint = {"optimizer_states": [opt.state_dict()]}

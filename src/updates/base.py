@@ -7,7 +7,7 @@ The task (src/tasks/base.py) calls, and only calls:
     training_step(batch, batch_idx)     the task's training_step
     on_train_start(), on_train_epoch_start(), on_train_epoch_end(), on_before_optimizer_step(optimizer),
     on_save_checkpoint(checkpoint)      the task's Lightning hooks of the same names
-    describe()                          what metrics.json records as `update`
+    describe(), explain()               what metrics.json records as `update` and `update_reason`
     setting(name)                       a setting (`truncation`, `gradient_clip_val`) for callbacks that need it
 
 The strategy uses, of the task: `batch_loss(batch)` (forward and loss over the whole sequence), `encode`,
@@ -43,6 +43,14 @@ class Update:
 
     def describe(self) -> str:
         return self.name
+
+    def explain(self) -> str:
+        """Why this strategy runs as it does: the reason it was chosen, and what it found out while running (the
+        graphed strategy: why its graphs are off). metrics.json `update_reason`."""
+        return "; ".join(note for note in (self.reason, *self.notes()) if note)
+
+    def notes(self) -> list[str]:
+        return []
 
     def setting(self, name: str, default: Any = None) -> Any:
         """A setting of this strategy or of the one it wraps (`truncation`, `gradient_clip_val`): for callbacks
@@ -109,6 +117,9 @@ class Wrapper(Update):
 
     def setting(self, name: str, default: Any = None) -> Any:
         return getattr(self, name) if hasattr(self, name) else self.inner.setting(name, default)
+
+    def notes(self) -> list[str]:
+        return self.inner.notes()
 
     def on_train_start(self) -> None:
         self.inner.on_train_start()

@@ -88,7 +88,10 @@ class Graphed(Wrapper):
         self.off: Optional[str] = None  # why graphs are not used in this run (checked once)
 
     def describe(self) -> str:
-        return f"graphed({self.inner.describe()})" + (f" off: {self.off}" if self.off else "")
+        return f"graphed({self.inner.describe()})"
+
+    def notes(self) -> list[str]:
+        return [*self.inner.notes(), *([f"graphs off: {self.off}"] if self.off else [])]
 
     def train_on(self, batch: Batch) -> Optional[torch.Tensor]:
         loss = self.replay(batch)
