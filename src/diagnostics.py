@@ -74,8 +74,9 @@ def gradient_flow(task, batch: Batch) -> list[dict[str, Any]]:
     """Rows (layer, direction, t, grad_h, grad_c) of ||d loss / d h_t|| on `batch`, computed as the task trains:
     over the whole sequence, or under truncation over the last update's window (see the module docstring)."""
     total = batch.x.shape[1]
-    windows = task.truncation.windows(total) if task.truncation is not None else [(0, 0, total)]
-    lengths = batch.lengths if task.truncation is None else None
+    truncation = task.update.setting("truncation")
+    windows = truncation.windows(total) if truncation is not None else [(0, 0, total)]
+    lengths = batch.lengths if truncation is None else None
     with evaluating(task), torch.enable_grad():
         for start, t0, t1 in reversed(windows):  # the last window with a target (many-to-one: the final one)
             state = None
@@ -362,7 +363,7 @@ class GradientDiagnostics(L.Callback):
     def _describe(self, pl_module) -> dict[str, Any]:
         stack = pl_module.stack
         cell = stack.rnn.rnn.mode.lower() if stack.fused else type(stack.layers[0][0]).__name__
-        trunc = pl_module.truncation
+        trunc = pl_module.update.setting("truncation")
         return {"cell": cell, "depth": stack.depth, "bidirectional": stack.bidirectional,
                 "truncation_steps": trunc.steps if trunc else None, "samples": len(self.batch.x),
                 "seq_len": int(self.batch.x.shape[1])}
@@ -435,12 +436,12 @@ class GradientDiagnostics(L.Callback):
 
     @staticmethod
     def _clipping(trainer: L.Trainer, pl_module) -> tuple[Optional[float], str]:
-        """The clip value and algorithm in force: the Trainer's, or the task's own under manual optimization."""
+        """The clip value and algorithm in force: the Trainer's, or the update strategy's under manual optimization."""
         if pl_module.automatic_optimization:
             value, algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
         else:
-            value = getattr(pl_module, "gradient_clip_val", None)
-            algorithm = getattr(pl_module, "gradient_clip_algorithm", None)
+            value = pl_module.update.setting("gradient_clip_val")
+            algorithm = pl_module.update.setting("gradient_clip_algorithm")
         algorithm = getattr(algorithm, "value", algorithm) or "norm"  # an enum in the Trainer
         return value, str(algorithm)
 

@@ -28,8 +28,9 @@ from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
 from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
-from src.tasks.base import check_optimization
-from src.tasks.update_graph import check_mode as check_graph_mode
+from src.updates.schedules import check_optimization
+from src.updates.base import Update
+from src.updates.choose import choose, resolve_updates_per_step
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         raise ConfigError(f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
                           f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
                           f"drop the task override (each data set's config chooses its task)")
-    updates = updates_per_step(cfg)
-    graph_updates = check_graph_mode(cfg.get("graph_updates", False))
-    trainer_cfg, clip = manual_optimization_settings(cfg, updates)
+    update, trainer_cfg = update_strategy(cfg)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
-    model = make(cfg.task, "task", spec=datamodule.spec, truncation=cfg.truncation, updates_per_step=updates,
-              graph_updates=graph_updates, **clip, _convert_="object")
+    model = make(cfg.task, "task", spec=datamodule.spec, update=update, _convert_="object")
     model.run_config = resolved_config(cfg)
     if cfg.train and cfg.trainer.get("max_epochs") != 0:
         check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
@@ -190,49 +188,41 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         metrics["tested_checkpoint"] = best or "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
     metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
+    metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.explain()
     metrics["device"] = str(trainer.strategy.root_device)
     return metrics
 
 
-UPDATES_PER_STEP_ON_GPU = 8  # updates_per_step=auto on a GPU (python -m src.bench overhead --updates-per-step)
-
-
 def updates_per_step(cfg: DictConfig) -> int:
-    """cfg.updates_per_step, with auto resolved: several updates per Lightning step where the Trainer's per-step
-    host cost matters (a GPU, where a small model's step takes a few milliseconds), one elsewhere and wherever
-    something watches single steps (diagnostics, gradient accumulation)."""
-    value = cfg.get("updates_per_step", 1)
-    accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
-    if value == "auto":
-        accelerator = cfg.trainer.get("accelerator", "auto")
-        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        return UPDATES_PER_STEP_ON_GPU if on_gpu and not cfg.get("diagnostics") and accumulate == 1 else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"updates_per_step={value!r} must be a positive integer or auto")
-    if value > 1 and cfg.get("diagnostics"):
-        raise ConfigError(f"updates_per_step={value} cannot be combined with diagnostics, which watch single "
-                          f"updates; set updates_per_step=1")
-    if value > 1 and accumulate != 1:
-        raise ConfigError(f"updates_per_step={value} cannot be combined with trainer.accumulate_grad_batches="
-                          f"{accumulate}: each batch gets its own update; set one of them to 1")
-    return value
+    """cfg.updates_per_step with auto resolved (src/updates/choose.py)."""
+    return _updates_per_step(cfg)[0]
 
 
-def manual_optimization_settings(cfg: DictConfig, updates: int) -> tuple[DictConfig, dict]:
-    """Under truncation, or with several updates per step, the task steps its optimizer itself (manual
-    optimization), where Lightning refuses Trainer-level clipping: hand the same trainer.gradient_clip_*
-    settings to the task instead."""
-    if cfg.truncation.get("mode", "none") == "none" and updates == 1:
-        return cfg.trainer, {}
-    if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
-        raise ConfigError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "
-                          f"combined with truncation=tbptt, which steps the optimizer every truncation.stride "
-                          f"steps; set it to 1 (or raise dataset.batch_size)")
-    trainer_cfg = cfg.trainer.copy()
-    with open_dict(trainer_cfg):
-        clip = {"gradient_clip_val": trainer_cfg.pop("gradient_clip_val", None),
-                "gradient_clip_algorithm": trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"}
-    return trainer_cfg, clip
+def _updates_per_step(cfg: DictConfig) -> tuple[int, str]:
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return resolve_updates_per_step(cfg.get("updates_per_step", 1), on_gpu, bool(cfg.get("diagnostics")),
+                                    cfg.trainer.get("accumulate_grad_batches", 1))
+
+
+def update_strategy(cfg: DictConfig) -> tuple[Update, DictConfig]:
+    """How this run's optimizer updates run (src/updates/choose.py: truncation, updates_per_step, graph_updates),
+    and the trainer config they run under: a strategy that steps the optimizer itself (truncation, or several
+    updates per step) takes over trainer.gradient_clip_*, which Lightning refuses under manual optimization."""
+    per_step, reason = _updates_per_step(cfg)
+    trainer_cfg, clip = cfg.trainer, {}
+    if cfg.truncation.get("mode", "none") != "none" or per_step > 1:
+        if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
+            raise ConfigError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "
+                              f"combined with truncation=tbptt, which steps the optimizer every truncation.stride "
+                              f"steps; set it to 1 (or raise dataset.batch_size)")
+        trainer_cfg = cfg.trainer.copy()
+        with open_dict(trainer_cfg):
+            clip = {"gradient_clip_val": trainer_cfg.pop("gradient_clip_val", None),
+                    "gradient_clip_algorithm": trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"}
+    truncation = OmegaConf.to_container(cfg.truncation, resolve=True)
+    update = choose(truncation, per_step, cfg.get("graph_updates", False), **clip, reason=reason)
+    return update, trainer_cfg
 
 
 def _floats(metrics: dict) -> dict[str, float]:

@@ -21,6 +21,7 @@ from src.models.stack import RecurrentStack
 from src.models.trace import trace_stack
 from src.tasks.classify import SequenceClassifier
 from src.train import train
+from src.updates.choose import choose
 from tests.test_models import OneLSTMLayer
 from tests.test_truncation import Loader, batches, make_task
 
@@ -32,7 +33,7 @@ def classifier(cell, depth: int = 2, bidirectional: bool = False, truncation: di
     return SequenceClassifier(
         spec=DataSpec(task="classify", input_kind="features", input_size=3, num_classes=4, seq_len=6),
         stack=functools.partial(RecurrentStack, cell, depth=depth, bidirectional=bidirectional),
-        optimizer=functools.partial(torch.optim.SGD, lr=0.0), truncation=truncation, head_hidden=0)
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0), update=choose(truncation), head_hidden=0)
 
 
 def fused(mode: str, hidden: int = 5):
@@ -209,7 +210,7 @@ def reference_norms(task, data, windows):
 def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algorithm):
     data = batches(n=2, steps=8)
     probe = make_task("lstm", truncation)
-    windows = probe.truncation.windows(8) if truncation else [(0, 0, 8)]
+    windows = probe.update.truncation.windows(8) if truncation else [(0, 0, 8)]
     norms, max_abs = reference_norms(probe, data, windows)
     measured = max_abs if algorithm == "value" else norms
     clip = measured.median().item()  # about half of the updates get clipped

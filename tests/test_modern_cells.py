@@ -8,6 +8,7 @@ import functools
 import math
 
 import pytest
+from omegaconf import OmegaConf
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -21,6 +22,7 @@ from src.models.cells.xlstm import MLSTM, SLSTM, mlstm, powerlaw_forget_bias
 from src.models.cells.scan import CausalConv, linear_scan, linear_steps
 from src.models.stack import RecurrentStack
 from src.train import train
+from src.updates.choose import choose
 
 
 @pytest.fixture(autouse=True)
@@ -667,7 +669,8 @@ def test_each_cells_state_is_carried_across_batches(cfg_factory, tmp_path, name)
                       "cell.hidden_size=8", "trainer.max_epochs=0", "callbacks=none")
     dm = instantiate(cfg.dataset)
     dm.setup()
-    model = instantiate(cfg.task, spec=dm.spec, truncation=cfg.truncation, _convert_="object")  # as src.train
+    update = choose(OmegaConf.to_container(cfg.truncation))
+    model = instantiate(cfg.task, spec=dm.spec, update=update, _convert_="object")  # as src.train
     trainer = instantiate(cfg.trainer, logger=False)
     windowed = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"]
     loader = dm.val_dataloader()
@@ -677,9 +680,9 @@ def test_each_cells_state_is_carried_across_batches(cfg_factory, tmp_path, name)
     assert windowed == pytest.approx(float(whole), rel=1e-5)
 
     _, state = model.encode(torch.randint(0, 4, (3, 5)), None, None)
-    model.keep_state("train", state)
-    assert model.carried_state("train", 3) is not None
-    assert model.carried_state("train", 2) is None
+    update.state = state  # what the truncated update keeps after a training batch
+    assert update.carried_state(3) is not None
+    assert update.carried_state(2) is None
 
 
 @pytest.mark.parametrize("name", TRAINED)

@@ -107,7 +107,7 @@ def test_resuming_keeps_the_history_the_wandb_run_and_follows_the_new_schedule(c
 
 
 def test_resumed_schedule_lr_matches_a_run_that_had_it_from_the_start(cfg_factory, tmp_path):
-    from src.tasks.schedules import follow_config
+    from src.updates.schedules import follow_config
 
     params = [torch.zeros(1, requires_grad=True)]
     make = lambda T: (lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T))  # noqa: E731

@@ -145,13 +145,13 @@ def test_many_to_one_loss_waits_for_the_last_step(cfg_factory):
     assert model.loss(model(batch.x), batch, 0, 20) is not None
 
 
-def test_bad_model_options_are_clear_errors(cfg_factory, corpus):
+def test_bad_model_options_are_clear_errors(cfg_factory, corpus, tmp_path):
     for overrides, message in [
         (["dataset=lm_text", f"dataset.path={corpus}", "task.tie_weights=true", "task.embedding_dim=16",
           "cell.hidden_size=8"], "embedding_dim .* equal to the recurrent output size"),
         (["dataset=seq2seq", *SMALL["seq2seq"], "direction=bi"], "direction=uni")]:
         with pytest.raises(Exception) as raised:  # Hydra's instantiate wraps what the constructor raises
-            train(cfg_factory(*overrides))
+            train(cfg_factory(*overrides, out=tmp_path / "run"))  # a run dir without the corpus in it
         assert isinstance(user_error(raised.value), ConfigError)
         assert re.search(message, str(user_error(raised.value)))
 

@@ -51,6 +51,7 @@ def test_metrics_json_contract_and_best_checkpoint(cfg_factory, tmp_path):
     assert record["status"] == "ok" and record["task"] == "classify" and record["monitor"] == "val/acc"
     assert record["params"] > 0 and record["train_samples_per_s"] > 0 and record["wall_s"] > 0
     assert record["tested_checkpoint"].endswith("checkpoints/best.ckpt")
+    assert record["update"] == "automatic" and "updates_per_step=auto: 1 off a GPU" in record["update_reason"]
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "csv" / "metrics.csv").exists()
 
@@ -177,7 +178,7 @@ def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, se
               "test=false", "trainer.gradient_clip_val=0.5"]
     one, one_trainer = fit_weights(cfg_factory(*common, "updates_per_step=1", out=tmp_path / "one"))
     three, trainer = fit_weights(cfg_factory(*common, "updates_per_step=3", out=tmp_path / "three"))
-    assert trainer.lightning_module.updates_per_step == 3 and not trainer.lightning_module.automatic_optimization
+    assert trainer.lightning_module.update.per_step == 3 and not trainer.lightning_module.automatic_optimization
     assert trainer.global_step == one_trainer.global_step
     for a, b in zip(one, three):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
@@ -199,7 +200,8 @@ def test_max_steps_stops_at_its_update_with_several_updates_per_step(cfg_factory
 
 
 def test_updates_per_step_auto_and_bad_values(cfg_factory):
-    from src.train import UPDATES_PER_STEP_ON_GPU, updates_per_step
+    from src.train import updates_per_step
+    from src.updates.choose import UPDATES_PER_STEP_ON_GPU
 
     assert updates_per_step(cfg_factory("trainer=cpu")) == 1
     assert updates_per_step(cfg_factory("trainer=gpu")) == UPDATES_PER_STEP_ON_GPU > 1
@@ -213,16 +215,55 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
             updates_per_step(cfg_factory(*bad))
 
 
+@pytest.mark.parametrize("overrides, update, reason", [
+    (["trainer=cpu"], "automatic", "updates_per_step=auto: 1 off a GPU"),
+    (["trainer=gpu"], "grouped(graphed(manual), K=8)", "updates_per_step=auto: 8 on a GPU; graph_updates=true"),
+    (["trainer=gpu", "graph_updates=false"], "grouped(manual, K=8)", "updates_per_step=auto: 8 on a GPU"),
+    (["updates_per_step=3", "truncation=tbptt", "truncation.steps=7", "truncation.stride=5"],
+     "grouped(truncated(k2=7, k1=5), K=3)", "updates_per_step=3; truncation=tbptt"),
+    (["truncation=tbptt", "updates_per_step=1"], "truncated(k2=", "updates_per_step=1; truncation=tbptt"),
+], ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"])
+def test_the_update_strategy_comes_from_the_config_with_its_reason(cfg_factory, overrides, update, reason):
+    """One place (src/updates/choose.py via src.train.update_strategy) turns truncation, updates_per_step and
+    graph_updates into the strategy; metrics.json records its `describe()` and `reason`. A strategy that steps
+    the optimizer itself takes over the Trainer's clipping settings."""
+    from src.train import update_strategy
+
+    strategy, trainer_cfg = update_strategy(cfg_factory(*overrides, "trainer.gradient_clip_val=0.5"))
+    assert strategy.describe().startswith(update) and strategy.reason == reason
+    assert strategy.automatic == (update == "automatic")
+    assert (trainer_cfg.get("gradient_clip_val") == 0.5) == strategy.automatic
+    assert strategy.setting("gradient_clip_val") == (None if strategy.automatic else 0.5)
+
+
+def test_host_reads_in_a_loss_are_detected_on_cpu():
+    """The graphed strategy's check for a loss a CUDA graph cannot record, run on this CPU machine: a loss that
+    counts its targets with int(...) or .item() is caught; a loss that stays on the device is not."""
+    import torch.nn.functional as F
+
+    from src.updates.graphed import host_reads
+    from tests.test_truncation import batches, make_task
+
+    task, batch = make_task("lstm", None), batches()[0]
+    assert host_reads(task, batch) == []
+    task.loss = lambda p, b, t0, t1: (F.mse_loss(p, b.y[:, t0:t1]), int((b.y[:, t0:t1] > 0).sum()))
+    assert host_reads(task, batch) == ["__int__"]
+    task.loss = lambda p, b, t0, t1: (F.mse_loss(p, b.y[:, t0:t1]), b.y.numel() * b.y.abs().max().item())
+    assert host_reads(task, batch) == ["item"]
+
+
 def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cfg_factory):
     """graph_updates on CPU: the update runs as usual, and says why; a checkpoint of a graphed run (optimizer made
     capturable, learning rate a tensor) is saved with plain settings that an optimizer on CPU accepts."""
-    from src.tasks.update_graph import portable_optimizer_states
+    from src.updates.graphed import portable_optimizer_states
 
     weights, trainer = fit_weights(cfg_factory("updates_per_step=2", "graph_updates=true", "trainer.max_epochs=1",
                                                "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
                                                "test=false"))
-    recorder = trainer.lightning_module.update_graph
+    recorder = trainer.lightning_module.update.inner  # grouped(graphed(manual))
     assert recorder.off == "not on a GPU" and not recorder.graphs and trainer.global_step == 4
+    explained = trainer.lightning_module.update.explain()  # metrics.json `update_reason`
+    assert explained == "updates_per_step=2; graph_updates=true; graphs off: not on a GPU"
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters(), lr=torch.tensor(0.01), capturable=True)
     checkpoint = {"optimizer_states": [opt.state_dict()]}
@@ -243,18 +284,22 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
     (["optimizer=sgd"], "SGD cannot be captured"),
     (["depth=2", "stack.dropout=0.2"], "dropout"),
     (["trainer.precision=64-true"], "precision"),
-    (["experiment=seq2seq_reverse", "cell.hidden_size=16"], "reads a count back to the host"),
+    (["experiment=seq2seq_reverse", "cell.hidden_size=16"], "loss reads values back to the host (__int__"),
 ], ids=["captured", "loop-cell", "sgd", "dropout", "float64", "host-count"])
 def test_update_graphs_are_used_only_where_exact(cfg_factory, overrides, reason):
-    """The conditions a GPU run's update graphs are checked against (src/tasks/update_graph.py), on this CPU
-    machine: a trained module is made to look as if it were on a GPU, so only the condition under test differs."""
-    from src.tasks.update_graph import UpdateGraph
+    """The conditions a GPU run's update graphs are checked against (src/updates/graphed.py), on this CPU
+    machine: a trained module is made to look as if it were on a GPU, so only the condition under test differs.
+    A loss's host reads are detected by running it once (seq2seq counts its targets with int(...))."""
+    from src.updates.graphed import Graphed
 
     _, trainer = fit_weights(cfg_factory(*overrides, "updates_per_step=2", "trainer.max_epochs=1",
                                          "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"))
     task = trainer.lightning_module
+    batch = next(iter(trainer.datamodule.train_dataloader()))
     task._device = torch.device("cuda", 0)
-    why = UpdateGraph(task).why_not()
+    graphed = task.update.inner
+    assert isinstance(graphed, Graphed)
+    why = graphed.why_not(batch)
     assert why is None if reason is None else reason in why, why
 
 
@@ -278,8 +323,9 @@ def test_resume_with_several_updates_per_step_continues_the_same_batches(cfg_fac
         datamodule, model, trainer = build(cfg_factory(
             "updates_per_step=3", "trainer.max_epochs=2", "trainer.limit_train_batches=7", "scheduler=none",
             "trainer.limit_val_batches=1", "test=false", out=tmp_path / "run"))
-        seen, train_on = [], model.train_on
-        model.train_on = lambda batch: seen.append(batch.y[:8].tolist()) or train_on(batch)
+        inner = model.update.inner  # the strategy that trains each batch of a grouped step
+        seen, train_on = [], inner.train_on
+        inner.train_on = lambda batch: seen.append(batch.y[:8].tolist()) or train_on(batch)
         trainer.callbacks += [callback] if callback else []
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)

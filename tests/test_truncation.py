@@ -16,7 +16,8 @@ from src.errors import ConfigError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack, detach_state
 from src.tasks.base import RecurrentTask
-from src.tasks.truncation import Truncation
+from src.updates.choose import choose
+from src.updates.truncated import Truncation
 from src.train import build
 from tests.test_models import OneLSTMLayer
 
@@ -35,7 +36,7 @@ class PerStepRegression(RecurrentTask):
         return F.mse_loss(predictions, batch.y[:, t0:t1]), batch.y[:, t0:t1].numel()
 
     def on_before_optimizer_step(self, optimizer):
-        super().on_before_optimizer_step(optimizer)  # clips under truncation
+        super().on_before_optimizer_step(optimizer)  # the strategy clips under truncation
         # What the optimizer is about to apply: the gradients after clipping, and their global norm.
         grads = {n: p.grad.clone() for n, p in self.named_parameters() if p.grad is not None}
         self.recorded_grads.append(grads)
@@ -47,7 +48,7 @@ def make_task(mode: str, truncation: dict | None, lr: float = 0.0, clip: float |
     task = PerStepRegression(
         spec=DataSpec(task="regress", input_kind="features", input_size=3, num_classes=1, seq_len=12),
         stack=functools.partial(RecurrentStack, functools.partial(FusedRNN, mode=mode, hidden_size=8), depth=depth),
-        optimizer=functools.partial(torch.optim.SGD, lr=lr), truncation=truncation, gradient_clip_val=clip)
+        optimizer=functools.partial(torch.optim.SGD, lr=lr), update=choose(truncation, gradient_clip_val=clip))
     task.recorded_grads, task.recorded_norms = [], []
     return task
 
@@ -165,14 +166,14 @@ def test_state_carried_across_batches_equals_one_long_stream():
 def test_carried_state_resets_every_epoch():
     task = make_task("gru", {"mode": "tbptt", "steps": 4, "carry_across_batches": True}, lr=0.1)
     starts = []
-    original = task.carried_state
+    original = task.update.carried_state
 
-    def spy(split, size):
-        state = original(split, size)
+    def spy(size):
+        state = original(size)
         starts.append(state is None)
         return state
 
-    task.carried_state = spy
+    task.update.carried_state = spy
     fit(task, batches(n=2), epochs=2)
     assert starts == [True, False, True, False]
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from src.errors import ConfigError, DataError
+from src.updates.lightning_internals import trained_batches_this_epoch
 
 
 class Batch(NamedTuple):
@@ -230,11 +231,7 @@ class TensorDataModule(L.LightningDataModule):
         """Read when an epoch's iteration starts: 0, except right after resuming from a mid-epoch checkpoint,
         where Lightning has restored how many batches of this epoch were trained; the same seeded order then
         continues where the interrupted run stopped."""
-        if self.trainer is None:
-            return 0
-        # `completed`, not `ready`: with updates_per_step > 1 iteration starts inside the first step, which is
-        # already counted ready (the grouped step counts each of its batches, so this is batches either way).
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return 0 if self.trainer is None else trained_batches_this_epoch(self.trainer)
 
     def train_dataloader(self) -> Batches:
         return self._batches("train", train=True)

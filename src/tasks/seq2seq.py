@@ -28,7 +28,6 @@ PAD, BOS, EOS = 0, 1, 2  # the ids every seq2seq data set uses (src/data/seq2seq
 class Seq2Seq(RecurrentTask):
     kind = "seq2seq"
     supports_truncation = False  # the decoder reads the encoder's final state: no chunks in time
-    capturable_loss = False  # its loss counts the targets on the host (int(...))
 
     def __init__(self, stack: Callable[..., RecurrentStack], monitor: str = "val/exact_match",
                  monitor_mode: str = "max", **kwargs):

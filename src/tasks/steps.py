@@ -26,7 +26,6 @@ class StepClassifier(StreamEval, RecurrentTask):
     `init_range`, if set, initialises embedding and decoder uniformly in +-init_range with a zero bias (as
     word_language_model does).
     """
-    capturable_loss = False  # its loss counts the targets on the host (int(...))
 
     kind = "steps"
     metric_names: tuple[str, ...] = ("loss", "acc", "exact_match")  # per split: val/<name>, test/<name>

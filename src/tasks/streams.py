@@ -12,13 +12,14 @@ import torch
 
 from src.data.tensors import Batch
 from src.models.stack import detach_state
+from src.updates.lightning_internals import attached_trainer
 
 
 class StreamEval:
     _eval_state: Any = None
 
     def is_stream(self) -> bool:
-        trainer = getattr(self, "_trainer", None)
+        trainer = attached_trainer(self)
         return bool(trainer is not None and getattr(trainer.datamodule, "stream", False))
 
     def eval_outputs(self, batch: Batch, batch_idx: int) -> torch.Tensor:

@@ -26,7 +26,6 @@ HEADS = ("softmax", "crf")
 
 class SequenceTagger(RecurrentTask):
     kind = "tag"
-    capturable_loss = False  # its loss counts the targets on the host (int(...))
 
     def __init__(self, head: str = "softmax", head_hidden: int = 0, head_dropout: float = 0.0,
                  monitor: str = "val/acc", monitor_mode: str = "max", **kwargs):

@@ -1,6 +1,7 @@
-"""A resumed run's LR schedule follows the run's config, not the checkpoint's.
+"""The optimizer and LR schedule settings: checked before a run starts, and followed by a resumed run.
 
-Lightning restores a scheduler's whole state from the checkpoint, its settings included: resuming with a larger
+`check_optimization` builds them once on a probe parameter, so that a value torch refuses is a ConfigError.
+A resumed run's LR schedule follows the run's config, not the checkpoint's (`follow_config`): Lightning restores a scheduler's whole state from the checkpoint, its settings included: resuming with a larger
 `trainer.max_epochs` under the default cosine schedule (T_max = max_epochs) kept the old T_max, so the added
 epochs trained at the end of the old schedule (a learning rate of 0 for cosine). Here each restored scheduler
 takes the settings the config gives it now, and where a setting changed, its learning rate is recomputed for the
@@ -10,7 +11,7 @@ from the start. A schedule without a closed form (one that can only be stepped) 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -50,3 +51,37 @@ def follow_config(restored: Any, factory: Callable[..., Any], optimizer: torch.o
             group["lr"] = lr
         restored._last_lr = [g["lr"] for g in optimizer.param_groups]
     return changed
+
+
+def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], scheduler: Optional[Callable],
+                       step: bool = False) -> None:
+    """Build the optimizer and scheduler once on a probe parameter: a value torch refuses (optimizer.lr=-1, a
+    string where a number belongs) is a ConfigError naming the group now, not a traceback inside fit. With
+    `step` (src.train, for a run that will train), the schedule is also stepped, which some settings fail only
+    then (T_max=0, step_size=0)."""
+    scheduler = scheduler or None  # scheduler=none is an empty config
+    for group, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if factory is not None and not callable(factory):
+            raise ConfigError(f"{group}={factory!r} is not a config of the {group} group; choose one of "
+                              f"conf/{group}/")
+    probe_param = torch.zeros(1, requires_grad=True)
+    try:
+        probe = optimizer(params=[probe_param])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"optimizer: {_described(optimizer)} refused its settings ({type(e).__name__}: {e}); "
+                          f"fix the optimizer.* value") from None
+    if scheduler is not None:
+        try:
+            schedule = scheduler(optimizer=probe)
+            for _ in range(2 if step else 0):
+                probe.step()
+                schedule.step(*([0.0] if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau) else []))
+        except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:
+            raise ConfigError(f"scheduler: {_described(scheduler)} refused its settings ({type(e).__name__}: "
+                              f"{e}); fix the scheduler.* value") from None
+
+
+def _described(factory: Callable) -> str:
+    func = getattr(factory, "func", factory)
+    settings = ", ".join(f"{k}={v!r}" for k, v in getattr(factory, "keywords", {}).items())
+    return f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}({settings})"

@@ -1,0 +1,137 @@
+"""What an update strategy provides: the training step of the task it is attached to, and the hooks around it.
+
+The task (src/tasks/base.py) calls, and only calls:
+
+    attach(task)                        once, from the task's constructor: take the task, set
+                                        task.automatic_optimization (and anything else Lightning must see)
+    training_step(batch, batch_idx)     the task's training_step
+    on_train_start(), on_train_epoch_start(), on_train_epoch_end(), on_before_optimizer_step(optimizer),
+    on_save_checkpoint(checkpoint)      the task's Lightning hooks of the same names
+    describe(), explain()               what metrics.json records as `update` and `update_reason`
+    setting(name)                       a setting (`truncation`, `gradient_clip_val`) for callbacks that need it
+
+The strategy uses, of the task: `batch_loss(batch)` (forward and loss over the whole sequence), `encode`,
+`head` and `loss` (for windows of it), `optimizers()`, `lr_schedulers()`, `manual_backward`, `clip_gradients`,
+`log` and the optimizer/scheduler settings (`scheduler_factory`, `scheduler_interval`, `monitor`): Lightning's
+public API plus the task protocol. A strategy never imports the task module.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import lightning as L
+import torch
+
+from src.updates.schedules import follow_config
+from src.updates import lightning_internals as internals
+
+log = logging.getLogger(__name__)
+
+
+class Update:
+    automatic = False  # True: Lightning's loop runs backward, the optimizer step, clipping and schedulers
+    name = "update"
+    reason = ""  # why this strategy was chosen (src/updates/__init__.py); metrics.json `update_reason`
+
+    def __init__(self) -> None:
+        self.task: Optional[L.LightningModule] = None
+
+    def attach(self, task: L.LightningModule) -> None:
+        self.task = task
+        task.automatic_optimization = self.automatic
+
+    def describe(self) -> str:
+        return self.name
+
+    def explain(self) -> str:
+        """Why this strategy runs as it does: the reason it was chosen, and what it found out while running (the
+        graphed strategy: why its graphs are off). metrics.json `update_reason`."""
+        return "; ".join(note for note in (self.reason, *self.notes()) if note)
+
+    def notes(self) -> list[str]:
+        return []
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        """A setting of this strategy or of the one it wraps (`truncation`, `gradient_clip_val`): for callbacks
+        that need to know how updates run (src/diagnostics.py)."""
+        return getattr(self, name, default)
+
+    # -- the step --------------------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
+        loss = self.train_on(batch)
+        self.log_loss(loss, len(batch.x), internals.is_last_batch(self.task.trainer))
+        return loss
+
+    def train_on(self, batch: Any) -> Optional[torch.Tensor]:
+        """Forward and loss of one batch, and its update(s) where the strategy runs them; the (detached) loss, or
+        None where the batch holds no target."""
+        raise NotImplementedError
+
+    def log_loss(self, loss: Optional[torch.Tensor], batch_size: int, last_of_epoch: bool) -> None:
+        # Only on the steps the loggers write (trainer.log_every_n_steps) and on each epoch's last step (what
+        # metrics.json reports): each logged value is read back to the host, a sync that on a GPU stalls the
+        # queue of kernels.
+        if loss is not None and (internals.should_update_logs(self.task.trainer) or last_of_epoch):
+            self.task.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+
+    # -- hooks (the task's, delegated) ------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        task = self.task
+        if task.trainer.ckpt_path and task.scheduler_factory:  # resumed: the schedule follows this run's config
+            for config in task.trainer.lr_scheduler_configs:
+                changed = follow_config(config.scheduler, task.scheduler_factory, config.scheduler.optimizer)
+                if changed:
+                    log.warning(f"resumed with a new LR schedule ({'; '.join(changed)}): the learning rate "
+                                f"is now {config.scheduler.optimizer.param_groups[0]['lr']:.3g}, as if the run "
+                                f"had had this schedule from the start")
+
+    def on_train_epoch_start(self) -> None:
+        pass
+
+    def on_train_epoch_end(self) -> None:
+        pass
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        pass
+
+
+class Wrapper(Update):
+    """A strategy around another one (grouped around manual, graphed around manual): the hooks are the inner
+    strategy's unless the wrapper adds to them."""
+
+    def __init__(self, inner: Update) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def attach(self, task: L.LightningModule) -> None:
+        self.inner.attach(task)
+        super().attach(task)
+        task.automatic_optimization = self.inner.automatic
+
+    def train_on(self, batch: Any) -> Optional[torch.Tensor]:
+        return self.inner.train_on(batch)
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if hasattr(self, name) else self.inner.setting(name, default)
+
+    def notes(self) -> list[str]:
+        return self.inner.notes()
+
+    def on_train_start(self) -> None:
+        self.inner.on_train_start()
+
+    def on_train_epoch_start(self) -> None:
+        self.inner.on_train_epoch_start()
+
+    def on_train_epoch_end(self) -> None:
+        self.inner.on_train_epoch_end()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.inner.on_before_optimizer_step(optimizer)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.inner.on_save_checkpoint(checkpoint)

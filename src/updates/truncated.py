@@ -1,0 +1,144 @@
+"""Truncated backpropagation through time, BPTT(k1, k2) after Williams & Peng (1990), for Lightning 2.
+
+Lightning 2 dropped its built-in truncated BPTT, so this strategy runs it under manual optimization:
+
+    every k1 = `stride` steps an optimizer update; its loss covers the targets of those k1 new steps and its
+    backward pass reaches k2 = `steps` steps back (k2 >= k1 re-runs the overlap from a detached state).
+
+The recurrent state is detached at every window start (the whole state: tuples for LSTM-like cells, per layer
+and direction), and with `carry_across_batches` it also flows from one batch to the next (stream tasks: each
+row of a batch continues the same row of the previous batch), reset at the start of every epoch (evaluation
+carries its own state: src/tasks/streams.py). Every task gets truncation through its `encode`, `head` and
+`loss(predictions, batch, t0, t1)`; clipping and schedulers are the manual strategy's (src/updates/manual.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import lightning as L
+import torch
+
+from src.data.tensors import Batch
+from src.errors import ConfigError
+from src.models.stack import detach_state
+from src.updates.manual import Manual
+
+
+@dataclass(frozen=True)
+class Truncation:
+    steps: int  # k2: how far back one backward pass reaches
+    stride: int  # k1: steps between optimizer updates
+    carry_across_batches: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Optional[dict]) -> Optional["Truncation"]:
+        """None for full BPTT (truncation=none)."""
+        cfg = dict(cfg or {})
+        mode = cfg.pop("mode", "none")
+        if mode == "none":
+            return None
+        if mode != "tbptt":
+            raise ConfigError(f"truncation.mode={mode!r} must be 'none' or 'tbptt'")
+        steps, stride = cfg.pop("steps", None), cfg.pop("stride", None)
+        carry = cfg.pop("carry_across_batches", False)
+        if cfg:
+            raise ConfigError(f"unknown truncation settings {sorted(cfg)}; allowed: steps, stride, "
+                              f"carry_across_batches")
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"truncation.steps={steps!r} must be a positive integer (k2: steps per backward)")
+        if not isinstance(carry, bool):
+            raise ConfigError(f"truncation.carry_across_batches={carry!r} must be true or false")
+        stride = steps if stride is None else stride
+        if not isinstance(stride, int) or not 1 <= stride <= steps:
+            raise ConfigError(f"truncation.stride={stride!r} must be an integer in [1, truncation.steps={steps}] "
+                              f"(k1: steps between updates; stride < steps gives overlapping windows)")
+        return cls(steps=steps, stride=stride, carry_across_batches=carry)
+
+    def windows(self, total: int) -> list[tuple[int, int, int]]:
+        """(start, t0, t1) per update: loss on the targets in [t0, t1) (the stride's new steps), backward from
+        t1 to start = t0 - (steps - stride). With stride == steps the windows are plain consecutive chunks."""
+        t0s = range(0, total, self.stride)
+        return [(max(0, t0 - (self.steps - self.stride)), t0, min(t0 + self.stride, total)) for t0 in t0s]
+
+
+class Truncated(Manual):
+    """Manual updates, one per window of `truncation.stride` steps (several per batch)."""
+
+    def __init__(self, truncation: Truncation, gradient_clip_val: Optional[float] = None,
+                 gradient_clip_algorithm: str = "norm") -> None:
+        super().__init__(gradient_clip_val, gradient_clip_algorithm)
+        self.truncation = truncation
+        self.state: Any = None  # the previous training batch's final state (carry_across_batches)
+
+    def describe(self) -> str:
+        t = self.truncation
+        return f"truncated(k2={t.steps}, k1={t.stride}{', carried' if t.carry_across_batches else ''})"
+
+    def attach(self, task: L.LightningModule) -> None:
+        if task.stack.bidirectional:
+            raise ConfigError("truncation=tbptt cannot be combined with direction=bi: the backward direction "
+                              "would read across chunk boundaries; use direction=uni or truncation=none")
+        if not getattr(task, "supports_truncation", True):
+            raise ConfigError(f"truncation=tbptt means nothing for the {type(task).__name__} task; "
+                              f"use truncation=none")
+        super().attach(task)
+
+    def train_on(self, batch: Batch) -> Optional[torch.Tensor]:
+        loss, state = self.windows(batch, self.carried_state(len(batch.x)))
+        if self.truncation.carry_across_batches:
+            self.state = detach_state(state)
+        return loss
+
+    def carried_state(self, batch_size: int) -> Any:
+        """The state the previous training batch ended with, or None (no carry, new epoch, other size)."""
+        state = self.state
+        if state is None or not self.truncation.carry_across_batches:
+            return None
+        first = state
+        while isinstance(first, (tuple, list)):
+            first = first[0]
+        # A batch of another size (a stream's short last batch) has no rows that continue the previous ones. The
+        # batch is dim -2 of a fused stack's [layers x directions, B, H] state and dim 0 of every layered cell's
+        # (whose states may have 3 dims too: LRU's [B, N, 2], Mamba's [B, E*D, N]).
+        batch_dim = -2 if getattr(self.task.stack, "fused", False) else 0
+        return state if first.shape[batch_dim] == batch_size else None
+
+    def on_train_epoch_start(self) -> None:
+        self.state = None
+
+    def windows(self, batch: Batch, state: Any = None) -> tuple[Optional[torch.Tensor], Any]:
+        """Run one batch as BPTT(k1, k2) updates; returns (mean loss over the updates or None, final state)."""
+        task, trunc = self.task, self.truncation
+        total = batch.x.shape[1]
+        # Detached states at the positions where later windows will start.
+        saved: dict[int, Any] = {0: detach_state(state)}
+        losses, counts = [], []
+        for start, t0, t1 in trunc.windows(total):
+            state = saved[start]  # a window starts where an earlier one kept its state (or at 0)
+            outputs, pieces = [], [start]
+            # The next window starts inside this one when windows overlap: split the forward there to keep that
+            # state.
+            next_start = max(0, t1 + trunc.stride - trunc.steps)
+            if start < next_start < t1:
+                pieces.append(next_start)
+            pieces.append(t1)
+            for a, b in zip(pieces, pieces[1:]):
+                out, state = task.encode(batch.x[:, a:b], None, state)
+                outputs.append(out)
+                if b == next_start:
+                    saved[next_start] = detach_state(state)
+            saved[t1] = detach_state(state)
+            out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+            result = task.loss(task.head(out[:, t0 - start:], None), batch, t0, t1)
+            if result is None:
+                continue  # no target in this window (many-to-one before its last step): nothing to learn from
+            loss, n = result
+            self.step(loss)
+            losses.append(loss.detach() * n)
+            counts.append(n)
+        final = saved[total]
+        if not losses:
+            return None, final
+        return torch.stack(losses).sum() / sum(counts), final
+
