@@ -12,25 +12,25 @@ from typing import Any, Optional
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.callbacks import FiniteLoss, Throughput, WandbSummary
 from src import commands, rundir
+from src.callbacks import FiniteLoss, Throughput, WandbSummary
 from src.checkpoints import check_compatible
 from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
 from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
-from src.updates.schedules import check_optimization
 from src.updates.base import Update
 from src.updates.choose import choose, resolve_updates_per_step
+from src.updates.schedules import check_optimization
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,13 @@ TRAINER_VALUES = (
 )
 
 
+# The top-level keys a config may have: the config groups (conf/<group>/), the keys of conf/config.yaml, and
+# what sweeps set for the loggers.
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TOP_LEVEL = ({p.name for p in CONF.iterdir() if p.is_dir()}
+             | set(OmegaConf.load(CONF / "config.yaml")) | {"sweep_name", "hydra"}) - {"defaults"}
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on the values every run depends on."""
     if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or cfg.depth < 1:
@@ -67,6 +74,16 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed={cfg.seed!r} must be an integer in [0, 2**32) (Lightning would replace any other "
                           f"value by a random seed)")
+    for key in ("train", "test", "skip_completed"):
+        if not isinstance(cfg.get(key, True), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
+    if not cfg.train and not cfg.ckpt_path:
+        raise ConfigError("train=false evaluates a trained model: give it with ckpt_path=<a .ckpt file> (or "
+                          "ckpt_path=last hydra.run.dir=<its run dir>); without one it would test an untrained model")
+    unknown = sorted(k for k in cfg if k not in TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: no such top-level setting (a typo, or a `+key=` override that "
+                          f"nothing reads); the settings are {', '.join(sorted(TOP_LEVEL - {'hydra'}))}")
     hidden = cfg.cell.get("hidden_size")
     if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
         raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")

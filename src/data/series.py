@@ -90,12 +90,23 @@ class Forecast(TensorDataModule):
         return context[:, None].copy(), self.z[self.test_start:self.test_start + steps, None].copy()
 
 
+def generated_series_settings(length, step, noise) -> tuple[int, float, float]:
+    """The settings of a generated sine series, checked: a string or a negative value is one message."""
+    if not isinstance(length, int) or isinstance(length, bool) or length < 2:
+        raise ConfigError(f"dataset.length={length!r} must be an integer >= 2 (steps in the series)")
+    for name, value, low in (("step", step, "> 0"), ("noise", noise, ">= 0")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                value > 0 if low == "> 0" else value >= 0) or value == float("inf"):
+            raise ConfigError(f"dataset.{name}={value!r} must be a finite number {low}")
+    return length, float(step), float(noise)
+
+
 class Sine(Forecast):
     """sin(step * i), i = 0 .. length-1, plus optional Gaussian noise: the tutorials' forecaster."""
 
     def __init__(self, length: int = 2000, step: float = 0.1, noise: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.length, self.step, self.noise = length, step, noise
+        self.length, self.step, self.noise = generated_series_settings(length, step, noise)
 
     def series(self) -> np.ndarray:
         values = np.sin(np.arange(self.length) * self.step)
@@ -165,7 +176,7 @@ class SinToCos(StreamDataModule):
 
     def __init__(self, length: int = 40000, step: float = 0.1, **kwargs):
         super().__init__(**kwargs)
-        self.length, self.step = length, step
+        self.length, self.step, _ = generated_series_settings(length, step, 0.0)
 
     def load_streams(self):
         t = np.arange(self.length) * self.step

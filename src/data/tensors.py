@@ -123,8 +123,8 @@ class TensorDataModule(L.LightningDataModule):
                  split_seed: int = 0, shuffle_seed: int = 0, on_device: bool = True,
                  max_device_bytes: int = 2 << 30):
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or 1),
-                            ("max_device_bytes", max_device_bytes or 1)):
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", 1 if eval_batch_size is None
+                                                          else eval_batch_size), ("max_device_bytes", max_device_bytes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"dataset.{name}={value!r} must be a positive integer")
         for name, value in (("split_seed", split_seed), ("shuffle_seed", shuffle_seed)):
