@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import commands, rundir
@@ -135,6 +135,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     if cfg.train and cfg.trainer.get("max_epochs") != 0:
         check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
     callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    for c in callbacks:  # EarlyStopping takes any patience and fails (or never stops) only when it is compared
+        if isinstance(c, EarlyStopping) and (not isinstance(c.patience, int) or isinstance(c.patience, bool)
+                                             or c.patience < 0):
+            raise ConfigError(f"callbacks.early_stopping.patience={c.patience!r} must be an integer >= 0 "
+                              f"(validation epochs without improvement before stopping)")
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar

@@ -42,6 +42,7 @@ REFUSED = {
     "test=maybe": "test='maybe' must be true or false",
     "train=false": "without one it would test an untrained model",
     "+foo=1": "foo: no such top-level setting",
+    "callbacks=early_stopping callbacks.early_stopping.patience=abc": "patience='abc' must be an integer >= 0",
 }
 
 
