@@ -46,3 +46,25 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.Comp
     env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def as_tuple(state) -> tuple:
+    """A cell's state as a tuple of tensors (a bare tensor, or already a tuple / list)."""
+    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
+
+
+def assert_cell_gradcheck(cell, x, state: tuple) -> None:
+    """torch.autograd.gradcheck of `cell` (float64) with respect to the input `x`, each tensor of the initial
+    `state` (leaves that require grad) and every parameter."""
+    import torch
+    from torch.func import functional_call
+
+    names, params = zip(*cell.named_parameters())
+    n_state = len(state)
+
+    def run(x, *rest):
+        st = rest[:n_state] if n_state > 1 else rest[0]
+        out, new = functional_call(cell, dict(zip(names, rest[n_state:])), (x, st))
+        return (out, *as_tuple(new))
+
+    assert torch.autograd.gradcheck(run, (x, *state, *params), eps=1e-6, atol=1e-5, rtol=1e-4)

@@ -13,7 +13,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from src.errors import ConfigError
 from src.models.cells.base import time_loop
@@ -26,7 +25,7 @@ from src.models.cells.minimal import MinimalRNN
 from src.models.cells.minrnn import MinGRU, MinLSTM
 from src.models.stack import RecurrentStack, check_cell_settings, detach_state
 from src.train import train
-from tests.conftest import CACHE, CONF, run_cli
+from tests.conftest import CACHE, CONF, as_tuple, assert_cell_gradcheck, run_cli
 
 FUSED = {"rnn", "rnn_relu", "lstm", "gru"}
 NEW_CELLS = sorted(p.stem for p in (CONF / "cell").glob("*.yaml") if p.stem not in FUSED)
@@ -59,10 +58,6 @@ def cell_factory(name: str, hidden: int, jit=None, **settings):
     if variant:
         cfg.variant = variant
     return instantiate(OmegaConf.merge(cfg, settings))
-
-
-def as_tuple(state) -> tuple:
-    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
 
 # -- the reference path equals torch ----------------------------------------------------------------------------
@@ -259,15 +254,7 @@ def test_gradcheck_float64(name):
     x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     _, state = cell(x)  # a state of the right shapes, made independent leaves
     state = tuple(torch.rand_like(s).requires_grad_() for s in as_tuple(state))
-    names, params = zip(*cell.named_parameters())
-    n_state = len(state)
-
-    def run(x, *rest):
-        st = rest[:n_state] if n_state > 1 else rest[0]
-        out, new = functional_call(cell, dict(zip(names, rest[n_state:])), (x, st))
-        return (out, *as_tuple(new))
-
-    assert torch.autograd.gradcheck(run, (x, *state, *params), eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert_cell_gradcheck(cell, x, state)
 
 
 JIT_CELLS = [c for c in LAYERED if "jit" in OmegaConf.load(CONF / "cell" / f"{c.split(':')[0]}.yaml")]

@@ -11,7 +11,6 @@ import pytest
 from omegaconf import OmegaConf
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from src.errors import ConfigError
 from src.models.cells.attention import Attention
@@ -23,6 +22,7 @@ from src.models.cells.scan import CausalConv, linear_scan, linear_steps
 from src.models.stack import RecurrentStack
 from src.train import train
 from src.updates.choose import choose
+from tests.conftest import as_tuple, assert_cell_gradcheck
 
 
 @pytest.fixture(autouse=True)
@@ -31,10 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def as_tuple(state) -> tuple:
-    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
 
 def step_only(cls, input_size, scan=None, chunk=None, **settings):
@@ -143,15 +139,7 @@ def test_gradcheck_float64(name, scan):
     cell = parallel if scan == "parallel" else sequential
     x = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)  # two scan chunks of 2
     state = tuple(s.detach().clone().requires_grad_() for s in as_tuple(random_state(cell, x)))
-    names, params = zip(*cell.named_parameters())
-    n_state = len(state)
-
-    def run(x, *rest):
-        st = rest[:n_state] if n_state > 1 else rest[0]
-        out, new = functional_call(cell, dict(zip(names, rest[n_state:])), (x, st))
-        return (out, *as_tuple(new))
-
-    assert torch.autograd.gradcheck(run, (x, *state, *params), eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert_cell_gradcheck(cell, x, state)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from src.errors import ConfigError
 from src.models.cells.base import positive_int
+from src.models.cells.scan import linear_steps
 
 SCANS = ("auto", "parallel", "sequential")
 COMPILES = ("auto", True, False)
@@ -53,17 +54,6 @@ def parallel_scan(log_a: Tensor, log_b: Tensor, h0: Optional[Tensor]) -> Tensor:
     log_A = log_a.cumsum(1)
     h = torch.exp(log_A + torch.logcumsumexp(log_b - log_A, 1))
     return h if h0 is None else h + torch.exp(log_A) * h0.unsqueeze(1)
-
-
-def sequential_scan(a: Tensor, b: Tensor, h0: Optional[Tensor]) -> Tensor:
-    """The same recurrence one step at a time, from a, b [B, T, H]: for generation, the reference for the
-    parallel scan, and on CPU the faster of the two (logcumsumexp is a slow scalar loop there)."""
-    h = torch.zeros_like(a[:, 0]) if h0 is None else h0
-    outputs = []
-    for a_t, b_t in zip(a.unbind(1), b.unbind(1)):
-        h = torch.addcmul(b_t, a_t, h)
-        outputs.append(h)
-    return torch.stack(outputs, 1)
 
 
 def log_space_scan(cell: "_MinRNN", k: Tensor, h0: Optional[Tensor]) -> Tensor:
@@ -112,7 +102,7 @@ class _MinRNN(nn.Module):
             use_compile = self.compile is True or (self.compile == "auto" and x.is_cuda)
             h = (compiled_scan() if use_compile else log_space_scan)(self, k, h0)
         else:
-            h = sequential_scan(*self.coefficients(k), h0)
+            h = linear_steps(*self.coefficients(k), h0)
         h = h.to(x.dtype)
         return h, h[:, -1]
 

@@ -66,7 +66,8 @@ def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], chunk: int) -> Tenso
 
 
 def linear_steps(a: Tensor, b: Tensor, h0: Optional[Tensor]) -> Tensor:
-    """The same recurrence one step at a time (generation, and the reference for the scan)."""
+    """The same recurrence one step at a time, from a, b [B, T, H]: for generation, the reference for the
+    parallel scans, and on CPU the faster form (minrnn's log-space scan is a slow scalar loop there)."""
     h = torch.zeros_like(b[:, 0]) if h0 is None else h0
     outputs = []
     for a_t, b_t in zip(a.unbind(1), b.unbind(1)):
