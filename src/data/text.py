@@ -215,6 +215,7 @@ class TextDataModule(TensorDataModule):
         self.labels: list[str] = []
         self.vectors_path = ""
         self.stats: dict = {}
+        self._source_checksums: Optional[dict] = None
 
     # -- to implement ------------------------------------------------------------------------------------------
     def read(self) -> dict[str, Records]:
@@ -233,10 +234,17 @@ class TextDataModule(TensorDataModule):
 
     # -- pipeline ----------------------------------------------------------------------------------------------
     def fetch(self) -> None:
-        self.source_key()
+        self.source_checksums()
+
+    def source_checksums(self) -> dict:
+        """source_key(), computed once per data module: fetch, the tokens' and the ids' cache keys all need it,
+        and for a user folder it hashes every file's content."""
+        if self._source_checksums is None:
+            self._source_checksums = self.source_key()
+        return self._source_checksums
 
     def split_key(self) -> dict:
-        return {"source": self.source_key(), "val_fraction": self.val_fraction,
+        return {"source": self.source_checksums(), "val_fraction": self.val_fraction,
                 "test_fraction": self.test_fraction, "split_seed": self.split_seed}
 
     def tokens_key(self) -> dict:
