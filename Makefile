@@ -12,7 +12,7 @@ SWEEP_DIR ?=
 BENCH ?= overhead
 SITE_DIR ?= outputs/site
 
-.PHONY: install train test docs sweep bench clean
+.PHONY: install train test docs sweep bench format clean
 
 install: $(VENV)/.installed
 
@@ -32,8 +32,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[test,sweeps,docs,ray]"
 	touch $@
 
-# The docs site is built first, with --strict: a broken link or a missing page fails the tests.
+# Lint and format are checked first (ruff, configured in pyproject.toml; `make format` fixes what it can), then
+# the docs site is built with --strict: a broken link or a missing page fails the tests.
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE_DIR)
 	$(BIN)/python -m pytest -q $(ARGS)
 
@@ -51,6 +54,10 @@ sweep: install
 # under benchmarks/ (JSON + markdown, with device, library versions and date).
 bench: install
 	$(BIN)/python -m src.bench $(BENCH) $(ARGS)
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -1,4 +1,5 @@
 """rnn-bench: recurrent networks compared on one command line."""
+
 import sys
 
 from omegaconf import OmegaConf

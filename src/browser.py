@@ -7,6 +7,7 @@ driven by Playwright's Python package: no browser is downloaded. Any request for
 inline data is refused and reported (the dashboard must open offline), and so is every console error and
 uncaught exception. Prints what it found as JSON; exits 1 when the page has errors or made requests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +16,16 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
 from src.errors import UserError
 
-INSTALL = ("install Debian's chromium (as root: apt-get update && apt-get install -y chromium; .ci/run does this "
-           "in CI) or set RNN_BENCH_CHROMIUM to a chromium binary")
+INSTALL = (
+    "install Debian's chromium (as root: apt-get update && apt-get install -y chromium; .ci/run does this "
+    "in CI) or set RNN_BENCH_CHROMIUM to a chromium binary"
+)
 
 
 class BrowserMissing(UserError):
@@ -91,7 +94,7 @@ class Report:
     charts: int  # Plotly charts drawn (an SVG inside each chart div)
     bars: int  # bar shapes drawn
     lines: int  # curve paths drawn
-    screenshot: Optional[str] = None
+    screenshot: str | None = None
 
 
 INSPECT = """() => ({
@@ -109,7 +112,7 @@ def inspect(page) -> dict:
     return page.evaluate(INSPECT)
 
 
-def check(path: Path, screenshot: Optional[Path] = None, full_page: bool = False, **kw) -> Report:
+def check(path: Path, screenshot: Path | None = None, full_page: bool = False, **kw) -> Report:
     with open_page(path, **kw) as (page, log):
         found = inspect(page)
         if screenshot is not None:
@@ -118,7 +121,7 @@ def check(path: Path, screenshot: Optional[Path] = None, full_page: bool = False
     return Report(log.errors, log.requests, **found, screenshot=str(screenshot) if screenshot else None)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.browser", description=__doc__.split("\n\n")[0])
     parser.add_argument("html", type=Path)
     parser.add_argument("--screenshot", type=Path, help="write a PNG of the page here")

@@ -1,4 +1,5 @@
 """Callbacks of the suite's own; everything else comes from Lightning's."""
+
 from __future__ import annotations
 
 import time
@@ -90,7 +91,8 @@ class FiniteLoss(L.Callback):
             raise TrainingDiverged(
                 f"the training loss became NaN or inf in epoch {trainer.current_epoch} (detected by step "
                 f"{trainer.global_step}){kept}. Lower optimizer.lr, set trainer.gradient_clip_val (e.g. 1.0), "
-                f"or use a gated cell")
+                f"or use a gated cell"
+            )
 
 
 class TrainingDiverged(UserError):
@@ -110,4 +112,3 @@ class WandbSummary(L.Callback):
                 # <monitor>_best (logged each epoch) and test/* keep W&B's default, their last value, as plain
                 # summary columns: a W&B sweep's metric (val/acc_best) is looked up there.
                 run.define_metric(pl_module.monitor, summary=f"{pl_module.monitor_mode},last")
-

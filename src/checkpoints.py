@@ -1,9 +1,10 @@
 """Checkpoints: written atomically, loaded weights-only, and checked against the run before resuming."""
+
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -14,19 +15,32 @@ from src.files import atomic_write
 
 # What fixes the shapes and meaning of the weights: a checkpoint must agree on these to be resumed.
 ARCHITECTURE_KEYS = ("task", "dataset", "cell", "depth", "direction", "stack")
-IGNORED = ("task.stack", "task.optimizer", "task.scheduler", "stack.cell", "stack.depth", "stack.bidirectional",
-           "dataset.cache_dir", "dataset.data_dir", "dataset.batch_size", "dataset.eval_batch_size",
-           "dataset.shuffle_seed", "dataset.download", "dataset.on_device", "dataset.max_device_bytes")
+IGNORED = (
+    "task.stack",
+    "task.optimizer",
+    "task.scheduler",
+    "stack.cell",
+    "stack.depth",
+    "stack.bidirectional",
+    "dataset.cache_dir",
+    "dataset.data_dir",
+    "dataset.batch_size",
+    "dataset.eval_batch_size",
+    "dataset.shuffle_seed",
+    "dataset.download",
+    "dataset.on_device",
+    "dataset.max_device_bytes",
+)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file, then rename: a crash never leaves a truncated .ckpt behind."""
 
-    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Any | None = None) -> None:
         atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
 
-def load(path: str | Path, source: Optional[str] = None) -> dict:
+def load(path: str | Path, source: str | None = None) -> dict:
     """A checkpoint of this suite, loaded weights-only (no arbitrary code from the file). `source` names the
     setting that gave the path in messages (default `ckpt_path=<path>`)."""
     path = Path(path)
@@ -38,15 +52,18 @@ def load(path: str | Path, source: Optional[str] = None) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt or foreign file: torch raises many kinds (unpickling, zip, EOF, OS)
-        raise ConfigError(f"{source} cannot be loaded weights-only ({type(e).__name__}: "
-                          f"{(str(e).splitlines() or [''])[0]}); it is corrupt or not a checkpoint of this suite"
-                          ) from None
+        raise ConfigError(
+            f"{source} cannot be loaded weights-only ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0]}); it is corrupt or not a checkpoint of this suite"
+        ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("rnn_bench"), dict):
         raise ConfigError(f"{source} is not a checkpoint written by rnn-bench (no 'rnn_bench' entry)")
     meta = checkpoint["rnn_bench"]
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("spec"), dict):
-        raise ConfigError(f"{source}: its 'rnn_bench' entry lacks the stored config or data spec; the file was "
-                          f"not written by src.train or was edited")
+        raise ConfigError(
+            f"{source}: its 'rnn_bench' entry lacks the stored config or data spec; the file was "
+            f"not written by src.train or was edited"
+        )
     return checkpoint
 
 
@@ -59,8 +76,10 @@ def stored_spec(meta: dict, source: str) -> DataSpec:
     for key, kind in kinds.items():
         value = stored.get(key)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
-            raise ConfigError(f"{source}: stored spec.{key}={value!r} is not a valid {kind.__name__}; the file "
-                              f"was not written by src.train or was edited")
+            raise ConfigError(
+                f"{source}: stored spec.{key}={value!r} is not a valid {kind.__name__}; the file "
+                f"was not written by src.train or was edited"
+            )
     return DataSpec(**{k: stored[k] for k in kinds})
 
 
@@ -71,8 +90,10 @@ def load_weights(model: torch.nn.Module, state_dict: Any, source: str) -> None:
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as e:
-        raise ConfigError(f"{source}: its weights do not fit the stored model "
-                          f"({str(e).splitlines()[0]}); the file was edited or is damaged") from None
+        raise ConfigError(
+            f"{source}: its weights do not fit the stored model "
+            f"({str(e).splitlines()[0]}); the file was edited or is damaged"
+        ) from None
 
 
 def _flat(value: Any, prefix: str) -> dict[str, Any]:
@@ -91,19 +112,29 @@ def check_compatible(path: str | Path, run_config: dict) -> None:
         return {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
 
     a, b = architecture(saved), architecture(run_config)
-    diffs = [f"{k}: checkpoint {a.get(k)!r}, this run {b.get(k)!r}" for k in sorted(set(a) | set(b))
-             if a.get(k) != b.get(k)]
+    diffs = [
+        f"{k}: checkpoint {a.get(k)!r}, this run {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
     if diffs:
-        raise ConfigError(f"ckpt_path={path} was trained with another configuration: " + "; ".join(diffs)
-                          + ". Resume with the checkpoint's settings, or start afresh without ckpt_path")
+        raise ConfigError(
+            f"ckpt_path={path} was trained with another configuration: "
+            + "; ".join(diffs)
+            + ". Resume with the checkpoint's settings, or start afresh without ckpt_path"
+        )
 
 
 def check_spec(checkpoint: dict, spec: DataSpec) -> None:
     """Refuse weights trained on data of another shape (vocabulary, classes, features): a resumed run whose data
     changed under the same config (another data_dir, another corpus) would otherwise load them silently."""
     stored = checkpoint.get("rnn_bench", {}).get("spec", {})
-    diffs = [f"{k}: checkpoint {stored.get(k)!r}, this run's data {getattr(spec, k)!r}"
-             for k in ("task", "input_kind", "input_size", "num_classes") if stored.get(k) != getattr(spec, k)]
+    diffs = [
+        f"{k}: checkpoint {stored.get(k)!r}, this run's data {getattr(spec, k)!r}"
+        for k in ("task", "input_kind", "input_size", "num_classes")
+        if stored.get(k) != getattr(spec, k)
+    ]
     if diffs:
-        raise ConfigError("the checkpoint was trained on other data: " + "; ".join(diffs)
-                          + ". Resume with the data it was trained on, or start afresh without ckpt_path")
+        raise ConfigError(
+            "the checkpoint was trained on other data: "
+            + "; ".join(diffs)
+            + ". Resume with the data it was trained on, or start afresh without ckpt_path"
+        )

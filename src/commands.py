@@ -6,12 +6,13 @@ gives. `run(main)` holds back what Hydra writes to stderr until the command's ow
 exits before that, its report is printed as one `error:` line and the exit status is 2. With HYDRA_FULL_ERROR=1
 Hydra's own output is left as it is.
 """
+
 from __future__ import annotations
 
 import io
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 started = False  # set by the command's own function (see mark_started)
 

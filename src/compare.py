@@ -11,6 +11,7 @@ one row, their test metric shown as mean ± std. The metric is the test value of
 no change here. The task's trivial baseline (`test/baseline_<metric>` in the records) is a row of its own; a row
 that does not beat it by more than 1% is marked and never gets the star.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,10 @@ import re
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -32,8 +34,14 @@ from src.files import atomic_write, atomic_write_text
 from src.records import find_records
 
 ARCH = ("cell", "depth", "direction", "truncation")
-NOT_SETTINGS = {"dataset", "seed", *ARCH, "skip_completed", "trainer.enable_progress_bar",
-                "trainer.enable_model_summary"}
+NOT_SETTINGS = {
+    "dataset",
+    "seed",
+    *ARCH,
+    "skip_completed",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+}
 NOT_SETTINGS_PREFIXES = ("hydra.", "hydra/", "paths.", "logger")  # where outputs go: not what a run computes
 # Only for a metric that is not the monitored one (--metric) or a record without monitor_mode: lower is better.
 LOWER_IS_BETTER = re.compile(r"loss|ppl|perplexity|bpc|mse|mae|rmse|nll|error|cer|wer", re.I)
@@ -44,13 +52,40 @@ SIGNED = re.compile(r"r2|corr|lik|elbo|reward|score|gain", re.I)
 BASELINE_MARGIN = 0.01
 # Short names of common settings for the "setting" column; any other key shows as its last part (cell.variant ->
 # variant), or whole when two keys would share a name.
-SHORT_KEYS = {"cell.hidden_size": "hidden", "optimizer.lr": "lr", "optimizer.weight_decay": "weight decay",
-              "trainer.max_epochs": "epochs", "dataset.batch_size": "batch", "dataset.seq_len": "T",
-              "trainer.gradient_clip_val": "clip", "cell.dropout": "dropout", "embedding.dim": "embedding"}
+SHORT_KEYS = {
+    "cell.hidden_size": "hidden",
+    "optimizer.lr": "lr",
+    "optimizer.weight_decay": "weight decay",
+    "trainer.max_epochs": "epochs",
+    "dataset.batch_size": "batch",
+    "dataset.seq_len": "T",
+    "trainer.gradient_clip_val": "clip",
+    "cell.dropout": "dropout",
+    "embedding.dim": "embedding",
+}
 # One colour per row, the same in every plot of a task (matplotlib's tab10, then tab20's light shades).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
-           "#dbdb8d", "#9edae5")
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+)
 BASELINE_COLOUR = "#444444"
 TRAIN_LOSS = "train/loss"
 
@@ -72,15 +107,15 @@ class Row:
     setting: str  # the overrides that differ between the task's runs, as `key=value` (raw, for grouping)
     runs: list[Run]
     values: list[float]
-    mean: Optional[float] = None
-    std: Optional[float] = None
+    mean: float | None = None
+    std: float | None = None
     best: bool = False
-    beats_baseline: Optional[bool] = None  # None: the task has no baseline for this metric, or no mean
+    beats_baseline: bool | None = None  # None: the task has no baseline for this metric, or no mean
     shown: str = ""  # the setting as people read it: "hidden 32, lr 0.01"
     colour: str = PALETTE[0]
     missing: int = 0  # finished runs of this row that did not record the metric
 
-    def field_mean(self, key: str) -> Optional[float]:
+    def field_mean(self, key: str) -> float | None:
         found = [r.record[key] for r in self.runs if r.ok and isinstance(r.record.get(key), (int, float))]
         return statistics.fmean(found) if found else None
 
@@ -100,7 +135,7 @@ class Section:
     higher_is_better: bool
     monitor: str
     rows: list[Row]
-    baseline: Optional[Baseline] = None
+    baseline: Baseline | None = None
     recorded: list[str] = field(default_factory=list)  # the test metrics its finished runs hold
 
     @property
@@ -120,8 +155,9 @@ class Section:
 
     def absent_note(self) -> str:
         others = ", ".join(m for m in self.recorded if "/baseline_" not in m)
-        return (f"{self.metric} is not recorded for this task (not a failure: the task does not compute it)"
-                + (f"; its runs record {others}" if others else ""))
+        return f"{self.metric} is not recorded for this task (not a failure: the task does not compute it)" + (
+            f"; its runs record {others}" if others else ""
+        )
 
     def ranked_rows(self) -> list[Row]:
         """The rows with a mean, best first."""
@@ -130,11 +166,12 @@ class Section:
 
 # -- reading ------------------------------------------------------------------------------------------------------
 
-def find_runs(dirs: Iterable[Path], problems: Optional[list[tuple[Path, str]]] = None) -> list[Run]:
+
+def find_runs(dirs: Iterable[Path], problems: list[tuple[Path, str]] | None = None) -> list[Run]:
     """Every run below `dirs`; a record that is damaged or hand-edited is skipped with a warning naming the file
     and field (and added to `problems`, which the leaderboard lists), never half-read."""
     found, skipped = find_records(dirs)
-    for path, why in skipped:
+    for _path, why in skipped:
         print(f"warning: skipping {why}", file=sys.stderr)
     if problems is not None:
         problems.extend(skipped)
@@ -148,8 +185,7 @@ def read_overrides(run_dir: Path) -> dict[str, str]:
     try:
         items = yaml.safe_load(path.read_text()) or []
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        print(f"warning: {path}: unreadable ({str(e).splitlines()[0]}); its settings are not shown",
-              file=sys.stderr)
+        print(f"warning: {path}: unreadable ({str(e).splitlines()[0]}); its settings are not shown", file=sys.stderr)
         return {}
     if not isinstance(items, list):
         print(f"warning: {path}: not a list of overrides; its settings are not shown", file=sys.stderr)
@@ -187,6 +223,7 @@ def read_curves(run: Run, columns: Sequence[str]) -> dict[str, dict[int, float]]
 @dataclass
 class Curve:
     """One row's curve of one column: mean and sample std over its seeds at each step (std 0 for one seed)."""
+
     steps: list[int]
     mean: list[float]
     std: list[float]
@@ -202,14 +239,19 @@ def row_curves(row: Row, columns: Sequence[str]) -> dict[str, Curve]:
         if not steps:
             continue
         at = [[c[s] for c in curves if s in c] for s in steps]
-        found[column] = Curve(steps, [statistics.fmean(v) for v in at],
-                              [statistics.stdev(v) if len(v) > 1 else 0.0 for v in at], len(curves))
+        found[column] = Curve(
+            steps,
+            [statistics.fmean(v) for v in at],
+            [statistics.stdev(v) if len(v) > 1 else 0.0 for v in at],
+            len(curves),
+        )
     return found
 
 
 # -- aggregating --------------------------------------------------------------------------------------------------
 
-def metric_of(record: dict, forced: Optional[str]) -> tuple[str, bool]:
+
+def metric_of(record: dict, forced: str | None) -> tuple[str, bool]:
     """(test metric, higher is better) for a run: the test value of its monitored metric unless --metric says."""
     monitor = record.get("monitor") or "val/loss"
     name = forced or "test/" + monitor.split("/", 1)[-1]
@@ -219,12 +261,12 @@ def metric_of(record: dict, forced: Optional[str]) -> tuple[str, bool]:
     return name, not LOWER_IS_BETTER.search(name)
 
 
-def _number(value: Any) -> Optional[float]:
+def _number(value: Any) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
 
 
-def baseline_of(record: dict, metric: str) -> Optional[float]:
+def baseline_of(record: dict, metric: str) -> float | None:
     """What the task's trivial predictor scores on `metric` in this run (`test/baseline_<name>`, logged by the data
     set). A task whose loss is another metric (regress: test/loss = test/mse) has the baseline of that metric."""
     split, _, name = metric.partition("/")
@@ -232,9 +274,13 @@ def baseline_of(record: dict, metric: str) -> Optional[float]:
     if value is not None or name != "loss" or _number(record.get(metric)) is None:
         return value
     for key, base in record.items():
-        other = f"{split}/" + key[len(f"{split}/baseline_"):]
-        if key.startswith(f"{split}/baseline_") and _number(base) is not None and other != metric \
-                and record.get(other) == record.get(metric):
+        other = f"{split}/" + key[len(f"{split}/baseline_") :]
+        if (
+            key.startswith(f"{split}/baseline_")
+            and _number(base) is not None
+            and other != metric
+            and record.get(other) == record.get(metric)
+        ):
             return float(base)
     return None
 
@@ -257,13 +303,16 @@ def setting_names(keys: Iterable[str]) -> dict[str, str]:
 def settings(runs: list[Run]) -> dict[int, tuple[str, str]]:
     """id(run) -> (raw, shown): the overrides (beyond dataset, seed and the architecture) that differ between
     these runs, as `key=value ...` and as people read them (`hidden 32, lr 0.01`)."""
-    keys = {k for r in runs for k in r.overrides
-            if k not in NOT_SETTINGS and not k.startswith(NOT_SETTINGS_PREFIXES)}
+    keys = {k for r in runs for k in r.overrides if k not in NOT_SETTINGS and not k.startswith(NOT_SETTINGS_PREFIXES)}
     varying = sorted(k for k in keys if len({r.overrides.get(k) for r in runs}) > 1)
     names = setting_names(varying)
-    return {id(r): (" ".join(f"{k}={r.overrides[k]}" for k in varying if k in r.overrides),
-                     ", ".join(f"{names[k]} {short_value(r.overrides[k])}" for k in varying if k in r.overrides))
-            for r in runs}
+    return {
+        id(r): (
+            " ".join(f"{k}={r.overrides[k]}" for k in varying if k in r.overrides),
+            ", ".join(f"{names[k]} {short_value(r.overrides[k])}" for k in varying if k in r.overrides),
+        )
+        for r in runs
+    }
 
 
 def better(a: float, b: float, higher: bool, margin: float = 0.0) -> bool:
@@ -272,7 +321,7 @@ def better(a: float, b: float, higher: bool, margin: float = 0.0) -> bool:
     return a > b + gap if higher else a < b - gap
 
 
-def build_sections(runs: list[Run], forced_metric: Optional[str] = None) -> list[Section]:
+def build_sections(runs: list[Run], forced_metric: str | None = None) -> list[Section]:
     by_dataset: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_dataset[str(run.record.get("dataset"))].append(run)
@@ -316,8 +365,15 @@ def build_sections(runs: list[Run], forced_metric: Optional[str] = None) -> list
             row.colour = PALETTE[i % len(PALETTE)]
         task = next((str(r.record["task"]) for r in members if r.record.get("task")), "?")
         monitor = next((str(r.record["monitor"]) for r in members if r.record.get("monitor")), "")
-        recorded = sorted({k for r in members if r.ok for k, v in r.record.items()
-                           if k.startswith("test/") and _number(v) is not None})
+        recorded = sorted(
+            {
+                k
+                for r in members
+                if r.ok
+                for k, v in r.record.items()
+                if k.startswith("test/") and _number(v) is not None
+            }
+        )
         sections.append(Section(dataset, task, metric, higher, monitor, ranked, baseline, recorded))
     return sections
 
@@ -358,13 +414,14 @@ def cell_summary(sections: Sequence[Section]) -> list[CellSummary]:
 
 # -- writing ------------------------------------------------------------------------------------------------------
 
+
 def markdown_table(rows: Sequence[dict]) -> str:
     from src.bench.report import markdown_table as table  # (imports torch: only when a table is written)
 
     return table(rows)
 
 
-def _num(x: Optional[float], spec: str = ".4g") -> str:
+def _num(x: float | None, spec: str = ".4g") -> str:
     return "" if x is None else format(x, spec)
 
 
@@ -401,13 +458,16 @@ def table_lines(section: Section) -> list[dict]:
         if section.baseline is not None:
             line["beats baseline"] = {True: "yes", False: "**no**", None: ""}[row.beats_baseline]
         params = row.field_mean("params")
-        line.update({
-            "seeds": f"{len(row.values)}" + (f" (+{failed} failed)" if failed else "")
-                     + (f" ({row.missing} without it)" if row.missing and row.values else ""),
-            "params": f"{params:,.0f}" if params is not None else "",
-            "samples/s": _num(row.field_mean("train_samples_per_s"), ",.0f"),
-            "wall s": _num(row.field_mean("wall_s"), ".1f"),
-        })
+        line.update(
+            {
+                "seeds": f"{len(row.values)}"
+                + (f" (+{failed} failed)" if failed else "")
+                + (f" ({row.missing} without it)" if row.missing and row.values else ""),
+                "params": f"{params:,.0f}" if params is not None else "",
+                "samples/s": _num(row.field_mean("train_samples_per_s"), ",.0f"),
+                "wall s": _num(row.field_mean("wall_s"), ".1f"),
+            }
+        )
         lines.append(line)
     if section.baseline is not None:
         at = sum(bool(row.beats_baseline) for row in section.rows)
@@ -424,34 +484,60 @@ def section_table(section: Section) -> str:
 
 
 def summary_table(summary: Sequence[CellSummary]) -> str:
-    return markdown_table([{"cell": s.cell, "tasks": s.tasks, "mean rank": f"{s.mean_rank:.2f}", "wins": s.wins,
-                            "beats baseline": f"{s.beats_baseline} of {s.with_baseline}" if s.with_baseline else ""}
-                           for s in summary])
+    return markdown_table(
+        [
+            {
+                "cell": s.cell,
+                "tasks": s.tasks,
+                "mean rank": f"{s.mean_rank:.2f}",
+                "wins": s.wins,
+                "beats baseline": f"{s.beats_baseline} of {s.with_baseline}" if s.with_baseline else "",
+            }
+            for s in summary
+        ]
+    )
 
 
 def failures_table(runs: list[Run]) -> str:
     failed = [r for r in runs if not r.ok]
-    rows = [{**{k: r.record.get(k) for k in ("dataset", *ARCH, "seed")},
-             "error": str(r.record.get("error", "")).replace("|", "\\|").replace("\n", " "), "run dir": str(r.dir)}
-            for r in failed]
+    rows = [
+        {
+            **{k: r.record.get(k) for k in ("dataset", *ARCH, "seed")},
+            "error": str(r.record.get("error", "")).replace("|", "\\|").replace("\n", " "),
+            "run dir": str(r.dir),
+        }
+        for r in failed
+    ]
     return markdown_table(rows)
 
 
 def section_heading(section: Section) -> str:
     if section.absent:
         return f"## {section.dataset} ({section.task}): {section.metric} not recorded"
-    return (f"## {section.dataset} ({section.task}): {section.metric}, "
-            f"{'higher' if section.higher_is_better else 'lower'} is better")
+    return (
+        f"## {section.dataset} ({section.task}): {section.metric}, "
+        f"{'higher' if section.higher_is_better else 'lower'} is better"
+    )
 
 
-def write_markdown(sections: list[Section], runs: list[Run], out: Path, sources: list[str],
-                   with_plots: bool, problems: Sequence[tuple[Path, str]] = ()) -> str:
+def write_markdown(
+    sections: list[Section],
+    runs: list[Run],
+    out: Path,
+    sources: list[str],
+    with_plots: bool,
+    problems: Sequence[tuple[Path, str]] = (),
+) -> str:
     ok = sum(r.ok for r in runs)
-    md = ["# Leaderboard", "",
-          f"{len(runs)} runs ({ok} ok, {len(runs) - ok} failed) from {', '.join(sources)}. Per task, one row per "
-          "architecture and setting; the test metric is the mean ± sample std over seeds; ★ marks the best. The "
-          f"baseline row is the task's trivial predictor: a row that does not beat it by more than "
-          f"{BASELINE_MARGIN:.0%} is marked **no** and gets no ★.", ""]
+    md = [
+        "# Leaderboard",
+        "",
+        f"{len(runs)} runs ({ok} ok, {len(runs) - ok} failed) from {', '.join(sources)}. Per task, one row per "
+        "architecture and setting; the test metric is the mean ± sample std over seeds; ★ marks the best. The "
+        f"baseline row is the task's trivial predictor: a row that does not beat it by more than "
+        f"{BASELINE_MARGIN:.0%} is marked **no** and gets no ★.",
+        "",
+    ]
     for section in sections:
         md += [section_heading(section), ""]
         if section.absent:
@@ -459,20 +545,32 @@ def write_markdown(sections: list[Section], runs: list[Run], out: Path, sources:
             continue
         md += [section_table(section), ""]
         if with_plots:
-            md += [f"![{section.dataset} {what}](plots/{section.slug}_{kind}.png)"
-                   for kind, what in (("bars", section.metric), ("curves", f"{TRAIN_LOSS} and {section.monitor}"))
-                   if (out / "plots" / f"{section.slug}_{kind}.png").exists()] + [""]
+            md += [
+                f"![{section.dataset} {what}](plots/{section.slug}_{kind}.png)"
+                for kind, what in (("bars", section.metric), ("curves", f"{TRAIN_LOSS} and {section.monitor}"))
+                if (out / "plots" / f"{section.slug}_{kind}.png").exists()
+            ] + [""]
     summary = cell_summary(sections)
     if summary:
-        md += ["## Across tasks", "",
-               "Each cell's rank among the cells of every task it ran (by its best row there; ties share the "
-               "better rank), the mean of those ranks, its wins (tasks where it holds the ★) and the tasks where "
-               "it beats the baseline.", "", summary_table(summary), ""]
+        md += [
+            "## Across tasks",
+            "",
+            "Each cell's rank among the cells of every task it ran (by its best row there; ties share the "
+            "better rank), the mean of those ranks, its wins (tasks where it holds the ★) and the tasks where "
+            "it beats the baseline.",
+            "",
+            summary_table(summary),
+            "",
+        ]
     if ok < len(runs):
         md += ["## Failed runs", "", failures_table(runs), ""]
     if problems:
-        md += ["## Unreadable records (skipped)", "",
-               markdown_table([{"file": str(path), "why": why.replace("|", "\\|")} for path, why in problems]), ""]
+        md += [
+            "## Unreadable records (skipped)",
+            "",
+            markdown_table([{"file": str(path), "why": why.replace("|", "\\|")} for path, why in problems]),
+            "",
+        ]
     text = "\n".join(md)
     atomic_write_text(out / "leaderboard.md", text)
     return text
@@ -481,18 +579,52 @@ def write_markdown(sections: list[Section], runs: list[Run], out: Path, sources:
 def write_csv(sections: list[Section], out: Path) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["dataset", "task", "metric", "higher_is_better", *ARCH, "setting", "mean", "std", "seeds",
-                     "failed", "params", "train_samples_per_s", "wall_s", "best", "overrides", "baseline",
-                     "beats_baseline", "recorded"])
+    writer.writerow(
+        [
+            "dataset",
+            "task",
+            "metric",
+            "higher_is_better",
+            *ARCH,
+            "setting",
+            "mean",
+            "std",
+            "seeds",
+            "failed",
+            "params",
+            "train_samples_per_s",
+            "wall_s",
+            "best",
+            "overrides",
+            "baseline",
+            "beats_baseline",
+            "recorded",
+        ]
+    )
     for s in sections:
         for row in s.rows:
-            writer.writerow([s.dataset, s.task, s.metric, s.higher_is_better, *row.arch, row.shown,
-                             _num(row.mean, ".6g"), _num(row.std, ".6g"), len(row.values),
-                             sum(not r.ok for r in row.runs), _num(row.field_mean("params"), ".0f"),
-                             _num(row.field_mean("train_samples_per_s"), ".6g"),
-                             _num(row.field_mean("wall_s"), ".6g"), row.best, row.setting,
-                             _num(s.baseline.mean if s.baseline else None, ".6g"),
-                             "" if row.beats_baseline is None else row.beats_baseline, not s.absent])
+            writer.writerow(
+                [
+                    s.dataset,
+                    s.task,
+                    s.metric,
+                    s.higher_is_better,
+                    *row.arch,
+                    row.shown,
+                    _num(row.mean, ".6g"),
+                    _num(row.std, ".6g"),
+                    len(row.values),
+                    sum(not r.ok for r in row.runs),
+                    _num(row.field_mean("params"), ".0f"),
+                    _num(row.field_mean("train_samples_per_s"), ".6g"),
+                    _num(row.field_mean("wall_s"), ".6g"),
+                    row.best,
+                    row.setting,
+                    _num(s.baseline.mean if s.baseline else None, ".6g"),
+                    "" if row.beats_baseline is None else row.beats_baseline,
+                    not s.absent,
+                ]
+            )
     atomic_write_text(out / "leaderboard.csv", buffer.getvalue())
 
 
@@ -512,8 +644,8 @@ def write_plots(section: Section, out: Path) -> None:
     """plots/<task>_bars.png (the metric per row, std as error bars, the baseline as a dashed line) and
     plots/<task>_curves.png (training loss and the monitored validation metric by step, mean ± std over seeds);
     a row has the same colour in both."""
-    from matplotlib.figure import Figure  # the object API: no GUI backend, quicker to import than pyplot
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # the object API: no GUI backend, quicker to import than pyplot
 
     rows = section.ranked_rows()
     if not rows or section.absent:
@@ -522,24 +654,36 @@ def write_plots(section: Section, out: Path) -> None:
     fig = Figure(figsize=(8, 1.4 + 0.32 * len(rows)))
     ax = fig.add_subplot()
     ys = list(range(len(rows)))[::-1]  # the best at the top
-    bars = ax.barh(ys, [r.mean for r in rows], xerr=error_bars(section, rows), capsize=3,
-                   color=[r.colour for r in rows], edgecolor=["black" if r.best else "white" for r in rows])
+    bars = ax.barh(
+        ys,
+        [r.mean for r in rows],
+        xerr=error_bars(section, rows),
+        capsize=3,
+        color=[r.colour for r in rows],
+        edgecolor=["black" if r.best else "white" for r in rows],
+    )
     for bar, row in zip(bars, rows):  # (one hatch per bar: a list for `hatch` needs matplotlib 3.10)
         bar.set_hatch("//" if row.beats_baseline is False else "")
     ax.set_yticks(ys, [("★ " if r.best else "") + label(r) for r in rows], fontsize=8)
     if section.baseline is not None:
         ax.axvline(section.baseline.mean, color=BASELINE_COLOUR, linestyle="--", linewidth=1.2)
-    ax.set_xlabel(f"{section.metric} (mean ± std over seeds; {'higher' if section.higher_is_better else 'lower'}"
-                  " is better)")
-    ax.set_title(f"{section.dataset} ({section.task})" + (
-        f"; dashed: baseline {section.baseline.mean:.4g}, hatched: not better" if section.baseline else ""))
+    ax.set_xlabel(
+        f"{section.metric} (mean ± std over seeds; {'higher' if section.higher_is_better else 'lower'} is better)"
+    )
+    ax.set_title(
+        f"{section.dataset} ({section.task})"
+        + (f"; dashed: baseline {section.baseline.mean:.4g}, hatched: not better" if section.baseline else "")
+    )
     atomic_write(plots / f"{section.slug}_bars.png", lambda tmp: save(fig, tmp))
 
     # Runs trained with +diagnostics=gradients: their gradient-flow curves overlaid, one line per run (issue 10).
     from src.diagnostics import plot_gradient_flow
 
-    plot_gradient_flow([run.dir for row in rows for run in row.runs if run.ok],
-                       plots / f"{section.slug}_gradient_flow.png", title=f"{section.dataset}: gradient flow")
+    plot_gradient_flow(
+        [run.dir for row in rows for run in row.runs if run.ok],
+        plots / f"{section.slug}_gradient_flow.png",
+        title=f"{section.dataset}: gradient flow",
+    )
 
     columns = (TRAIN_LOSS, section.monitor)
     curves = [(row, row_curves(row, columns)) for row in rows]
@@ -554,8 +698,14 @@ def write_plots(section: Section, out: Path) -> None:
             if column not in found:
                 continue
             curve = found[column]
-            ax.plot(curve.steps, curve.mean, color=row.colour, marker="." if len(curve.steps) < 30 else None,
-                    linewidth=2.5 if row.best else 1.2, label=label(row))
+            ax.plot(
+                curve.steps,
+                curve.mean,
+                color=row.colour,
+                marker="." if len(curve.steps) < 30 else None,
+                linewidth=2.5 if row.best else 1.2,
+                label=label(row),
+            )
             if curve.seeds > 1:
                 ax.fill_between(curve.steps, *band(curve, nonnegative), color=row.colour, alpha=0.18, linewidth=0)
         ax.set_xlabel("step")
@@ -578,15 +728,19 @@ def default_out(dirs: list[Path]) -> Path:
     return dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.resolve() for d in dirs]))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.split("\n\n")[1])
     parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep dirs (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write (default: the one dir given, else their parent)")
     parser.add_argument("--metric", help="compare on this test metric instead of each task's monitored one")
     parser.add_argument("--no-plots", action="store_true", help="no PNG plots (the HTML dashboard still has charts)")
-    parser.add_argument("--html", nargs="?", const="", metavar="FILE",
-                        help="also write an offline dashboard: one self-contained HTML file (default: "
-                             "<out>/dashboard.html)")
+    parser.add_argument(
+        "--html",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="also write an offline dashboard: one self-contained HTML file (default: <out>/dashboard.html)",
+    )
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
@@ -596,8 +750,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     runs = find_runs(args.dirs, problems)
     if not runs:
         found = f"no readable run record ({len(problems)} skipped above)" if problems else "no metrics.json"
-        print(f"error: {found} under {', '.join(map(str, args.dirs))}: run src.train there first",
-              file=sys.stderr)
+        print(f"error: {found} under {', '.join(map(str, args.dirs))}: run src.train there first", file=sys.stderr)
         return 2
     out = args.out or default_out(args.dirs)
     try:
@@ -605,8 +758,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         (out / ".write_test").touch()
         (out / ".write_test").unlink()
     except OSError as e:
-        print(f"error: cannot write the leaderboard to {out} ({e.strerror or e}); choose another with --out <dir>",
-              file=sys.stderr)
+        print(
+            f"error: cannot write the leaderboard to {out} ({e.strerror or e}); choose another with --out <dir>",
+            file=sys.stderr,
+        )
         return 2
     sections = build_sections(runs, args.metric)
     if not args.no_plots:
@@ -619,8 +774,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.html is not None:
         from src.html_dashboard import write_html
 
-        wrote.append(write_html(sections, runs, Path(args.html) if args.html else out / "dashboard.html",
-                                sources, problems))
+        wrote.append(
+            write_html(sections, runs, Path(args.html) if args.html else out / "dashboard.html", sources, problems)
+        )
     print(re.sub(r"^!\[.*\n?", "", text, flags=re.M))
     print("wrote " + ", ".join(map(str, wrote)))
     return 0

@@ -17,6 +17,7 @@
 `plot_gradient_flow(run_dirs, out_png)` overlays the curves of several runs (one line per run, e.g. per cell);
 `python -m src.diagnostics RUN_DIR... -o out.png` does the same from the command line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,17 +28,18 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 
 from src.data.tensors import Batch
+from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write, atomic_write_json, atomic_write_text
 from src.models.stack import reverse_padded
 from src.models.trace import LayerTrace, trace_stack
-from src.errors import ConfigError, DataError, UserError
 from src.records import RecordError, read_record
 
 log = logging.getLogger(__name__)
@@ -58,13 +60,18 @@ def evaluating(module: torch.nn.Module):
         module.train(was_training)
 
 
-def _sq_norms(grads: list[Optional[torch.Tensor]], like: list[torch.Tensor]) -> torch.Tensor:
+def _sq_norms(grads: list[torch.Tensor | None], like: list[torch.Tensor]) -> torch.Tensor:
     """Per step and sample squared norms [B, T] of gradients listed per step (None: no gradient reached)."""
-    return torch.stack([(g.reshape(y.shape).pow(2).sum(-1) if g is not None else y.new_zeros(y.shape[0]))
-                        for g, y in zip(grads, like)], dim=1)
+    return torch.stack(
+        [
+            (g.reshape(y.shape).pow(2).sum(-1) if g is not None else y.new_zeros(y.shape[0]))
+            for g, y in zip(grads, like)
+        ],
+        dim=1,
+    )
 
 
-def _to_time_order(per_step: torch.Tensor, trace: LayerTrace, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+def _to_time_order(per_step: torch.Tensor, trace: LayerTrace, lengths: torch.Tensor | None) -> torch.Tensor:
     """[B, T] in processing order -> in time order (the backward direction processed each sequence reversed)."""
     return reverse_padded(per_step[..., None], lengths)[..., 0] if trace.direction else per_step
 
@@ -84,7 +91,7 @@ def gradient_flow(task, batch: Batch) -> list[dict[str, Any]]:
                 with torch.no_grad():
                     state = task.encode(batch.x[:, :start], None, None)[1]
             outputs, traces = trace_stack(task.stack, task.encoder(batch.x[:, start:t1]), lengths, state)
-            result = task.loss(task.head(outputs[:, t0 - start:], lengths), batch, t0, t1)
+            result = task.loss(task.head(outputs[:, t0 - start :], lengths), batch, t0, t1)
             if result is not None:
                 break
         else:
@@ -96,15 +103,18 @@ def gradient_flow(task, batch: Batch) -> list[dict[str, Any]]:
         grad = lambda seq: [found.get(id(n)) if n is not None else None for n in seq]  # noqa: E731
         g_out, g_h = grad(tr.outputs), grad(tr.h)
         # Both paths out of h_t: into the next layer/head (y_t) and into the next step (the state's h).
-        g_total = [go if gh is None else (gh.reshape(go.shape) if go is None else go + gh.reshape(go.shape))
-                   for go, gh in zip(g_out, g_h)]
+        g_total = [
+            go if gh is None else (gh.reshape(go.shape) if go is None else go + gh.reshape(go.shape))
+            for go, gh in zip(g_out, g_h)
+        ]
         h_norm = _to_time_order(_sq_norms(g_total, tr.outputs), tr, lengths).sum(0).sqrt()
         c_norm = [None] * len(h_norm)
         if any(c is not None for c in tr.c):
             c_norm = _to_time_order(_sq_norms(grad(tr.c), tr.outputs), tr, lengths).sum(0).sqrt().tolist()
         for k, (h_value, c_value) in enumerate(zip(h_norm.tolist(), c_norm)):
-            rows.append({"layer": tr.layer, "direction": tr.direction, "t": start + k, "grad_h": h_value,
-                         "grad_c": c_value})
+            rows.append(
+                {"layer": tr.layer, "direction": tr.direction, "t": start + k, "grad_h": h_value, "grad_c": c_value}
+            )
     return rows
 
 
@@ -115,15 +125,17 @@ def state_statistics(task, batch: Batch) -> tuple[list[dict], list[dict]]:
     with evaluating(task), torch.no_grad():
         _, traces = trace_stack(task.stack, task.encoder(batch.x), batch.lengths, None, gates=True)
     total = batch.x.shape[1]
-    valid = (torch.ones(batch.x.shape[0], total, dtype=torch.bool, device=batch.x.device)
-             if batch.lengths is None else
-             torch.arange(total, device=batch.x.device)[None, :] < batch.lengths.to(batch.x.device)[:, None])
+    valid = (
+        torch.ones(batch.x.shape[0], total, dtype=torch.bool, device=batch.x.device)
+        if batch.lengths is None
+        else torch.arange(total, device=batch.x.device)[None, :] < batch.lengths.to(batch.x.device)[:, None]
+    )
 
     def in_time(values: list[torch.Tensor], trace: LayerTrace) -> torch.Tensor:  # [B, T, H] in time order
         seq = torch.stack([v.reshape(trace.outputs[0].shape) for v in values], dim=1)
         return reverse_padded(seq, batch.lengths) if trace.direction else seq
 
-    def mean_std(seq: Optional[torch.Tensor]) -> tuple[list, list]:  # per step, over real samples and units
+    def mean_std(seq: torch.Tensor | None) -> tuple[list, list]:  # per step, over real samples and units
         if seq is None:
             return [None] * total, [None] * total
         weight = valid[..., None].to(seq.dtype)
@@ -131,15 +143,27 @@ def state_statistics(task, batch: Batch) -> tuple[list[dict], list[dict]]:
         mean = (seq * weight).sum((0, 2)) / count
         var = ((seq - mean[None, :, None]).pow(2) * weight).sum((0, 2)) / count
         empty = count == 0  # a step that is padding in every sequence
-        return ([None if e else m for m, e in zip(mean.tolist(), empty.tolist())],
-                [None if e else v for v, e in zip(var.sqrt().tolist(), empty.tolist())])
+        return (
+            [None if e else m for m, e in zip(mean.tolist(), empty.tolist())],
+            [None if e else v for v, e in zip(var.sqrt().tolist(), empty.tolist())],
+        )
 
     stats, gates = [], []
     for tr in traces:
         h_mean, h_std = mean_std(in_time(tr.outputs, tr))
         c_mean, c_std = mean_std(in_time(tr.c, tr) if all(v is not None for v in tr.c) else None)
-        stats += [{"layer": tr.layer, "direction": tr.direction, "t": t, "h_mean": h_mean[t], "h_std": h_std[t],
-                   "c_mean": c_mean[t], "c_std": c_std[t]} for t in range(total)]
+        stats += [
+            {
+                "layer": tr.layer,
+                "direction": tr.direction,
+                "t": t,
+                "h_mean": h_mean[t],
+                "h_std": h_std[t],
+                "c_mean": c_mean[t],
+                "c_std": c_std[t],
+            }
+            for t in range(total)
+        ]
         counts = {"high": 0, "low": 0, "n": 0}
         for name, values in tr.gates.items():
             g = in_time(values, tr)[valid]
@@ -153,8 +177,14 @@ def state_statistics(task, batch: Batch) -> tuple[list[dict], list[dict]]:
 
 
 def _gate_row(tr: LayerTrace, gate: str, high: int, low: int, n: int) -> dict:
-    return {"layer": tr.layer, "direction": tr.direction, "gate": gate, "saturated": (high + low) / n,
-            "above_0.99": high / n, "below_0.01": low / n}
+    return {
+        "layer": tr.layer,
+        "direction": tr.direction,
+        "gate": gate,
+        "saturated": (high + low) / n,
+        "above_0.99": high / n,
+        "below_0.01": low / n,
+    }
 
 
 # -- files --------------------------------------------------------------------------------------------------
@@ -180,11 +210,18 @@ def read_csv(path: Path, ints: Sequence[str] = (), floats: Sequence[str] = ()) -
     typed = []
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         try:
-            typed.append({**row, **{k: int(row[k]) for k in ints},
-                          **{k: float(row[k]) if row[k] not in (None, "") else None for k in floats}})
+            typed.append(
+                {
+                    **row,
+                    **{k: int(row[k]) for k in ints},
+                    **{k: float(row[k]) if row[k] not in (None, "") else None for k in floats},
+                }
+            )
         except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{path}:{number}: not a row of the diagnostics ({type(e).__name__}: {e}); the file "
-                            f"was edited or damaged, run the diagnostics again") from None
+            raise DataError(
+                f"{path}:{number}: not a row of the diagnostics ({type(e).__name__}: {e}); the file "
+                f"was edited or damaged, run the diagnostics again"
+            ) from None
     return typed
 
 
@@ -204,13 +241,21 @@ def plot_run(rows: Sequence[dict], out_png: Path, title: str) -> Path:
     fig, ax = _figure()
     for i, (layer, direction) in enumerate(keys):
         for step in steps:
-            pts = [(int(r["t"]), _float(r["grad_h"])) for r in rows if int(r["step"]) == step
-                   and (int(r["layer"]), int(r["direction"])) == (layer, direction)]
+            pts = [
+                (int(r["t"]), _float(r["grad_h"]))
+                for r in rows
+                if int(r["step"]) == step and (int(r["layer"]), int(r["direction"])) == (layer, direction)
+            ]
             epoch = next(int(r["epochs_done"]) for r in rows if int(r["step"]) == step)
             last = step == steps[-1]
-            ax.plot(*zip(*pts), color=f"C{i}", linestyle="-" if last else "--", alpha=1.0 if last else 0.5,
-                    label=f"{curve_name(layer, direction, bidirectional=bidirectional)}, "
-                          + ("before training" if step == 0 else f"after epoch {epoch} (step {step})"))
+            ax.plot(
+                *zip(*pts),
+                color=f"C{i}",
+                linestyle="-" if last else "--",
+                alpha=1.0 if last else 0.5,
+                label=f"{curve_name(layer, direction, bidirectional=bidirectional)}, "
+                + ("before training" if step == 0 else f"after epoch {epoch} (step {step})"),
+            )
     _finish(ax, fig, title, out_png)
     return out_png
 
@@ -243,8 +288,10 @@ def _run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         if (path / "diagnostics" / "gradient_flow.csv").is_file():
             found.append(path)
         elif path.is_dir():
-            found += sorted((p.parents[1] for p in path.glob("*/diagnostics/gradient_flow.csv")),
-                            key=lambda p: (len(p.name), p.name))
+            found += sorted(
+                (p.parents[1] for p in path.glob("*/diagnostics/gradient_flow.csv")),
+                key=lambda p: (len(p.name), p.name),
+            )
     return found
 
 
@@ -269,9 +316,15 @@ def run_label(run_dir: Path) -> str:
     return run_dir.name
 
 
-def plot_gradient_flow(run_dirs: Iterable[str | Path], out_png: str | Path, at: str = "last", layer: int = 0,
-                       direction: int = 0, labels: Optional[Sequence[str]] = None,
-                       title: Optional[str] = None) -> Optional[Path]:
+def plot_gradient_flow(
+    run_dirs: Iterable[str | Path],
+    out_png: str | Path,
+    at: str = "last",
+    layer: int = 0,
+    direction: int = 0,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path | None:
     """Overlay ||d loss / d h_t|| of several runs of one task, a colour per run (labelled by its cell).
     at: "last" (each run's last measurement), "init" (its first: before training) or "both" (first dashed,
     last solid). `run_dirs` may include sweep dirs (their jobs are taken). Runs without diagnostics are
@@ -283,8 +336,11 @@ def plot_gradient_flow(run_dirs: Iterable[str | Path], out_png: str | Path, at: 
         return None
     fig, ax = _figure()
     for i, run in enumerate(dirs):
-        rows = [r for r in read_csv(run / "diagnostics" / "gradient_flow.csv", FLOW_INTS, FLOW_FLOATS)
-                if r["layer"] == layer and r["direction"] == direction]
+        rows = [
+            r
+            for r in read_csv(run / "diagnostics" / "gradient_flow.csv", FLOW_INTS, FLOW_FLOATS)
+            if r["layer"] == layer and r["direction"] == direction
+        ]
         if not rows:
             continue
         steps = sorted({r["step"] for r in rows})
@@ -294,10 +350,16 @@ def plot_gradient_flow(run_dirs: Iterable[str | Path], out_png: str | Path, at: 
             pts = [(r["t"], _float(r["grad_h"])) for r in rows if r["step"] == step]
             final = step == steps[-1] and at != "init"
             when = "before training" if step == 0 else f"step {step}"
-            ax.plot(*zip(*pts), color=f"C{i % 10}", linestyle="-" if final else "--",
-                    label=label if at != "both" else f"{label}, {when}")
-    default = f"gradient flow, {curve_name(layer, direction)}" + {
-        "init": ", before training", "last": ", end of training", "both": ""}[at]
+            ax.plot(
+                *zip(*pts),
+                color=f"C{i % 10}",
+                linestyle="-" if final else "--",
+                label=label if at != "both" else f"{label}, {when}",
+            )
+    default = (
+        f"gradient flow, {curve_name(layer, direction)}"
+        + {"init": ", before training", "last": ", end of training", "both": ""}[at]
+    )
     _finish(ax, fig, title or default, Path(out_png))
     return Path(out_png)
 
@@ -313,21 +375,30 @@ class GradientDiagnostics(L.Callback):
         when there is no data module).
     """
 
-    def __init__(self, out_dir: Optional[str] = None, flow_epochs: Sequence[int] = (0, -1), samples: int = 64,
-                 grad_norms: bool = True, state_stats: bool = True):
+    def __init__(
+        self,
+        out_dir: str | None = None,
+        flow_epochs: Sequence[int] = (0, -1),
+        samples: int = 64,
+        grad_norms: bool = True,
+        state_stats: bool = True,
+    ):
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
             raise ConfigError(f"diagnostics.samples={samples!r} must be a positive integer (sequences measured)")
         if isinstance(flow_epochs, (str, bytes)) or not all(
-                isinstance(e, int) and not isinstance(e, bool) and e >= -1 for e in flow_epochs):
-            raise ConfigError(f"diagnostics.flow_epochs={flow_epochs!r} must be a list of completed-epoch counts "
-                              f"(0 = before training, -1 = the end), e.g. [0, -1]")
+            isinstance(e, int) and not isinstance(e, bool) and e >= -1 for e in flow_epochs
+        ):
+            raise ConfigError(
+                f"diagnostics.flow_epochs={flow_epochs!r} must be a list of completed-epoch counts "
+                f"(0 = before training, -1 = the end), e.g. [0, -1]"
+            )
         for name, value in (("grad_norms", grad_norms), ("state_stats", state_stats)):
             if not isinstance(value, bool):
                 raise ConfigError(f"diagnostics.{name}={value!r} must be true or false")
         self.out_dir = Path(out_dir) if out_dir else None
         self.flow_epochs, self.samples = set(flow_epochs), samples
         self.grad_norms, self.state_stats = grad_norms, state_stats
-        self.batch: Optional[Batch] = None
+        self.batch: Batch | None = None
         self.flow_rows: list[dict] = []
         self.norms: list[torch.Tensor] = []  # this epoch's per-update norms, kept on the device until it ends
         self.clipped: list[torch.Tensor] = []
@@ -351,22 +422,29 @@ class GradientDiagnostics(L.Callback):
         if flow.is_file():
             self.flow_rows = [r for r in read_csv(flow, FLOW_INTS, FLOW_FLOATS) if r["step"] < step]
         if norms.is_file():
-            self.norm_rows = [r for r in read_csv(norms, ["step", "epoch", "clipped"], ["grad_norm"])
-                              if r["step"] < step]
+            self.norm_rows = [
+                r for r in read_csv(norms, ["step", "epoch", "clipped"], ["grad_norm"]) if r["step"] < step
+            ]
 
     def _fixed_batch(self, trainer: L.Trainer, fallback: Any) -> Batch:
         datamodule = trainer.datamodule
         source = next(iter(datamodule.val_dataloader())) if datamodule is not None else fallback
-        return Batch(*(None if t is None else t[:self.samples].detach().to(trainer.strategy.root_device)
-                       for t in source))
+        return Batch(
+            *(None if t is None else t[: self.samples].detach().to(trainer.strategy.root_device) for t in source)
+        )
 
     def _describe(self, pl_module) -> dict[str, Any]:
         stack = pl_module.stack
         cell = stack.rnn.rnn.mode.lower() if stack.fused else type(stack.layers[0][0]).__name__
         trunc = pl_module.update.setting("truncation")
-        return {"cell": cell, "depth": stack.depth, "bidirectional": stack.bidirectional,
-                "truncation_steps": trunc.steps if trunc else None, "samples": len(self.batch.x),
-                "seq_len": int(self.batch.x.shape[1])}
+        return {
+            "cell": cell,
+            "depth": stack.depth,
+            "bidirectional": stack.bidirectional,
+            "truncation_steps": trunc.steps if trunc else None,
+            "samples": len(self.batch.x),
+            "seq_len": int(self.batch.x.shape[1]),
+        }
 
     # -- gradient flow ------------------------------------------------------------------------------------------
     def _measure_flow(self, trainer: L.Trainer, pl_module, epoch: int) -> None:
@@ -381,17 +459,21 @@ class GradientDiagnostics(L.Callback):
 
     def _plot(self, trainer: L.Trainer) -> None:
         # Once, at the end: drawing costs seconds, more than a measurement (the CSV has every one meanwhile).
-        png = plot_run(self.flow_rows, self.out_dir / "gradient_flow.png",
-                       f"gradient flow: {self.summary['cell']}, depth {self.summary['depth']}"
-                       + (", bi" if self.summary["bidirectional"] else ""))
+        png = plot_run(
+            self.flow_rows,
+            self.out_dir / "gradient_flow.png",
+            f"gradient flow: {self.summary['cell']}, depth {self.summary['depth']}"
+            + (", bi" if self.summary["bidirectional"] else ""),
+        )
         from lightning.pytorch.loggers import WandbLogger
 
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
 
-                logger.experiment.log({"diagnostics/gradient_flow_png": wandb.Image(str(png)),
-                                       "trainer/global_step": trainer.global_step})
+                logger.experiment.log(
+                    {"diagnostics/gradient_flow_png": wandb.Image(str(png)), "trainer/global_step": trainer.global_step}
+                )
 
     def _wandb_flow(self, trainer: L.Trainer, rows: list[dict]) -> None:
         from lightning.pytorch.loggers import WandbLogger
@@ -404,13 +486,21 @@ class GradientDiagnostics(L.Callback):
             keys = sorted({(r["layer"], r["direction"]) for r in rows})
             xs, ys = [], []
             for key in keys:
-                pts = [(r["t"], math.log10(r["grad_h"]) if r["grad_h"] > 0 else None) for r in rows
-                       if (r["layer"], r["direction"]) == key]
+                pts = [
+                    (r["t"], math.log10(r["grad_h"]) if r["grad_h"] > 0 else None)
+                    for r in rows
+                    if (r["layer"], r["direction"]) == key
+                ]
                 xs.append([t for t, _ in pts])
                 ys.append([v for _, v in pts])
             step = trainer.global_step
-            chart = wandb.plot.line_series(xs=xs, ys=ys, keys=[curve_name(*k) for k in keys],
-                                           title=f"log10 ||d loss / d h_t|| at step {step}", xname="t")
+            chart = wandb.plot.line_series(
+                xs=xs,
+                ys=ys,
+                keys=[curve_name(*k) for k in keys],
+                title=f"log10 ||d loss / d h_t|| at step {step}",
+                xname="t",
+            )
             logger.experiment.log({"diagnostics/gradient_flow": chart, "trainer/global_step": step})
 
     # -- gradient norms before clipping -------------------------------------------------------------------------
@@ -435,7 +525,7 @@ class GradientDiagnostics(L.Callback):
         self.norm_steps.append((trainer.global_step, trainer.current_epoch))
 
     @staticmethod
-    def _clipping(trainer: L.Trainer, pl_module) -> tuple[Optional[float], str]:
+    def _clipping(trainer: L.Trainer, pl_module) -> tuple[float | None, str]:
         """The clip value and algorithm in force: the Trainer's, or the update strategy's under manual optimization."""
         if pl_module.automatic_optimization:
             value, algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
@@ -456,9 +546,12 @@ class GradientDiagnostics(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         # Straight to the loggers every log_every_n_steps batches: a self.log call per step costs milliseconds
         # (measured: a few % of an LSTM step on CPU) for values Lightning would only write at that interval.
-        if (self.grad_norms and len(self.norms) > self.logged_upto
-                and (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0):
-            recent = torch.stack(self.norms[self.logged_upto:]).mean().item()  # updates since the last point
+        if (
+            self.grad_norms
+            and len(self.norms) > self.logged_upto
+            and (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0
+        ):
+            recent = torch.stack(self.norms[self.logged_upto :]).mean().item()  # updates since the last point
             for logger in trainer.loggers:
                 logger.log_metrics({"diagnostics/grad_norm": recent}, step=trainer.global_step)
             self.logged_upto = len(self.norms)
@@ -468,8 +561,10 @@ class GradientDiagnostics(L.Callback):
             return
         norms = torch.stack(self.norms).tolist()  # one device sync per epoch
         clipped = torch.stack(self.clipped).tolist()
-        self.norm_rows += [{"step": s, "epoch": e, "grad_norm": n, "clipped": int(c)}
-                           for (s, e), n, c in zip(self.norm_steps, norms, clipped)]
+        self.norm_rows += [
+            {"step": s, "epoch": e, "grad_norm": n, "clipped": int(c)}
+            for (s, e), n, c in zip(self.norm_steps, norms, clipped)
+        ]
         self.norms, self.clipped, self.norm_steps, self.logged_upto = [], [], [], 0
         write_csv(self.out_dir / "grad_norms.csv", self.norm_rows, NORM_COLUMNS)
 
@@ -505,18 +600,29 @@ class GradientDiagnostics(L.Callback):
         summary = dict(self.summary)
         if self.norm_rows:
             norms = sorted(r["grad_norm"] for r in self.norm_rows)
-            summary.update(updates=len(norms), clipped=sum(r["clipped"] for r in self.norm_rows),
-                           grad_norm_median=norms[len(norms) // 2], grad_norm_max=norms[-1])
+            summary.update(
+                updates=len(norms),
+                clipped=sum(r["clipped"] for r in self.norm_rows),
+                grad_norm_median=norms[len(norms) // 2],
+                grad_norm_max=norms[-1],
+            )
         if self.flow_rows:
             summary["flow_decay"] = flow_decay(self.flow_rows)
         if self.state_stats:
             stats, gates = state_statistics(pl_module, self.batch)
-            write_csv(self.out_dir / "state_stats.csv", stats,
-                      ["layer", "direction", "t", "h_mean", "h_std", "c_mean", "c_std"])
-            write_csv(self.out_dir / "gates.csv", gates,
-                      ["layer", "direction", "gate", "saturated", "above_0.99", "below_0.01"])
-            summary["saturated"] = {curve_name(g["layer"], g["direction"]): g["saturated"]
-                                    for g in gates if g["gate"] == "all"}
+            write_csv(
+                self.out_dir / "state_stats.csv",
+                stats,
+                ["layer", "direction", "t", "h_mean", "h_std", "c_mean", "c_std"],
+            )
+            write_csv(
+                self.out_dir / "gates.csv",
+                gates,
+                ["layer", "direction", "gate", "saturated", "above_0.99", "below_0.01"],
+            )
+            summary["saturated"] = {
+                curve_name(g["layer"], g["direction"]): g["saturated"] for g in gates if g["gate"] == "all"
+            }
             summary["h_std"] = _mean_by_layer(stats, "h_std")
         atomic_write_json(self.out_dir / "summary.json", summary)
         metrics = {f"diagnostics/saturated/{k.replace(' ', '_')}": v for k, v in summary.get("saturated", {}).items()}
@@ -525,20 +631,23 @@ class GradientDiagnostics(L.Callback):
                 logger.log_metrics(metrics, step=trainer.global_step)
 
 
-def flow_decay(rows: Sequence[dict]) -> dict[str, Optional[float]]:
+def flow_decay(rows: Sequence[dict]) -> dict[str, float | None]:
     """Per layer/direction at the last measurement: grad_h where the gradient enters the sequence last (its
     earliest step for the forward direction) over grad_h where it enters first; < 1 means it shrank."""
     last = max(int(r["step"]) for r in rows)
     out = {}
     for key in sorted({(int(r["layer"]), int(r["direction"])) for r in rows}):
-        curve = sorted((int(r["t"]), _float(r["grad_h"])) for r in rows
-                       if int(r["step"]) == last and (int(r["layer"]), int(r["direction"])) == key)
+        curve = sorted(
+            (int(r["t"]), _float(r["grad_h"]))
+            for r in rows
+            if int(r["step"]) == last and (int(r["layer"]), int(r["direction"])) == key
+        )
         near, far = (curve[-1][1], curve[0][1]) if key[1] == 0 else (curve[0][1], curve[-1][1])
         out[curve_name(*key)] = far / near if near > 0 else None
     return out
 
 
-def _mean_by_layer(rows: Sequence[dict], column: str) -> dict[str, Optional[float]]:
+def _mean_by_layer(rows: Sequence[dict], column: str) -> dict[str, float | None]:
     out = {}
     for key in sorted({(r["layer"], r["direction"]) for r in rows}):
         values = [r[column] for r in rows if (r["layer"], r["direction"]) == key and r[column] is not None]
@@ -547,26 +656,32 @@ def _mean_by_layer(rows: Sequence[dict], column: str) -> dict[str, Optional[floa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.diagnostics",
-                                     description="Overlay the gradient-flow curves of several runs (one line per "
-                                                 "run) from their diagnostics/gradient_flow.csv.")
+    parser = argparse.ArgumentParser(
+        prog="python -m src.diagnostics",
+        description="Overlay the gradient-flow curves of several runs (one line per "
+        "run) from their diagnostics/gradient_flow.csv.",
+    )
     parser.add_argument("runs", nargs="+", help="run dirs, or sweep dirs (their job dirs are taken)")
     parser.add_argument("-o", "--out", required=True, help="the PNG to write")
-    parser.add_argument("--at", choices=["last", "init", "both"], default="last",
-                        help="each run's last measurement, its first (before training), or both")
+    parser.add_argument(
+        "--at",
+        choices=["last", "init", "both"],
+        default="last",
+        help="each run's last measurement, its first (before training), or both",
+    )
     parser.add_argument("--layer", type=int, default=0)
     parser.add_argument("--direction", type=int, choices=[0, 1], default=0)
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     try:
-        path = plot_gradient_flow(args.runs, args.out, at=args.at, layer=args.layer, direction=args.direction,
-                                  title=args.title)
+        path = plot_gradient_flow(
+            args.runs, args.out, at=args.at, layer=args.layer, direction=args.direction, title=args.title
+        )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"error: cannot write {args.out} ({e.strerror or e}); choose another with -o <file.png>",
-              file=sys.stderr)
+        print(f"error: cannot write {args.out} ({e.strerror or e}); choose another with -o <file.png>", file=sys.stderr)
         return 2
     if path is None:
         print("error: no run dir with diagnostics/gradient_flow.csv among " + " ".join(args.runs), file=sys.stderr)

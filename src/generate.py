@@ -11,6 +11,7 @@ level and the tokenizer. The same checkpoint, prompt and seed always give the sa
   top_k        draw only from the k most likely tokens (0: all)
   seed         the random draws
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,7 +20,8 @@ from typing import Any
 
 import torch
 
-from src.checkpoints import load as load_checkpoint, load_weights, stored_spec
+from src.checkpoints import load as load_checkpoint
+from src.checkpoints import load_weights, stored_spec
 from src.data.lm_text import EOS, UNK, WORD_TOKENIZERS, detokenize
 from src.errors import ConfigError, UserError
 from src.rebuild import rebuild
@@ -41,8 +43,10 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"{key}={value!r} must be a {type(DEFAULTS[key]).__name__}") from None
     if not args["ckpt"]:
-        raise ConfigError("ckpt=<path to a language model's checkpoint> is required, e.g. "
-                          "ckpt=outputs/runs/<date>/<time>/checkpoints/best.ckpt")
+        raise ConfigError(
+            "ckpt=<path to a language model's checkpoint> is required, e.g. "
+            "ckpt=outputs/runs/<date>/<time>/checkpoints/best.ckpt"
+        )
     for key in ("length", "top_k", "temperature"):
         if not args[key] >= 0 or args[key] == float("inf"):  # `not >=` also catches nan
             raise ConfigError(f"{key}={args[key]!r} must be a finite number >= 0")
@@ -56,8 +60,10 @@ def load_language_model(path: str | Path) -> LanguageModel:
     meta = checkpoint["rnn_bench"]
     spec = stored_spec(meta, source)
     if spec.task != "language_model" or not meta.get("generation"):
-        raise UserError(f"{source} is a checkpoint of a {spec.task!r} task; src.generate samples from language "
-                        f"models only (dataset=lm_kjv, lm_tang, lm_pd or lm_text)")
+        raise UserError(
+            f"{source} is a checkpoint of a {spec.task!r} task; src.generate samples from language "
+            f"models only (dataset=lm_kjv, lm_tang, lm_pd or lm_text)"
+        )
     config = meta.get("config")
     task = config.get("task") if isinstance(config, dict) else None
     model = rebuild(task, source, spec=spec, _convert_="object")
@@ -70,12 +76,18 @@ def load_language_model(path: str | Path) -> LanguageModel:
 
 def check_generation(info: Any, source: str) -> dict:
     """What sampling reads from the checkpoint: a vocabulary of strings, the level and the tokenizer."""
-    if not isinstance(info, dict) or not isinstance(info.get("vocab"), list) \
-            or not all(isinstance(t, str) for t in info["vocab"]) or info.get("level") not in ("char", "word") \
-            or (info["level"] == "word" and info.get("tokenizer") not in WORD_TOKENIZERS) \
-            or UNK not in info["vocab"]:
-        raise UserError(f"{source}: its generation entry (vocab, level, tokenizer) is malformed; the file was not "
-                        f"written by src.train or was edited")
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("vocab"), list)
+        or not all(isinstance(t, str) for t in info["vocab"])
+        or info.get("level") not in ("char", "word")
+        or (info["level"] == "word" and info.get("tokenizer") not in WORD_TOKENIZERS)
+        or UNK not in info["vocab"]
+    ):
+        raise UserError(
+            f"{source}: its generation entry (vocab, level, tokenizer) is malformed; the file was not "
+            f"written by src.train or was edited"
+        )
     return info
 
 
@@ -89,8 +101,9 @@ def prompt_tokens(prompt: str, level: str, tokenizer: str) -> list[str]:
     return tokens
 
 
-def generate(model: LanguageModel, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0,
-             seed: int = 0) -> str:
+def generate(
+    model: LanguageModel, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0, seed: int = 0
+) -> str:
     """The prompt followed by `length` sampled tokens, as text."""
     info = model.generation
     vocab, level = info["vocab"], info["level"]
@@ -98,12 +111,17 @@ def generate(model: LanguageModel, prompt: str = "", length: int = 200, temperat
     tokens = prompt_tokens(prompt, level, info["tokenizer"])
     unknown = [t for t in tokens[1:] if t not in index]
     if tokens[1:] and len(unknown) == len(tokens) - 1:
-        raise UserError(f"prompt={prompt!r}: none of its tokens is in the model's vocabulary ({len(vocab)} "
-                        f"{'characters' if level == 'char' else 'words'}, e.g. {' '.join(vocab[3:13])}); "
-                        f"write it in the corpus' language and script")
+        raise UserError(
+            f"prompt={prompt!r}: none of its tokens is in the model's vocabulary ({len(vocab)} "
+            f"{'characters' if level == 'char' else 'words'}, e.g. {' '.join(vocab[3:13])}); "
+            f"write it in the corpus' language and script"
+        )
     if unknown:
-        print(f"warning: {len(unknown)} prompt token(s) unknown to the model, read as {UNK}: "
-              f"{' '.join(sorted(set(unknown))[:10])}", file=sys.stderr)
+        print(
+            f"warning: {len(unknown)} prompt token(s) unknown to the model, read as {UNK}: "
+            f"{' '.join(sorted(set(unknown))[:10])}",
+            file=sys.stderr,
+        )
     ids = [index.get(t, index[UNK]) for t in tokens]
     generator = torch.Generator().manual_seed(seed)
     drawn = model.sample(ids, length, temperature, top_k or None, generator)

@@ -7,24 +7,27 @@ workers on every GPU whatever order the jobs finish in. Slots are per machine, s
 share the GPUs too. The device is picked by index (`trainer.devices=[k]`), not by CUDA_VISIBLE_DEVICES, which a
 reused worker process could not change once CUDA is initialised.
 """
+
 from __future__ import annotations
 
 import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO
 
 from omegaconf import OmegaConf
 
-_held: Optional[tuple[int, IO]] = None  # (slot, open lock file) for this process's lifetime
+_held: tuple[int, IO] | None = None  # (slot, open lock file) for this process's lifetime
 
 
 def slot_dir() -> Path:
-    return Path(os.environ.get("RNN_BENCH_GPU_SLOTS", Path(tempfile.gettempdir()) / f"rnn-bench-gpu-slots-{os.getuid()}"))
+    return Path(
+        os.environ.get("RNN_BENCH_GPU_SLOTS", Path(tempfile.gettempdir()) / f"rnn-bench-gpu-slots-{os.getuid()}")
+    )
 
 
-def claim_slot(directory: Optional[Path] = None) -> tuple[int, IO]:
+def claim_slot(directory: Path | None = None) -> tuple[int, IO]:
     """Lock the lowest free slot file in `directory`; the lock lasts as long as the returned file stays open."""
     directory = directory or slot_dir()
     directory.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ CSVLogger: lightning.pytorch.loggers.CSVLogger that appends to the run's csv/met
 (a run dir holds at most one run, src/rundir.py, so an existing file is this run's history). It overrides private
 parts of Lightning's CSV writer, so it lives with the suite's other such uses in src/updates/lightning_internals.py.
 """
+
 from __future__ import annotations
 
 from src.updates.lightning_internals import KeepingCSVLogger as CSVLogger

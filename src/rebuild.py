@@ -10,6 +10,7 @@ called for a target that is not on the list.
 A config the user composes on the command line is the user's own and is instantiated as Hydra does; this
 module is for what the suite reads back.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,9 +53,12 @@ def allowed_targets() -> frozenset[str]:
     schedulers = torch.optim.lr_scheduler
     for attr in dir(schedulers):
         obj = getattr(schedulers, attr)
-        if inspect.isclass(obj) and attr[0] != "_" and (
-                issubclass(obj, schedulers.LRScheduler) or obj is schedulers.ReduceLROnPlateau) \
-                and obj is not schedulers.LRScheduler:
+        if (
+            inspect.isclass(obj)
+            and attr[0] != "_"
+            and (issubclass(obj, schedulers.LRScheduler) or obj is schedulers.ReduceLROnPlateau)
+            and obj is not schedulers.LRScheduler
+        ):
             allowed.add(f"torch.optim.lr_scheduler.{attr}")
     return frozenset(allowed)
 
@@ -66,23 +70,30 @@ def check_stored_config(node: Any, source: str, where: str = "") -> None:
         for key, value in node.items():
             path = f"{where}.{key}" if where else str(key)
             if not isinstance(key, str) or "${" in key:
-                raise ConfigError(f"{source}: stored config key {key!r} is not a plain name; refusing to build "
-                                  f"from it (the file was not written by rnn-bench, or was edited)")
+                raise ConfigError(
+                    f"{source}: stored config key {key!r} is not a plain name; refusing to build "
+                    f"from it (the file was not written by rnn-bench, or was edited)"
+                )
             if key == "_target_" and value not in allowed_targets():
-                raise ConfigError(f"{source}: {path}={value!r} is not one of the suite's classes (cells, stack, "
-                                  f"tasks, embeddings, torch optimizers and schedulers); refusing to build it. "
-                                  f"Use a checkpoint written by rnn-bench's src.train")
+                raise ConfigError(
+                    f"{source}: {path}={value!r} is not one of the suite's classes (cells, stack, "
+                    f"tasks, embeddings, torch optimizers and schedulers); refusing to build it. "
+                    f"Use a checkpoint written by rnn-bench's src.train"
+                )
             check_stored_config(value, source, path)
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
             check_stored_config(value, source, f"{where}[{i}]")
     elif isinstance(node, str):
         if "${" in node:
-            raise ConfigError(f"{source}: {where}={node!r} holds an interpolation, which a stored config never "
-                              f"does (they are resolved before saving); refusing to build from it")
+            raise ConfigError(
+                f"{source}: {where}={node!r} holds an interpolation, which a stored config never "
+                f"does (they are resolved before saving); refusing to build from it"
+            )
     elif not (node is None or isinstance(node, (bool, int, float))):
-        raise ConfigError(f"{source}: {where} holds a {type(node).__name__}, not a config value; refusing to "
-                          f"build from it")
+        raise ConfigError(
+            f"{source}: {where} holds a {type(node).__name__}, not a config value; refusing to build from it"
+        )
 
 
 def rebuild(node: dict, source: str, **kwargs: Any) -> Any:
@@ -91,8 +102,9 @@ def rebuild(node: dict, source: str, **kwargs: Any) -> Any:
     from hydra.utils import instantiate
 
     if not isinstance(node, dict):
-        raise ConfigError(f"{source}: the stored config is a {type(node).__name__}, not a mapping; refusing to "
-                          f"build from it")
+        raise ConfigError(
+            f"{source}: the stored config is a {type(node).__name__}, not a mapping; refusing to build from it"
+        )
     check_stored_config(node, source)
     try:
         return instantiate(node, **kwargs)

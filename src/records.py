@@ -4,19 +4,33 @@ A record read from disk is checked before anyone computes with it: a hand-edited
 list, a string where a number belongs) is named with the field and skipped by the caller, never half-read.
 Earlier attempts that a re-run moved aside (`previous_attempts/`, src/rundir.py) are not runs of their own.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from src.errors import DataError
 
 RECORD = "metrics.json"
 ATTEMPTS = "previous_attempts"
 STATUSES = ("ok", "failed", "running")
-TEXT_FIELDS = ("status", "config_hash", "monitor", "monitor_mode", "task", "dataset", "cell", "direction",
-               "truncation", "error", "device", "tested_checkpoint")
+TEXT_FIELDS = (
+    "status",
+    "config_hash",
+    "monitor",
+    "monitor_mode",
+    "task",
+    "dataset",
+    "cell",
+    "direction",
+    "truncation",
+    "error",
+    "device",
+    "tested_checkpoint",
+)
 INT_FIELDS = ("depth", "seed", "params", "epochs")
 
 
@@ -27,8 +41,10 @@ class RecordError(DataError):
 def check_record(record: Any, path: Path) -> dict[str, Any]:
     """`record` if it has the shape src.train writes; else RecordError naming the file and the field."""
     if not isinstance(record, dict):
-        raise RecordError(f"{path}: a run record is a JSON object, this file holds a {type(record).__name__}; "
-                          f"delete it or restore it from the run")
+        raise RecordError(
+            f"{path}: a run record is a JSON object, this file holds a {type(record).__name__}; "
+            f"delete it or restore it from the run"
+        )
     status = record.get("status")
     if status not in STATUSES:
         raise RecordError(f"{path}: status={status!r} is not one of {', '.join(STATUSES)}")
@@ -44,8 +60,10 @@ def check_record(record: Any, path: Path) -> dict[str, Any]:
         else:
             continue
         if not ok:
-            raise RecordError(f"{path}: field {key!r} holds {value!r}, which is not a "
-                              f"{'string' if key in TEXT_FIELDS else 'number'}; the record was edited or damaged")
+            raise RecordError(
+                f"{path}: field {key!r} holds {value!r}, which is not a "
+                f"{'string' if key in TEXT_FIELDS else 'number'}; the record was edited or damaged"
+            )
     if status == "ok" and not isinstance(record.get("monitor"), str):
         raise RecordError(f"{path}: a finished run (status ok) must name its monitor metric")
     return record

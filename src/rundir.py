@@ -15,6 +15,7 @@
 The claim writes metrics.json with status "running" and the run's W&B id, and the run's .hydra/ files (Hydra is
 told not to write them itself, so it cannot overwrite another run's before this check).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -25,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -42,8 +43,8 @@ NOT_RESULTS = (LOCK, ATTEMPTS)
 class Claim:
     dir: Path
     record: dict[str, Any]  # what metrics.json says while the run lives: status running, wandb_id, ...
-    moved: Optional[Path] = None  # where an earlier attempt went
-    _lock: Optional[int] = field(default=None, repr=False)
+    moved: Path | None = None  # where an earlier attempt went
+    _lock: int | None = field(default=None, repr=False)
 
     def release(self) -> None:
         if self._lock is not None:
@@ -62,8 +63,10 @@ def _lock(out: Path) -> int:
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise ConfigError(f"run dir {out} is in use by another running process (pid {holder}); wait for it to "
-                          f"finish or choose another dir with hydra.run.dir=<dir>") from None
+        raise ConfigError(
+            f"run dir {out} is in use by another running process (pid {holder}); wait for it to "
+            f"finish or choose another dir with hydra.run.dir=<dir>"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
@@ -71,8 +74,7 @@ def _lock(out: Path) -> int:
 
 def _move_aside(out: Path, paths: list[Path]) -> Path:
     attempts = out / ATTEMPTS
-    n = 1 + max((int(p.name) for p in attempts.iterdir() if p.name.isdigit()), default=0) \
-        if attempts.is_dir() else 1
+    n = 1 + max((int(p.name) for p in attempts.iterdir() if p.name.isdigit()), default=0) if attempts.is_dir() else 1
     dest = attempts / str(n)
     dest.mkdir(parents=True)
     for path in paths:
@@ -97,7 +99,7 @@ def claim(out: str | Path, config_hash: str, resuming: bool, fields: dict[str, A
         raise
 
 
-def claim_if_fresh(out: str | Path) -> Optional[Claim]:
+def claim_if_fresh(out: str | Path) -> Claim | None:
     """For a run that failed before it claimed its dir (a config error): the dir, locked, if it holds nothing of
     any run, so the failure can be recorded there; None otherwise (nothing is touched)."""
     out = Path(out)
@@ -114,13 +116,15 @@ def claim_if_fresh(out: str | Path) -> Optional[Claim]:
 
 
 def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], lock: int) -> Claim:
-    previous: Optional[dict] = None
+    previous: dict | None = None
     if (out / RECORD).exists():
         try:
             previous = read_record(out / RECORD)
         except RecordError as e:
-            raise ConfigError(f"run dir {out} holds a damaged run record ({e}); move it away or choose another "
-                              f"dir with hydra.run.dir=<dir>") from None
+            raise ConfigError(
+                f"run dir {out} holds a damaged run record ({e}); move it away or choose another "
+                f"dir with hydra.run.dir=<dir>"
+            ) from None
     leftovers = _leftovers(out)
     moved = None
     if resuming:
@@ -131,19 +135,34 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
     elif leftovers:
         if previous is None:
             names = ", ".join(p.name for p in leftovers[:5])
-            raise ConfigError(f"run dir {out} already holds files of an unknown run ({names}); choose another "
-                              f"dir with hydra.run.dir=<dir>, or move them away")
+            raise ConfigError(
+                f"run dir {out} already holds files of an unknown run ({names}); choose another "
+                f"dir with hydra.run.dir=<dir>, or move them away"
+            )
         if previous.get("config_hash") != config_hash and previous.get("status") == "ok":
-            raise ConfigError(f"run dir {out} holds a run of another config: {_describe(previous)}; this run "
-                              f"(config {config_hash}) would overwrite it. Choose another dir with "
-                              f"hydra.run.dir=<dir>, or resume that run with its own settings and ckpt_path=last")
+            raise ConfigError(
+                f"run dir {out} holds a run of another config: {_describe(previous)}; this run "
+                f"(config {config_hash}) would overwrite it. Choose another dir with "
+                f"hydra.run.dir=<dir>, or resume that run with its own settings and ckpt_path=last"
+            )
         moved = _move_aside(out, leftovers)
-        whose = "this config" if previous.get("config_hash") == config_hash else f"another config, {_describe(previous)}"
-        print(f"run dir {out}: the earlier unfinished attempt ({whose}; status {previous.get('status')}) was moved "
-              f"to {moved}", flush=True)
+        whose = (
+            "this config" if previous.get("config_hash") == config_hash else f"another config, {_describe(previous)}"
+        )
+        print(
+            f"run dir {out}: the earlier unfinished attempt ({whose}; status {previous.get('status')}) was moved "
+            f"to {moved}",
+            flush=True,
+        )
     wandb_id = (previous or {}).get("wandb_id") if resuming else None
-    record = {**fields, "config_hash": config_hash, "status": "running", "pid": os.getpid(),
-              "started_at": time.time(), "wandb_id": wandb_id or secrets.token_hex(4)}
+    record = {
+        **fields,
+        "config_hash": config_hash,
+        "status": "running",
+        "pid": os.getpid(),
+        "started_at": time.time(),
+        "wandb_id": wandb_id or secrets.token_hex(4),
+    }
     if resuming and previous is not None:
         record["resumed"] = int(previous.get("resumed", 0) or 0) + 1
     atomic_write_json(out / RECORD, record)

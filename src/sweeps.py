@@ -1,9 +1,10 @@
 """What sweeps need beyond Hydra's multirun: skipping jobs already done, a summary at the end, W&B sweep files.
 
-    python -m src.sweeps wandb [names...]      writes sweeps/wandb_<name>.yaml from conf/sweep/<name>.yaml
-    python -m src.sweeps sbatch [overrides...]  prints the sbatch script that `python -m src.train -m <overrides>`
-                                                would submit with hydra/launcher=slurm; submits nothing
+python -m src.sweeps wandb [names...]      writes sweeps/wandb_<name>.yaml from conf/sweep/<name>.yaml
+python -m src.sweeps sbatch [overrides...]  prints the sbatch script that `python -m src.train -m <overrides>`
+                                            would submit with hydra/launcher=slurm; submits nothing
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -44,7 +45,7 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def completed_record(cfg: DictConfig) -> Optional[dict[str, Any]]:
+def completed_record(cfg: DictConfig) -> dict[str, Any] | None:
     """In a multirun, the metrics.json already in this job's dir if it records a finished run (status ok) of the
     same config; None otherwise (no record, a failure, another config, or skip_completed=false)."""
     if not cfg.get("skip_completed", True) or not HydraConfig.initialized():
@@ -60,7 +61,7 @@ def completed_record(cfg: DictConfig) -> Optional[dict[str, Any]]:
     return None
 
 
-def _device_count(trainer: DictConfig) -> Optional[int]:
+def _device_count(trainer: DictConfig) -> int | None:
     """How many devices trainer.devices asks for; None for "all visible" (-1, auto), which only the job knows."""
     devices = trainer.get("devices", 1)
     if OmegaConf.is_list(devices) or isinstance(devices, list):
@@ -84,7 +85,7 @@ def _several_processes(trainer: DictConfig) -> bool:
 SLURM_LAUNCHER = "SlurmLauncher"  # hydra_submitit_launcher's, behind hydra/launcher=slurm and slurm_ddp
 
 
-def slurm_ddp_problem(trainer: DictConfig, launcher: Any, env: Any) -> Optional[str]:
+def slurm_ddp_problem(trainer: DictConfig, launcher: Any, env: Any) -> str | None:
     """Why a DDP job of a sweep on the SLURM launcher cannot work, or None if it can. There each job is its own
     allocation and srun starts one task per GPU (hydra.launcher.tasks_per_node); Lightning's SLURMEnvironment
     takes each process's rank from SLURM_PROCID and starts nothing itself, so the command line is not re-run.
@@ -93,28 +94,40 @@ def slurm_ddp_problem(trainer: DictConfig, launcher: Any, env: Any) -> Optional[
     gpus = launcher.get("gpus_per_node")
     devices = _device_count(trainer)
     want = devices if devices is not None else gpus
-    recipe = ("a job with N GPUs needs hydra.launcher.gpus_per_node=N hydra.launcher.tasks_per_node=N "
-              "(hydra/launcher=slurm_ddp sets both from gpus_per_node; docs/scale-out.md)")
+    recipe = (
+        "a job with N GPUs needs hydra.launcher.gpus_per_node=N hydra.launcher.tasks_per_node=N "
+        "(hydra/launcher=slurm_ddp sets both from gpus_per_node; docs/scale-out.md)"
+    )
     if tasks < 2:
-        return (f"trainer.strategy={trainer.get('strategy')} with trainer.devices={trainer.get('devices')} on "
-                f"SLURM runs one process per GPU, each a SLURM task, but hydra.launcher.tasks_per_node={tasks}: "
-                f"{recipe}")
+        return (
+            f"trainer.strategy={trainer.get('strategy')} with trainer.devices={trainer.get('devices')} on "
+            f"SLURM runs one process per GPU, each a SLURM task, but hydra.launcher.tasks_per_node={tasks}: "
+            f"{recipe}"
+        )
     if want is not None and int(want) != tasks:
-        return (f"trainer.devices={trainer.get('devices')} (gpus_per_node={gpus}) but hydra.launcher."
-                f"tasks_per_node={tasks}: one task per device is needed; {recipe}")
+        return (
+            f"trainer.devices={trainer.get('devices')} (gpus_per_node={gpus}) but hydra.launcher."
+            f"tasks_per_node={tasks}: one task per device is needed; {recipe}"
+        )
     if gpus is not None and trainer.get("accelerator") not in ("cpu",) and int(gpus) < tasks:
         return f"hydra.launcher.tasks_per_node={tasks} tasks but gpus_per_node={gpus} GPUs: {recipe}"
     if int(trainer.get("num_nodes") or 1) != nodes:
-        return (f"trainer.num_nodes={trainer.get('num_nodes') or 1} but hydra.launcher.nodes={nodes}: set both "
-                f"to the same number")
+        return (
+            f"trainer.num_nodes={trainer.get('num_nodes') or 1} but hydra.launcher.nodes={nodes}: set both "
+            f"to the same number"
+        )
     if env is not None:  # in the job itself: it must be one of the tasks srun started
         if "SLURM_NTASKS" not in env or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-            return ("this job was not started by srun as a SLURM task (no SLURM_NTASKS, or an interactive job "
-                    "name), so Lightning would start DDP's processes by re-running the command line")
+            return (
+                "this job was not started by srun as a SLURM task (no SLURM_NTASKS, or an interactive job "
+                "name), so Lightning would start DDP's processes by re-running the command line"
+            )
         per_node = env.get("SLURM_NTASKS_PER_NODE")
         if per_node is not None and per_node.split("(")[0] != str(tasks):
-            return (f"SLURM started {per_node} tasks per node but hydra.launcher.tasks_per_node={tasks}; "
-                    f"trainer.devices must match the tasks per node")
+            return (
+                f"SLURM started {per_node} tasks per node but hydra.launcher.tasks_per_node={tasks}; "
+                f"trainer.devices must match the tasks per node"
+            )
     return None
 
 
@@ -136,11 +149,13 @@ def check_one_process_per_job(cfg: DictConfig, env: Any = None) -> None:
         if problem is not None:
             raise ConfigError(problem)
         return
-    raise ConfigError(f"trainer.strategy={strategy} with trainer.devices={devices} in a multirun: DDP would "
-                      "start the whole sweep again in every process. Sweep with one GPU per job "
-                      "(trainer=gpu, or trainer=gpu_pool hydra/launcher=gpu_pool), or on SLURM give each job "
-                      "its GPUs as tasks (hydra/launcher=slurm_ddp, docs/scale-out.md); use trainer=ddp for a "
-                      "single run")
+    raise ConfigError(
+        f"trainer.strategy={strategy} with trainer.devices={devices} in a multirun: DDP would "
+        "start the whole sweep again in every process. Sweep with one GPU per job "
+        "(trainer=gpu, or trainer=gpu_pool hydra/launcher=gpu_pool), or on SLURM give each job "
+        "its GPUs as tasks (hydra/launcher=slurm_ddp, docs/scale-out.md); use trainer=ddp for a "
+        "single run"
+    )
 
 
 # In the sweep dir: one small file per job outcome (ok, failed, skipped), each written whole by the job that it
@@ -149,7 +164,7 @@ def check_one_process_per_job(cfg: DictConfig, env: Any = None) -> None:
 LEDGER = ".jobs"
 
 
-def log_job(cfg: DictConfig, status: str, error: Optional[str] = None) -> None:
+def log_job(cfg: DictConfig, status: str, error: str | None = None) -> None:
     """In a multirun, record this job's outcome in the sweep's ledger, which SweepSummary reads. The ledger, not
     the run dirs, is what counts: a job refused before it could write its own record (its dir belongs to another
     run) is counted too, and so is every job of a parallel or remote launcher (other processes, other nodes).
@@ -160,8 +175,14 @@ def log_job(cfg: DictConfig, status: str, error: Optional[str] = None) -> None:
 
     if getattr(rank_zero_only, "rank", 0) != 0:
         return
-    entry = {"dir": str(cfg.paths.output_dir), "status": status, "error": error, "at": time.time(),
-             "host": socket.gethostname(), "pid": os.getpid()}
+    entry = {
+        "dir": str(cfg.paths.output_dir),
+        "status": status,
+        "error": error,
+        "at": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
     name = f"{time.time_ns()}-{entry['host']}-{os.getpid()}-{secrets.token_hex(4)}.json"
     atomic_write_text(Path(HydraConfig.get().sweep.dir) / LEDGER / name, json.dumps(entry))
 
@@ -206,14 +227,17 @@ class SweepSummary(Callback):
         latest = {e.get("dir"): e for e in read_ledger(sweep_dir, self.before)}  # a job's last word
         counts = {s: sum(e.get("status") == s for e in latest.values()) for s in ("ok", "skipped", "failed")}
         failed = [e for e in latest.values() if e.get("status") == "failed"]
-        lines = [f"sweep {sweep_dir}: {counts['ok'] + counts['skipped']} ok, {counts['failed']} failed"
-                 + (f" ({counts['skipped']} skipped: finished before)" if counts["skipped"] else "")]
+        lines = [
+            f"sweep {sweep_dir}: {counts['ok'] + counts['skipped']} ok, {counts['failed']} failed"
+            + (f" ({counts['skipped']} skipped: finished before)" if counts["skipped"] else "")
+        ]
         lines += [f"  failed: {e.get('dir')}: {e.get('error') or '(no error recorded)'}" for e in failed]
         lines.append(f"  leaderboard: python -m src.compare {sweep_dir}")
         print("\n".join(lines), flush=True)
         if failed:
-            print(f"error: {len(failed)} job(s) of this sweep failed (above); exit status 1", file=sys.stderr,
-                  flush=True)
+            print(
+                f"error: {len(failed)} job(s) of this sweep failed (above); exit status 1", file=sys.stderr, flush=True
+            )
             raise SystemExit(1)
 
 
@@ -236,12 +260,17 @@ class OutputDirCheck(Callback):
             probe.touch()
             probe.unlink()
         except OSError as e:
-            print(f"error: the output directory {path} cannot be created or written ({e.strerror or e}); choose "
-                  f"another with {key}=<dir> (or paths.log_dir=<dir>)", file=sys.stderr, flush=True)
+            print(
+                f"error: the output directory {path} cannot be created or written ({e.strerror or e}); choose "
+                f"another with {key}=<dir> (or paths.log_dir=<dir>)",
+                file=sys.stderr,
+                flush=True,
+            )
             raise SystemExit(2) from None
 
 
 # -- W&B sweep files, generated so that the Hydra sweep stays the one place to edit a grid -----------------------
+
 
 def wandb_sweep(name: str) -> dict[str, Any]:
     """The W&B counterpart of conf/sweep/<name>.yaml: the same parameters, and a command that runs one job of that
@@ -281,17 +310,27 @@ def wandb_sweep(name: str) -> dict[str, Any]:
         monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
         doc["metric"] = {"name": f"{monitor}_best", "goal": "maximize" if mode == "max" else "minimize"}
     doc["parameters"] = parameters
-    doc["command"] = ["${env}", "python", "-m", "src.train", f"sweep={name}", "logger=many",
-                      "logger.wandb.offline=false", "${args_no_hyphens}"]
+    doc["command"] = [
+        "${env}",
+        "python",
+        "-m",
+        "src.train",
+        f"sweep={name}",
+        "logger=many",
+        "logger.wandb.offline=false",
+        "${args_no_hyphens}",
+    ]
     return doc
 
 
 def render_wandb_sweep(name: str) -> str:
     import yaml
 
-    header = (f"# Generated from conf/sweep/{name}.yaml by `python -m src.sweeps wandb {name}`: edit that file, "
-              f"then regenerate.\n# wandb sweep sweeps/wandb_{name}.yaml  ->  wandb agent <entity>/rnn-bench/<id>"
-              f"   (run from the repository root)\n")
+    header = (
+        f"# Generated from conf/sweep/{name}.yaml by `python -m src.sweeps wandb {name}`: edit that file, "
+        f"then regenerate.\n# wandb sweep sweeps/wandb_{name}.yaml  ->  wandb agent <entity>/rnn-bench/<id>"
+        f"   (run from the repository root)\n"
+    )
     return header + yaml.safe_dump(wandb_sweep(name), sort_keys=False, default_flow_style=None, width=110)
 
 
@@ -300,6 +339,7 @@ def sweep_names() -> list[str]:
 
 
 # -- The SLURM launcher's sbatch script, rendered without submitting (a dry run) --------------------------------
+
 
 def sweep_jobs(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
     """The jobs (each a list of overrides) that Hydra's basic sweeper makes of the sweep config's params and the
@@ -338,8 +378,10 @@ def sbatch_script(overrides: list[str]) -> tuple[str, list[list[str]]]:
         cfg = compose("config", overrides=fixed, return_hydra_config=True)
     launcher = cfg.hydra.launcher
     if not str(launcher.get("_target_", "")).endswith(SLURM_LAUNCHER):
-        raise ConfigError(f"hydra/launcher={cfg.hydra.runtime.choices.get('hydra/launcher')} is not a SLURM "
-                          f"launcher; the sbatch script is that of hydra/launcher=slurm or slurm_ddp")
+        raise ConfigError(
+            f"hydra/launcher={cfg.hydra.runtime.choices.get('hydra/launcher')} is not a SLURM "
+            f"launcher; the sbatch script is that of hydra/launcher=slurm or slurm_ddp"
+        )
     with open_dict(cfg):  # what a multirun's job sees
         cfg.hydra.job.name = "train"
     params = OmegaConf.to_container(launcher, resolve=True)
@@ -351,8 +393,7 @@ def sbatch_script(overrides: list[str]) -> tuple[str, list[list[str]]]:
     with mock.patch.object(SlurmExecutor, "affinity", classmethod(lambda cls: 1)):  # no srun here: no check
         executor = submitit.AutoExecutor(cluster="slurm", **init)
     base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
-                                  if k not in init_keys})
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items() if k not in init_keys})
     slurm = executor._executor
     if len(jobs) > 1:  # submitted as one job array, as SlurmExecutor._internal_process_submissions does
         slurm.parameters["map_count"] = len(jobs)
@@ -361,8 +402,12 @@ def sbatch_script(overrides: list[str]) -> tuple[str, list[list[str]]]:
 
 def render_sbatch(overrides: list[str]) -> str:
     script, jobs = sbatch_script(overrides)
-    lines = [script.rstrip("\n"), "", f"# dry run: nothing was submitted. The sweep's {len(jobs)} job(s), each "
-             "`python -m src.train` with these overrides:"]
+    lines = [
+        script.rstrip("\n"),
+        "",
+        f"# dry run: nothing was submitted. The sweep's {len(jobs)} job(s), each "
+        "`python -m src.train` with these overrides:",
+    ]
     lines += [f"#   {i}: {' '.join(job) or '(defaults)'}" for i, job in enumerate(jobs)]
     return "\n".join(lines) + "\n"
 
@@ -375,8 +420,9 @@ def main(argv: list[str]) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         except Exception as e:  # Hydra's composition errors: an unknown option, a malformed override
-            print(f"error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e}",
-                  file=sys.stderr)
+            print(
+                f"error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e}", file=sys.stderr
+            )
             return 2
         return 0
     if not argv or argv[0] != "wandb":
@@ -384,8 +430,10 @@ def main(argv: list[str]) -> int:
         return 2
     unknown = [name for name in argv[1:] if name not in sweep_names()]
     if unknown:
-        print(f"error: no sweep named {', '.join(unknown)}; the sweeps are {', '.join(sweep_names())} "
-              f"(conf/sweep/)", file=sys.stderr)
+        print(
+            f"error: no sweep named {', '.join(unknown)}; the sweeps are {', '.join(sweep_names())} (conf/sweep/)",
+            file=sys.stderr,
+        )
         return 2
     for name in argv[1:] or sweep_names():
         path = atomic_write_text(WANDB_DIR / f"wandb_{name}.yaml", render_wandb_sweep(name))

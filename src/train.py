@@ -1,5 +1,6 @@
 """python -m src.train [overrides]: compose the config, build data + model + trainer, fit, test, and write
 <run dir>/metrics.json. Returns the best validation value of the monitored metric (for Optuna-style sweepers)."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 import lightning as L
@@ -48,13 +49,19 @@ TRAINER_VALUES = (
     ("max_epochs", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
     ("min_epochs", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("max_steps", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
-    ("gradient_clip_val", lambda v: isinstance(v, (int, float)) and 0 <= v < float("inf"),
-     "a finite number >= 0 (or null: no clipping)"),
+    (
+        "gradient_clip_val",
+        lambda v: isinstance(v, (int, float)) and 0 <= v < float("inf"),
+        "a finite number >= 0 (or null: no clipping)",
+    ),
     ("log_every_n_steps", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("check_val_every_n_epoch", lambda v: isinstance(v, int) and v >= 1, "a positive integer (or null)"),
-    ("limit_train_batches", lambda v: isinstance(v, (int, float)) and v > 0,
-     "a fraction in (0, 1] or a count >= 1 (0 would train nothing; use train=false to only evaluate)"),
+    (
+        "limit_train_batches",
+        lambda v: isinstance(v, (int, float)) and v > 0,
+        "a fraction in (0, 1] or a count >= 1 (0 would train nothing; use train=false to only evaluate)",
+    ),
     ("limit_val_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
     ("limit_test_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
 )
@@ -63,8 +70,9 @@ TRAINER_VALUES = (
 # The top-level keys a config may have: the config groups (conf/<group>/), the keys of conf/config.yaml, and
 # what sweeps set for the loggers.
 CONF = Path(__file__).resolve().parents[1] / "conf"
-TOP_LEVEL = ({p.name for p in CONF.iterdir() if p.is_dir()}
-             | set(OmegaConf.load(CONF / "config.yaml")) | {"sweep_name", "hydra"}) - {"defaults"}
+TOP_LEVEL = (
+    {p.name for p in CONF.iterdir() if p.is_dir()} | set(OmegaConf.load(CONF / "config.yaml")) | {"sweep_name", "hydra"}
+) - {"defaults"}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -72,18 +80,24 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or cfg.depth < 1:
         raise ConfigError(f"depth={cfg.depth!r} must be a positive integer (1 = one recurrent layer)")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
-        raise ConfigError(f"seed={cfg.seed!r} must be an integer in [0, 2**32) (Lightning would replace any other "
-                          f"value by a random seed)")
+        raise ConfigError(
+            f"seed={cfg.seed!r} must be an integer in [0, 2**32) (Lightning would replace any other "
+            f"value by a random seed)"
+        )
     for key in ("train", "test", "skip_completed"):
         if not isinstance(cfg.get(key, True), bool):
             raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
     if not cfg.train and not cfg.ckpt_path:
-        raise ConfigError("train=false evaluates a trained model: give it with ckpt_path=<a .ckpt file> (or "
-                          "ckpt_path=last hydra.run.dir=<its run dir>); without one it would test an untrained model")
+        raise ConfigError(
+            "train=false evaluates a trained model: give it with ckpt_path=<a .ckpt file> (or "
+            "ckpt_path=last hydra.run.dir=<its run dir>); without one it would test an untrained model"
+        )
     unknown = sorted(k for k in cfg if k not in TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"{', '.join(unknown)}: no such top-level setting (a typo, or a `+key=` override that "
-                          f"nothing reads); the settings are {', '.join(sorted(TOP_LEVEL - {'hydra'}))}")
+        raise ConfigError(
+            f"{', '.join(unknown)}: no such top-level setting (a typo, or a `+key=` override that "
+            f"nothing reads); the settings are {', '.join(sorted(TOP_LEVEL - {'hydra'}))}"
+        )
     hidden = cfg.cell.get("hidden_size")
     if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
         raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")
@@ -99,8 +113,10 @@ def check_config(cfg: DictConfig) -> None:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"the output directory {out} is not writable ({e.strerror}); choose another with "
-                          f"hydra.run.dir=<dir> (or paths.log_dir=<dir>)") from None
+        raise ConfigError(
+            f"the output directory {out} is not writable ({e.strerror}); choose another with "
+            f"hydra.run.dir=<dir> (or paths.log_dir=<dir>)"
+        ) from None
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -112,22 +128,30 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         datamodule.setup()
     except OSError as e:  # a data file or folder the file system refuses (a directory, a FIFO, no permission)
         where = e.filename or "a data file"
-        raise DataError(f"dataset={run_fields(cfg)['dataset']}: cannot read {where} ({e.strerror or e}); check "
-                        f"dataset.data_dir / dataset.path and the cache folder paths.cache_dir") from None
+        raise DataError(
+            f"dataset={run_fields(cfg)['dataset']}: cannot read {where} ({e.strerror or e}); check "
+            f"dataset.data_dir / dataset.path and the cache folder paths.cache_dir"
+        ) from None
     if cfg.truncation.get("carry_across_batches") is True and not getattr(datamodule, "stream", False):
-        raise ConfigError(f"truncation.carry_across_batches=true needs a stream data set, whose batches continue "
-                          f"each other row by row (lm_*, sine, sin2cos); dataset={run_fields(cfg)['dataset']} has "
-                          f"independent (shuffled) sequences, so a carried state would leak between them. Set "
-                          f"truncation.carry_across_batches=false")
+        raise ConfigError(
+            f"truncation.carry_across_batches=true needs a stream data set, whose batches continue "
+            f"each other row by row (lm_*, sine, sin2cos); dataset={run_fields(cfg)['dataset']} has "
+            f"independent (shuffled) sequences, so a carried state would leak between them. Set "
+            f"truncation.carry_across_batches=false"
+        )
     if (cfg.get("embedding") or {}).get("kind", "random") != "random" and datamodule.spec.input_kind != "tokens":
-        raise ConfigError(f"embedding.kind={cfg.embedding.kind} sets the initial vectors of tokens, but "
-                          f"dataset={run_fields(cfg)['dataset']} has feature inputs; drop the embedding override "
-                          f"(embedding=random)")
+        raise ConfigError(
+            f"embedding.kind={cfg.embedding.kind} sets the initial vectors of tokens, but "
+            f"dataset={run_fields(cfg)['dataset']} has feature inputs; drop the embedding override "
+            f"(embedding=random)"
+        )
     kind = get_class(cfg.task._target_).kind
     if kind != datamodule.spec.task:
-        raise ConfigError(f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
-                          f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
-                          f"drop the task override (each data set's config chooses its task)")
+        raise ConfigError(
+            f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
+            f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
+            f"drop the task override (each data set's config chooses its task)"
+        )
     update, trainer_cfg = update_strategy(cfg)
     # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
     model = make(cfg.task, "task", spec=datamodule.spec, update=update, _convert_="object")
@@ -136,10 +160,13 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
     callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
     for c in callbacks:  # EarlyStopping takes any patience and fails (or never stops) only when it is compared
-        if isinstance(c, EarlyStopping) and (not isinstance(c.patience, int) or isinstance(c.patience, bool)
-                                             or c.patience < 0):
-            raise ConfigError(f"callbacks.early_stopping.patience={c.patience!r} must be an integer >= 0 "
-                              f"(validation epochs without improvement before stopping)")
+        if isinstance(c, EarlyStopping) and (
+            not isinstance(c.patience, int) or isinstance(c.patience, bool) or c.patience < 0
+        ):
+            raise ConfigError(
+                f"callbacks.early_stopping.patience={c.patience!r} must be an integer >= 0 "
+                f"(validation epochs without improvement before stopping)"
+            )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
     if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
@@ -149,8 +176,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     loggers = [make(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    trainer: L.Trainer = make(trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False,
-                              enable_checkpointing=checkpoints)
+    trainer: L.Trainer = make(
+        trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False, enable_checkpointing=checkpoints
+    )
     return datamodule, model, trainer
 
 
@@ -159,7 +187,7 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
-def resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
+def resume_checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint `ckpt_path` names (`last`: this run dir's checkpoints/last.ckpt), checked against this
     run's architecture; None without ckpt_path. The same check for `last` as for an explicit path."""
     if not cfg.ckpt_path:
@@ -167,9 +195,11 @@ def resume_checkpoint(cfg: DictConfig) -> Optional[Path]:
     if cfg.ckpt_path == "last":
         path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         if not path.is_file():
-            raise ConfigError(f"ckpt_path=last: {path} does not exist, so there is nothing to resume; run in the "
-                              f"dir of the run to resume (hydra.run.dir=<its dir>), give ckpt_path=<a .ckpt file>, "
-                              f"or drop ckpt_path to start afresh")
+            raise ConfigError(
+                f"ckpt_path=last: {path} does not exist, so there is nothing to resume; run in the "
+                f"dir of the run to resume (hydra.run.dir=<its dir>), give ckpt_path=<a .ckpt file>, "
+                f"or drop ckpt_path to start afresh"
+            )
     else:
         path = Path(cfg.ckpt_path).expanduser()
     check_compatible(path, resolved_config(cfg))
@@ -188,8 +218,9 @@ def make(node: DictConfig, group: str, **kwargs: Any) -> Any:
         if not isinstance(cause, (ValueError, TypeError, KeyError, ImportError, MisconfigurationException)):
             raise
         message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"{group}: {message} ({type(cause).__name__} from {node.get('_target_', group)}); "
-                          f"fix the {group}.* value") from None
+        raise ConfigError(
+            f"{group}: {message} ({type(cause).__name__} from {node.get('_target_', group)}); fix the {group}.* value"
+        ) from None
 
 
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
@@ -197,8 +228,12 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, "run": run_fields(cfg), "params": model.num_params})
 
-    metrics: dict[str, Any] = {"task": datamodule.spec.task, "params": model.num_params, "monitor": model.monitor,
-                               "monitor_mode": model.monitor_mode}
+    metrics: dict[str, Any] = {
+        "task": datamodule.spec.task,
+        "params": model.num_params,
+        "monitor": model.monitor,
+        "monitor_mode": model.monitor_mode,
+    }
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics["epochs"] = trainer.current_epoch
@@ -223,8 +258,12 @@ def updates_per_step(cfg: DictConfig) -> int:
 def _updates_per_step(cfg: DictConfig) -> tuple[int, str]:
     accelerator = cfg.trainer.get("accelerator", "auto")
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return resolve_updates_per_step(cfg.get("updates_per_step", 1), on_gpu, bool(cfg.get("diagnostics")),
-                                    cfg.trainer.get("accumulate_grad_batches", 1))
+    return resolve_updates_per_step(
+        cfg.get("updates_per_step", 1),
+        on_gpu,
+        bool(cfg.get("diagnostics")),
+        cfg.trainer.get("accumulate_grad_batches", 1),
+    )
 
 
 def update_strategy(cfg: DictConfig) -> tuple[Update, DictConfig]:
@@ -235,13 +274,17 @@ def update_strategy(cfg: DictConfig) -> tuple[Update, DictConfig]:
     trainer_cfg, clip = cfg.trainer, {}
     if cfg.truncation.get("mode", "none") != "none" or per_step > 1:
         if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
-            raise ConfigError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "
-                              f"combined with truncation=tbptt, which steps the optimizer every truncation.stride "
-                              f"steps; set it to 1 (or raise dataset.batch_size)")
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "
+                f"combined with truncation=tbptt, which steps the optimizer every truncation.stride "
+                f"steps; set it to 1 (or raise dataset.batch_size)"
+            )
         trainer_cfg = cfg.trainer.copy()
         with open_dict(trainer_cfg):
-            clip = {"gradient_clip_val": trainer_cfg.pop("gradient_clip_val", None),
-                    "gradient_clip_algorithm": trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"}
+            clip = {
+                "gradient_clip_val": trainer_cfg.pop("gradient_clip_val", None),
+                "gradient_clip_algorithm": trainer_cfg.pop("gradient_clip_algorithm", None) or "norm",
+            }
     truncation = OmegaConf.to_container(cfg.truncation, resolve=True)
     update = choose(truncation, per_step, cfg.get("graph_updates", False), **clip, reason=reason)
     return update, trainer_cfg
@@ -258,7 +301,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fields = run_fields(cfg)
     record: dict[str, Any] = {**fields, "config_hash": config_hash(cfg), "status": "failed"}
     out = Path(cfg.paths.output_dir)
-    claim: Optional[rundir.Claim] = None
+    claim: rundir.Claim | None = None
     try:
         check_config(cfg)
         checkpoint = resume_checkpoint(cfg)
@@ -299,7 +342,7 @@ def _write_hydra_files(out: Path, cfg: DictConfig) -> None:
         rundir.write_hydra_files(out, cfg, hydra_cfg, hydra_cfg.overrides.task)
 
 
-def user_error(e: BaseException) -> Optional[UserError]:
+def user_error(e: BaseException) -> UserError | None:
     """The UserError behind `e`, if any (Hydra wraps errors raised inside instantiate). Lightning's
     MisconfigurationException says the same of a Trainer setting, in Lightning's words."""
     while e is not None:
@@ -319,7 +362,7 @@ def _finish_wandb() -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> Optional[float]:
+def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished

@@ -7,61 +7,108 @@ and the validation curves; and a saved workspace view grouped the same way. The 
 from the local metrics.json files, as src.compare reads them. Needs `pip install -e ".[dashboard]"` and W&B access
 (`wandb login`); --dry-run prints what would be saved and needs neither the network nor an account.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional
 
 from src.compare import Section, build_sections, find_runs
 
 GROUP_BY = ["run.cell", "run.depth", "run.direction", "run.truncation"]  # the config columns train.py logs
 
 
-def runs_filter(dataset: str, sweep: Optional[str]) -> str:
+def runs_filter(dataset: str, sweep: str | None) -> str:
     text = f"Config('run.dataset') = '{dataset}'"
     return text + (f" and JobType = '{sweep}'" if sweep else "")
 
 
-def build_report(sections: list[Section], entity: str, project: str, sweep: Optional[str]):
+def build_report(sections: list[Section], entity: str, project: str, sweep: str | None):
     import wandb_workspaces.reports.v2 as wr
 
-    blocks = [wr.P(f"Runs grouped by {', '.join(GROUP_BY)}; bars are the mean and std over seeds. Local "
-                   "leaderboard: python -m src.compare <sweep dir>.")]
+    blocks = [
+        wr.P(
+            f"Runs grouped by {', '.join(GROUP_BY)}; bars are the mean and std over seeds. Local "
+            "leaderboard: python -m src.compare <sweep dir>."
+        )
+    ]
     for s in sections:
         better = "higher" if s.higher_is_better else "lower"
-        runset = wr.Runset(entity=entity, project=project, name=s.dataset, filters=runs_filter(s.dataset, sweep),
-                           groupby=[f"config.{key}" for key in GROUP_BY])
+        runset = wr.Runset(
+            entity=entity,
+            project=project,
+            name=s.dataset,
+            filters=runs_filter(s.dataset, sweep),
+            groupby=[f"config.{key}" for key in GROUP_BY],
+        )
         panels = [
-            wr.BarPlot(title=f"{s.metric} ({better} is better)", metrics=[wr.SummaryMetric(s.metric)],
-                       groupby_aggfunc="mean", groupby_rangefunc="stddev", orientation="h"),
-            wr.LinePlot(title=f"{s.monitor} by epoch", x=wr.Metric("epoch"), y=[wr.Metric(s.monitor)],
-                        groupby_aggfunc="mean", groupby_rangefunc="stddev"),
-            wr.BarPlot(title="train samples/s", metrics=[wr.SummaryMetric("perf/train_samples_per_s")],
-                       groupby_aggfunc="mean", orientation="h"),
+            wr.BarPlot(
+                title=f"{s.metric} ({better} is better)",
+                metrics=[wr.SummaryMetric(s.metric)],
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+                orientation="h",
+            ),
+            wr.LinePlot(
+                title=f"{s.monitor} by epoch",
+                x=wr.Metric("epoch"),
+                y=[wr.Metric(s.monitor)],
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+            ),
+            wr.BarPlot(
+                title="train samples/s",
+                metrics=[wr.SummaryMetric("perf/train_samples_per_s")],
+                groupby_aggfunc="mean",
+                orientation="h",
+            ),
         ]
         blocks += [wr.H2(f"{s.dataset} ({s.task}): {s.metric}"), wr.PanelGrid(runsets=[runset], panels=panels)]
     title = f"rnn-bench comparison{f' ({sweep})' if sweep else ''}"
     return wr.Report(entity=entity, project=project, title=title, blocks=blocks)
 
 
-def build_workspace(sections: list[Section], entity: str, project: str, sweep: Optional[str]):
+def build_workspace(sections: list[Section], entity: str, project: str, sweep: str | None):
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
-    sections_ = [ws.Section(name=f"{s.dataset}: {s.metric}", is_open=True, panels=[
-        wr.BarPlot(title=s.metric, metrics=[wr.SummaryMetric(s.metric)], groupby_aggfunc="mean",
-                   groupby_rangefunc="stddev"),
-        wr.LinePlot(title=s.monitor, x=wr.Metric("epoch"), y=[wr.Metric(s.monitor)], groupby_aggfunc="mean",
-                    groupby_rangefunc="stddev")]) for s in sections]
-    settings = ws.RunsetSettings(groupby=[ws.Config("run.dataset"), *[ws.Config(k) for k in GROUP_BY]],
-                                 filters=f"JobType = '{sweep}'" if sweep else "")
-    return ws.Workspace(entity=entity, project=project, name=f"rnn-bench comparison{f' ({sweep})' if sweep else ''}",
-                        sections=sections_, runset_settings=settings)
+    sections_ = [
+        ws.Section(
+            name=f"{s.dataset}: {s.metric}",
+            is_open=True,
+            panels=[
+                wr.BarPlot(
+                    title=s.metric,
+                    metrics=[wr.SummaryMetric(s.metric)],
+                    groupby_aggfunc="mean",
+                    groupby_rangefunc="stddev",
+                ),
+                wr.LinePlot(
+                    title=s.monitor,
+                    x=wr.Metric("epoch"),
+                    y=[wr.Metric(s.monitor)],
+                    groupby_aggfunc="mean",
+                    groupby_rangefunc="stddev",
+                ),
+            ],
+        )
+        for s in sections
+    ]
+    settings = ws.RunsetSettings(
+        groupby=[ws.Config("run.dataset"), *[ws.Config(k) for k in GROUP_BY]],
+        filters=f"JobType = '{sweep}'" if sweep else "",
+    )
+    return ws.Workspace(
+        entity=entity,
+        project=project,
+        name=f"rnn-bench comparison{f' ({sweep})' if sweep else ''}",
+        sections=sections_,
+        runset_settings=settings,
+    )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.wandb_dashboard", description=__doc__.split("\n\n")[1])
     parser.add_argument("dirs", nargs="+", type=Path, help="the local run or sweep dirs of the runs on W&B")
     parser.add_argument("--entity", required=True, help="your W&B user or team")

@@ -1,4 +1,5 @@
 """Shared fixtures: configs composed exactly as `python -m src.train` composes them, outputs in tmp dirs."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,7 @@ CONF = ROOT / "conf"
 CACHE = Path(os.environ.get("RNN_BENCH_CACHE", ROOT / ".cache"))
 
 # The quick, quiet settings most tests run with; each test adds what it is about.
-QUIET = ["logger=csv", "callbacks=none", "trainer.enable_progress_bar=false",
-         "trainer.enable_model_summary=false"]
+QUIET = ["logger=csv", "callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
@@ -38,14 +38,16 @@ def make_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
 def cfg_factory(tmp_path):
     def factory(*overrides: str, quiet: bool = True, out: Path | None = None) -> DictConfig:
         return make_cfg(out or tmp_path, (QUIET if quiet else []) + list(overrides))
+
     return factory
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m src.train ...` exactly as a user types it."""
     env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def as_tuple(state) -> tuple:

@@ -5,6 +5,7 @@ so it is not a clean test dependency; the wheel is used unpacked, without its de
     pip download xlstm==2.0.6 --no-deps -d /tmp/xl && unzip -q /tmp/xl/xlstm-2.0.6-py3-none-any.whl -d /tmp/xl/ex
     PYTHONPATH=/tmp/xl/ex:. python tests/crosscheck_xlstm.py
 """
+
 import torch
 from xlstm.blocks.mlstm.block import mLSTMBlock, mLSTMBlockConfig
 from xlstm.blocks.mlstm.layer import mLSTMLayerConfig
@@ -13,9 +14,21 @@ from src.models.cells.xlstm import MLSTM
 
 torch.manual_seed(0)
 D, NH, T = 32, 2, 12  # inner 64: the package rounds its up-projection to a multiple of 64
-theirs = mLSTMBlock(mLSTMBlockConfig(mlstm=mLSTMLayerConfig(
-    embedding_dim=D, num_heads=NH, proj_factor=2.0, conv1d_kernel_size=4, qkv_proj_blocksize=4, context_length=T,
-    bias=True), _num_blocks=1, _block_idx=0)).double()
+theirs = mLSTMBlock(
+    mLSTMBlockConfig(
+        mlstm=mLSTMLayerConfig(
+            embedding_dim=D,
+            num_heads=NH,
+            proj_factor=2.0,
+            conv1d_kernel_size=4,
+            qkv_proj_blocksize=4,
+            context_length=T,
+            bias=True,
+        ),
+        _num_blocks=1,
+        _block_idx=0,
+    )
+).double()
 mine = MLSTM(D, D, num_heads=NH, proj_factor=2, conv_kernel=4, qkv_blocksize=4, scan="parallel", chunk=5).double()
 with torch.no_grad():
     for p in theirs.parameters():  # away from the initial values (zeros, ones), so every weight matters
@@ -39,8 +52,10 @@ with torch.no_grad():
     for scan in ("parallel", "sequential"):
         mine.scan = scan
         out, _ = mine(x)
-        print(f"{scan}: max |mine - xlstm| = {(out - ref).abs().max().item():.2e} (outputs' scale "
-              f"{ref.abs().max().item():.2f})")
+        print(
+            f"{scan}: max |mine - xlstm| = {(out - ref).abs().max().item():.2e} (outputs' scale "
+            f"{ref.abs().max().item():.2f})"
+        )
 
 # -- sLSTM: the package's sLSTMBlock with its plain-PyTorch ("vanilla") backend ---------------------------------------
 from xlstm.blocks.slstm.block import sLSTMBlock, sLSTMBlockConfig  # noqa: E402
@@ -51,10 +66,14 @@ from src.models.cells.xlstm import SLSTM  # noqa: E402
 
 torch.manual_seed(0)
 D, NH = 64, 4  # the package rounds the feed-forward's width up to a multiple of 64: 2 x 64 = 128 here
-theirs = sLSTMBlock(sLSTMBlockConfig(
-    slstm=sLSTMLayerConfig(embedding_dim=D, num_heads=NH, conv1d_kernel_size=4, backend="vanilla"),
-    feedforward=FeedForwardConfig(proj_factor=2.0, act_fn="gelu", embedding_dim=D), _num_blocks=1,
-    _block_idx=0))
+theirs = sLSTMBlock(
+    sLSTMBlockConfig(
+        slstm=sLSTMLayerConfig(embedding_dim=D, num_heads=NH, conv1d_kernel_size=4, backend="vanilla"),
+        feedforward=FeedForwardConfig(proj_factor=2.0, act_fn="gelu", embedding_dim=D),
+        _num_blocks=1,
+        _block_idx=0,
+    )
+)
 mine = SLSTM(D, D, num_heads=NH, conv_kernel=4, ffn_factor=2.0)
 with torch.no_grad():
     for p in theirs.parameters():
@@ -73,5 +92,7 @@ with torch.no_grad():
     mine.ffn_up.weight.copy_(theirs.ffn.proj_up.weight), mine.ffn_down.weight.copy_(theirs.ffn.proj_down.weight)
     x = torch.randn(3, 12, D)
     ref, out = theirs(x), mine(x)[0]
-    print(f"slstm: max |mine - xlstm| = {(out - ref).abs().max().item():.2e} (float32; outputs' scale "
-          f"{ref.abs().max().item():.2f})")
+    print(
+        f"slstm: max |mine - xlstm| = {(out - ref).abs().max().item():.2e} (float32; outputs' scale "
+        f"{ref.abs().max().item():.2f})"
+    )

@@ -1,5 +1,6 @@
 """Every bad value is one line and exit 2: the suite's own checks, the values torch, Lightning and Hydra refuse,
 and the settings they would accept and act on wrongly (a silently wrong result is worse than an error)."""
+
 from __future__ import annotations
 
 import json
@@ -63,25 +64,31 @@ def test_a_checkpoint_of_other_data_is_refused_when_resuming(cfg_factory, tmp_pa
     datamodule, model, trainer = build(cfg_factory(*QUICK, out=tmp_path / "b"))
     model.spec = type(model.spec)(**{**model.spec.__dict__, "num_classes": 7})
     with pytest.raises(ConfigError, match=r"trained on other data: num_classes: checkpoint 10, this run's data 7"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(tmp_path / "a" / "checkpoints" / "last.ckpt"),
-                    weights_only=True)
+        trainer.fit(
+            model, datamodule=datamodule, ckpt_path=str(tmp_path / "a" / "checkpoints" / "last.ckpt"), weights_only=True
+        )
 
 
 def test_the_command_line_says_one_line_and_exits_2(tmp_path):
-    for args, expected in ((["cell=nope"], "Could not find 'cell/nope'; Available options in 'cell': "),
-                           (["cell.nope=1"], "Could not override 'cell.nope'"),
-                           (["optimizer.lr=-1"], "Invalid learning rate: -1"),
-                           ([f"hydra.run.dir={tmp_path / 'file' / 'x'}"], "cannot be created or written")):
+    for args, expected in (
+        (["cell=nope"], "Could not find 'cell/nope'; Available options in 'cell': "),
+        (["cell.nope=1"], "Could not override 'cell.nope'"),
+        (["optimizer.lr=-1"], "Invalid learning rate: -1"),
+        ([f"hydra.run.dir={tmp_path / 'file' / 'x'}"], "cannot be created or written"),
+    ):
         (tmp_path / "file").write_text("a file where a folder should be")
-        done = run_cli(*args, "debug=limit", *([] if "hydra.run.dir" in args[0] else
-                                               [f"hydra.run.dir={tmp_path / 'run'}"]))
+        done = run_cli(
+            *args, "debug=limit", *([] if "hydra.run.dir" in args[0] else [f"hydra.run.dir={tmp_path / 'run'}"])
+        )
         lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], (args, done.stderr[-2000:])
         assert "Traceback" not in done.stderr
 
 
 def test_hydras_report_is_joined_into_one_line():
-    report = ("In 'config': Could not find 'cell/nope'\n\nAvailable options in 'cell':\n\tgru\n\tlstm\n"
-              "Config search path:\n\tprovider=hydra, path=pkg://hydra.conf\n\n"
-              "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+    report = (
+        "In 'config': Could not find 'cell/nope'\n\nAvailable options in 'cell':\n\tgru\n\tlstm\n"
+        "Config search path:\n\tprovider=hydra, path=pkg://hydra.conf\n\n"
+        "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    )
     assert one_line(report) == "In 'config': Could not find 'cell/nope'; Available options in 'cell': gru, lstm"

@@ -1,6 +1,7 @@
 """`python -m src.bench`: the overhead and sweep-throughput benchmarks run end to end at toy settings and write
 their JSON + markdown (the real numbers are in benchmarks/); and the per-step syncs the overhead work removed
 stay removed."""
+
 from __future__ import annotations
 
 import functools
@@ -32,8 +33,23 @@ def test_overhead_benchmark_ends_with_its_json_line(bench_dir, capsys):
 
 
 def test_sweep_benchmark_runs_both_modes_through_the_cli(bench_dir, capsys):
-    assert sweep_bench.main(["--jobs", "2", "--parallel", "2", "--epochs", "1", "dataset=digits",
-                             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"]) == 0
+    assert (
+        sweep_bench.main(
+            [
+                "--jobs",
+                "2",
+                "--parallel",
+                "2",
+                "--epochs",
+                "1",
+                "dataset=digits",
+                "trainer.limit_train_batches=2",
+                "trainer.limit_val_batches=1",
+                "test=false",
+            ]
+        )
+        == 0
+    )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["jobs"] == 2 and last["sequential_wall_s"] > 0 and last["parallel_wall_s"] > 0
     assert last["speedup"] == pytest.approx(last["sequential_wall_s"] / last["parallel_wall_s"], rel=0.05)
@@ -79,7 +95,13 @@ def test_train_loss_is_logged_only_on_the_steps_loggers_write(cfg_factory, monke
         return original(self, name, value, *args, **kwargs)
 
     monkeypatch.setattr(RecurrentTask, "log", spy)
-    cfg = cfg_factory("dataset=digits", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
-                      "trainer.log_every_n_steps=3", "trainer.limit_val_batches=1", "test=false")
+    cfg = cfg_factory(
+        "dataset=digits",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=10",
+        "trainer.log_every_n_steps=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+    )
     train(cfg)
     assert logged == [2, 5, 8, 9]  # before the update: Lightning writes after steps 3, 6, 9; 10 is the last

@@ -1,17 +1,17 @@
 """The cell zoo: reference equality with torch and TensorFlow's equations, parallel scan = recurrence, gradients
 (gradcheck), what each Greff variant removes, truncation-safe state, settings checked, and that every cell
 learns and runs end to end."""
+
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-import torch.nn.functional as F
 from torch import nn
 
 from src.errors import ConfigError
@@ -66,8 +66,13 @@ def copy_torch_weights(stack: RecurrentStack, ref: nn.Module) -> None:
         for layer, cells in enumerate(stack.layers):
             for direction, cell in enumerate(cells):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                for mine, theirs in (("weight_ih", "weight_ih"), ("weight_hh", "weight_hh"),
-                                     ("bias_ih", "bias_ih"), ("bias_hh", "bias_hh"), ("weight_hr", "weight_hr")):
+                for mine, theirs in (
+                    ("weight_ih", "weight_ih"),
+                    ("weight_hh", "weight_hh"),
+                    ("bias_ih", "bias_ih"),
+                    ("bias_hh", "bias_hh"),
+                    ("weight_hr", "weight_hr"),
+                ):
                     if hasattr(cell, mine) and getattr(cell, mine) is not None:
                         getattr(cell, mine).copy_(getattr(ref, theirs + suffix))
                 bias_ih, bias_hh = getattr(ref, f"bias_ih{suffix}"), getattr(ref, f"bias_hh{suffix}")
@@ -79,15 +84,24 @@ def copy_torch_weights(stack: RecurrentStack, ref: nn.Module) -> None:
 
 def torch_state_as_stack(state, depth: int, directions: int):
     """torch's [layers * directions, B, H] (or a tuple of those) -> the stack's [layer][direction] layout."""
+
     def one(i: int):
         return tuple(p[i] for p in state) if isinstance(state, tuple) else state[i]
+
     return [[one(layer * directions + d) for d in range(directions)] for layer in range(depth)]
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-@pytest.mark.parametrize("name,torch_rnn,jit", [("lstm_ref", nn.LSTM, True), ("lstm_ref", nn.LSTM, False),
-                                               ("gru_ref", nn.GRU, True), ("gru_ref", nn.GRU, False),
-                                               ("lstmp", nn.LSTM, True)])
+@pytest.mark.parametrize(
+    "name,torch_rnn,jit",
+    [
+        ("lstm_ref", nn.LSTM, True),
+        ("lstm_ref", nn.LSTM, False),
+        ("gru_ref", nn.GRU, True),
+        ("gru_ref", nn.GRU, False),
+        ("lstmp", nn.LSTM, True),
+    ],
+)
 def test_reference_cells_equal_torch(name, torch_rnn, jit, bidirectional):
     """Outputs, final states and every gradient (weights, input, initial state) equal torch's to 1e-5, depth 2.
     lstmp with forget_bias=0 is torch's LSTM(proj_size=...)."""
@@ -96,8 +110,9 @@ def test_reference_cells_equal_torch(name, torch_rnn, jit, bidirectional):
     extra = {"proj_size": 4} if name == "lstmp" else {}
     ref = torch_rnn(I, H, num_layers=depth, bidirectional=bidirectional, batch_first=True, **extra)
     settings = {"forget_bias": 0.0, "proj_size": 4} if name == "lstmp" else {}
-    stack = RecurrentStack(cell_factory(name, H, jit=jit, **settings), input_size=I, depth=depth,
-                           bidirectional=bidirectional)
+    stack = RecurrentStack(
+        cell_factory(name, H, jit=jit, **settings), input_size=I, depth=depth, bidirectional=bidirectional
+    )
     copy_torch_weights(stack, ref)
     x = torch.randn(B, T, I, requires_grad=True)
     h_size = extra.get("proj_size", H)
@@ -115,10 +130,16 @@ def test_reference_cells_equal_torch(name, torch_rnn, jit, bidirectional):
 
     weights = torch.randn_like(out)  # a loss that weighs every output differently, plus the final states
     final_states = [s for layer_state in state for cell_state in layer_state for s in as_tuple(cell_state)]
-    mine_grads = torch.autograd.grad((out * weights).sum() + sum(s.sum() for s in final_states),
-                                     [x, h0, c0] + list(stack.parameters()), allow_unused=True)
-    theirs_grads = torch.autograd.grad((ref_out * weights).sum() + sum(s.sum() for s in as_tuple(ref_state)),
-                                       [x, h0, c0] + list(ref.parameters()), allow_unused=True)
+    mine_grads = torch.autograd.grad(
+        (out * weights).sum() + sum(s.sum() for s in final_states),
+        [x, h0, c0] + list(stack.parameters()),
+        allow_unused=True,
+    )
+    theirs_grads = torch.autograd.grad(
+        (ref_out * weights).sum() + sum(s.sum() for s in as_tuple(ref_state)),
+        [x, h0, c0] + list(ref.parameters()),
+        allow_unused=True,
+    )
     for a, b in zip(mine_grads[:3], theirs_grads[:3]):
         if b is not None:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -233,10 +254,16 @@ def identity_loop(x: torch.Tensor) -> torch.Tensor:
 
 # -- gradients ------------------------------------------------------------------------------------------------------
 GRADCHECK = {
-    "minimal": lambda: MinimalRNN(3, 2), "lstm_ref": lambda: LSTMRef(3, 2), "lstm_tf": lambda: LSTMTF(3, 2),
-    "peephole_lstm": lambda: PeepholeLSTM(3, 2, cell_clip=50.0), "lstmp": lambda: LSTMP(3, 3, proj_size=2),
-    "layernorm_lstm": lambda: LayerNormLSTM(3, 2), "cifg_lstm": lambda: CIFGLSTM(3, 2),
-    "gru_ref": lambda: GRURef(3, 2), "gru_v1": lambda: GRUv1(3, 2), "indrnn": lambda: IndRNN(3, 2),
+    "minimal": lambda: MinimalRNN(3, 2),
+    "lstm_ref": lambda: LSTMRef(3, 2),
+    "lstm_tf": lambda: LSTMTF(3, 2),
+    "peephole_lstm": lambda: PeepholeLSTM(3, 2, cell_clip=50.0),
+    "lstmp": lambda: LSTMP(3, 3, proj_size=2),
+    "layernorm_lstm": lambda: LayerNormLSTM(3, 2),
+    "cifg_lstm": lambda: CIFGLSTM(3, 2),
+    "gru_ref": lambda: GRURef(3, 2),
+    "gru_v1": lambda: GRUv1(3, 2),
+    "indrnn": lambda: IndRNN(3, 2),
     "mingru:parallel": lambda: MinGRU(3, 2, scan="parallel"),
     "mingru:sequential": lambda: MinGRU(3, 2, scan="sequential"),
     "minlstm:parallel": lambda: MinLSTM(3, 2, scan="parallel"),
@@ -273,7 +300,7 @@ def test_torchscript_loop_equals_eager(name):
         results = []
         for stack in (eager, script):
             out, state = stack(x)
-            loss = (out ** 2).sum() + sum(s.sum() for layer in state for cell in layer for s in as_tuple(cell))
+            loss = (out**2).sum() + sum(s.sum() for layer in state for cell in layer for s in as_tuple(cell))
             results.append((out, torch.autograd.grad(loss, list(stack.parameters()))))
         torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
         for a, b in zip(results[1][1], results[0][1]):
@@ -296,7 +323,7 @@ def recurrent_part(cell: LSTMVariant, x: torch.Tensor, trace: dict, block: int) 
     H = cell.hidden_size
     h_prev = torch.cat([torch.zeros_like(trace["h"][:, :1]), trace["h"][:, :-1]], 1)
     pre = x @ cell.weight_ih.T + cell.bias + h_prev @ cell.weight_hh.T
-    return pre[..., block * H:(block + 1) * H]
+    return pre[..., block * H : (block + 1) * H]
 
 
 def parameter_count(cell: nn.Module) -> int:
@@ -431,16 +458,19 @@ def test_unknown_cell_setting_names_the_key_the_cell_and_the_allowed_settings():
         check_cell_settings(functools.partial(LSTMRef, hidden_size=8, num_layers=2))
 
 
-@pytest.mark.parametrize("cell,settings,fragment", [
-    (LSTMVariant, {"variant": "NXG"}, "NFG: no forget gate"),
-    (LSTMP, {"proj_size": 16, "hidden_size": 8}, "smaller than cell.hidden_size=8"),
-    (LSTMRef, {"proj_clip": 1.0}, None),
-    (PeepholeLSTM, {"cell_clip": -1.0}, "cell.cell_clip=-1.0 must be a positive number"),
-    (IndRNN, {"recurrent_max": 0}, "cell.recurrent_max=0"),
-    (MinGRU, {"scan": "fast"}, "auto, parallel, sequential"),
-    (LSTMTF, {"jit": "yes"}, "cell.jit='yes' must be auto"),
-    (GRUv1, {"hidden_size": 0}, "cell.hidden_size=0"),
-])
+@pytest.mark.parametrize(
+    "cell,settings,fragment",
+    [
+        (LSTMVariant, {"variant": "NXG"}, "NFG: no forget gate"),
+        (LSTMP, {"proj_size": 16, "hidden_size": 8}, "smaller than cell.hidden_size=8"),
+        (LSTMRef, {"proj_clip": 1.0}, None),
+        (PeepholeLSTM, {"cell_clip": -1.0}, "cell.cell_clip=-1.0 must be a positive number"),
+        (IndRNN, {"recurrent_max": 0}, "cell.recurrent_max=0"),
+        (MinGRU, {"scan": "fast"}, "auto, parallel, sequential"),
+        (LSTMTF, {"jit": "yes"}, "cell.jit='yes' must be auto"),
+        (GRUv1, {"hidden_size": 0}, "cell.hidden_size=0"),
+    ],
+)
 def test_bad_cell_values_are_config_errors(cell, settings, fragment):
     with pytest.raises((ConfigError, TypeError)) as err:
         RecurrentStack(functools.partial(cell, **settings), input_size=3)

@@ -1,6 +1,7 @@
 """python -m src.compare on hand-written run dirs (metrics.json, .hydra/overrides.yaml, csv/metrics.csv) laid out as
 src.train writes them: seeds -> mean ± std, the best marked per task in the task's own direction, rows split by
 any other override that varies, failures listed, CSV and plots written. (test_sweeps runs it on real runs.)"""
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,15 @@ def make_run(root: Path, name: str, overrides: list[str], curve: list[float] = (
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    base = {"status": "ok", "depth": 1, "direction": "uni", "truncation": "none", "params": 1000,
-            "train_samples_per_s": 500.0, "wall_s": 10.0}
+    base = {
+        "status": "ok",
+        "depth": 1,
+        "direction": "uni",
+        "truncation": "none",
+        "params": 1000,
+        "train_samples_per_s": 500.0,
+        "wall_s": 10.0,
+    }
     (run / "metrics.json").write_text(json.dumps({**base, **record}))
     if curve:
         monitor = record["monitor"]
@@ -37,21 +45,57 @@ def make_run(root: Path, name: str, overrides: list[str], curve: list[float] = (
 def sweep(tmp_path) -> Path:
     acc = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
     for seed, value in zip((1, 2, 3), (0.80, 0.90, 0.85)):
-        make_run(tmp_path, f"gru{seed}", ["dataset=digits", "cell=gru", f"seed={seed}"], [0.5, 0.7], cell="gru",
-                 seed=seed, **{"test/acc": value, "test/f1": 0.5}, **acc)
+        make_run(
+            tmp_path,
+            f"gru{seed}",
+            ["dataset=digits", "cell=gru", f"seed={seed}"],
+            [0.5, 0.7],
+            cell="gru",
+            seed=seed,
+            **{"test/acc": value, "test/f1": 0.5},
+            **acc,
+        )
     for seed, value in zip((1, 2), (0.95, 0.97)):
-        make_run(tmp_path, f"lstm{seed}", ["dataset=digits", "cell=lstm", "depth=2", "direction=bi", f"seed={seed}"],
-                 [0.6, 0.9], cell="lstm", seed=seed, **{**acc, "depth": 2, "direction": "bi", "test/acc": value,
-                                                        "test/f1": 0.4})
-    make_run(tmp_path, "rnn1", ["dataset=digits", "cell=rnn", "seed=1"], dataset="digits", cell="rnn", seed=1,
-             status="failed", error="FloatingPointError: the training loss became NaN or infinite")
+        make_run(
+            tmp_path,
+            f"lstm{seed}",
+            ["dataset=digits", "cell=lstm", "depth=2", "direction=bi", f"seed={seed}"],
+            [0.6, 0.9],
+            cell="lstm",
+            seed=seed,
+            **{**acc, "depth": 2, "direction": "bi", "test/acc": value, "test/f1": 0.4},
+        )
+    make_run(
+        tmp_path,
+        "rnn1",
+        ["dataset=digits", "cell=rnn", "seed=1"],
+        dataset="digits",
+        cell="rnn",
+        seed=1,
+        status="failed",
+        error="FloatingPointError: the training loss became NaN or infinite",
+    )
     for variant, value in (("NIG", 0.7), ("CIFG", 0.75)):
-        make_run(tmp_path, f"v{variant}", ["dataset=digits", "cell=lstm_variant", f"cell.variant={variant}",
-                                           "seed=1"], cell="lstm_variant", seed=1, **acc, **{"test/acc": value})
+        make_run(
+            tmp_path,
+            f"v{variant}",
+            ["dataset=digits", "cell=lstm_variant", f"cell.variant={variant}", "seed=1"],
+            cell="lstm_variant",
+            seed=1,
+            **acc,
+            **{"test/acc": value},
+        )
     ppl = dict(dataset="lm_kjv", task="lm", monitor="val/ppl", monitor_mode="min")
     for cell, seed, value in (("lstm", 1, 120.0), ("lstm", 2, 130.0), ("gru", 1, 110.0)):
-        make_run(tmp_path, f"lm_{cell}{seed}", [f"dataset=lm_kjv", f"cell={cell}", f"seed={seed}"], cell=cell,
-                 seed=seed, **ppl, **{"test/ppl": value})
+        make_run(
+            tmp_path,
+            f"lm_{cell}{seed}",
+            ["dataset=lm_kjv", f"cell={cell}", f"seed={seed}"],
+            cell=cell,
+            seed=seed,
+            **ppl,
+            **{"test/ppl": value},
+        )
     return tmp_path
 
 
@@ -60,7 +104,8 @@ def test_leaderboard_per_task_with_mean_std_best_and_failures(sweep, capsys):
     board = (sweep / "leaderboard.md").read_text()
     assert capsys.readouterr().out.startswith("# Leaderboard")
     digits, lm = board.split("## digits (classify): test/acc, higher is better")[1].split(
-        "## lm_kjv (lm): test/ppl, lower is better")
+        "## lm_kjv (lm): test/ppl, lower is better"
+    )
     lines = [line for line in digits.splitlines() if line.startswith("| ")][1:]
     assert lines[0].startswith("| lstm | 2 | bi | none |") and "**0.96 ± 0.014** ★" in lines[0]
     assert "| 0.85 ± 0.05 | 3 |" in lines[1] and "★" not in lines[1]
@@ -85,8 +130,10 @@ def test_leaderboard_per_task_with_mean_std_best_and_failures(sweep, capsys):
 
 def test_another_metric_and_output_dir(sweep, tmp_path):
     out = tmp_path / "elsewhere"
-    assert compare([str(sweep / "gru1"), str(sweep / "lstm1"), "--metric", "test/f1", "--out", str(out),
-                    "--no-plots"]) == 0
+    assert (
+        compare([str(sweep / "gru1"), str(sweep / "lstm1"), "--metric", "test/f1", "--out", str(out), "--no-plots"])
+        == 0
+    )
     board = (out / "leaderboard.md").read_text()
     assert "test/f1, higher is better" in board and "**0.5** ★" in board and not (out / "plots").exists()
 
@@ -102,10 +149,13 @@ def test_gradient_flow_curves_of_a_task_are_overlaid(tmp_path):
 
     acc = dict(dataset="adding", task="regress", monitor="val/loss", monitor_mode="min")
     for cell, decay in (("rnn", 0.5), ("lstm", 0.98)):
-        run = make_run(tmp_path, cell, ["dataset=adding", f"cell={cell}"], cell=cell, seed=1,
-                       **acc, **{"test/loss": 0.1})
-        rows = [{"epochs_done": 1, "step": 10, "layer": 0, "direction": 0, "t": t, "grad_h": decay ** (9 - t),
-                 "grad_c": ""} for t in range(10)]
+        run = make_run(
+            tmp_path, cell, ["dataset=adding", f"cell={cell}"], cell=cell, seed=1, **acc, **{"test/loss": 0.1}
+        )
+        rows = [
+            {"epochs_done": 1, "step": 10, "layer": 0, "direction": 0, "t": t, "grad_h": decay ** (9 - t), "grad_c": ""}
+            for t in range(10)
+        ]
         write_csv(run / "diagnostics" / "gradient_flow.csv", rows, FLOW_COLUMNS)
     make_run(tmp_path, "gru", ["dataset=adding", "cell=gru"], cell="gru", seed=1, **acc, **{"test/loss": 0.2})
     assert compare([str(tmp_path)]) == 0
@@ -118,11 +168,27 @@ def test_damaged_records_are_skipped_with_their_file_named_and_listed(tmp_path, 
 
     good = tmp_path / "good"
     good.mkdir()
-    (good / "metrics.json").write_text(json.dumps({"status": "ok", "dataset": "digits", "cell": "gru", "depth": 1,
-                                                   "direction": "uni", "truncation": "none", "seed": 1,
-                                                   "monitor": "val/acc", "monitor_mode": "max", "test/acc": 0.9}))
-    for name, text in (("list", "[1, 2]"), ("string", json.dumps({"status": "ok", "monitor": "val/acc",
-                                                                    "test/acc": "0.9"})), ("junk", "{not json")):
+    (good / "metrics.json").write_text(
+        json.dumps(
+            {
+                "status": "ok",
+                "dataset": "digits",
+                "cell": "gru",
+                "depth": 1,
+                "direction": "uni",
+                "truncation": "none",
+                "seed": 1,
+                "monitor": "val/acc",
+                "monitor_mode": "max",
+                "test/acc": 0.9,
+            }
+        )
+    )
+    for name, text in (
+        ("list", "[1, 2]"),
+        ("string", json.dumps({"status": "ok", "monitor": "val/acc", "test/acc": "0.9"})),
+        ("junk", "{not json"),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.json").write_text(text)
     (good / ".hydra").mkdir()
@@ -139,12 +205,33 @@ def test_damaged_records_are_skipped_with_their_file_named_and_listed(tmp_path, 
 ADDING = dict(dataset="adding", task="regress", monitor="val/loss", monitor_mode="min")
 
 
-def adding_run(root: Path, name: str, cell: str, seed: int, loss: float, overrides: list[str] = (),
-               curve: list[float] = (), baseline: float = 0.1667) -> Path:
+def adding_run(
+    root: Path,
+    name: str,
+    cell: str,
+    seed: int,
+    loss: float,
+    overrides: list[str] = (),
+    curve: list[float] = (),
+    baseline: float = 0.1667,
+) -> Path:
     """A regress run as src.train records it: test/loss = test/mse, the baseline logged as test/baseline_mse."""
-    return make_run(root, name, ["dataset=adding", f"cell={cell}", f"seed={seed}", *overrides], curve, cell=cell,
-                    seed=seed, **ADDING, **{"test/loss": loss, "test/mse": loss, "test/mae": loss * 2,
-                                           "test/baseline_mse": baseline, "test/baseline_mae": 0.33})
+    return make_run(
+        root,
+        name,
+        ["dataset=adding", f"cell={cell}", f"seed={seed}", *overrides],
+        curve,
+        cell=cell,
+        seed=seed,
+        **ADDING,
+        **{
+            "test/loss": loss,
+            "test/mse": loss,
+            "test/mae": loss * 2,
+            "test/baseline_mse": baseline,
+            "test/baseline_mae": 0.33,
+        },
+    )
 
 
 def board_rows(board: str, heading: str) -> list[str]:
@@ -176,8 +263,9 @@ def test_baseline_is_a_row_and_a_row_at_it_is_marked_and_gets_no_star(tmp_path):
 
 def test_a_metric_the_task_does_not_record_is_absent_not_failed(tmp_path, capsys):
     acc = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
-    make_run(tmp_path, "gru", ["dataset=digits", "cell=gru"], cell="gru", seed=1, **acc,
-             **{"test/acc": 0.9, "test/f1": 0.8})
+    make_run(
+        tmp_path, "gru", ["dataset=digits", "cell=gru"], cell="gru", seed=1, **acc, **{"test/acc": 0.9, "test/f1": 0.8}
+    )
     adding_run(tmp_path, "rnn", "rnn", 1, 0.1)
     adding_run(tmp_path, "lstm", "lstm", 1, float("nan"))  # recorded, but not a number: not "absent" either
     assert compare([str(tmp_path), "--metric", "test/mae", "--no-plots", "--html"]) == 0
@@ -192,8 +280,14 @@ def test_a_metric_the_task_does_not_record_is_absent_not_failed(tmp_path, capsys
 
 def test_setting_column_shows_the_values_that_differ(tmp_path):
     for hidden, lr in ((32, "0.01"), (64, "0.01"), (32, "0.0010789816")):
-        adding_run(tmp_path, f"h{hidden}-{lr}", "gru", 1, 0.05,
-                   [f"cell.hidden_size={hidden}", f"optimizer.lr={lr}", "cell.variant=V", "trainer.max_epochs=3"])
+        adding_run(
+            tmp_path,
+            f"h{hidden}-{lr}",
+            "gru",
+            1,
+            0.05,
+            [f"cell.hidden_size={hidden}", f"optimizer.lr={lr}", "cell.variant=V", "trainer.max_epochs=3"],
+        )
     assert compare([str(tmp_path), "--no-plots"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     for shown in ("| hidden 32, lr 0.01 |", "| hidden 64, lr 0.01 |", "| hidden 32, lr 0.00108 |"):
@@ -204,25 +298,41 @@ def test_setting_column_shows_the_values_that_differ(tmp_path):
     assert "cell.hidden_size=64 optimizer.lr=0.01" in {r["overrides"] for r in lines}  # the raw ones too
 
     from src.compare import setting_names
+
     assert setting_names(["cell.variant", "dataset.variant", "optimizer.lr"]) == {
-        "cell.variant": "cell.variant", "dataset.variant": "dataset.variant", "optimizer.lr": "lr"}
+        "cell.variant": "cell.variant",
+        "dataset.variant": "dataset.variant",
+        "optimizer.lr": "lr",
+    }
 
 
 def test_cross_task_summary_mean_rank_and_wins(tmp_path):
     acc = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
     for cell, value in (("gru", 0.9), ("lstm", 0.95), ("rnn", 0.5)):
-        make_run(tmp_path, f"d-{cell}", ["dataset=digits", f"cell={cell}"], cell=cell, seed=1, **acc,
-                 **{"test/acc": value})
+        make_run(
+            tmp_path, f"d-{cell}", ["dataset=digits", f"cell={cell}"], cell=cell, seed=1, **acc, **{"test/acc": value}
+        )
     for cell, loss in (("gru", 0.01), ("lstm", 0.05), ("rnn", 0.1666)):
         adding_run(tmp_path, f"a-{cell}", cell, 1, loss)
-    make_run(tmp_path, "a-gru2", ["dataset=adding", "cell=gru", "depth=2"], cell="gru", seed=1, depth=2,
-             **ADDING, **{"test/loss": 0.02, "test/baseline_mse": 0.1667, "test/mse": 0.02})  # its 2nd row
+    make_run(
+        tmp_path,
+        "a-gru2",
+        ["dataset=adding", "cell=gru", "depth=2"],
+        cell="gru",
+        seed=1,
+        depth=2,
+        **ADDING,
+        **{"test/loss": 0.02, "test/baseline_mse": 0.1667, "test/mse": 0.02},
+    )  # its 2nd row
     assert compare([str(tmp_path), "--no-plots"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()
     summary = board.split("## Across tasks")[1]
     rows = [line for line in summary.splitlines() if line.startswith("| ")][1:]
-    assert rows == ["| gru | 2 | 1.50 | 1 | 1 of 1 |", "| lstm | 2 | 1.50 | 1 | 1 of 1 |",
-                    "| rnn | 2 | 3.00 | 0 | 0 of 1 |"]
+    assert rows == [
+        "| gru | 2 | 1.50 | 1 | 1 of 1 |",
+        "| lstm | 2 | 1.50 | 1 | 1 of 1 |",
+        "| rnn | 2 | 3.00 | 0 | 0 of 1 |",
+    ]
 
 
 def test_plots_share_colours_bands_over_seeds_train_loss_and_error_bars_above_zero(tmp_path):
@@ -266,12 +376,19 @@ def test_help_imports_no_plotting_library_nor_torch():
     import subprocess
     import sys
 
-    code = ("import sys, contextlib, io\nfrom src.compare import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    try: main(['--help'])\n    except SystemExit: pass\n"
-            "print(sorted(m for m in ('torch', 'lightning', 'matplotlib', 'plotly', 'playwright') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    code = (
+        "import sys, contextlib, io\nfrom src.compare import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: main(['--help'])\n    except SystemExit: pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'matplotlib', 'plotly', 'playwright') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -342,9 +459,11 @@ def test_the_browser_check_catches_console_errors_and_network_requests(tmp_path)
     from src.browser import check
 
     page = tmp_path / "bad.html"
-    page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
-                    '<img src="http://example.invalid/x.png"><script>console.error("boom");'
-                    "window.dashboardReady = true;</script></body></html>")
+    page.write_text(
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+        '<img src="http://example.invalid/x.png"><script>console.error("boom");'
+        "window.dashboardReady = true;</script></body></html>"
+    )
     report = check(page)
     assert report.requests == ["http://example.invalid/x.png"]
     assert any("boom" in e for e in report.errors)

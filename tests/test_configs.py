@@ -1,7 +1,6 @@
 """Every option of every config group composes and builds; bad values fail with a message that names them."""
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 from hydra.utils import instantiate
@@ -16,8 +15,19 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / gro
 
 
 def test_the_contract_groups_exist():
-    for group in ("dataset", "cell", "direction", "truncation", "trainer", "logger", "optimizer", "paths",
-                  "hydra", "experiment", "debug"):
+    for group in (
+        "dataset",
+        "cell",
+        "direction",
+        "truncation",
+        "trainer",
+        "logger",
+        "optimizer",
+        "paths",
+        "hydra",
+        "experiment",
+        "debug",
+    ):
         assert group in GROUPS
     assert {"default", "cpu", "gpu", "ddp", "ddp_sim"} <= {o for g, o in OPTIONS if g == "trainer"}
     assert {"wandb", "csv", "many", "none"} <= {o for g, o in OPTIONS if g == "logger"}
@@ -31,8 +41,7 @@ def test_every_option_composes_and_resolves(cfg_factory, group, option):
     else:
         override = f"{group}={option}"
     cfg = cfg_factory(override, quiet=False)
-    container = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                                       resolve=True)
+    container = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     assert container["task"]["_target_"]
     if group == "dataset":
         dm = instantiate(cfg.dataset)

@@ -4,6 +4,7 @@ These need a CUDA device and are skipped without one (the CI machine has none); 
 (docs/speed.md, "On GPU: CUDA graphs for the loop cells"). On CPU the stack runs its cells directly
 (tests/test_models.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,17 @@ from tests.conftest import CONF
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-CELLS = ["lstm_ref", "layernorm_lstm", "peephole_lstm", "lstmp", "gru_v1", "indrnn", "minimal",
-         "lstm_variant:FGR", "lstm_variant:NFG"]
+CELLS = [
+    "lstm_ref",
+    "layernorm_lstm",
+    "peephole_lstm",
+    "lstmp",
+    "gru_v1",
+    "indrnn",
+    "minimal",
+    "lstm_variant:FGR",
+    "lstm_variant:NFG",
+]
 
 
 def make_cell(name: str, hidden: int = 24):
@@ -148,9 +158,16 @@ def test_graphed_updates_train_like_direct_ones(cfg_factory, tmp_path):
     after 20 updates equal those of the same run without graphs to float rounding; global_step counts updates."""
     from tests.test_train import fit_weights
 
-    common = ["trainer=gpu", "updates_per_step=4", "trainer.max_epochs=2", "trainer.limit_train_batches=10",
-              "trainer.limit_val_batches=2", "test=false", "trainer.gradient_clip_val=0.5",
-              "task.scheduler_interval=step"]
+    common = [
+        "trainer=gpu",
+        "updates_per_step=4",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=10",
+        "trainer.limit_val_batches=2",
+        "test=false",
+        "trainer.gradient_clip_val=0.5",
+        "task.scheduler_interval=step",
+    ]
     graphed, trainer = fit_weights(cfg_factory(*common, "graph_updates=true", out=tmp_path / "graphs"))
     direct, direct_trainer = fit_weights(cfg_factory(*common, "graph_updates=false", out=tmp_path / "direct"))
     recorder = trainer.lightning_module.update.inner  # grouped(graphed(manual))

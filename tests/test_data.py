@@ -1,4 +1,5 @@
 """Data: batching and sharding, seeded splits, IDX parsing, verified downloads, caches, and their errors."""
+
 from __future__ import annotations
 
 import gzip
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.mnist import MNIST, MNIST5k, FashionMNIST
+from src.data.mnist import MNIST, FashionMNIST, MNIST5k
 from src.data.sources import UrlArtifact, cached_arrays, read_idx
 from src.data.tensors import Batches, stratified_split
 from src.errors import ConfigError, DataError
@@ -41,8 +42,9 @@ def test_eval_batches_cover_every_sample_once_across_ranks():
     y = torch.arange(103)
     single = ids(Batches([None, None, y], 10, shuffle=False, drop_last=False))
     assert single == list(range(103))
-    sharded = [ids(Batches([None, None, y], 10, shuffle=False, drop_last=False, rank=r, world_size=2))
-               for r in range(2)]
+    sharded = [
+        ids(Batches([None, None, y], 10, shuffle=False, drop_last=False, rank=r, world_size=2)) for r in range(2)
+    ]
     assert sorted(sharded[0] + sharded[1]) == list(range(103))
 
 
@@ -55,10 +57,11 @@ def test_train_batches_shuffle_per_epoch_reproducibly_and_split_global_batch():
     loader.set_epoch(1)
     assert ids(loader) != epoch0
     loader.set_epoch(0)
-    ranks = [list(Batches([None, None, y], 8, shuffle=True, drop_last=True, seed=3, rank=r, world_size=2))
-             for r in range(2)]
+    ranks = [
+        list(Batches([None, None, y], 8, shuffle=True, drop_last=True, seed=3, rank=r, world_size=2)) for r in range(2)
+    ]
     for step, (a, b) in enumerate(zip(*ranks)):  # the two halves of each global batch, in order
-        assert torch.cat([a.y, b.y]).tolist() == epoch0[step * 8:(step + 1) * 8]
+        assert torch.cat([a.y, b.y]).tolist() == epoch0[step * 8 : (step + 1) * 8]
 
 
 def test_global_batch_must_divide_among_processes():
@@ -104,8 +107,7 @@ def test_idx_datamodules_read_a_user_folder(tmp_path, cls):
     again = cls(data_dir=str(folder), cache_dir=str(tmp_path / "cache"), permute=True)
     again.setup()
     assert torch.equal(pixels.splits["test"][0], again.splits["test"][0])
-    assert torch.equal(pixels.splits["test"][0].sort(dim=1)[0],
-                       dm.splits["test"][0].reshape(20, 784, 1).sort(dim=1)[0])
+    assert torch.equal(pixels.splits["test"][0].sort(dim=1)[0], dm.splits["test"][0].reshape(20, 784, 1).sort(dim=1)[0])
 
 
 def test_missing_idx_file_names_the_file_and_the_fix(tmp_path):

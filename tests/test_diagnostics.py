@@ -1,8 +1,8 @@
 """Gradient diagnostics: the step-by-step trace against the stack, the gradient flow against a hand-written
 autograd loop, gradient norms before clipping and clip counts, gate saturation, and the callback end to end."""
+
 from __future__ import annotations
 
-import copy
 import functools
 import json
 from types import SimpleNamespace
@@ -14,8 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.tensors import Batch, DataSpec
-from src.diagnostics import (GradientDiagnostics, gradient_flow, main, plot_gradient_flow, read_csv,
-                             state_statistics, write_csv, FLOW_COLUMNS)
+from src.diagnostics import (
+    FLOW_COLUMNS,
+    GradientDiagnostics,
+    gradient_flow,
+    main,
+    plot_gradient_flow,
+    read_csv,
+    state_statistics,
+    write_csv,
+)
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack
 from src.models.trace import trace_stack
@@ -33,7 +41,10 @@ def classifier(cell, depth: int = 2, bidirectional: bool = False, truncation: di
     return SequenceClassifier(
         spec=DataSpec(task="classify", input_kind="features", input_size=3, num_classes=4, seq_len=6),
         stack=functools.partial(RecurrentStack, cell, depth=depth, bidirectional=bidirectional),
-        optimizer=functools.partial(torch.optim.SGD, lr=0.0), update=choose(truncation), head_hidden=0)
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        update=choose(truncation),
+        head_hidden=0,
+    )
 
 
 def fused(mode: str, hidden: int = 5):
@@ -46,8 +57,9 @@ def a_batch(lengths=None) -> Batch:
 
 
 def curve(rows, layer, direction, column="grad_h"):
-    return torch.tensor([r[column] for r in sorted(rows, key=lambda r: r["t"])
-                         if r["layer"] == layer and r["direction"] == direction])
+    return torch.tensor(
+        [r[column] for r in sorted(rows, key=lambda r: r["t"]) if r["layer"] == layer and r["direction"] == direction]
+    )
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
@@ -106,8 +118,9 @@ def test_gradient_flow_equals_a_hand_written_autograd_loop(mode, truncation):
         expected = torch.stack([hs[layer][t].grad.norm() for t in range(start, 6)])
         torch.testing.assert_close(curve(rows, layer, 0), expected)
         if mode == "lstm":
-            expected_c = torch.stack([cs[layer][t].grad.norm() if t < 5 else torch.tensor(0.0)
-                                      for t in range(start, 6)])  # nothing reads the last c
+            expected_c = torch.stack(
+                [cs[layer][t].grad.norm() if t < 5 else torch.tensor(0.0) for t in range(start, 6)]
+            )  # nothing reads the last c
             torch.testing.assert_close(curve(rows, layer, 0, "grad_c"), expected_c)
     if mode == "rnn" and not truncation:
         first = curve(rows, 0, 0)
@@ -124,7 +137,8 @@ def test_layered_cells_give_the_same_flow_as_the_fused_stack_bidirectional_padde
             for d, suffix in enumerate(["", "_reverse"]):
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     getattr(layered.stack.layers[layer][d].lstm, f"{name}_l0").copy_(
-                        getattr(reference.stack.rnn.rnn, f"{name}_l{layer}{suffix}"))
+                        getattr(reference.stack.rnn.rnn, f"{name}_l{layer}{suffix}")
+                    )
     layered.classifier.load_state_dict(reference.classifier.state_dict())
     batch = a_batch(torch.tensor([6, 3, 5, 2]))
     got, expected = gradient_flow(layered, batch), gradient_flow(reference, batch)
@@ -152,8 +166,12 @@ def test_gate_saturation_on_constructed_gates():
         i.copy_(torch.tensor([10.0, 10.0, 10.0, 0.0]))  # 3 of 4 units saturated high
         f.fill_(-10.0)  # all saturated low
     _, gates = state_statistics(task, a_batch(torch.tensor([6, 3, 5, 2])))
-    assert saturation(gates) == {(0, "input"): 0.75, (0, "forget"): 1.0, (0, "output"): 0.0,
-                                 (0, "all"): round(7 / 12, 6)}
+    assert saturation(gates) == {
+        (0, "input"): 0.75,
+        (0, "forget"): 1.0,
+        (0, "output"): 0.0,
+        (0, "all"): round(7 / 12, 6),
+    }
     low = next(r for r in gates if r["gate"] == "forget")
     assert low["below_0.01"] == 1.0 and low["above_0.99"] == 0.0
 
@@ -171,7 +189,7 @@ class GatedLayer(OneLSTMLayer):
     """A layered cell reporting its gates: half saturated by construction."""
 
     def sigmoid_gates(self, x, state):
-        values = torch.tensor([0.995, 0.5, 0.005, 0.5]).repeat(3)[:self.output_size]
+        values = torch.tensor([0.995, 0.5, 0.005, 0.5]).repeat(3)[: self.output_size]
         return {"made_up": values.expand(x.shape[0], -1)}
 
 
@@ -198,15 +216,16 @@ def reference_norms(task, data, windows):
             with torch.no_grad():
                 state = task.stack(batch.x[:, :start])[1] if start else None
             out, _ = task.stack(batch.x[:, start:t1], None, state)
-            loss = F.mse_loss(task.head(out[:, t0 - start:], None), batch.y[:, t0:t1])
+            loss = F.mse_loss(task.head(out[:, t0 - start :], None), batch.y[:, t0:t1])
             grads = torch.autograd.grad(loss, [p for p in task.parameters()])
             norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
             max_abs.append(max(g.abs().max().item() for g in grads))
     return torch.tensor(norms), torch.tensor(max_abs)
 
 
-@pytest.mark.parametrize("truncation,algorithm", [(None, "norm"), (None, "value"),
-                                                  ({"mode": "tbptt", "steps": 4, "stride": 2}, "norm")])
+@pytest.mark.parametrize(
+    "truncation,algorithm", [(None, "norm"), (None, "value"), ({"mode": "tbptt", "steps": 4, "stride": 2}, "norm")]
+)
 def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algorithm):
     data = batches(n=2, steps=8)
     probe = make_task("lstm", truncation)
@@ -218,8 +237,15 @@ def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algor
     task = make_task("lstm", truncation, lr=0.0, clip=clip if truncation else None)
     diagnostics = GradientDiagnostics(out_dir=str(tmp_path), flow_epochs=[], state_stats=False)
     clip_args = {} if truncation else {"gradient_clip_val": clip, "gradient_clip_algorithm": algorithm}
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, callbacks=[diagnostics], **clip_args).fit(task, Loader(data))
+    L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[diagnostics],
+        **clip_args,
+    ).fit(task, Loader(data))
 
     rows = read_csv(tmp_path / "grad_norms.csv")
     assert [int(r["step"]) for r in rows] == list(range(len(norms)))
@@ -231,13 +257,31 @@ def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algor
 
 
 def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
-    record = train(cfg_factory("diagnostics=gradients", "logger=wandb", "dataset=digits", "depth=2", "direction=bi",
-                               "cell.hidden_size=8", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-                               "trainer.limit_val_batches=1", "test=false", "trainer.gradient_clip_val=0.01",
-                               "diagnostics.flow_epochs=[0,1,-1]"))
+    record = train(
+        cfg_factory(
+            "diagnostics=gradients",
+            "logger=wandb",
+            "dataset=digits",
+            "depth=2",
+            "direction=bi",
+            "cell.hidden_size=8",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1",
+            "test=false",
+            "trainer.gradient_clip_val=0.01",
+            "diagnostics.flow_epochs=[0,1,-1]",
+        )
+    )
     out = tmp_path / "diagnostics"
-    assert {p.name for p in out.iterdir()} == {"gradient_flow.csv", "gradient_flow.png", "grad_norms.csv",
-                                                "state_stats.csv", "gates.csv", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "gradient_flow.csv",
+        "gradient_flow.png",
+        "grad_norms.csv",
+        "state_stats.csv",
+        "gates.csv",
+        "summary.json",
+    }
     assert (out / "gradient_flow.png").read_bytes()[:4] == b"\x89PNG"
     flow = read_csv(out / "gradient_flow.csv")
     # before training, after epoch 1, after epoch 2 (the end): 4 layer-directions x 8 steps each
@@ -247,8 +291,11 @@ def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
     assert len(norms) == 6 and all(r["clipped"] == "1" for r in norms)  # clip 0.01 fires every time
     assert record["diagnostics/clip_rate"] == 1.0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["cell"] == "lstm" and summary["clipped"] == 6 and set(summary["saturated"]) == {
-        "layer 0 fwd", "layer 0 bwd", "layer 1 fwd", "layer 1 bwd"}
+    assert (
+        summary["cell"] == "lstm"
+        and summary["clipped"] == 6
+        and set(summary["saturated"]) == {"layer 0 fwd", "layer 0 bwd", "layer 1 fwd", "layer 1 bwd"}
+    )
     assert len(read_csv(out / "gates.csv")) == 4 * 4  # input, forget, output, all per layer-direction
     run = next(tmp_path.glob("wandb/offline-run-*"))  # the line plot and the picture went to W&B (offline)
     assert (run / "files" / "media" / "table" / "diagnostics").is_dir()
@@ -257,10 +304,22 @@ def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
 
 def test_callback_with_layered_cell_and_truncation(cfg_factory, tmp_path):
     # A layered cell (tests.test_models.OneLSTMLayer) under truncated BPTT, k=5 of the 8 steps of digits.
-    train(cfg_factory("diagnostics=gradients", "dataset=digits", "depth=2", "truncation=tbptt",
-                      "truncation.steps=5", "cell._target_=tests.test_models.OneLSTMLayer", "~cell.mode",
-                      "cell.hidden_size=6", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                      "trainer.limit_val_batches=1", "test=false"))
+    train(
+        cfg_factory(
+            "diagnostics=gradients",
+            "dataset=digits",
+            "depth=2",
+            "truncation=tbptt",
+            "truncation.steps=5",
+            "cell._target_=tests.test_models.OneLSTMLayer",
+            "~cell.mode",
+            "cell.hidden_size=6",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "test=false",
+        )
+    )
     out = tmp_path / "diagnostics"
     flow = read_csv(out / "gradient_flow.csv")
     assert {int(r["t"]) for r in flow} == {5, 6, 7}  # the last window: the steps its backward pass reaches
@@ -274,8 +333,11 @@ def test_callback_with_layered_cell_and_truncation(cfg_factory, tmp_path):
 def test_overlay_plot_of_several_runs_and_cli(tmp_path, capsys):
     for cell, slope in (("rnn", 0.3), ("lstm", 0.9)):
         run = tmp_path / "sweep" / cell
-        rows = [{"epochs_done": e, "step": s, "layer": 0, "direction": 0, "t": t, "grad_h": slope ** (9 - t) * (1 + e)}
-                for e, s in ((0, 0), (3, 90)) for t in range(10)]
+        rows = [
+            {"epochs_done": e, "step": s, "layer": 0, "direction": 0, "t": t, "grad_h": slope ** (9 - t) * (1 + e)}
+            for e, s in ((0, 0), (3, 90))
+            for t in range(10)
+        ]
         write_csv(run / "diagnostics" / "gradient_flow.csv", rows, FLOW_COLUMNS)
         (run / "metrics.json").write_text(json.dumps({"cell": cell}))
     out = plot_gradient_flow([tmp_path / "sweep" / "rnn", tmp_path / "sweep" / "lstm"], tmp_path / "a.png")
@@ -287,11 +349,16 @@ def test_overlay_plot_of_several_runs_and_cli(tmp_path, capsys):
 
 
 def test_a_resumed_run_keeps_the_rows_measured_before_its_step(tmp_path):
-    flow = [{"epochs_done": e, "step": s, "layer": 0, "direction": 0, "t": 0, "grad_h": 1.0, "grad_c": None}
-            for e, s in ((0, 0), (2, 10))]
+    flow = [
+        {"epochs_done": e, "step": s, "layer": 0, "direction": 0, "t": 0, "grad_h": 1.0, "grad_c": None}
+        for e, s in ((0, 0), (2, 10))
+    ]
     write_csv(tmp_path / "gradient_flow.csv", flow, FLOW_COLUMNS)
-    write_csv(tmp_path / "grad_norms.csv", [{"step": s, "epoch": 0, "grad_norm": 0.5, "clipped": 0}
-                                            for s in range(12)], ["step", "epoch", "grad_norm", "clipped"])
+    write_csv(
+        tmp_path / "grad_norms.csv",
+        [{"step": s, "epoch": 0, "grad_norm": 0.5, "clipped": 0} for s in range(12)],
+        ["step", "epoch", "grad_norm", "clipped"],
+    )
     diagnostics = GradientDiagnostics(out_dir=str(tmp_path))
     diagnostics.on_train_start(SimpleNamespace(global_step=8, is_global_zero=True), None)
     assert diagnostics.flow_rows == [flow[0]]

@@ -3,6 +3,7 @@ in the repository points outside it, and the README's command-line contract name
 
 (`make test` also builds the site with `mkdocs build --strict`, which fails on a broken link or anchor.)
 """
+
 from __future__ import annotations
 
 import re
@@ -23,9 +24,11 @@ def test_readme_is_the_short_front_door():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= MAX_README_LINES, (
         f"README.md has {len(lines)} lines, at most {MAX_README_LINES}: move reference material into docs/ "
-        f"(a page listed in mkdocs.yml's nav)")
-    assert any(line.startswith("make train") for line in lines[:6]) and \
-        any(line.startswith("make test") for line in lines[:6]), "the README starts with its two commands"
+        f"(a page listed in mkdocs.yml's nav)"
+    )
+    assert any(line.startswith("make train") for line in lines[:6]) and any(
+        line.startswith("make test") for line in lines[:6]
+    ), "the README starts with its two commands"
 
 
 def nav_pages(nav) -> list[str]:
@@ -57,8 +60,9 @@ def tracked_files(*paths: str) -> list[Path]:
 
 
 def test_nothing_points_outside_the_repository():
-    files = tracked_files("src", "conf", "tests", "docs", "README.md", "mkdocs.yml", "Makefile", "pyproject.toml",
-                          "sweeps", "benchmarks")
+    files = tracked_files(
+        "src", "conf", "tests", "docs", "README.md", "mkdocs.yml", "Makefile", "pyproject.toml", "sweeps", "benchmarks"
+    )
     assert README in files and ROOT / "src" / "train.py" in files
     found = []
     for path in files:
@@ -68,8 +72,9 @@ def test_nothing_points_outside_the_repository():
         if OUTSIDE.encode() in data:
             text = data.decode("utf-8", errors="replace").splitlines()
             found += [f"{path.relative_to(ROOT)}:{i}" for i, line in enumerate(text, 1) if OUTSIDE in line]
-    assert not found, (f"{OUTSIDE}/... is not in the repository; state the fact and name its public source "
-                       f"instead: {found}")
+    assert not found, (
+        f"{OUTSIDE}/... is not in the repository; state the fact and name its public source instead: {found}"
+    )
 
 
 def contract_rows() -> dict[tuple[str, ...], str]:
@@ -86,8 +91,20 @@ def contract_rows() -> dict[tuple[str, ...], str]:
 
 def test_the_readme_contract_names_every_option_in_conf_and_no_other():
     rows = contract_rows()
-    for group in ("dataset", "cell", "sweep", "direction", "truncation", "trainer", "logger", "callbacks",
-                  "optimizer", "scheduler", "embedding", "diagnostics"):
+    for group in (
+        "dataset",
+        "cell",
+        "sweep",
+        "direction",
+        "truncation",
+        "trainer",
+        "logger",
+        "callbacks",
+        "optimizer",
+        "scheduler",
+        "embedding",
+        "diagnostics",
+    ):
         assert any(group in groups for groups in rows), f"the README's contract has no row for {group}="
     for groups, values in rows.items():
         # `name` or `name more words`; settings (`cell.hidden_size=<int>`) and variants (`NIG`) are not options
@@ -95,8 +112,9 @@ def test_the_readme_contract_names_every_option_in_conf_and_no_other():
         named = {name for name in named if re.fullmatch(r"[a-z][a-z0-9_]*", name)}
         have = {path.stem for group in groups for path in (ROOT / "conf" / group).glob("*.yaml")}
         assert named - have == set(), f"README names {sorted(named - have)} for {'/'.join(groups)}= (not in conf/)"
-        assert have - named == set(), (f"conf/ has {sorted(have - named)} for {'/'.join(groups)}=: add them to the "
-                                       f"README's command-line contract")
+        assert have - named == set(), (
+            f"conf/ has {sorted(have - named)} for {'/'.join(groups)}=: add them to the README's command-line contract"
+        )
 
 
 def test_the_readme_commands_are_modules_of_the_suite():

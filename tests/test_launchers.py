@@ -12,6 +12,7 @@ Both sweeps check the record contract a cluster user relies on: one run dir per 
 (status ok, or failed with the error), a W&B offline run per job, the sweep summary counted from jobs that ran in
 other processes and exit status 1 when a job failed, a rerun that skips the finished job, and the leaderboard.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,17 @@ from tests.conftest import run_cli
 from tests.test_sweeps import as_multirun
 
 # One job trains (lr 0.002), one fails (lr 1e30: the loss becomes NaN), each W&B-logged offline.
-SWEEP = ["-m", "dataset=digits", "optimizer.lr=0.002,1e30", "debug=limit", "logger=many", "callbacks=none",
-         "trainer=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+SWEEP = [
+    "-m",
+    "dataset=digits",
+    "optimizer.lr=0.002,1e30",
+    "debug=limit",
+    "logger=many",
+    "callbacks=none",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
 def job_dirs(sweep_dir: Path) -> dict[str, Path]:
@@ -73,9 +83,11 @@ def test_a_sweep_through_submitit_keeps_the_record_contract(tmp_path):
     """hydra/launcher=slurm_local: submitit pickles each job, runs it in a process of its own (where src must
     import and the run dir must be the same as under the basic launcher) and reads its result back."""
     sweep_dir = tmp_path / "sweep"
-    check_sweep_contract(sweep_dir, lambda: run_cli(*SWEEP, "hydra/launcher=slurm_local",
-                                                     f"hydra.sweep.dir={sweep_dir}"),
-                         "Submitit 'local' sweep output dir")
+    check_sweep_contract(
+        sweep_dir,
+        lambda: run_cli(*SWEEP, "hydra/launcher=slurm_local", f"hydra.sweep.dir={sweep_dir}"),
+        "Submitit 'local' sweep output dir",
+    )
     logs = list((sweep_dir / ".submitit").glob("*/*_log.out"))  # where a SLURM job's stdout goes, per job
     assert len(logs) >= 2 and any("run dir:" in p.read_text() for p in logs)
 
@@ -84,30 +96,62 @@ def test_a_sweep_through_ray_keeps_the_record_contract(tmp_path):
     """hydra/launcher=ray_gpus as it is (num_gpus 0.25 per job), on a local Ray instance started by the launcher
     with 1 CPU and 1 (logical) GPU, each job asking for half a CPU: Ray packs both jobs at once."""
     try:
-        import ray  # noqa: F401
         import hydra_plugins.hydra_ray_launcher  # noqa: F401
+        import ray  # noqa: F401
     except ImportError as e:
         pytest.fail(f"the ray extra is not installed ({e}): pip install -e '.[ray]' (make test installs it)")
     sweep_dir = tmp_path / "sweep"
-    ray_args = ["hydra/launcher=ray_gpus", "hydra.launcher.ray.remote.num_cpus=0.5",
-                "+hydra.launcher.ray.init.num_cpus=1", "+hydra.launcher.ray.init.num_gpus=1",
-                "+hydra.launcher.ray.init.include_dashboard=false"]
-    check_sweep_contract(sweep_dir, lambda: run_cli(*SWEEP, *ray_args, f"hydra.sweep.dir={sweep_dir}"),
-                         "Ray Launcher is launching 2 jobs")
+    ray_args = [
+        "hydra/launcher=ray_gpus",
+        "hydra.launcher.ray.remote.num_cpus=0.5",
+        "+hydra.launcher.ray.init.num_cpus=1",
+        "+hydra.launcher.ray.init.num_gpus=1",
+        "+hydra.launcher.ray.init.include_dashboard=false",
+    ]
+    check_sweep_contract(
+        sweep_dir,
+        lambda: run_cli(*SWEEP, *ray_args, f"hydra.sweep.dir={sweep_dir}"),
+        "Ray Launcher is launching 2 jobs",
+    )
 
 
 def test_the_sbatch_dry_run_renders_what_a_cluster_needs(tmp_path):
-    script, jobs = sbatch_script(["sweep=quick", "trainer=gpu", "seed=1,2", "hydra.launcher.partition=gpu",
-                                  f"hydra.sweep.dir={tmp_path}", "hydra.launcher.timeout_min=90",
-                                  "hydra.launcher.setup=[module load cuda/12]"])
-    assert len(jobs) == 16 * 3 * 2 and jobs[0] == ["dataset=smnist5k", "cell=rnn", "seed=1", "direction=uni",
-                                                   "depth=1", "truncation=none", "sweep=quick", "trainer=gpu"]
+    script, jobs = sbatch_script(
+        [
+            "sweep=quick",
+            "trainer=gpu",
+            "seed=1,2",
+            "hydra.launcher.partition=gpu",
+            f"hydra.sweep.dir={tmp_path}",
+            "hydra.launcher.timeout_min=90",
+            "hydra.launcher.setup=[module load cuda/12]",
+        ]
+    )
+    assert len(jobs) == 16 * 3 * 2 and jobs[0] == [
+        "dataset=smnist5k",
+        "cell=rnn",
+        "seed=1",
+        "direction=uni",
+        "depth=1",
+        "truncation=none",
+        "sweep=quick",
+        "trainer=gpu",
+    ]
     _, few = sbatch_script(["sweep=quick", "dataset=digits,sine", "seed=3"])  # the command line wins
     assert len(few) == 2 * 3 and all("seed=3" in job for job in few)
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16GB",
-                 f"#SBATCH --array=0-{len(jobs) - 1}%", f"#SBATCH --output={tmp_path}/.submitit/%A_%a/",
-                 "module load cuda/12", "srun ", "-m submitit.core._submit"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=90",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16GB",
+        f"#SBATCH --array=0-{len(jobs) - 1}%",
+        f"#SBATCH --output={tmp_path}/.submitit/%A_%a/",
+        "module load cuda/12",
+        "srun ",
+        "-m submitit.core._submit",
+    ):
         assert line in script, f"{line!r} not in:\n{script}"
     default, _ = sbatch_script(["dataset=digits", f"hydra.sweep.dir={tmp_path}"])
     import sys
@@ -116,7 +160,9 @@ def test_the_sbatch_dry_run_renders_what_a_cluster_needs(tmp_path):
     ddp, _ = sbatch_script(["trainer=ddp", "hydra/launcher=slurm_ddp", "hydra.launcher.gpus_per_node=4"])
     assert "#SBATCH --gpus-per-node=4" in ddp and "#SBATCH --ntasks-per-node=4" in ddp
     out = run_cli_sweeps("sbatch", "dataset=digits", "seed=1,2,3", f"hydra.sweep.dir={tmp_path}")
-    assert out.returncode == 0 and "#SBATCH --array=0-2%3" in out.stdout and "#   2: dataset=digits seed=3" in out.stdout
+    assert (
+        out.returncode == 0 and "#SBATCH --array=0-2%3" in out.stdout and "#   2: dataset=digits seed=3" in out.stdout
+    )
     bad = run_cli_sweeps("sbatch", "hydra/launcher=joblib")
     assert bad.returncode == 2 and "not a SLURM launcher" in bad.stderr
 
@@ -128,36 +174,75 @@ def run_cli_sweeps(*args: str):
 
     from tests.conftest import ROOT
 
-    return subprocess.run([sys.executable, "-m", "src.sweeps", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    return subprocess.run(
+        [sys.executable, "-m", "src.sweeps", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
 
 
 # What srun sets in each task of a job with 2 tasks on one node (sbatch --ntasks-per-node=2).
-SLURM_TASK = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
-              "SLURM_NNODES": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODELIST": "gpu-node-01"}
+SLURM_TASK = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NTASKS": "2",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_NNODES": "1",
+    "SLURM_PROCID": "1",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODELIST": "gpu-node-01",
+}
 
 
 def test_ddp_in_a_sweep_is_allowed_only_where_slurm_starts_its_processes(cfg_factory):
     ddp = as_multirun(cfg_factory("trainer=ddp", "hydra/launcher=slurm_ddp"))
     assert ddp.hydra.launcher.tasks_per_node == ddp.hydra.launcher.gpus_per_node == 2
     check_one_process_per_job(ddp, env=SLURM_TASK)  # one task per GPU, started by srun: Lightning's SLURM env
-    explicit = as_multirun(cfg_factory("trainer=gpu", "trainer.devices=2", "+trainer.strategy=ddp",
-                                       "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=2",
-                                       "hydra.launcher.tasks_per_node=2"))
+    explicit = as_multirun(
+        cfg_factory(
+            "trainer=gpu",
+            "trainer.devices=2",
+            "+trainer.strategy=ddp",
+            "hydra/launcher=slurm",
+            "hydra.launcher.gpus_per_node=2",
+            "hydra.launcher.tasks_per_node=2",
+        )
+    )
     check_one_process_per_job(explicit, env=SLURM_TASK)
     refused = {
-        "one task for 2 GPUs": (["trainer=ddp", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=2"],
-                                SLURM_TASK, "tasks_per_node=1"),
-        "devices != tasks": (["trainer=ddp", "trainer.devices=4", "hydra/launcher=slurm_ddp"], SLURM_TASK,
-                             "one task per device"),
-        "not started by srun": (["trainer=ddp", "hydra/launcher=slurm_ddp"], {"SLURM_JOB_ID": "1"},
-                                "not started by srun"),
-        "interactive job": (["trainer=ddp", "hydra/launcher=slurm_ddp"],
-                            {**SLURM_TASK, "SLURM_JOB_NAME": "interactive"}, "not started by srun"),
-        "tasks per node differ": (["trainer=ddp", "hydra/launcher=slurm_ddp"],
-                                  {**SLURM_TASK, "SLURM_NTASKS_PER_NODE": "1"}, "tasks per node"),
-        "nodes differ": (["trainer=ddp", "hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2"], SLURM_TASK,
-                         "num_nodes"),
+        "one task for 2 GPUs": (
+            ["trainer=ddp", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=2"],
+            SLURM_TASK,
+            "tasks_per_node=1",
+        ),
+        "devices != tasks": (
+            ["trainer=ddp", "trainer.devices=4", "hydra/launcher=slurm_ddp"],
+            SLURM_TASK,
+            "one task per device",
+        ),
+        "not started by srun": (
+            ["trainer=ddp", "hydra/launcher=slurm_ddp"],
+            {"SLURM_JOB_ID": "1"},
+            "not started by srun",
+        ),
+        "interactive job": (
+            ["trainer=ddp", "hydra/launcher=slurm_ddp"],
+            {**SLURM_TASK, "SLURM_JOB_NAME": "interactive"},
+            "not started by srun",
+        ),
+        "tasks per node differ": (
+            ["trainer=ddp", "hydra/launcher=slurm_ddp"],
+            {**SLURM_TASK, "SLURM_NTASKS_PER_NODE": "1"},
+            "tasks per node",
+        ),
+        "nodes differ": (
+            ["trainer=ddp", "hydra/launcher=slurm_ddp", "hydra.launcher.nodes=2"],
+            SLURM_TASK,
+            "num_nodes",
+        ),
         "local submitit": (["trainer=ddp", "hydra/launcher=slurm_local"], SLURM_TASK, "whole sweep again"),
         "joblib": (["trainer=ddp", "hydra/launcher=joblib"], SLURM_TASK, "whole sweep again"),
         "basic launcher in an allocation": (["trainer=ddp"], SLURM_TASK, "whole sweep again"),
@@ -170,8 +255,9 @@ def test_ddp_in_a_sweep_is_allowed_only_where_slurm_starts_its_processes(cfg_fac
         check_one_process_per_job(as_multirun(cfg_factory(*ok)), env={})
 
 
-def test_the_ledger_counts_this_multiruns_jobs_from_any_process_and_only_rank_zero(cfg_factory, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_the_ledger_counts_this_multiruns_jobs_from_any_process_and_only_rank_zero(
+    cfg_factory, tmp_path, capsys, monkeypatch
+):
     from lightning.fabric.utilities.rank_zero import rank_zero_only
     from omegaconf import OmegaConf
 
@@ -202,7 +288,7 @@ def test_the_ledger_counts_this_multiruns_jobs_from_any_process_and_only_rank_ze
 # waits for the jobs' result files as on a cluster. No scheduling, no cgroups, no GPUs: what it checks is what the
 # launcher, submitit and Lightning's SLURMEnvironment do with what SLURM sets.
 
-SBATCH = r'''
+SBATCH = r"""
 import os, re, subprocess, sys
 path = sys.argv[-1]
 text = open(path).read()
@@ -220,9 +306,9 @@ for i in range(int(array.group(1)) + 1 if array else 1):
     subprocess.Popen(["bash", path], env=env, start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print("Submitted batch job 4242")
-'''
+"""
 
-SRUN = r'''
+SRUN = r"""
 import os, subprocess, sys, time
 args, files, i = sys.argv[1:], {}, 0
 while args[i].startswith("--"):
@@ -248,7 +334,7 @@ for task in range(int(os.environ["SLURM_NTASKS"])):
     env = {**os.environ, "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task), "SLURM_STEP_ID": "0"}
     procs.append(subprocess.Popen(command, env=env, stdout=open(out, "a"), stderr=open(err, "a")))
 sys.exit(max(p.wait() for p in procs))
-'''
+"""
 
 SACCT = 'print("JobID|State|NodeList")\n'
 
@@ -262,8 +348,13 @@ def stand_in_for_slurm(folder: Path) -> dict[str, str]:
     for name, code in (("sbatch", SBATCH), ("srun", SRUN), ("sacct", SACCT)):
         (bin_dir / name).write_text(f"#!{sys.executable}\n{code}")
         (bin_dir / name).chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(folder),
-            "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_SLURM_DIR": str(folder),
+        "WANDB_MODE": "offline",
+        "HYDRA_FULL_ERROR": "0",
+    }
 
 
 def test_a_ddp_sweep_through_the_slurm_launcher_runs_each_job_as_srun_tasks(tmp_path):
@@ -276,12 +367,27 @@ def test_a_ddp_sweep_through_the_slurm_launcher_runs_each_job_as_srun_tasks(tmp_
 
     env = {**stand_in_for_slurm(tmp_path / "slurm"), "RNN_BENCH_CACHE": str(CACHE), "OMP_NUM_THREADS": "1"}
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "dataset=digits", "seed=1,2", "debug=limit", "logger=csv", "callbacks=none", "trainer=cpu",
-            "trainer.devices=2", "+trainer.strategy=ddp", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "hydra/launcher=slurm_ddp", "hydra.launcher.gpus_per_node=null",
-            "hydra.launcher.tasks_per_node=2", "hydra.launcher.partition=debug", f"hydra.sweep.dir={sweep_dir}"]
-    done = subprocess.run([sys.executable, "-m", "src.train", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    args = [
+        "-m",
+        "dataset=digits",
+        "seed=1,2",
+        "debug=limit",
+        "logger=csv",
+        "callbacks=none",
+        "trainer=cpu",
+        "trainer.devices=2",
+        "+trainer.strategy=ddp",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "hydra/launcher=slurm_ddp",
+        "hydra.launcher.gpus_per_node=null",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.partition=debug",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "src.train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     logs = sorted((sweep_dir / ".submitit").glob("*/*_log.*"))
     report = done.stdout[-2000:] + done.stderr[-3000:] + "".join(f"\n== {p}\n{p.read_text()[-1500:]}" for p in logs)
     assert done.returncode == 0, report

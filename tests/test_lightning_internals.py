@@ -1,5 +1,6 @@
 """Each function of src/updates/lightning_internals.py against a real (tiny) Trainer run: a Lightning release that
 moves one of the private names they use fails the test named after that function, not a training run."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,14 @@ def loader(n: int = 6) -> DataLoader:
 
 
 def trainer(**kwargs) -> L.Trainer:
-    settings = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, num_sanity_val_steps=0)
+    settings = dict(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     return L.Trainer(**{**settings, **kwargs})
 
 
@@ -112,8 +119,11 @@ class Shifted(Probe):
 
 
 def test_preparation_changes_batches():
-    for module, settings, changes in ((Probe(), {}, False), (Shifted(), {}, True),
-                                      (Probe(), {"precision": "64-true"}, True)):
+    for module, settings, changes in (
+        (Probe(), {}, False),
+        (Shifted(), {}, True),
+        (Probe(), {"precision": "64-true"}, True),
+    ):
         module.look = lambda t: internals.preparation_changes_batches(t.lightning_module)
         trainer(max_steps=1, **settings).fit(module, loader(2))
         assert module.seen == [changes], (type(module).__name__, settings)
@@ -132,6 +142,7 @@ def test_prepare_batch():
 def test_keeping_csv_writer(tmp_path):
     """KeepingCSVLogger (with its KeepingCSVWriter): a second run into the same CSV log dir (a resumed run) keeps
     the first run's rows."""
+
     class Logging(Probe):
         def training_step(self, batch, batch_idx):
             loss = super().training_step(batch, batch_idx)

@@ -1,6 +1,7 @@
 """The memory tasks (src/data/memory.py): each generator's layout, its answers re-derived from the inputs by an
 independent checker, the trivial baseline, determinism by split_seed, disjoint splits, bad settings refused; the
 steps task's exact_match; each data set end to end through src.train."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def selective_copy_answers(x: list[int], n_tokens: int) -> dict[int, int]:
     data = [t - first_symbol for t in x if t >= first_symbol]
     markers = [i for i, t in enumerate(x) if t == marker]
     assert len(data) == n_tokens and markers == list(range(len(x) - n_tokens, len(x)))
-    assert all(t == noise for t in x[:len(x) - n_tokens] if t < first_symbol)
+    assert all(t == noise for t in x[: len(x) - n_tokens] if t < first_symbol)
     return dict(zip(markers, data))
 
 
@@ -63,13 +64,22 @@ def induction_answers(x: list[int]) -> dict[int, int]:
 
 
 CASES = {  # data set -> (its data module at small settings, its checker, the nominal baseline acc)
-    "selective_copy": (lambda **kw: SelectiveCopy(seq_len=24, n_tokens=5, vocab_size=4, **{**SIZES, **kw}),
-                       lambda x: selective_copy_answers(x, 5), 1 / 4),
-    "mqar": (lambda **kw: MQAR(seq_len=20, num_pairs=4, vocab_size=10, **{**SIZES, **kw}),
-             lambda x: mqar_answers(x, 4, 5), 1 / 5),
+    "selective_copy": (
+        lambda **kw: SelectiveCopy(seq_len=24, n_tokens=5, vocab_size=4, **{**SIZES, **kw}),
+        lambda x: selective_copy_answers(x, 5),
+        1 / 4,
+    ),
+    "mqar": (
+        lambda **kw: MQAR(seq_len=20, num_pairs=4, vocab_size=10, **{**SIZES, **kw}),
+        lambda x: mqar_answers(x, 4, 5),
+        1 / 5,
+    ),
     "parity": (lambda **kw: Parity(seq_len=12, test_len=30, **{**SIZES, **kw}), parity_answers, 1 / 2),
-    "induction": (lambda **kw: Induction(seq_len=16, n_triggers=4, vocab_size=5, **{**SIZES, **kw}),
-                  induction_answers, 1 / 5),
+    "induction": (
+        lambda **kw: Induction(seq_len=16, n_triggers=4, vocab_size=5, **{**SIZES, **kw}),
+        induction_answers,
+        1 / 5,
+    ),
 }
 
 
@@ -96,13 +106,22 @@ def test_answers_are_exactly_what_the_inputs_say(name):
 
 
 def test_shapes_and_spec():
-    expected = {"selective_copy": (24, 4 + 3, 4), "mqar": (20, 10 + 2, 5), "parity": (12, 3, 2),
-                "induction": (16, 5 + 2, 5)}
+    expected = {
+        "selective_copy": (24, 4 + 3, 4),
+        "mqar": (20, 10 + 2, 5),
+        "parity": (12, 3, 2),
+        "induction": (16, 5 + 2, 5),
+    }
     for name, (t, inputs, classes) in expected.items():
         dm = built(name)
         spec = dm.spec
-        assert (spec.task, spec.input_kind, spec.seq_len, spec.input_size, spec.num_classes) == \
-            ("steps", "tokens", t, inputs, classes), name
+        assert (spec.task, spec.input_kind, spec.seq_len, spec.input_size, spec.num_classes) == (
+            "steps",
+            "tokens",
+            t,
+            inputs,
+            classes,
+        ), name
         assert dm.splits["train"][0].shape == (SIZES["n_train"], t) and dm.splits["val"][0].shape == (SIZES["n_val"], t)
         if name != "parity":
             assert dm.splits["test"][0].shape == (SIZES["n_test"], t)
@@ -144,19 +163,20 @@ def test_baseline_is_the_most_frequent_answer(name):
 
 def test_constant_baselines_by_hand():
     y = np.array([[IGNORE, 1, 1], [IGNORE, 1, 0], [IGNORE, IGNORE, IGNORE], [2, IGNORE, 1]])
-    assert constant_baselines(y) == pytest.approx({"acc": 4 / 6, "exact_match": 1 / 3,
-                                                   "loss": -(4 / 6 * np.log(4 / 6) + 2 * 1 / 6 * np.log(1 / 6))})
+    assert constant_baselines(y) == pytest.approx(
+        {"acc": 4 / 6, "exact_match": 1 / 3, "loss": -(4 / 6 * np.log(4 / 6) + 2 * 1 / 6 * np.log(1 / 6))}
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_same_seed_same_data_other_seed_other_data(name):
     a, b, c = built(name, split_seed=3), built(name, split_seed=3), built(name, split_seed=4)
     for split in ("train", "val", "test"):
-        assert torch.equal(a.splits[split][0], b.splits[split][0]) and torch.equal(a.splits[split][2],
-                                                                                    b.splits[split][2])
+        assert torch.equal(a.splits[split][0], b.splits[split][0]) and torch.equal(
+            a.splits[split][2], b.splits[split][2]
+        )
         assert not torch.equal(a.splits[split][0], c.splits[split][0])
-    bigger = CASES[name][0](n_train=SIZES["n_train"] + 50, n_val=SIZES["n_val"], n_test=SIZES["n_test"],
-                            split_seed=3)
+    bigger = CASES[name][0](n_train=SIZES["n_train"] + 50, n_val=SIZES["n_val"], n_test=SIZES["n_test"], split_seed=3)
     bigger.setup()
     assert torch.equal(bigger.splits["test"][0], a.splits["test"][0])  # n_train leaves the test split as it was
 
@@ -180,18 +200,21 @@ def test_short_parity_strings_are_drawn_again_until_unlike_train():
             assert dict(enumerate(yi)) == parity_answers(xi)
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: SelectiveCopy(seq_len=10, n_tokens=8), "dataset.seq_len=10 .*use seq_len >= 16"),
-    (lambda: SelectiveCopy(n_tokens=0), r"dataset.n_tokens=0 must be an integer >= 1"),
-    (lambda: SelectiveCopy(vocab_size=1), r"dataset.vocab_size=1 must be an integer >= 2"),
-    (lambda: MQAR(num_pairs=8, vocab_size=10), r"dataset.vocab_size=10 has 5 keys.*use vocab_size >= 16"),
-    (lambda: MQAR(seq_len=20, num_pairs=8, vocab_size=64), r"dataset.seq_len=20 .*use seq_len >= 24"),
-    (lambda: MQAR(num_pairs=2.5), r"dataset.num_pairs=2.5 must be an integer"),
-    (lambda: Parity(seq_len=32, test_len=16), r"dataset.test_len=16 must be an integer >= 32"),
-    (lambda: Parity(seq_len=8, test_len=16, n_train=300, n_val=100), r"dataset.seq_len=8 has only 256 bit strings"),
-    (lambda: Induction(seq_len=6, n_triggers=4), r"dataset.seq_len=6 .*use seq_len >= 7"),
-    (lambda: Induction(n_triggers=1), r"dataset.n_triggers=1 must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: SelectiveCopy(seq_len=10, n_tokens=8), "dataset.seq_len=10 .*use seq_len >= 16"),
+        (lambda: SelectiveCopy(n_tokens=0), r"dataset.n_tokens=0 must be an integer >= 1"),
+        (lambda: SelectiveCopy(vocab_size=1), r"dataset.vocab_size=1 must be an integer >= 2"),
+        (lambda: MQAR(num_pairs=8, vocab_size=10), r"dataset.vocab_size=10 has 5 keys.*use vocab_size >= 16"),
+        (lambda: MQAR(seq_len=20, num_pairs=8, vocab_size=64), r"dataset.seq_len=20 .*use seq_len >= 24"),
+        (lambda: MQAR(num_pairs=2.5), r"dataset.num_pairs=2.5 must be an integer"),
+        (lambda: Parity(seq_len=32, test_len=16), r"dataset.test_len=16 must be an integer >= 32"),
+        (lambda: Parity(seq_len=8, test_len=16, n_train=300, n_val=100), r"dataset.seq_len=8 has only 256 bit strings"),
+        (lambda: Induction(seq_len=6, n_triggers=4), r"dataset.seq_len=6 .*use seq_len >= 7"),
+        (lambda: Induction(n_triggers=1), r"dataset.n_triggers=1 must be an integer >= 2"),
+    ],
+)
 def test_bad_settings_are_refused_in_one_line(make, message):
     with pytest.raises(ConfigError, match=message) as refused:
         make()
@@ -209,10 +232,14 @@ def test_exact_match_counts_sequences_whose_answers_are_all_right(cfg_factory):
     cfg = cfg_factory("dataset=induction", "cell.hidden_size=4")
     dm = built("induction")
     model = instantiate(cfg.task, spec=dm.spec, _convert_="object")
-    y = torch.tensor([[IGNORE, 1, IGNORE, 2],      # both answers right
-                      [IGNORE, 1, IGNORE, 2],      # one of two wrong
-                      [IGNORE, IGNORE, IGNORE, 3],  # its only answer right
-                      [IGNORE, IGNORE, IGNORE, IGNORE]])  # nothing asked: not a sequence that counts
+    y = torch.tensor(
+        [
+            [IGNORE, 1, IGNORE, 2],  # both answers right
+            [IGNORE, 1, IGNORE, 2],  # one of two wrong
+            [IGNORE, IGNORE, IGNORE, 3],  # its only answer right
+            [IGNORE, IGNORE, IGNORE, IGNORE],
+        ]
+    )  # nothing asked: not a sequence that counts
     guess = torch.tensor([[0, 1, 0, 2], [0, 1, 0, 4], [0, 0, 0, 3], [0, 0, 0, 0]])
     logits = torch.nn.functional.one_hot(guess, dm.spec.num_classes).float() * 10
     model.eval_outputs = lambda batch, batch_idx: None
@@ -234,13 +261,31 @@ SMALL = {
 
 @pytest.mark.parametrize("dataset", list(SMALL))
 def test_each_memory_task_trains_end_to_end(cfg_factory, tmp_path, dataset):
-    record = train(cfg_factory(f"dataset={dataset}", *SMALL[dataset], "dataset.n_train=256", "dataset.n_val=64",
-                               "dataset.n_test=64", "dataset.batch_size=32", "debug=limit", "cell.hidden_size=8",
-                               "task.embedding_dim=8"))
+    record = train(
+        cfg_factory(
+            f"dataset={dataset}",
+            *SMALL[dataset],
+            "dataset.n_train=256",
+            "dataset.n_val=64",
+            "dataset.n_test=64",
+            "dataset.batch_size=32",
+            "debug=limit",
+            "cell.hidden_size=8",
+            "task.embedding_dim=8",
+        )
+    )
     assert record["status"] == "ok" and record["task"] == "steps", record
     written = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("test/acc", "test/exact_match", "test/loss", "test/baseline_acc", "test/baseline_exact_match",
-                "test/baseline_loss", "val/acc", "val/exact_match"):
+    for key in (
+        "test/acc",
+        "test/exact_match",
+        "test/loss",
+        "test/baseline_acc",
+        "test/baseline_exact_match",
+        "test/baseline_loss",
+        "val/acc",
+        "val/exact_match",
+    ):
         assert 0 <= written[key] < float("inf"), key
     if dataset == "mqar":
         assert written["test/baseline_context_acc"] == 1 / 4

@@ -1,4 +1,5 @@
 """The recurrent stack: shapes, padding, bidirectional summaries, and the layered path against cuDNN-style torch."""
+
 from __future__ import annotations
 
 import functools
@@ -44,7 +45,7 @@ def test_padding_changes_no_summary(mode, bidirectional):
     out, _ = stack(x, lengths)
     batch_summary = last_step(out, lengths, bidirectional)
     for i, n in enumerate(lengths.tolist()):
-        alone, _ = stack(x[i:i + 1, :n])
+        alone, _ = stack(x[i : i + 1, :n])
         torch.testing.assert_close(batch_summary[i], last_step(alone, None, bidirectional)[0])
 
 
@@ -79,8 +80,7 @@ def test_layered_stack_matches_torch_bidirectional_depth2_with_padding():
     """The layered path (layers, directions, reversal of padded sequences) equals nn.LSTM's own stacking."""
     torch.manual_seed(0)
     ref = nn.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True)
-    stack = RecurrentStack(functools.partial(OneLSTMLayer, hidden_size=6), input_size=4, depth=2,
-                           bidirectional=True)
+    stack = RecurrentStack(functools.partial(OneLSTMLayer, hidden_size=6), input_size=4, depth=2, bidirectional=True)
     with torch.no_grad():
         for layer in range(2):
             for d, suffix in enumerate(["", "_reverse"]):
@@ -114,14 +114,16 @@ def test_stack_cuda_graphs_setting_is_checked_and_idle_on_cpu():
     """stack.cuda_graphs must be a boolean; on CPU the cells run directly (no graph recorded) and the
     parameters the state_dict holds are the cells' own (the graph runners are not modules)."""
     from src.models.cells.lstm import LSTMRef
+
     with pytest.raises(ConfigError, match="stack.cuda_graphs='yes'"):
         RecurrentStack(functools.partial(LSTMRef, hidden_size=8), input_size=3, cuda_graphs="yes")
     stack = RecurrentStack(functools.partial(LSTMRef, hidden_size=8), input_size=3, depth=2, bidirectional=True)
     out, _ = stack(torch.randn(2, 5, 3))
     out.sum().backward()
     assert not any(run.graphs for row in stack.runners for run in row)
-    plain = RecurrentStack(functools.partial(LSTMRef, hidden_size=8), input_size=3, depth=2, bidirectional=True,
-                           cuda_graphs=False)
+    plain = RecurrentStack(
+        functools.partial(LSTMRef, hidden_size=8), input_size=3, depth=2, bidirectional=True, cuda_graphs=False
+    )
     assert stack.state_dict().keys() == plain.state_dict().keys()
 
 
@@ -132,14 +134,31 @@ def test_stack_cuda_graphs_setting_is_checked_and_idle_on_cpu():
 MODERN_CELLS = ["lru", "mamba", "mlstm", "slstm", "rglru", "attention"]
 CORPUS = "\n".join(f"the cat sat on the mat number {i % 7} and the dog ran" for i in range(300))
 GRID = {
-    "adding-bi": ["dataset=adding", "dataset.seq_len=20", "dataset.n_train=200", "dataset.n_val=50",
-                  "dataset.n_test=50", "direction=bi"],
-    "copy-bi": ["dataset=copy", "dataset.seq_len=5", "dataset.n_train=200", "dataset.n_val=50", "dataset.n_test=50",
-                "direction=bi"],
-    "seq2seq": ["dataset=seq2seq", "dataset.length=4", "dataset.n_train=200", "dataset.n_val=50",
-                "dataset.n_test=50"],
-    "lm-tbptt-stream": ["dataset=lm_text", "dataset.level=word", "dataset.bptt=12", "truncation=tbptt",
-                        "truncation.steps=5", "truncation.carry_across_batches=true"],
+    "adding-bi": [
+        "dataset=adding",
+        "dataset.seq_len=20",
+        "dataset.n_train=200",
+        "dataset.n_val=50",
+        "dataset.n_test=50",
+        "direction=bi",
+    ],
+    "copy-bi": [
+        "dataset=copy",
+        "dataset.seq_len=5",
+        "dataset.n_train=200",
+        "dataset.n_val=50",
+        "dataset.n_test=50",
+        "direction=bi",
+    ],
+    "seq2seq": ["dataset=seq2seq", "dataset.length=4", "dataset.n_train=200", "dataset.n_val=50", "dataset.n_test=50"],
+    "lm-tbptt-stream": [
+        "dataset=lm_text",
+        "dataset.level=word",
+        "dataset.bptt=12",
+        "truncation=tbptt",
+        "truncation.steps=5",
+        "truncation.carry_across_batches=true",
+    ],
     "smnist5k-tbptt": ["truncation=tbptt", "truncation.steps=10"],
 }
 
@@ -153,7 +172,8 @@ def test_modern_cells_on_every_task_kind_depth2(cfg_factory, tmp_path, name, tas
         corpus.write_text(CORPUS, encoding="utf-8")
         overrides.append(f"dataset.path={corpus}")
     debug = "debug=limit" if task.startswith("lm") else "debug=fdr"
-    record = train(cfg_factory(*overrides, debug, f"cell={name}", "depth=2", "cell.hidden_size=8",
-                               out=tmp_path / "run"))  # a run dir of its own: it may hold only the run's files
+    record = train(
+        cfg_factory(*overrides, debug, f"cell={name}", "depth=2", "cell.hidden_size=8", out=tmp_path / "run")
+    )  # a run dir of its own: it may hold only the run's files
     assert record["status"] == "ok" and record["cell"] == name and record["depth"] == 2, record
     assert all(math.isfinite(v) for k, v in record.items() if k.startswith("test/")), record

@@ -2,23 +2,24 @@
 chunks of several lengths), gradcheck in float64 for the parameters, the input and the initial state, each paper's
 equations written out here for comparison, published initialisations, checked settings, and runs through
 src.train. (tests/test_cells.py runs its per-cell tests, learning smnist5k included, on every conf/cell yaml.)"""
+
 from __future__ import annotations
 
 import functools
 import math
 
 import pytest
-from omegaconf import OmegaConf
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from src.errors import ConfigError
 from src.models.cells.attention import Attention
 from src.models.cells.lru import LRU
 from src.models.cells.mamba import Mamba
 from src.models.cells.rglru import RGLRU
-from src.models.cells.xlstm import MLSTM, SLSTM, mlstm, powerlaw_forget_bias
 from src.models.cells.scan import CausalConv, linear_scan, linear_steps
+from src.models.cells.xlstm import MLSTM, SLSTM, mlstm, powerlaw_forget_bias
 from src.models.stack import RecurrentStack
 from src.train import train
 from src.updates.choose import choose
@@ -128,8 +129,11 @@ def test_step_form_equals_parallel_form_in_chunks(name, carried):
         assert_states_close(s, state_s, rtol=1e-5, atol=1e-5)
 
 
-GRADCHECK = [(name, scan) for name in sorted(SMALL)
-             for scan in (["sequential"] if name in STEP_ONLY else ["parallel", "sequential"])]
+GRADCHECK = [
+    (name, scan)
+    for name in sorted(SMALL)
+    for scan in (["sequential"] if name in STEP_ONLY else ["parallel", "sequential"])
+]
 
 
 @pytest.mark.parametrize("name,scan", GRADCHECK, ids=[f"{n}-{s}" for n, s in GRADCHECK])
@@ -145,8 +149,9 @@ def test_gradcheck_float64(name, scan):
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_depth2_bidirectional_stack_runs_with_padding(name):
     torch.manual_seed(0)
-    stack = RecurrentStack(functools.partial(SMALL[name], scan="parallel"), input_size=3, depth=2,
-                           bidirectional=True).eval()
+    stack = RecurrentStack(
+        functools.partial(SMALL[name], scan="parallel"), input_size=3, depth=2, bidirectional=True
+    ).eval()
     lengths = torch.tensor([6, 2, 4])
     x = torch.randn(3, 6, 3)
     out, _ = stack(x, lengths)
@@ -201,10 +206,10 @@ def test_lru_initialisation_is_the_papers():
     r = torch.exp(-torch.exp(core.nu_log)).detach()
     assert 0.4 <= r.min() and r.max() <= 0.9 and r.min() < 0.42 and r.max() > 0.88
     # uniform on the ring's area: r^2 uniform on [r_min^2, r_max^2]
-    assert abs((r ** 2).mean().item() - (0.4 ** 2 + 0.9 ** 2) / 2) < 0.01
+    assert abs((r**2).mean().item() - (0.4**2 + 0.9**2) / 2) < 0.01
     theta = torch.exp(core.theta_log).detach()
     assert 0 <= theta.min() and theta.max() <= math.pi / 10
-    torch.testing.assert_close(torch.exp(core.gamma_log).detach(), torch.sqrt(1 - r ** 2))
+    torch.testing.assert_close(torch.exp(core.gamma_log).detach(), torch.sqrt(1 - r**2))
     assert abs(core.B_re.std().item() - 1 / math.sqrt(2 * 64)) < 0.005
     assert abs(core.C_re.std().item() - 1 / math.sqrt(2000)) < 0.002
 
@@ -219,10 +224,17 @@ def mamba_reference_step(mixer, u, h, window):
     dbc = x @ mixer.x_proj.weight.T
     R, N = mixer.dt_rank, mixer.state_size
     delta = F.softplus(dbc[:, :R] @ mixer.dt_proj.weight.T + mixer.dt_proj.bias)  # [B, E*D]
-    B, C = dbc[:, R:R + N], dbc[:, R + N:]
+    B, C = dbc[:, R : R + N], dbc[:, R + N :]
     A = -torch.exp(mixer.A_log)  # [E*D, N]
-    h = torch.stack([torch.stack([torch.exp(delta[:, d] * A[d, n]) * h[:, d, n] + delta[:, d] * B[:, n] * x[:, d]
-                                  for n in range(N)], -1) for d in range(h.shape[1])], 1)
+    h = torch.stack(
+        [
+            torch.stack(
+                [torch.exp(delta[:, d] * A[d, n]) * h[:, d, n] + delta[:, d] * B[:, n] * x[:, d] for n in range(N)], -1
+            )
+            for d in range(h.shape[1])
+        ],
+        1,
+    )
     y = (h * C[:, None, :]).sum(-1) + mixer.D * x
     return (y * F.silu(z)) @ mixer.out_proj.weight.T, h, window
 
@@ -260,7 +272,7 @@ def test_mamba_initialisation_is_the_papers():
     assert 0.001 * 0.999 <= dt.min() and dt.max() <= 0.1 * 1.001
     # log-uniform: log dt uniform on [log 0.001, log 0.1], mean at log 0.01
     assert abs(dt.log().mean().item() - math.log(0.01)) < 0.35
-    assert mixer.dt_proj.weight.abs().max() <= 4 ** -0.5
+    assert mixer.dt_proj.weight.abs().max() <= 4**-0.5
     assert mixer.in_proj.bias is None and mixer.out_proj.bias is None and mixer.conv.bias is not None
 
 
@@ -269,16 +281,32 @@ def mambapy_twin(cell: Mamba):
     from mambapy.mamba import MambaConfig, ResidualBlock
 
     mixer = cell.mixer
-    config = MambaConfig(d_model=cell.hidden_size, n_layers=1, d_state=mixer.state_size,
-                         expand_factor=mixer.inner // cell.hidden_size, d_conv=mixer.conv.kernel,
-                         dt_rank=mixer.dt_rank, pscan=True)
+    config = MambaConfig(
+        d_model=cell.hidden_size,
+        n_layers=1,
+        d_state=mixer.state_size,
+        expand_factor=mixer.inner // cell.hidden_size,
+        d_conv=mixer.conv.kernel,
+        dt_rank=mixer.dt_rank,
+        pscan=True,
+    )
     twin = ResidualBlock(config).to(next(cell.parameters()).dtype)
     with torch.no_grad():
-        for theirs, mine in (("norm.weight", cell.norm.weight), ("mixer.conv1d.weight", mixer.conv.weight),
-                             ("mixer.conv1d.bias", mixer.conv.bias)):
+        for theirs, mine in (
+            ("norm.weight", cell.norm.weight),
+            ("mixer.conv1d.weight", mixer.conv.weight),
+            ("mixer.conv1d.bias", mixer.conv.bias),
+        ):
             twin.get_parameter(theirs).copy_(mine)
-        for name in ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D",
-                     "out_proj.weight"):
+        for name in (
+            "in_proj.weight",
+            "x_proj.weight",
+            "dt_proj.weight",
+            "dt_proj.bias",
+            "A_log",
+            "D",
+            "out_proj.weight",
+        ):
             twin.mixer.get_parameter(name).copy_(mixer.get_parameter(name))
     return twin
 
@@ -340,14 +368,15 @@ def test_mlstm_follows_the_papers_equations(block, scan):
         left, z = cell.up(F.layer_norm(u, (4,), cell.norm.weight, cell.norm.bias)).chunk(2, -1)
         window = torch.cat([tail, left], 1)  # [B, 2 + T, inner]
         w = cell.conv.weight[:, 0, :]  # [inner, K]
-        conv = F.silu(torch.stack([(window[:, t:t + 3] * w.T).sum(1) for t in range(T)], 1) + cell.conv.bias)
+        conv = F.silu(torch.stack([(window[:, t : t + 3] * w.T).sum(1) for t in range(T)], 1) + cell.conv.bias)
         block_diag = lambda lin: torch.block_diag(*lin.weight)  # noqa: E731
         q = conv @ block_diag(cell.q).T + cell.q.bias
         k = conv @ block_diag(cell.k).T + cell.k.bias
         v = left @ block_diag(cell.v).T + cell.v.bias
         qkv = torch.cat([q, k, v], -1)
-        h, true_C, true_n = mlstm_reference(heads(q), heads(k) / math.sqrt(d), heads(v), cell.i_gate(qkv),
-                                            cell.f_gate(qkv), true_C0, true_n0)
+        h, true_C, true_n = mlstm_reference(
+            heads(q), heads(k) / math.sqrt(d), heads(v), cell.i_gate(qkv), cell.f_gate(qkv), true_C0, true_n0
+        )
         normed = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
         h = normed.flatten(-2) * cell.out_weight + cell.skip * conv
         expected = u + cell.down(h * F.silu(z))
@@ -355,8 +384,9 @@ def test_mlstm_follows_the_papers_equations(block, scan):
     else:
         out, (C, n, m) = cell(x, (C0, n0, m0))
         q, k, v, o = cell.qkvo(x).chunk(4, -1)
-        h, true_C, true_n = mlstm_reference(heads(q), heads(k) / math.sqrt(d), heads(v), cell.i_gate(x),
-                                            cell.f_gate(x), true_C0, true_n0)
+        h, true_C, true_n = mlstm_reference(
+            heads(q), heads(k) / math.sqrt(d), heads(v), cell.i_gate(x), cell.f_gate(x), true_C0, true_n0
+        )
         expected = torch.sigmoid(o) * h.flatten(-2)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(C * m.exp()[..., None, None], true_C)
@@ -394,7 +424,6 @@ def test_mlstm_initialisation_is_the_papers():
 def slstm_reference(wx, R, bias, h, c, n):
     """xLSTM's sLSTM (Beck et al. 2024, eqs. 8-17) without the stabiliser, in float64: wx [B, T, 4, H] the input
     parts of i~, f~, z~, o~, R [NH, 4, d, d] the head-wise recurrent weights, c and n the true (unscaled) state."""
-    NH, d = R.shape[0], R.shape[-1]
     full_R = [torch.block_diag(*R[:, g]) for g in range(4)]  # each gate's H x H block-diagonal matrix
     outputs = []
     for t in range(wx.shape[1]):
@@ -416,8 +445,11 @@ def test_slstm_follows_the_papers_equations(block):
         cell.bias.normal_()
     B, T, H = 2, 5, 4
     x = torch.randn(B, T, 3, dtype=torch.float64)
-    h0, c0, n0 = torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64), \
-        torch.rand(B, H, dtype=torch.float64) + 0.5
+    h0, c0, n0 = (
+        torch.randn(B, H, dtype=torch.float64),
+        torch.randn(B, H, dtype=torch.float64),
+        torch.rand(B, H, dtype=torch.float64) + 0.5,
+    )
     m0 = torch.randn(B, H, dtype=torch.float64)
     true_c0, true_n0 = c0 * m0.exp(), n0 * m0.exp()
     if block:
@@ -427,13 +459,15 @@ def test_slstm_follows_the_papers_equations(block):
         v = F.layer_norm(u, (H,), cell.norm.weight, cell.norm.bias)
         window = torch.cat([tail, v], 1)
         w = cell.conv.weight[:, 0, :]
-        conv = F.silu(torch.stack([(window[:, t:t + 3] * w.T).sum(1) for t in range(T)], 1) + cell.conv.bias)
-        wx = torch.stack([src @ torch.block_diag(*gate.weight).T
-                          for gate, src in zip(cell.gates_x, (conv, conv, v, v))], 2)
+        conv = F.silu(torch.stack([(window[:, t : t + 3] * w.T).sum(1) for t in range(T)], 1) + cell.conv.bias)
+        wx = torch.stack(
+            [src @ torch.block_diag(*gate.weight).T for gate, src in zip(cell.gates_x, (conv, conv, v, v))], 2
+        )
         hs, h_ref, c_ref, n_ref = slstm_reference(wx, cell.recurrent, cell.bias, h0, true_c0, true_n0)
         heads = hs.unflatten(-1, (2, 2))
-        normed = ((heads - heads.mean(-1, keepdim=True)) /
-                  torch.sqrt(heads.var(-1, unbiased=False, keepdim=True) + 1e-5)).flatten(-2)
+        normed = (
+            (heads - heads.mean(-1, keepdim=True)) / torch.sqrt(heads.var(-1, unbiased=False, keepdim=True) + 1e-5)
+        ).flatten(-2)
         u = u + normed * cell.out_weight
         gate, up = (F.layer_norm(u, (H,), cell.ffn_norm.weight, cell.ffn_norm.bias) @ cell.ffn_up.weight.T).chunk(2, -1)
         expected = u + (F.gelu(gate) * up) @ cell.ffn_down.weight.T
@@ -482,7 +516,7 @@ def rglru_reference(core, x, h, first: bool):
         r = torch.sigmoid(x[:, t] @ Wa + core.a_gate.bias)
         i = torch.sigmoid(x[:, t] @ Wx + core.input_gate.bias)
         a_t = a ** (8 * r)
-        scale = 1.0 if first and t == 0 else torch.sqrt(1 - a_t ** 2)
+        scale = 1.0 if first and t == 0 else torch.sqrt(1 - a_t**2)
         h = a_t * h + scale * (i * x[:, t])
         outputs.append(h)
     return torch.stack(outputs, 1)
@@ -493,8 +527,7 @@ def rglru_reference(core, x, h, first: bool):
 @pytest.mark.parametrize("carried", [False, True], ids=["sequence-start", "carried-state"])
 def test_rglru_follows_the_papers_equations(block, scan, carried):
     torch.manual_seed(0)
-    cell = RGLRU(3, 4, num_heads=2, rnn_width=6, conv_kernel=3, mlp_factor=2, block=block, scan=scan,
-                 chunk=2).double()
+    cell = RGLRU(3, 4, num_heads=2, rnn_width=6, conv_kernel=3, mlp_factor=2, block=block, scan=scan, chunk=2).double()
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     W = cell.width
     h0 = torch.randn(2, W, dtype=torch.float64) if carried else torch.zeros(2, W, dtype=torch.float64)
@@ -506,7 +539,7 @@ def test_rglru_follows_the_papers_equations(block, scan, carried):
         y = F.gelu(cell.linear_y(v))
         window = torch.cat([tail, cell.linear_x(v)], 1)
         w = cell.conv.weight[:, 0, :]
-        conv = torch.stack([(window[:, t:t + 3] * w.T).sum(1) for t in range(5)], 1) + cell.conv.bias
+        conv = torch.stack([(window[:, t : t + 3] * w.T).sum(1) for t in range(5)], 1) + cell.conv.bias
         hs = rglru_reference(cell.rglru, conv, h0, not carried)
         u = u + cell.linear_out(hs * y)
         m = u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-6) * cell.mlp_norm.weight
@@ -536,6 +569,7 @@ def test_rglru_initialisation_is_the_papers_code():
 def test_rglru_sqrt_gradient_is_bounded_near_a_equal_one():
     """r_t -> 0 makes a_t -> 1 and d sqrt(1 - a_t^2) unbounded: the gradient stays finite and capped."""
     from src.models.cells.rglru import BoundedSqrt
+
     x = torch.tensor([0.0, 1e-12, 0.25], requires_grad=True)
     BoundedSqrt.apply(x).sum().backward()
     torch.testing.assert_close(x.grad, torch.tensor([1000.0, 1000.0, 1.0]))
@@ -554,7 +588,7 @@ def attention_reference(cell, x, k_cache, v_cache):
     theta = cell.rope_base ** (-torch.arange(d // 2, dtype=x.dtype) * 2 / d)
 
     def turn(t, positions):
-        z = torch.complex(t[..., :d // 2], t[..., d // 2:]) * torch.exp(1j * positions[:, None] * theta)
+        z = torch.complex(t[..., : d // 2], t[..., d // 2 :]) * torch.exp(1j * positions[:, None] * theta)
         return torch.cat([z.real, z.imag], -1)
 
     q, k = turn(q, torch.arange(S, S + T, dtype=x.dtype)), turn(k, torch.arange(S + T, dtype=x.dtype))
@@ -577,7 +611,7 @@ def test_attention_follows_the_equations(window, block):
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     cache = torch.randn(2, 2, 4, 2, dtype=torch.float64), torch.randn(2, 2, 4, 2, dtype=torch.float64)
     if window is not None:  # a windowed cell carries window - 1 steps
-        cache = tuple(c[:, :, -(window - 1):] for c in cache)
+        cache = tuple(c[:, :, -(window - 1) :] for c in cache)
     out, (k, v) = cell(x, cache)
     if block:
         u = cell.embed(x)
@@ -599,36 +633,39 @@ def test_attention_cache_grows_and_a_window_bounds_it():
 
 
 # -- settings --------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cell,settings,fragment", [
-    (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
-    (LRU, {"r_max": 1.0}, "r_max < 1"),
-    (LRU, {"max_phase": 0}, "cell.max_phase=0"),
-    (LRU, {"scan": "fast"}, "cell.scan='fast' must be one of auto, parallel, sequential"),
-    (LRU, {"chunk": 0}, "cell.chunk=0"),
-    (LRU, {"block": "yes"}, "cell.block='yes' must be true or false"),
-    (LRU, {"state_size": 0}, "cell.state_size=0"),
-    (Mamba, {"dt_min": 0.5, "dt_max": 0.1}, "cell.dt_min=0.5, cell.dt_max=0.1"),
-    (Mamba, {"dt_rank": 0}, "cell.dt_rank=0"),
-    (Mamba, {"expand": 1.5}, "cell.expand=1.5"),
-    (Mamba, {"conv_kernel": 0}, "cell.conv_kernel=0"),
-    (Mamba, {"dt_init_floor": 0.0}, "cell.dt_init_floor=0.0"),
-    (Mamba, {"scan": "fast"}, "cell.scan='fast'"),
-    (MLSTM, {"num_heads": 3}, "cell.num_heads=3 must divide the memory's width 256"),
-    (MLSTM, {"qkv_blocksize": 3}, "cell.qkv_blocksize=3"),
-    (MLSTM, {"proj_factor": 0}, "cell.proj_factor=0"),
-    (MLSTM, {"chunk": -1}, "cell.chunk=-1"),
-    (SLSTM, {"num_heads": 5}, "cell.num_heads=5 must divide cell.hidden_size=128"),
-    (SLSTM, {"ffn_factor": 0}, "cell.ffn_factor=0"),
-    (SLSTM, {"block": 1}, "cell.block=1"),
-    (RGLRU, {"a_min": 0.999, "a_max": 0.9}, "cell.a_min=0.999, cell.a_max=0.9"),
-    (RGLRU, {"rnn_width": 10}, "cell.num_heads=4 must divide the recurrence's width 10"),
-    (RGLRU, {"mlp_factor": 0}, "cell.mlp_factor=0"),
-    (RGLRU, {"scan": "fast"}, "cell.scan='fast'"),
-    (Attention, {"num_heads": 3}, "cell.num_heads=3 must divide cell.hidden_size=128"),
-    (Attention, {"num_heads": 128}, "heads of an even size"),
-    (Attention, {"window": 0}, "cell.window=0"),
-    (Attention, {"rope_base": 1.0}, "cell.rope_base=1.0"),
-])
+@pytest.mark.parametrize(
+    "cell,settings,fragment",
+    [
+        (LRU, {"r_min": 0.99, "r_max": 0.9}, "cell.r_min=0.99, cell.r_max=0.9"),
+        (LRU, {"r_max": 1.0}, "r_max < 1"),
+        (LRU, {"max_phase": 0}, "cell.max_phase=0"),
+        (LRU, {"scan": "fast"}, "cell.scan='fast' must be one of auto, parallel, sequential"),
+        (LRU, {"chunk": 0}, "cell.chunk=0"),
+        (LRU, {"block": "yes"}, "cell.block='yes' must be true or false"),
+        (LRU, {"state_size": 0}, "cell.state_size=0"),
+        (Mamba, {"dt_min": 0.5, "dt_max": 0.1}, "cell.dt_min=0.5, cell.dt_max=0.1"),
+        (Mamba, {"dt_rank": 0}, "cell.dt_rank=0"),
+        (Mamba, {"expand": 1.5}, "cell.expand=1.5"),
+        (Mamba, {"conv_kernel": 0}, "cell.conv_kernel=0"),
+        (Mamba, {"dt_init_floor": 0.0}, "cell.dt_init_floor=0.0"),
+        (Mamba, {"scan": "fast"}, "cell.scan='fast'"),
+        (MLSTM, {"num_heads": 3}, "cell.num_heads=3 must divide the memory's width 256"),
+        (MLSTM, {"qkv_blocksize": 3}, "cell.qkv_blocksize=3"),
+        (MLSTM, {"proj_factor": 0}, "cell.proj_factor=0"),
+        (MLSTM, {"chunk": -1}, "cell.chunk=-1"),
+        (SLSTM, {"num_heads": 5}, "cell.num_heads=5 must divide cell.hidden_size=128"),
+        (SLSTM, {"ffn_factor": 0}, "cell.ffn_factor=0"),
+        (SLSTM, {"block": 1}, "cell.block=1"),
+        (RGLRU, {"a_min": 0.999, "a_max": 0.9}, "cell.a_min=0.999, cell.a_max=0.9"),
+        (RGLRU, {"rnn_width": 10}, "cell.num_heads=4 must divide the recurrence's width 10"),
+        (RGLRU, {"mlp_factor": 0}, "cell.mlp_factor=0"),
+        (RGLRU, {"scan": "fast"}, "cell.scan='fast'"),
+        (Attention, {"num_heads": 3}, "cell.num_heads=3 must divide cell.hidden_size=128"),
+        (Attention, {"num_heads": 128}, "heads of an even size"),
+        (Attention, {"window": 0}, "cell.window=0"),
+        (Attention, {"rope_base": 1.0}, "cell.rope_base=1.0"),
+    ],
+)
 def test_bad_settings_are_config_errors(cell, settings, fragment):
     with pytest.raises(ConfigError) as err:
         RecurrentStack(functools.partial(cell, **settings), input_size=3)
@@ -652,9 +689,18 @@ def test_each_cells_state_is_carried_across_batches(cfg_factory, tmp_path, name)
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    cfg = cfg_factory("dataset=lm_text", f"dataset.path={corpus}", "dataset.bptt=5", "dataset.eval_batch_size=3",
-                      "truncation=tbptt", "truncation.carry_across_batches=true", f"cell={name}",
-                      "cell.hidden_size=8", "trainer.max_epochs=0", "callbacks=none")
+    cfg = cfg_factory(
+        "dataset=lm_text",
+        f"dataset.path={corpus}",
+        "dataset.bptt=5",
+        "dataset.eval_batch_size=3",
+        "truncation=tbptt",
+        "truncation.carry_across_batches=true",
+        f"cell={name}",
+        "cell.hidden_size=8",
+        "trainer.max_epochs=0",
+        "callbacks=none",
+    )
     dm = instantiate(cfg.dataset)
     dm.setup()
     update = choose(OmegaConf.to_container(cfg.truncation))
@@ -682,9 +728,20 @@ def test_language_model_generates_from_its_checkpoint(cfg_factory, tmp_path, nam
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
     out = tmp_path / "lm"
-    record = train(cfg_factory("dataset=lm_text", f"dataset.path={corpus}", "dataset.level=word", "dataset.bptt=12",
-                               "debug=limit", "trainer.max_epochs=1", "callbacks=default", f"cell={name}",
-                               "cell.hidden_size=8", out=out))
+    record = train(
+        cfg_factory(
+            "dataset=lm_text",
+            f"dataset.path={corpus}",
+            "dataset.level=word",
+            "dataset.bptt=12",
+            "debug=limit",
+            "trainer.max_epochs=1",
+            "callbacks=default",
+            f"cell={name}",
+            "cell.hidden_size=8",
+            out=out,
+        )
+    )
     assert record["status"] == "ok", record
     model = load_language_model(out / "checkpoints" / "best.ckpt")
     text = generate(model, prompt="the cat", length=6, seed=1)

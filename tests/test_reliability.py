@@ -1,9 +1,10 @@
 """Reliability: determinism, divergence, wrong checkpoints, wrong task, atomic writes, secrets, exact DDP metrics."""
+
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+import pickle
 
 import lightning as L
 import pytest
@@ -65,8 +66,9 @@ def test_checkpoint_of_another_architecture_is_refused_naming_the_difference(cfg
     with pytest.raises(ConfigError, match=r"cell.hidden_size: checkpoint 16, this run 32"):
         resume_checkpoint(cfg_factory("debug=limit", "cell.hidden_size=32", f"ckpt_path={ckpt}", out=tmp_path / "b"))
     with pytest.raises(ConfigError, match=r"cell.mode: checkpoint 'lstm', this run 'gru'"):
-        resume_checkpoint(cfg_factory("debug=limit", "cell=gru", "cell.hidden_size=16", f"ckpt_path={ckpt}",
-                                      out=tmp_path / "c"))
+        resume_checkpoint(
+            cfg_factory("debug=limit", "cell=gru", "cell.hidden_size=16", f"ckpt_path={ckpt}", out=tmp_path / "c")
+        )
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused(cfg_factory, tmp_path):
@@ -99,7 +101,7 @@ def test_unwritable_output_directory_is_a_clear_error(cfg_factory, tmp_path):
 def test_checkpoint_writes_are_atomic(tmp_path):
     path = tmp_path / "model.ckpt"
     AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, path)
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the pickler
         AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(2), "bad": lambda: 0}, path)  # fails mid-way
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["model.ckpt"]  # and no temporary file is left
@@ -127,12 +129,25 @@ def test_ddp_test_metrics_equal_one_process_with_an_uneven_last_batch(tmp_path):
     """One checkpoint evaluated by 1 and by 2 processes: 500 test digits in batches of 33 (the last holds 5,
     split 3/2). Each sample is evaluated exactly once and torchmetrics syncs the counts: identical metrics."""
     train_dir = tmp_path / "train"
-    done = run_cli("debug=limit", "logger=none", "callbacks=default", "trainer.enable_progress_bar=false",
-                   f"hydra.run.dir={train_dir}")
+    done = run_cli(
+        "debug=limit",
+        "logger=none",
+        "callbacks=default",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={train_dir}",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     ckpt = train_dir / "checkpoints" / "best.ckpt"
-    common = ["train=false", f"ckpt_path={ckpt}", "debug=limit", "trainer.limit_test_batches=null",
-              "dataset.eval_batch_size=33", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false"]
+    common = [
+        "train=false",
+        f"ckpt_path={ckpt}",
+        "debug=limit",
+        "trainer.limit_test_batches=null",
+        "dataset.eval_batch_size=33",
+        "logger=none",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+    ]
     records = []
     for name, extra in (("one", []), ("two", ["trainer=ddp_sim"])):
         done = run_cli(*common, *extra, f"hydra.run.dir={tmp_path / name}")
@@ -154,14 +169,27 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, update
 
     from tests.conftest import CACHE, ROOT
 
-    common = ["dataset=digits", "trainer.max_epochs=2", "callbacks=default", "scheduler=none",
-              "+callbacks.last_checkpoint.every_n_train_steps=4", "trainer.deterministic=true", "logger=none",
-              "trainer.enable_progress_bar=false", f"updates_per_step={updates}"]
+    common = [
+        "dataset=digits",
+        "trainer.max_epochs=2",
+        "callbacks=default",
+        "scheduler=none",
+        "+callbacks.last_checkpoint.every_n_train_steps=4",
+        "trainer.deterministic=true",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        f"updates_per_step={updates}",
+    ]
     whole = run_cli(*common, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]
     env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE)}
-    victim = subprocess.Popen([sys.executable, "-m", "src.train", *common, f"hydra.run.dir={tmp_path / 'killed'}"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *common, f"hydra.run.dir={tmp_path / 'killed'}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last, step, deadline = tmp_path / "killed" / "checkpoints" / "last.ckpt", 0, time.time() + 300
     steps_per_epoch = 20  # 1,293 training digits in batches of 64
     while step < steps_per_epoch + 4 and time.time() < deadline and victim.poll() is None:

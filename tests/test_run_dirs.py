@@ -1,5 +1,6 @@
 """A run dir holds one run: never overwritten by another config, never shared by two live processes, an earlier
 attempt kept aside; resuming continues the same history (csv rows, W&B run, LR schedule)."""
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,11 @@ QUICK = ["dataset=digits", "debug=limit"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != rundir.LOCK}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != rundir.LOCK
+    }
 
 
 def test_another_configs_finished_run_is_never_overwritten(cfg_factory, tmp_path):
@@ -92,7 +96,7 @@ def test_resuming_keeps_the_history_the_wandb_run_and_follows_the_new_schedule(c
     # Resume with a longer run under the default cosine schedule (T_max = trainer.max_epochs).
     resumed = train(cfg_factory(*args, "trainer.max_epochs=4", "ckpt_path=last"))
     after = csv_rows(tmp_path)
-    assert after[:len(rows)] == [{**r, **{k: "" for k in set(after[0]) - set(r)}} for r in rows]  # kept
+    assert after[: len(rows)] == [{**r, **{k: "" for k in set(after[0]) - set(r)}} for r in rows]  # kept
     assert {r["epoch"] for r in after} == {"0", "1", "2", "3", "4"}
     assert resumed["wandb_id"] == first["wandb_id"] and resumed["resumed"] == 1
     assert (tmp_path / "previous_attempts" / "1" / "metrics.json").exists()  # the first attempt's record
@@ -101,7 +105,8 @@ def test_resuming_keeps_the_history_the_wandb_run_and_follows_the_new_schedule(c
     scheduler = last["lr_schedulers"][0]
     assert scheduler["T_max"] == 4
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
-        0.01 * (1 + math.cos(math.pi * 4 / 4)) / 2, abs=1e-12)
+        0.01 * (1 + math.cos(math.pi * 4 / 4)) / 2, abs=1e-12
+    )
     # (The uninterrupted 4-epoch run ends at the same point: lr 0 after its 4th epoch; the resumed epochs 2 and
     # 3 trained at 0.005 and 0.0015 instead of 0, which the next test checks step by step.)
 
@@ -110,7 +115,7 @@ def test_resumed_schedule_lr_matches_a_run_that_had_it_from_the_start(cfg_factor
     from src.updates.schedules import follow_config
 
     params = [torch.zeros(1, requires_grad=True)]
-    make = lambda T: (lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T))  # noqa: E731
+    make = lambda T: lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=T)  # noqa: E731
     old_opt = torch.optim.SGD(params, lr=0.1)
     old = make(2)(old_opt)
     for _ in range(2):
@@ -121,8 +126,11 @@ def test_resumed_schedule_lr_matches_a_run_that_had_it_from_the_start(cfg_factor
     assert old_opt.param_groups[0]["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi * 2 / 6)) / 2)
     old_opt.step(), old.step()
     assert old_opt.param_groups[0]["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi * 3 / 6)) / 2)
-    cyclic = lambda mode: (lambda optimizer: torch.optim.lr_scheduler.CyclicLR(  # noqa: E731
-        optimizer, base_lr=0.01, max_lr=0.1, mode=mode, cycle_momentum=False))
+    cyclic = lambda mode: (
+        lambda optimizer: torch.optim.lr_scheduler.CyclicLR(  # noqa: E731
+            optimizer, base_lr=0.01, max_lr=0.1, mode=mode, cycle_momentum=False
+        )
+    )
     opt = torch.optim.SGD(params, lr=0.1)
     with pytest.raises(ConfigError, match=r"CyclicLR.*mode: triangular -> triangular2.*cannot be recomputed"):
         follow_config(cyclic("triangular")(opt), cyclic("triangular2"), opt)
@@ -131,8 +139,16 @@ def test_resumed_schedule_lr_matches_a_run_that_had_it_from_the_start(cfg_factor
 def test_sweep_job_dirs_follow_the_config_not_the_position(tmp_path):
     """A value added in the middle of a sweep's list: every job finds its own dir (the finished ones are
     skipped), none runs into another config's results."""
-    common = ["-m", "dataset=digits", "debug=limit", "trainer.max_epochs=1", "logger=csv", "callbacks=none",
-              "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}"]
+    common = [
+        "-m",
+        "dataset=digits",
+        "debug=limit",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     first = run_cli(*common, "seed=1,3")
     assert first.returncode == 0, first.stderr[-2000:]
     second = run_cli(*common, "seed=1,2,3")
@@ -151,8 +167,7 @@ def test_damaged_records_are_named_not_read(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "metrics.json").write_text("[1, 2]")
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"status": "ok", "monitor": "val/acc",
-                                                             "test/acc": "0.9"}))
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps({"status": "ok", "monitor": "val/acc", "test/acc": "0.9"}))
     runs, problems = find_records([tmp_path])
     assert runs == [] and len(problems) == 2
     assert "a/metrics.json: a run record is a JSON object, this file holds a list" in problems[0][1]

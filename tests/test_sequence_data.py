@@ -1,19 +1,19 @@
 """Sequence data: contiguous-stream batching, LM corpora and vocabularies, synthetic problems, time series,
 digit transduction, and their errors."""
+
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from src.data.corpora import KJV, PeoplesDaily, Tang
+from src.data.lm_text import EOS, PAD, UNK, TextFiles, Vocab
 from src.data.seq2seq import TOKENS, DigitTransduction
 from src.data.series import AirPassengers, Sine, SinToCos, Sunspots
 from src.data.streams import StreamBatches, batchify
 from src.data.synthetic import Adding, Copy
-from src.data.lm_text import EOS, PAD, UNK, TextFiles, Vocab
 from src.errors import ConfigError, DataError
 from tests.conftest import CACHE
 
@@ -35,7 +35,7 @@ def test_stream_rows_shard_over_processes_and_keep_continuing():
     assert len(shards[0]) == len(shards[1])  # every process takes the same number of steps
     for step, (a, b) in enumerate(zip(*shards)):
         whole = torch.cat([a.x, b.x])
-        assert torch.equal(whole, x[:, step * 7:(step + 1) * 7])
+        assert torch.equal(whole, x[:, step * 7 : (step + 1) * 7])
     with pytest.raises(ConfigError, match="batch_size=3"):
         StreamBatches(*batchify(torch.arange(90), None, rows=3), bptt=5, world_size=2)
 
@@ -46,7 +46,7 @@ def test_aligned_streams_keep_input_and_target_together():
     assert [dm.steps(s) for s in ("train", "val", "test")] == [800, 100, 100]
     batch = next(iter(dm.train_dataloader()))
     assert batch.x.shape == (4, 10, 1) and batch.y.shape == (4, 10, 1)
-    torch.testing.assert_close(batch.x ** 2 + batch.y ** 2, torch.ones_like(batch.x))  # sin^2 + cos^2
+    torch.testing.assert_close(batch.x**2 + batch.y**2, torch.ones_like(batch.x))  # sin^2 + cos^2
     assert dm.spec.task == "regress" and dm.spec.input_kind == "features"
 
 
@@ -55,14 +55,20 @@ def write(path, text):
     return path
 
 
-@pytest.mark.parametrize("layout", [("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
-                                    ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
-                                    ("train.txt", "valid.txt", "test.txt")])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
+        ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+        ("train.txt", "valid.txt", "test.txt"),
+    ],
+)
 def test_own_text_layouts_word_level(tmp_path, layout):
     for name, text in zip(layout, ["a b c a\n b a <unk>\n" * 20, "a b zz\n" * 5, "c a\n" * 5]):
         write(tmp_path / name, text)
-    dm = TextFiles(data_dir=str(tmp_path), level="word", cache_dir=str(tmp_path / "cache"), batch_size=2,
-                   eval_batch_size=2, bptt=4)
+    dm = TextFiles(
+        data_dir=str(tmp_path), level="word", cache_dir=str(tmp_path / "cache"), batch_size=2, eval_batch_size=2, bptt=4
+    )
     dm.setup()
     assert dm.vocab.tokens[:3] == [PAD, UNK, EOS] and set(dm.vocab.tokens[3:]) == {"a", "b", "c"}
     val = dm.vocab.decode(dm.splits["val"][0].tolist())
@@ -72,9 +78,16 @@ def test_own_text_layouts_word_level(tmp_path, layout):
 
 def test_own_text_single_file_char_level_split_in_order(tmp_path):
     lines = [f"line {i}" for i in range(100)]
-    dm = TextFiles(path=str(write(tmp_path / "t.txt", "\n".join(lines))), level="char",
-                   cache_dir=str(tmp_path / "cache"), batch_size=2, eval_batch_size=1, bptt=8,
-                   val_fraction=0.1, test_fraction=0.1)
+    dm = TextFiles(
+        path=str(write(tmp_path / "t.txt", "\n".join(lines))),
+        level="char",
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=2,
+        eval_batch_size=1,
+        bptt=8,
+        val_fraction=0.1,
+        test_fraction=0.1,
+    )
     dm.setup()
     text = "".join(dm.vocab.decode(dm.splits["test"][0].tolist()))
     assert text == "".join(line + "\n" for line in lines[90:])  # the last 10% of the lines, in order
@@ -87,8 +100,12 @@ def test_empty_corpus_is_a_clear_error(tmp_path):
 
 
 def test_corpus_shorter_than_one_batch_is_a_clear_error(tmp_path):
-    dm = TextFiles(path=str(write(tmp_path / "short.txt", "\n".join(["a b"] * 30))),
-                   cache_dir=str(tmp_path / "cache"), batch_size=64, eval_batch_size=10)
+    dm = TextFiles(
+        path=str(write(tmp_path / "short.txt", "\n".join(["a b"] * 30))),
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=64,
+        eval_batch_size=10,
+    )
     with pytest.raises(DataError, match=r"train split has \d+ steps, too short .* 64 rows"):
         dm.setup()
 
@@ -115,13 +132,22 @@ def test_vocab_ranks_by_frequency_and_caps_size():
 def test_kjv_from_the_debian_packages():
     """The real corpus: 31,102 verses; at word level the same tokens as kjv_split.py in docs/results.md
     (831,627 training words, plus one <eos> per verse)."""
-    dm = KJV(level="word", max_words=9999, cache_dir=str(CACHE), batch_size=20, eval_batch_size=10,
-             val_fraction=0.05, test_fraction=0.05)
+    dm = KJV(
+        level="word",
+        max_words=9999,
+        cache_dir=str(CACHE),
+        batch_size=20,
+        eval_batch_size=10,
+        val_fraction=0.05,
+        test_fraction=0.05,
+    )
     dm.setup()
     assert len(dm.vocab) == 10002  # <pad>, <unk>, <eos> and 9,999 words
     assert [dm.steps(s) for s in ("train", "val", "test")] == [831627 + 27991, 38947 + 1555, 43134 + 1556]
-    assert dm.vocab.decode(dm.splits["train"][0][:11].tolist()) == \
-        "in the beginning god created the heaven and the earth .".split()
+    assert (
+        dm.vocab.decode(dm.splits["train"][0][:11].tolist())
+        == "in the beginning god created the heaven and the earth .".split()
+    )
 
 
 def test_tang_poems_and_peoples_daily():
@@ -167,13 +193,15 @@ def test_digit_transduction_reverse_and_add():
     x, lengths, y = dm.splits["test"]
     assert lengths is None and x.shape == (50, 6) and y.shape == (50, 7)
     assert dm.decode(y[0].tolist()) == dm.decode(x[0].tolist())[::-1] and y[0, -1] == TOKENS.index("<eos>")
-    sources = [tuple(dm.splits[s][0][i].tolist()) for s in ("train", "val", "test") for i in range(len(dm.splits[s][0]))]
+    sources = [
+        tuple(dm.splits[s][0][i].tolist()) for s in ("train", "val", "test") for i in range(len(dm.splits[s][0]))
+    ]
     assert len(set(sources)) == 300  # no problem in two splits
     add = DigitTransduction(problem="add", length=3, n_train=200, n_val=50, n_test=50)
     add.setup()
     x, lengths, y = add.splits["train"]
     for i in range(20):
-        a, b = add.decode(x[i, :lengths[i]].tolist()).split("+")
+        a, b = add.decode(x[i, : lengths[i]].tolist()).split("+")
         assert add.decode(y[i].tolist()) == str(int(a) + int(b))
     with pytest.raises(ConfigError, match="too few distinct"):
         DigitTransduction(problem="reverse", length=2)

@@ -1,6 +1,7 @@
 """Sweeps: every sweep config composes and names only options that exist (or are on their way), the W&B sweep files
 match them and pass their overrides through, a failing job is recorded while the others finish, running the sweep
 again skips the finished jobs, and parallel jobs get distinct GPU slots."""
+
 from __future__ import annotations
 
 import json
@@ -120,9 +121,19 @@ def test_sweep_with_failing_jobs_records_them_and_a_rerun_skips_finished_jobs(tm
     one both. The sweep runs every job, says what failed and exits 1. Run again, now with the parallel launcher
     (hydra/launcher=gpu_pool: joblib worker processes, which resolve ${gpu_pool:} too), it skips the finished
     job and retries the others. Each job's dir is named by its overrides, not its place in the list."""
-    args = ["-m", "dataset=digits", "optimizer.lr=0.002,1e30", "depth=1,0", "debug=limit", "logger=csv",
-            "callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "trainer.devices=${gpu_pool:}", f"hydra.sweep.dir={tmp_path}"]
+    args = [
+        "-m",
+        "dataset=digits",
+        "optimizer.lr=0.002,1e30",
+        "depth=1,0",
+        "debug=limit",
+        "logger=csv",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.devices=${gpu_pool:}",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     first = run_cli(*args)
     assert first.returncode == 1, first.stderr[-3000:]
     assert "error: 3 job(s) of this sweep failed" in first.stderr

@@ -1,5 +1,6 @@
 """Text data sets and tasks: reading and its errors, vocabulary, caches, padding invariance, embeddings,
 tagging metrics and the CRF head, the jieba silver labels. Small files written here, plus the cheap real sources."""
+
 from __future__ import annotations
 
 import functools
@@ -24,12 +25,16 @@ from src.tasks.tag import SequenceTagger
 from src.train import train
 from tests.conftest import CACHE
 
-NEWS = {"train": ["体育\t球队赢得比赛", "体育\t球员比赛受伤", "财经\t股市大涨", "财经\t银行利率下调"] * 5,
-        "val": ["体育\t比赛结束", "财经\t股市下跌"],
-        "test": ["体育\t新球员加盟", "财经\t利率上调 罕见词汇"]}
-GOLD = ["迈向/v  充满/v  希望/n  的/u  新/a  世纪/n  。/w  我们/r  讲话/v  ！/w",
-        "[中央/n  人民/n  广播/vn  电台/n]nt  发表/v  讲话/n  。/w",
-        "19980101-01-001-002/m  中国/ns  人民/n  决心/d  继承/v  遗志/n  。/w"] * 10
+NEWS = {
+    "train": ["体育\t球队赢得比赛", "体育\t球员比赛受伤", "财经\t股市大涨", "财经\t银行利率下调"] * 5,
+    "val": ["体育\t比赛结束", "财经\t股市下跌"],
+    "test": ["体育\t新球员加盟", "财经\t利率上调 罕见词汇"],
+}
+GOLD = [
+    "迈向/v  充满/v  希望/n  的/u  新/a  世纪/n  。/w  我们/r  讲话/v  ！/w",
+    "[中央/n  人民/n  广播/vn  电台/n]nt  发表/v  讲话/n  。/w",
+    "19980101-01-001-002/m  中国/ns  人民/n  决心/d  继承/v  遗志/n  。/w",
+] * 10
 
 
 def write_cnews(folder: Path, splits: dict = NEWS) -> Path:
@@ -40,8 +45,12 @@ def write_cnews(folder: Path, splits: dict = NEWS) -> Path:
 
 
 def news(tmp_path: Path, **kwargs) -> NewsZh:
-    return NewsZh(data_dir=str(write_cnews(tmp_path / "cnews")), cache_dir=str(tmp_path / "cache"),
-                  batch_size=4, **{"tokenizer": "char", **kwargs})
+    return NewsZh(
+        data_dir=str(write_cnews(tmp_path / "cnews")),
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=4,
+        **{"tokenizer": "char", **kwargs},
+    )
 
 
 # -- reading and its errors -------------------------------------------------------------------------------------
@@ -53,12 +62,15 @@ def test_labelled_lines_skip_blank_lines_and_read_crlf_and_bom(tmp_path):
     assert records.origins == [f"{path}:1", f"{path}:3"]
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"pos\tgood\nno tab here\n", r"a\.txt:2: expected `label<TAB>text`"),
-    (b"", r"a\.txt is empty"),
-    (b"\n\n", r"a\.txt is empty"),
-    (b"pos\tgood\nneg\t\xb2\xbb\xba\xc3\n", r"a\.txt:2: byte 0xb2 .* not UTF-8.*iconv"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"pos\tgood\nno tab here\n", r"a\.txt:2: expected `label<TAB>text`"),
+        (b"", r"a\.txt is empty"),
+        (b"\n\n", r"a\.txt is empty"),
+        (b"pos\tgood\nneg\t\xb2\xbb\xba\xc3\n", r"a\.txt:2: byte 0xb2 .* not UTF-8.*iconv"),
+    ],
+)
 def test_bad_lines_name_the_file_and_line(tmp_path, content, match):
     (tmp_path / "a.txt").write_bytes(content)
     with pytest.raises(DataError, match=match):
@@ -132,14 +144,25 @@ def test_second_run_skips_tokenizing_and_a_new_min_freq_only_reencodes(tmp_path,
 def token_model(cls, bidirectional: bool, **kwargs):
     torch.manual_seed(0)
     spec = TextSpec(task="x", input_kind="tokens", input_size=20, num_classes=3, seq_len=9)
-    stack = functools.partial(RecurrentStack, cell=functools.partial(FusedRNN, hidden_size=8, mode="lstm"),
-                              depth=2, bidirectional=bidirectional)
+    stack = functools.partial(
+        RecurrentStack,
+        cell=functools.partial(FusedRNN, hidden_size=8, mode="lstm"),
+        depth=2,
+        bidirectional=bidirectional,
+    )
     return cls(spec=spec, stack=stack, optimizer=torch.optim.Adam, embedding_dim=6, **kwargs).eval()
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("cls, kwargs", [(SequenceClassifier, {}), (SequenceClassifier, {"pool": "max"}),
-                                         (SequenceClassifier, {"pool": "mean"}), (SequenceTagger, {})])
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (SequenceClassifier, {}),
+        (SequenceClassifier, {"pool": "max"}),
+        (SequenceClassifier, {"pool": "mean"}),
+        (SequenceTagger, {}),
+    ],
+)
 def test_padding_does_not_change_predictions(cls, kwargs, bidirectional):
     model = token_model(cls, bidirectional, **kwargs)
     alone = torch.tensor([[3, 4, 5, 6]])
@@ -199,9 +222,18 @@ def test_agreement_compares_words_on_the_same_characters():
 def test_pos_gold_and_jieba_silver_train_end_to_end(cfg_factory, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(GOLD) + "\n", encoding="utf-8")
-    record = train(cfg_factory("dataset=pos_zh", f"dataset.corpus_file={corpus}", "debug=fdr",
-                               "cell.hidden_size=8", "embedding.dim=8", "task.head=crf", "dataset.batch_size=8",
-                               out=tmp_path / "run"))  # its own run dir: tmp_path holds the corpus
+    record = train(
+        cfg_factory(
+            "dataset=pos_zh",
+            f"dataset.corpus_file={corpus}",
+            "debug=fdr",
+            "cell.hidden_size=8",
+            "embedding.dim=8",
+            "task.head=crf",
+            "dataset.batch_size=8",
+            out=tmp_path / "run",
+        )
+    )  # its own run dir: tmp_path holds the corpus
     assert record["status"] == "ok" and record["task"] == "tag" and 0 <= record["test/acc"] <= 1
     assert {"test/f1", "test/oov_tokens"} <= set(record)
     raw = tmp_path / "raw.txt"
@@ -242,8 +274,12 @@ def test_word2vec_and_pretrained_vectors_reach_the_model(tmp_path, caplog):
     dm = news(tmp_path, embedding={"kind": "word2vec", "dim": 8, "window": 2, "epochs": 2, "sg": 1})
     dm.setup()
     model = token_model(SequenceClassifier, False).__class__(
-        spec=dm.spec, stack=functools.partial(RecurrentStack, cell=functools.partial(FusedRNN, hidden_size=4)),
-        optimizer=torch.optim.Adam, embedding_dim=8, freeze_embedding=True)
+        spec=dm.spec,
+        stack=functools.partial(RecurrentStack, cell=functools.partial(FusedRNN, hidden_size=4)),
+        optimizer=torch.optim.Adam,
+        embedding_dim=8,
+        freeze_embedding=True,
+    )
     vectors = np.load(dm.spec.vectors)["vectors"]
     assert torch.equal(model.encoder.weight, torch.from_numpy(vectors)) and not model.encoder.weight.requires_grad
     assert (vectors[0] == 0).all() and (np.abs(vectors[2:]).sum(1) > 0).all()
@@ -301,8 +337,9 @@ def test_imdb_folder_and_sentiment_zh_folder(tmp_path):
 def test_news_zh_from_the_command_line(tmp_path):
     from tests.conftest import run_cli
 
-    done = run_cli("dataset=news_zh", "debug=fdr", "dataset.tokenizer=char", "cell.hidden_size=8",
-                   f"hydra.run.dir={tmp_path}")
+    done = run_cli(
+        "dataset=news_zh", "debug=fdr", "dataset.tokenizer=char", "cell.hidden_size=8", f"hydra.run.dir={tmp_path}"
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "ok" and record["dataset"] == "news_zh" and "test/acc" in record

@@ -1,5 +1,6 @@
 """End to end through src.train: every cell/direction/depth runs, training learns, metrics.json, resume, DDP,
 multirun and W&B logging."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,23 @@ from src.train import train
 from tests.conftest import run_cli
 
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
-CONTRACT = {"dataset", "task", "cell", "depth", "direction", "truncation", "seed", "params", "monitor",
-            "val/acc_best", "test/acc", "test/f1", "train_samples_per_s", "wall_s", "status"}
+CONTRACT = {
+    "dataset",
+    "task",
+    "cell",
+    "depth",
+    "direction",
+    "truncation",
+    "seed",
+    "params",
+    "monitor",
+    "val/acc_best",
+    "test/acc",
+    "test/f1",
+    "train_samples_per_s",
+    "wall_s",
+    "status",
+}
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -26,8 +42,7 @@ def read_metrics(run_dir: Path) -> dict:
 @pytest.mark.parametrize("direction", ["uni", "bi"])
 @pytest.mark.parametrize("depth", [1, 2])
 def test_fast_dev_run_every_cell_direction_depth(cfg_factory, tmp_path, cell, direction, depth):
-    cfg = cfg_factory("debug=fdr", f"cell={cell}", f"direction={direction}", f"depth={depth}",
-                      "cell.hidden_size=16")
+    cfg = cfg_factory("debug=fdr", f"cell={cell}", f"direction={direction}", f"depth={depth}", "cell.hidden_size=16")
     record = train(cfg)
     assert record["status"] == "ok" and 0.0 <= record["test/acc"] <= 1.0
     assert (record["cell"], record["direction"], record["depth"]) == (cell, direction, depth)
@@ -68,8 +83,14 @@ def test_failure_is_recorded_in_metrics_json(cfg_factory, tmp_path):
 @pytest.mark.parametrize("updates", [1, 3])
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(cfg_factory, tmp_path, updates):
     """From the end-of-epoch checkpoint (with 3 updates per step: 8 batches an epoch in steps of 3, 3, 2)."""
-    common = ["callbacks=default", "scheduler=none", "trainer.deterministic=true", "trainer.limit_train_batches=8",
-              "cell.hidden_size=32", f"updates_per_step={updates}"]
+    common = [
+        "callbacks=default",
+        "scheduler=none",
+        "trainer.deterministic=true",
+        "trainer.limit_train_batches=8",
+        "cell.hidden_size=32",
+        f"updates_per_step={updates}",
+    ]
     whole = train(cfg_factory(*common, "trainer.max_epochs=3", out=tmp_path / "whole"))
     train(cfg_factory(*common, "trainer.max_epochs=2", out=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
@@ -78,8 +99,10 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(cfg_factory, tmp_
     for key in ("val/loss", "val/acc", "val/acc_best"):
         assert resumed[key] == pytest.approx(whole[key], abs=1e-6), key
     # The same weights at the end: the data order, optimizer state and step count were all restored.
-    final = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-             for run in ("whole", "resumed")]
+    final = [
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run in ("whole", "resumed")
+    ]
     assert final[0].keys() == final[1].keys()
     for name in final[0]:
         torch.testing.assert_close(final[1][name], final[0][name], rtol=0, atol=1e-6)
@@ -88,8 +111,13 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(cfg_factory, tmp_
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     """The global batch is split across processes and gradients averaged: the same optimisation as one process,
     and evaluation covers each sample once, so the synced test metrics are the same."""
-    args = ["trainer.max_epochs=2", "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
-            "cell.hidden_size=32"]
+    args = [
+        "trainer.max_epochs=2",
+        "logger=none",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        "cell.hidden_size=32",
+    ]
     single = run_cli(*args, f"hydra.run.dir={tmp_path / 'one'}")
     ddp = run_cli(*args, "trainer=ddp_sim", f"hydra.run.dir={tmp_path / 'ddp'}")
     assert single.returncode == 0, single.stderr[-3000:]
@@ -106,8 +134,15 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
 
 
 def test_multirun_through_the_command_line(tmp_path):
-    done = run_cli("-m", "cell=rnn,gru", "debug=limit", "logger=csv", "callbacks=none",
-                   "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}")
+    done = run_cli(
+        "-m",
+        "cell=rnn,gru",
+        "debug=limit",
+        "logger=csv",
+        "callbacks=none",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = [read_metrics(path.parent) for path in sorted(tmp_path.glob("*/metrics.json"))]
     assert sorted(r["cell"] for r in records) == ["gru", "rnn"]
@@ -126,9 +161,14 @@ def test_wandb_offline_run_with_nested_config_group_and_tags(cfg_factory, tmp_pa
 
     def capture_then_finish():
         if wandb.run is not None:
-            seen.update(config=dict(wandb.run.config), tags=list(wandb.run.tags), group=wandb.run.group,
-                        offline=wandb.run.settings._offline, job_type=wandb.run.job_type,
-                        summary={k: wandb.run.summary[k] for k in ("val/acc", "val/acc_best", "test/acc")})
+            seen.update(
+                config=dict(wandb.run.config),
+                tags=list(wandb.run.tags),
+                group=wandb.run.group,
+                offline=wandb.run.settings._offline,
+                job_type=wandb.run.job_type,
+                summary={k: wandb.run.summary[k] for k in ("val/acc", "val/acc_best", "test/acc")},
+            )
         finish()
 
     monkeypatch.setattr(src.train, "_finish_wandb", capture_then_finish)
@@ -165,17 +205,27 @@ def fit_weights(cfg) -> tuple[list[torch.Tensor], L.Trainer]:
     return [p.detach().clone() for p in model.parameters()], trainer
 
 
-@pytest.mark.parametrize("setting", [
-    ["dataset=smnist5k", "task.scheduler_interval=step"],  # a per-update LR schedule
-    ["dataset=smnist5k", "truncation=tbptt", "truncation.steps=10"],  # several updates per batch
-    ["experiment=sin2cos_lstm", "truncation.steps=25"],  # a state carried from batch to batch
-    ["experiment=seq2seq_reverse", "cell.hidden_size=32"],  # a task with its own loss path
-], ids=["classify", "tbptt", "stream", "seq2seq"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ["dataset=smnist5k", "task.scheduler_interval=step"],  # a per-update LR schedule
+        ["dataset=smnist5k", "truncation=tbptt", "truncation.steps=10"],  # several updates per batch
+        ["experiment=sin2cos_lstm", "truncation.steps=25"],  # a state carried from batch to batch
+        ["experiment=seq2seq_reverse", "cell.hidden_size=32"],  # a task with its own loss path
+    ],
+    ids=["classify", "tbptt", "stream", "seq2seq"],
+)
 def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, setting):
     """updates_per_step=3 over 7 batches an epoch (steps of 3, 3, 1): the same updates in the same order as
     updates_per_step=1, so the same weights, bit for bit; global_step counts updates; Throughput every sample."""
-    common = [*setting, "trainer.max_epochs=2", "trainer.limit_train_batches=7", "trainer.limit_val_batches=2",
-              "test=false", "trainer.gradient_clip_val=0.5"]
+    common = [
+        *setting,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=7",
+        "trainer.limit_val_batches=2",
+        "test=false",
+        "trainer.gradient_clip_val=0.5",
+    ]
     one, one_trainer = fit_weights(cfg_factory(*common, "updates_per_step=1", out=tmp_path / "one"))
     three, trainer = fit_weights(cfg_factory(*common, "updates_per_step=3", out=tmp_path / "three"))
     assert trainer.lightning_module.update.per_step == 3 and not trainer.lightning_module.automatic_optimization
@@ -194,8 +244,9 @@ def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, se
 
 
 def test_max_steps_stops_at_its_update_with_several_updates_per_step(cfg_factory):
-    _, trainer = fit_weights(cfg_factory("updates_per_step=3", "trainer.max_steps=4", "trainer.limit_val_batches=1",
-                                         "test=false"))
+    _, trainer = fit_weights(
+        cfg_factory("updates_per_step=3", "trainer.max_steps=4", "trainer.limit_val_batches=1", "test=false")
+    )
     assert trainer.global_step == 4
 
 
@@ -208,21 +259,31 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
     assert updates_per_step(cfg_factory("trainer=gpu", "diagnostics=gradients")) == 1  # it watches single updates
     assert updates_per_step(cfg_factory("trainer=gpu", "trainer.accumulate_grad_batches=2")) == 1
     assert updates_per_step(cfg_factory("updates_per_step=5")) == 5
-    for bad, words in ((["updates_per_step=0"], "positive integer"), (["updates_per_step=fast"], "or auto"),
-                       (["updates_per_step=4", "diagnostics=gradients"], "set updates_per_step=1"),
-                       (["updates_per_step=4", "trainer.accumulate_grad_batches=2"], "set one of them to 1")):
+    for bad, words in (
+        (["updates_per_step=0"], "positive integer"),
+        (["updates_per_step=fast"], "or auto"),
+        (["updates_per_step=4", "diagnostics=gradients"], "set updates_per_step=1"),
+        (["updates_per_step=4", "trainer.accumulate_grad_batches=2"], "set one of them to 1"),
+    ):
         with pytest.raises(ConfigError, match=words):
             updates_per_step(cfg_factory(*bad))
 
 
-@pytest.mark.parametrize("overrides, update, reason", [
-    (["trainer=cpu"], "automatic", "updates_per_step=auto: 1 off a GPU"),
-    (["trainer=gpu"], "grouped(graphed(manual), K=8)", "updates_per_step=auto: 8 on a GPU; graph_updates=true"),
-    (["trainer=gpu", "graph_updates=false"], "grouped(manual, K=8)", "updates_per_step=auto: 8 on a GPU"),
-    (["updates_per_step=3", "truncation=tbptt", "truncation.steps=7", "truncation.stride=5"],
-     "grouped(truncated(k2=7, k1=5), K=3)", "updates_per_step=3; truncation=tbptt"),
-    (["truncation=tbptt", "updates_per_step=1"], "truncated(k2=", "updates_per_step=1; truncation=tbptt"),
-], ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"])
+@pytest.mark.parametrize(
+    "overrides, update, reason",
+    [
+        (["trainer=cpu"], "automatic", "updates_per_step=auto: 1 off a GPU"),
+        (["trainer=gpu"], "grouped(graphed(manual), K=8)", "updates_per_step=auto: 8 on a GPU; graph_updates=true"),
+        (["trainer=gpu", "graph_updates=false"], "grouped(manual, K=8)", "updates_per_step=auto: 8 on a GPU"),
+        (
+            ["updates_per_step=3", "truncation=tbptt", "truncation.steps=7", "truncation.stride=5"],
+            "grouped(truncated(k2=7, k1=5), K=3)",
+            "updates_per_step=3; truncation=tbptt",
+        ),
+        (["truncation=tbptt", "updates_per_step=1"], "truncated(k2=", "updates_per_step=1; truncation=tbptt"),
+    ],
+    ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"],
+)
 def test_the_update_strategy_comes_from_the_config_with_its_reason(cfg_factory, overrides, update, reason):
     """One place (src/updates/choose.py via src.train.update_strategy) turns truncation, updates_per_step and
     graph_updates into the strategy; metrics.json records its `describe()` and `reason`. A strategy that steps
@@ -257,9 +318,16 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
     capturable, learning rate a tensor) is saved with plain settings that an optimizer on CPU accepts."""
     from src.updates.graphed import portable_optimizer_states
 
-    weights, trainer = fit_weights(cfg_factory("updates_per_step=2", "graph_updates=true", "trainer.max_epochs=1",
-                                               "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-                                               "test=false"))
+    weights, trainer = fit_weights(
+        cfg_factory(
+            "updates_per_step=2",
+            "graph_updates=true",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=4",
+            "trainer.limit_val_batches=1",
+            "test=false",
+        )
+    )
     recorder = trainer.lightning_module.update.inner  # grouped(graphed(manual))
     assert recorder.off == "not on a GPU" and not recorder.graphs and trainer.global_step == 4
     explained = trainer.lightning_module.update.explain()  # metrics.json `update_reason`
@@ -278,22 +346,34 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
         fit_weights(cfg_factory("updates_per_step=2", "graph_updates=sometimes"))
 
 
-@pytest.mark.parametrize("overrides, reason", [
-    ([], None),  # the benchmark's setting: fused LSTM, Adam, fp32, one process
-    (["cell=gru_v1"], "loop cell"),
-    (["optimizer=sgd"], "SGD cannot be captured"),
-    (["depth=2", "stack.dropout=0.2"], "dropout"),
-    (["trainer.precision=64-true"], "precision"),
-    (["experiment=seq2seq_reverse", "cell.hidden_size=16"], "loss reads values back to the host (__int__"),
-], ids=["captured", "loop-cell", "sgd", "dropout", "float64", "host-count"])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ([], None),  # the benchmark's setting: fused LSTM, Adam, fp32, one process
+        (["cell=gru_v1"], "loop cell"),
+        (["optimizer=sgd"], "SGD cannot be captured"),
+        (["depth=2", "stack.dropout=0.2"], "dropout"),
+        (["trainer.precision=64-true"], "precision"),
+        (["experiment=seq2seq_reverse", "cell.hidden_size=16"], "loss reads values back to the host (__int__"),
+    ],
+    ids=["captured", "loop-cell", "sgd", "dropout", "float64", "host-count"],
+)
 def test_update_graphs_are_used_only_where_exact(cfg_factory, overrides, reason):
     """The conditions a GPU run's update graphs are checked against (src/updates/graphed.py), on this CPU
     machine: a trained module is made to look as if it were on a GPU, so only the condition under test differs.
     A loss's host reads are detected by running it once (seq2seq counts its targets with int(...))."""
     from src.updates.graphed import Graphed
 
-    _, trainer = fit_weights(cfg_factory(*overrides, "updates_per_step=2", "trainer.max_epochs=1",
-                                         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"))
+    _, trainer = fit_weights(
+        cfg_factory(
+            *overrides,
+            "updates_per_step=2",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "test=false",
+        )
+    )
     task = trainer.lightning_module
     batch = next(iter(trainer.datamodule.train_dataloader()))
     task._device = torch.device("cuda", 0)
@@ -320,9 +400,17 @@ def test_resume_with_several_updates_per_step_continues_the_same_batches(cfg_fac
                 raise Stop
 
     def run(callback=None, ckpt=None):
-        datamodule, model, trainer = build(cfg_factory(
-            "updates_per_step=3", "trainer.max_epochs=2", "trainer.limit_train_batches=7", "scheduler=none",
-            "trainer.limit_val_batches=1", "test=false", out=tmp_path / "run"))
+        datamodule, model, trainer = build(
+            cfg_factory(
+                "updates_per_step=3",
+                "trainer.max_epochs=2",
+                "trainer.limit_train_batches=7",
+                "scheduler=none",
+                "trainer.limit_val_batches=1",
+                "test=false",
+                out=tmp_path / "run",
+            )
+        )
         inner = model.update.inner  # the strategy that trains each batch of a grouped step
         seen, train_on = [], inner.train_on
         inner.train_on = lambda batch: seen.append(batch.y[:8].tolist()) or train_on(batch)

@@ -1,5 +1,6 @@
 """Truncated BPTT: windows, equivalence with full BPTT, gradients against a hand-written loop, carried state,
 clipping, and the combinations it refuses."""
+
 from __future__ import annotations
 
 import copy
@@ -16,9 +17,9 @@ from src.errors import ConfigError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack, detach_state
 from src.tasks.base import RecurrentTask
+from src.train import build
 from src.updates.choose import choose
 from src.updates.truncated import Truncation
-from src.train import build
 from tests.test_models import OneLSTMLayer
 
 
@@ -48,15 +49,16 @@ def make_task(mode: str, truncation: dict | None, lr: float = 0.0, clip: float |
     task = PerStepRegression(
         spec=DataSpec(task="regress", input_kind="features", input_size=3, num_classes=1, seq_len=12),
         stack=functools.partial(RecurrentStack, functools.partial(FusedRNN, mode=mode, hidden_size=8), depth=depth),
-        optimizer=functools.partial(torch.optim.SGD, lr=lr), update=choose(truncation, gradient_clip_val=clip))
+        optimizer=functools.partial(torch.optim.SGD, lr=lr),
+        update=choose(truncation, gradient_clip_val=clip),
+    )
     task.recorded_grads, task.recorded_norms = [], []
     return task
 
 
 def batches(n: int = 1, steps: int = 12, seed: int = 1) -> list[Batch]:
     g = torch.Generator().manual_seed(seed)
-    return [Batch(torch.randn(4, steps, 3, generator=g), None, torch.randn(4, steps, generator=g))
-            for _ in range(n)]
+    return [Batch(torch.randn(4, steps, 3, generator=g), None, torch.randn(4, steps, generator=g)) for _ in range(n)]
 
 
 class Loader:
@@ -73,8 +75,14 @@ class Loader:
 
 
 def fit(task, data, epochs: int = 1) -> PerStepRegression:
-    L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, num_sanity_val_steps=0).fit(task, Loader(data))
+    L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    ).fit(task, Loader(data))
     return task
 
 
@@ -99,7 +107,7 @@ def test_every_update_matches_a_hand_written_reference_loop(mode, steps, stride)
         with torch.no_grad():
             _, state = reference.encode(batch.x[:, :start]) if start else (None, None)
         out, _ = reference.encode(batch.x[:, start:t1], None, detach_state(state))
-        pred = reference.head(out[:, t0 - start:], None)
+        pred = reference.head(out[:, t0 - start :], None)
         F.mse_loss(pred, batch.y[:, t0:t1]).backward()
         expected.append({n: p.grad.clone() for n, p in reference.named_parameters()})
     assert len(recorded) == len(expected) == len(Truncation(steps, stride).windows(12))
@@ -121,9 +129,13 @@ def test_steps_covering_the_sequence_equal_full_bptt_after_one_update(mode):
 
 def test_steps_covering_the_sequence_equal_full_bptt_through_the_real_config(cfg_factory):
     """The same through src.train's build: digits (8 steps), one optimizer step, clipping on."""
+
     def params(*overrides):
-        _, model, trainer = build(cfg_factory("dataset=digits", "trainer.max_steps=1", "test=false",
-                                              "trainer.gradient_clip_val=0.5", *overrides))
+        _, model, trainer = build(
+            cfg_factory(
+                "dataset=digits", "trainer.max_steps=1", "test=false", "trainer.gradient_clip_val=0.5", *overrides
+            )
+        )
         dm = build(cfg_factory("dataset=digits"))[0]
         trainer.fit(model, datamodule=dm)
         return model.state_dict()
@@ -133,8 +145,12 @@ def test_steps_covering_the_sequence_equal_full_bptt_through_the_real_config(cfg
         assert torch.equal(full[name], truncated[name]), name
 
 
-@pytest.mark.parametrize("cell", [functools.partial(FusedRNN, mode=m, hidden_size=6) for m in ("rnn", "lstm", "gru")]
-                         + [functools.partial(OneLSTMLayer, hidden_size=6)], ids=["rnn", "lstm", "gru", "layered"])
+@pytest.mark.parametrize(
+    "cell",
+    [functools.partial(FusedRNN, mode=m, hidden_size=6) for m in ("rnn", "lstm", "gru")]
+    + [functools.partial(OneLSTMLayer, hidden_size=6)],
+    ids=["rnn", "lstm", "gru", "layered"],
+)
 def test_chunked_forward_with_carried_state_equals_one_forward(cell):
     torch.manual_seed(0)
     stack = RecurrentStack(cell, input_size=3, depth=2)
@@ -142,7 +158,7 @@ def test_chunked_forward_with_carried_state_equals_one_forward(cell):
     whole, final = stack(x)
     state, outs = None, []
     for a in range(0, 10, 3):
-        out, state = stack(x[:, a:a + 3], None, state)
+        out, state = stack(x[:, a : a + 3], None, state)
         outs.append(out)
     torch.testing.assert_close(torch.cat(outs, dim=1), whole)
     torch.testing.assert_close(state, final)
@@ -186,12 +202,15 @@ def test_clipping_bounds_the_gradient_norm_under_truncation():
     assert max(unclipped) > 0.01  # the bound above was the clipping's doing
 
 
-@pytest.mark.parametrize("truncation,match", [
-    ({"mode": "tbptt", "steps": 0}, "truncation.steps=0"),
-    ({"mode": "tbptt", "steps": 4, "stride": 5}, "truncation.stride=5"),
-    ({"mode": "tbptt", "steps": 4, "size": 2}, "unknown truncation settings"),
-    ({"mode": "sometimes"}, "truncation.mode"),
-])
+@pytest.mark.parametrize(
+    "truncation,match",
+    [
+        ({"mode": "tbptt", "steps": 0}, "truncation.steps=0"),
+        ({"mode": "tbptt", "steps": 4, "stride": 5}, "truncation.stride=5"),
+        ({"mode": "tbptt", "steps": 4, "size": 2}, "unknown truncation settings"),
+        ({"mode": "sometimes"}, "truncation.mode"),
+    ],
+)
 def test_bad_truncation_settings_are_refused(truncation, match):
     with pytest.raises(ConfigError, match=match):
         make_task("lstm", truncation)

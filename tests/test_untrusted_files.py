@@ -1,5 +1,6 @@
 """Files the suite reads are data, never code: checkpoints rebuild only the suite's classes; caches and
 extracted data are verified before use; data outside what a data set declares is an error naming file and line."""
+
 from __future__ import annotations
 
 import gzip
@@ -38,25 +39,36 @@ class Touch:
 
 def lm_checkpoint(path: Path, task: dict) -> Path:
     """A file shaped like a language model's checkpoint of src.train, whose stored task config is `task`."""
-    meta = {"config": {"task": task},
-            "spec": {"task": "language_model", "input_kind": "tokens", "input_size": 5, "num_classes": 5,
-                     "seq_len": 8},
-            "generation": {"vocab": ["<pad>", "<unk>", "<eos>", "a", "b"], "level": "char", "tokenizer": "none"}}
+    meta = {
+        "config": {"task": task},
+        "spec": {"task": "language_model", "input_kind": "tokens", "input_size": 5, "num_classes": 5, "seq_len": 8},
+        "generation": {"vocab": ["<pad>", "<unk>", "<eos>", "a", "b"], "level": "char", "tokenizer": "none"},
+    }
     torch.save({"rnn_bench": meta, "state_dict": {}}, path)
     return path
 
 
 def generate_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "src.generate", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "src.generate", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def legit_task() -> dict:
-    return {"_target_": "src.tasks.language_model.LanguageModel",
-            "stack": {"_target_": "src.models.stack.RecurrentStack", "_partial_": True,
-                      "cell": {"_target_": "src.models.cells.fused.FusedRNN", "_partial_": True, "mode": "lstm",
-                               "hidden_size": 8}},
-            "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001}}
+    return {
+        "_target_": "src.tasks.language_model.LanguageModel",
+        "stack": {
+            "_target_": "src.models.stack.RecurrentStack",
+            "_partial_": True,
+            "cell": {
+                "_target_": "src.models.cells.fused.FusedRNN",
+                "_partial_": True,
+                "mode": "lstm",
+                "hidden_size": 8,
+            },
+        },
+        "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001},
+    }
 
 
 def attacks(tmp_path: Path) -> dict[str, tuple[dict, Path]]:
@@ -71,15 +83,29 @@ def attacks(tmp_path: Path) -> dict[str, tuple[dict, Path]]:
         # a builtin that writes a file, as the task itself
         "open": ({"_target_": "builtins.open", "_args_": [str(made["open"]), "w"]}, made["open"]),
         # a pathlib method, called on a Path the config builds too
-        "mkdir": ({**task, "stack": {"_target_": "pathlib.Path.mkdir",
-                                     "_args_": [{"_target_": "pathlib.Path", "_args_": [str(made["mkdir"])]}]}},
-                  made["mkdir"]),
+        "mkdir": (
+            {
+                **task,
+                "stack": {
+                    "_target_": "pathlib.Path.mkdir",
+                    "_args_": [{"_target_": "pathlib.Path", "_args_": [str(made["mkdir"])]}],
+                },
+            },
+            made["mkdir"],
+        ),
         # a loader that unpickles another file (torch.load without weights_only)
-        "unpickle": ({**task, "optimizer": {"_target_": "torch.load", "f": str(pickled), "weights_only": False}},
-                     marker_pickle),
+        "unpickle": (
+            {**task, "optimizer": {"_target_": "torch.load", "f": str(pickled), "weights_only": False}},
+            marker_pickle,
+        ),
         # deep inside: the cell of the stack
-        "cell": ({**task, "stack": {**task["stack"], "cell": {"_target_": "builtins.open",
-                                                              "_args_": [str(made["cell"]), "w"]}}}, made["cell"]),
+        "cell": (
+            {
+                **task,
+                "stack": {**task["stack"], "cell": {"_target_": "builtins.open", "_args_": [str(made["cell"]), "w"]}},
+            },
+            made["cell"],
+        ),
     }
 
 
@@ -117,8 +143,16 @@ def test_a_legitimate_stored_config_passes_and_every_configured_target_is_allowe
                 node = cfg[group]
                 if node and "_target_" in node:
                     assert node._target_ in allowed, f"conf/{group}/{path.name}: {node._target_}"
-    for target in ("builtins.open", "os.system", "pathlib.Path.mkdir", "torch.load", "numpy.load",
-                   "src.files.atomic_write_text", "src.data.sources.UrlArtifact", "subprocess.run"):
+    for target in (
+        "builtins.open",
+        "os.system",
+        "pathlib.Path.mkdir",
+        "torch.load",
+        "numpy.load",
+        "src.files.atomic_write_text",
+        "src.data.sources.UrlArtifact",
+        "subprocess.run",
+    ):
         assert target not in allowed
         with pytest.raises(ConfigError, match="not one of the suite's classes"):
             check_stored_config({"x": [{"_target_": target}]}, "test")
@@ -132,10 +166,11 @@ def test_checkpoint_with_a_malformed_spec_or_generation_entry_is_one_message(tmp
     assert "spec.input_size='five'" in generate_error(capsys, f"ckpt={ckpt}")
     assert "is a directory" in generate_error(capsys, f"ckpt={tmp_path}")
     for temperature in ("nan", "inf", "-1"):
-        assert f"temperature=" in generate_error(capsys, f"ckpt={ckpt}", f"temperature={temperature}")
+        assert "temperature=" in generate_error(capsys, f"ckpt={ckpt}", f"temperature={temperature}")
 
 
 # -- data and caches ---------------------------------------------------------------------------------------------
+
 
 def fake_wheel(folder: Path, content: bytes) -> str:
     folder.mkdir(parents=True, exist_ok=True)
@@ -221,7 +256,7 @@ def test_idx_label_outside_the_ten_classes_names_the_file_and_record(tmp_path):
 
 def test_vectors_file_in_another_encoding_names_the_line_and_a_directory_is_refused(tmp_path):
     vectors = tmp_path / "vectors.txt"
-    vectors.write_bytes("film 0.1 0.2\n".encode() + "café 0.3 0.4\n".encode("latin-1"))
+    vectors.write_bytes(b"film 0.1 0.2\n" + "café 0.3 0.4\n".encode("latin-1"))
     vocab = ["<pad>", "<unk>", "film", "café"]
     x, lengths = np.array([[2, 3]]), np.array([2])
     cfg = {"kind": "pretrained", "dim": 2, "path": str(vectors)}
@@ -233,8 +268,9 @@ def test_vectors_file_in_another_encoding_names_the_line_and_a_directory_is_refu
     path = prepare_vectors(cfg, vocab, x, lengths, tmp_path / "cache", {})
     first = np.load(path)["vectors"].copy()
     vectors.write_text("film 0.1 0.2\ncafé 0.3 0.5\n", encoding="utf-8")  # same size, new content
-    assert not np.array_equal(np.load(prepare_vectors(cfg, vocab, x, lengths, tmp_path / "cache", {}))["vectors"],
-                              first)
+    assert not np.array_equal(
+        np.load(prepare_vectors(cfg, vocab, x, lengths, tmp_path / "cache", {}))["vectors"], first
+    )
 
 
 def test_files_written_atomically_get_the_umask_permissions(tmp_path):

@@ -1,4 +1,5 @@
 """python -m src.bench <name> [args...]: run one benchmark (a module in src/bench with a main(argv))."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,8 +11,11 @@ NOT_BENCHMARKS = {"report"}
 
 
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-                  if not m.name.startswith("_") and m.name not in NOT_BENCHMARKS)
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if not m.name.startswith("_") and m.name not in NOT_BENCHMARKS
+    )
 
 
 def main(argv: list[str]) -> int:

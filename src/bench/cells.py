@@ -15,14 +15,15 @@ sizes; `--jit-both` times each jit cell both ways, which is what tells whether T
 sequences the scan cells are timed both ways. Writes benchmarks/cells-<cpu|cuda>.json and .md
 (cells-cpu-quick.json etc. for partial runs).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from hydra.utils import instantiate
@@ -38,8 +39,9 @@ LONG = dict(B=64, I=256, H=256)
 FUSED = {"rnn", "rnn_relu", "lstm", "gru"}  # torch's own (cuDNN on GPU, oneDNN/ATen on CPU)
 
 
-def cell_factories(hidden: int, only: set[str] | None, jit_both: bool = False,
-                   scan_both: bool = False) -> dict[str, Callable]:
+def cell_factories(
+    hidden: int, only: set[str] | None, jit_both: bool = False, scan_both: bool = False
+) -> dict[str, Callable]:
     """name -> cell factory (what Hydra gives the stack) for every config in conf/cell, at this hidden size."""
     out = {}
     for path in sorted(CELL_CONF.glob("*.yaml")):
@@ -91,6 +93,7 @@ def fwd_bwd(stack: RecurrentStack, x: torch.Tensor) -> Callable[[], None]:
         x.grad = None
         out, _ = stack(x)
         out.float().sum().backward()
+
     return run
 
 
@@ -99,9 +102,13 @@ def kind(name: str, device: torch.device) -> str:
     if base in FUSED:
         return "fused (torch)"
     if name.endswith("(no graphs)"):
-        return kind(name[:-len(" (no graphs)")], device).replace(" in CUDA graphs", "")
-    explicit = {"(parallel)": "parallel scan", "(sequential)": "sequential loop", "(TorchScript)": "TorchScript loop",
-                "(eager)": "eager loop"}
+        return kind(name[: -len(" (no graphs)")], device).replace(" in CUDA graphs", "")
+    explicit = {
+        "(parallel)": "parallel scan",
+        "(sequential)": "sequential loop",
+        "(TorchScript)": "TorchScript loop",
+        "(eager)": "eager loop",
+    }
     for suffix, what in explicit.items():
         if name.endswith(suffix):
             return what
@@ -126,13 +133,29 @@ def bench_sizes(args, device: torch.device) -> list[dict]:
         cells.setdefault("lstm", cell_factories(H, {"lstm"})["lstm"])  # the yardstick is always timed
         fns = {name: fwd_bwd(RecurrentStack(c, input_size=I).to(device), x) for name, c in cells.items()}
         if device.type == "cuda" and not args.no_graphs_too:  # what the CUDA graphs of loop cells buy
-            fns.update({f"{name} (no graphs)": fwd_bwd(RecurrentStack(c, input_size=I, cuda_graphs=False).to(device), x)
-                        for name, c in cells.items() if name.split(":")[0].split(" ")[0] not in FUSED})
+            fns.update(
+                {
+                    f"{name} (no graphs)": fwd_bwd(RecurrentStack(c, input_size=I, cuda_graphs=False).to(device), x)
+                    for name, c in cells.items()
+                    if name.split(":")[0].split(" ")[0] not in FUSED
+                }
+            )
         print(f"# {size}: T={T} B={B} I={I} H={H}, {len(fns)} cells", flush=True)
         ms = interleaved_ms(fns, device, args.warmup, args.reps)
         for name, t in ms.items():
-            rows.append({"size": size, "T": T, "B": B, "input": I, "hidden": H, "cell": name,
-                         "impl": kind(name, device), "ms": round(t, 3), "vs_fused_lstm": round(t / ms["lstm"], 2)})
+            rows.append(
+                {
+                    "size": size,
+                    "T": T,
+                    "B": B,
+                    "input": I,
+                    "hidden": H,
+                    "cell": name,
+                    "impl": kind(name, device),
+                    "ms": round(t, 3),
+                    "vs_fused_lstm": round(t / ms["lstm"], 2),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -148,8 +171,19 @@ def bench_long(args, device: torch.device) -> list[dict]:
         print(f"# long: T={T} B={B} I={I} H={H}", flush=True)
         ms = interleaved_ms(fns, device, args.warmup, args.reps)
         for name, t in ms.items():
-            rows.append({"size": f"long T={T}", "T": T, "B": B, "input": I, "hidden": H, "cell": name,
-                         "impl": kind(name, device), "ms": round(t, 3), "vs_fused_gru": round(t / ms["gru"], 3)})
+            rows.append(
+                {
+                    "size": f"long T={T}",
+                    "T": T,
+                    "B": B,
+                    "input": I,
+                    "hidden": H,
+                    "cell": name,
+                    "impl": kind(name, device),
+                    "ms": round(t, 3),
+                    "vs_fused_gru": round(t / ms["gru"], 3),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -182,19 +216,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 20 on GPU, 3 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed iterations first (default 2: TorchScript optimises on the 2nd call; on CPU, "
-                             "where cells run eagerly, 0: the median of the rounds absorbs a slow first one)")
-    parser.add_argument("--no-graphs-too", action="store_true",
-                        help="on GPU, skip timing each loop cell also without CUDA graphs (stack.cuda_graphs=false)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed iterations first (default 2: TorchScript optimises on the 2nd call; on CPU, "
+        "where cells run eagerly, 0: the median of the rounds absorbs a slow first one)",
+    )
+    parser.add_argument(
+        "--no-graphs-too",
+        action="store_true",
+        help="on GPU, skip timing each loop cell also without CUDA graphs (stack.cuda_graphs=false)",
+    )
     parser.add_argument("--jit-both", action="store_true", help="time each cell with a jit setting both ways")
     parser.add_argument("--cells", nargs="*", help="only these (config names, or lstm_variant:NFG); lstm always")
-    parser.add_argument("--long-t", type=int, nargs="*", default=None,
-                        help="sequence lengths for the scan cells vs fused GRU (default 512 4096 on GPU; 512 on "
-                             "CPU, where one T=4096 iteration takes about a minute)")
-    parser.add_argument("--long-cells", nargs="*", default=["mingru", "minlstm"],
-                        help="the cells timed on long sequences against the fused GRU, each scan both ways "
-                             "(e.g. lru rglru mamba mlstm)")
+    parser.add_argument(
+        "--long-t",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sequence lengths for the scan cells vs fused GRU (default 512 4096 on GPU; 512 on "
+        "CPU, where one T=4096 iteration takes about a minute)",
+    )
+    parser.add_argument(
+        "--long-cells",
+        nargs="*",
+        default=["mingru", "minlstm"],
+        help="the cells timed on long sequences against the fused GRU, each scan both ways "
+        "(e.g. lru rglru mamba mlstm)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"

@@ -7,6 +7,7 @@ Samples/s are counted over the whole of training, from the first step to the end
 measurements before the first update and at the end (gradient flow, state statistics, files) are included.
 The default is the default recipe's 30 epochs; fewer epochs are pessimistic: those fixed costs weigh more.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,25 @@ class FitClock(L.Callback):
 
 
 def run(diagnostics: bool, cell: str, epochs: int, out_dir: str, extra: list[str]) -> tuple[float, str]:
-    datamodule, model, trainer = build_run([
-        f"cell={cell}", "dataset=smnist5k", "scheduler=none", "logger=csv", "callbacks=none",
-        f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
-        "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false",
-        # one update per step in both runs (diagnostics need it; auto would give the other run 8 on a GPU)
-        "updates_per_step=1", *(["diagnostics=gradients"] if diagnostics else []), *extra], out_dir)
+    datamodule, model, trainer = build_run(
+        [
+            f"cell={cell}",
+            "dataset=smnist5k",
+            "scheduler=none",
+            "logger=csv",
+            "callbacks=none",
+            f"trainer.max_epochs={epochs}",
+            "trainer.limit_val_batches=0",
+            "test=false",
+            "trainer.enable_model_summary=false",
+            "trainer.enable_progress_bar=false",
+            # one update per step in both runs (diagnostics need it; auto would give the other run 8 on a GPU)
+            "updates_per_step=1",
+            *(["diagnostics=gradients"] if diagnostics else []),
+            *extra,
+        ],
+        out_dir,
+    )
     clock = FitClock()
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)
@@ -54,8 +68,11 @@ def run(diagnostics: bool, cell: str, epochs: int, out_dir: str, extra: list[str
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.bench diagnostics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m src.bench diagnostics",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
     parser.add_argument("--epochs", type=int, default=30, help="epochs per run (31 steps each)")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of runs, interleaved")
@@ -67,16 +84,24 @@ def main(argv: list[str]) -> int:
     rows = []
     for i in range(args.repeats):
         # Alternate which goes first, so neither always runs on a warmer (or busier) machine.
-        for on in ((False, True) if i % 2 == 0 else (True, False)):
+        for on in (False, True) if i % 2 == 0 else (True, False):
             with tempfile.TemporaryDirectory() as tmp:
                 rate, device = run(on, args.cell, args.epochs, tmp, args.overrides)
             rates[on].append(rate)
             rows.append({"repeat": i, "diagnostics": "on" if on else "off", "samples_per_s": round(rate, 1)})
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    summary = {"ratio_on_off": round(on / off, 3), "slowdown_pct": round(100 * (1 - on / off), 1),
-               "samples_per_s_off": round(off, 1), "samples_per_s_on": round(on, 1), "device": device,
-               "cell": args.cell, "epochs": args.epochs, "steps_per_run": 31 * args.epochs,
-               "repeats": args.repeats, "diagnostics": "conf/diagnostics/gradients.yaml defaults"}
+    summary = {
+        "ratio_on_off": round(on / off, 3),
+        "slowdown_pct": round(100 * (1 - on / off), 1),
+        "samples_per_s_off": round(off, 1),
+        "samples_per_s_on": round(on, 1),
+        "device": device,
+        "cell": args.cell,
+        "epochs": args.epochs,
+        "steps_per_run": 31 * args.epochs,
+        "repeats": args.repeats,
+        "diagnostics": "conf/diagnostics/gradients.yaml defaults",
+    }
     name = args.name or f"diagnostics-{device}"
     report.publish(name, rows, "python -m src.bench diagnostics " + " ".join(argv), summary)
     return 0

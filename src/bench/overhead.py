@@ -9,12 +9,13 @@ in the same process, interleaved `--repeats` times; the median of each is report
 runs once per `--updates-per-step` value (optimizer updates per Lightning step; auto, the default config, is 8 on
 a GPU and 1 on CPU); `overhead_ratio` is the first value's.
 """
+
 from __future__ import annotations
 
 import argparse
-import tempfile
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,12 +112,25 @@ def build_run(overrides: list[str], out_dir: str):
 
 def suite_run(cell: str, epochs: int, out_dir: str, extra: list[str]):
     """(samples/s, timed updates, the data module, device) for one training run through the suite."""
-    datamodule, model, trainer = build_run([
-        # task.head_hidden=0: one linear layer on the last step, the plain loop's model (the suite's
-        # default head has a hidden layer, which is a different model, not overhead)
-        f"cell={cell}", "dataset=smnist5k", f"dataset.batch_size={BATCH}", "task.head_hidden=0", "scheduler=none",
-        "logger=csv", "callbacks=none", f"trainer.max_epochs={epochs}", "trainer.limit_val_batches=0", "test=false",
-        "trainer.enable_model_summary=false", *extra], out_dir)
+    datamodule, model, trainer = build_run(
+        [
+            # task.head_hidden=0: one linear layer on the last step, the plain loop's model (the suite's
+            # default head has a hidden layer, which is a different model, not overhead)
+            f"cell={cell}",
+            "dataset=smnist5k",
+            f"dataset.batch_size={BATCH}",
+            "task.head_hidden=0",
+            "scheduler=none",
+            "logger=csv",
+            "callbacks=none",
+            f"trainer.max_epochs={epochs}",
+            "trainer.limit_val_batches=0",
+            "test=false",
+            "trainer.enable_model_summary=false",
+            *extra,
+        ],
+        out_dir,
+    )
     clock = StepClock(BATCH)
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)
@@ -124,14 +138,18 @@ def suite_run(cell: str, epochs: int, out_dir: str, extra: list[str]):
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.bench overhead", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m src.bench overhead", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
     parser.add_argument("--epochs", type=int, default=4, help="suite epochs per measurement (31 steps each)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--updates-per-step", default="auto", type=lambda v: v.split(","),
-                        help="comma-separated updates_per_step values for the suite runs, e.g. auto,1,16 (auto: "
-                             "the default config's)")
+    parser.add_argument(
+        "--updates-per-step",
+        default="auto",
+        type=lambda v: v.split(","),
+        help="comma-separated updates_per_step values for the suite runs, e.g. auto,1,16 (auto: the default config's)",
+    )
     parser.add_argument("--name", default=None, help="output name under benchmarks/ (default overhead-<device>)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the suite run, e.g. trainer=gpu")
     args = parser.parse_args(argv)
@@ -143,8 +161,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
             for k in args.updates_per_step:
-                rate, updates, datamodule, device = suite_run(args.cell, args.epochs, tmp,
-                                                              [f"updates_per_step={k}", *args.overrides])
+                rate, updates, datamodule, device = suite_run(
+                    args.cell, args.epochs, tmp, [f"updates_per_step={k}", *args.overrides]
+                )
                 suite[k].append(rate)
             x, _, y = datamodule.splits["train"]
             x, y = x.to(device), y.to(device)
@@ -152,15 +171,26 @@ def main(argv: list[str]) -> int:
     plain_rate = statistics.median(plain)
     rates = {k: statistics.median(v) for k, v in suite.items()}
     first = args.updates_per_step[0]
-    summary = {"overhead_ratio": round(rates[first] / plain_rate, 3), "suite_samples_per_s": round(rates[first]),
-               "plain_samples_per_s": round(plain_rate), "device": device.type, "cell": args.cell,
-               "updates_per_step": first, "batch": BATCH, "hidden": 128, "timed_updates": updates,
-               "repeats": args.repeats}
+    summary = {
+        "overhead_ratio": round(rates[first] / plain_rate, 3),
+        "suite_samples_per_s": round(rates[first]),
+        "plain_samples_per_s": round(plain_rate),
+        "device": device.type,
+        "cell": args.cell,
+        "updates_per_step": first,
+        "batch": BATCH,
+        "hidden": 128,
+        "timed_updates": updates,
+        "repeats": args.repeats,
+    }
     if len(rates) > 1:
         summary["overhead_ratio_by_updates_per_step"] = {k: round(r / plain_rate, 3) for k, r in rates.items()}
     rows = [{"impl": "plain loop", "samples_per_s": round(p)} for p in plain]
-    rows += [{"impl": f"suite, updates_per_step={k}", "samples_per_s": round(r), "ratio": round(r / plain_rate, 3)}
-             for k, runs in suite.items() for r in runs]
+    rows += [
+        {"impl": f"suite, updates_per_step={k}", "samples_per_s": round(r), "ratio": round(r / plain_rate, 3)}
+        for k, runs in suite.items()
+        for r in runs
+    ]
     name = args.name or f"overhead-{args.cell}-{device.type}"
     report.publish(name, rows, "python -m src.bench overhead " + " ".join(argv), summary)
     return 0

@@ -1,13 +1,15 @@
 """Benchmark results as JSON + a markdown table under benchmarks/, stamped with where and when they ran."""
+
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
 import platform
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -17,22 +19,27 @@ OUT_DIR = Path(os.environ.get("RNN_BENCH_BENCHMARKS", "benchmarks"))
 
 
 def environment() -> dict[str, Any]:
-    def ver(name: str) -> Optional[str]:
+    def ver(name: str) -> str | None:
         try:
             return version(name)
         except PackageNotFoundError:
             return None
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": gpu or f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-            "lightning": ver("lightning"), "torchmetrics": ver("torchmetrics")}
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": gpu or f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "lightning": ver("lightning"),
+        "torchmetrics": ver("torchmetrics"),
+    }
 
 
-def markdown_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None) -> str:
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     columns = list(columns or dict.fromkeys(k for row in rows for k in row))
 
     def cell(v: Any) -> str:
@@ -43,17 +50,34 @@ def markdown_table(rows: Sequence[dict], columns: Optional[Sequence[str]] = None
     return "\n".join(lines)
 
 
-def write(name: str, rows: Sequence[dict], command: str, summary: Optional[dict] = None,
-          columns: Optional[Sequence[str]] = None, out_dir: Path = OUT_DIR) -> dict:
+def write(
+    name: str,
+    rows: Sequence[dict],
+    command: str,
+    summary: dict | None = None,
+    columns: Sequence[str] | None = None,
+    out_dir: Path = OUT_DIR,
+) -> dict:
     """Write benchmarks/<name>.json and .md; return the JSON document. Device-specific names are the caller's
     choice (e.g. name="cells-cpu") so CPU and GPU results live side by side."""
-    doc = {"benchmark": name, "command": command, "environment": environment(), "summary": summary or {},
-           "rows": list(rows)}
+    doc = {
+        "benchmark": name,
+        "command": command,
+        "environment": environment(),
+        "summary": summary or {},
+        "rows": list(rows),
+    }
     atomic_write_json(out_dir / f"{name}.json", doc)
     env = doc["environment"]
-    md = [f"# {name}", "", f"`{command}`", "",
-          f"{env['date']} on {env['device']}; torch {env['torch']}, lightning {env['lightning']}"
-          + (f", CUDA {env['cuda']}, cuDNN {env['cudnn']}" if env["cuda"] else ""), ""]
+    md = [
+        f"# {name}",
+        "",
+        f"`{command}`",
+        "",
+        f"{env['date']} on {env['device']}; torch {env['torch']}, lightning {env['lightning']}"
+        + (f", CUDA {env['cuda']}, cuDNN {env['cudnn']}" if env["cuda"] else ""),
+        "",
+    ]
     if summary:
         md += ["```json", json.dumps(summary, indent=2), "```", ""]
     md.append(markdown_table(rows, columns))

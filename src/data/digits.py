@@ -1,4 +1,5 @@
 """scikit-learn's bundled 8x8 digits (1,797 images) read row by row: 8 steps x 8 features, no download."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,17 +5,18 @@ both the training and the reading of a large file.
 
 Row 0 (<pad>) is zero; vocabulary entries that a file lacks get small random vectors (so they still train).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from src.data.sources import cache_path, cached_arrays
-from src.files import sha256_file
 from src.errors import ConfigError, DataError
+from src.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,9 @@ KINDS = ("random", "word2vec", "pretrained")
 WORD2VEC_KEYS = ("window", "epochs", "sg", "negative", "min_count", "seed")
 
 
-def prepare_vectors(cfg: dict, vocab: Sequence[str], train_x: np.ndarray, train_lengths: np.ndarray,
-                    cache_dir: Path, key: dict) -> str:
+def prepare_vectors(
+    cfg: dict, vocab: Sequence[str], train_x: np.ndarray, train_lengths: np.ndarray, cache_dir: Path, key: dict
+) -> str:
     """Compute (or find in the cache) the [len(vocab), cfg['dim']] matrix; returns the path of its .npz."""
     kind, dim = cfg.get("kind"), cfg.get("dim")
     if kind not in KINDS:
@@ -43,13 +45,21 @@ def prepare_vectors(cfg: dict, vocab: Sequence[str], train_x: np.ndarray, train_
         if not cfg.get("path"):
             raise ConfigError("embedding=pretrained needs embedding.path=<word2vec or GloVe vectors file>")
         if path.is_dir():
-            raise ConfigError(f"embedding.path={path} is a directory; give the vectors file itself (word2vec or "
-                              f"GloVe text, or word2vec binary)")
+            raise ConfigError(
+                f"embedding.path={path} is a directory; give the vectors file itself (word2vec or "
+                f"GloVe text, or word2vec binary)"
+            )
         if not path.is_file():
             raise ConfigError(f"embedding.path={path} does not exist")
         # The content, not size + mtime: an edited file of the same size must not reuse the old vectors.
-        key = {**key, "kind": kind, "dim": dim, "sha256": sha256_file(path), "binary": cfg.get("binary"),
-               "limit": cfg.get("limit")}
+        key = {
+            **key,
+            "kind": kind,
+            "dim": dim,
+            "sha256": sha256_file(path),
+            "binary": cfg.get("binary"),
+            "limit": cfg.get("limit"),
+        }
 
         def build() -> dict[str, np.ndarray]:
             vectors, found = pretrained_vectors(path, vocab, dim, cfg.get("binary"), cfg.get("limit"))
@@ -58,22 +68,36 @@ def prepare_vectors(cfg: dict, vocab: Sequence[str], train_x: np.ndarray, train_
     arrays = cached_arrays(cache_dir, "vectors", key, build)
     found = arrays["found"]
     counts = np.bincount(train_x[train_x > 0], minlength=len(vocab))
-    log.info("embedding=%s: vectors for %.1f%% of the vocabulary (%d of %d entries), %.1f%% of training tokens",
-             kind, 100 * found[2:].mean(), found[2:].sum(), len(vocab) - 2,
-             100 * counts[found].sum() / max(counts.sum(), 1))
+    log.info(
+        "embedding=%s: vectors for %.1f%% of the vocabulary (%d of %d entries), %.1f%% of training tokens",
+        kind,
+        100 * found[2:].mean(),
+        found[2:].sum(),
+        len(vocab) - 2,
+        100 * counts[found].sum() / max(counts.sum(), 1),
+    )
     return str(cache_path(cache_dir, "vectors", key))
 
 
-def word2vec_vectors(vocab: Sequence[str], train_x: np.ndarray, train_lengths: np.ndarray, dim: int,
-                     settings: dict) -> np.ndarray:
+def word2vec_vectors(
+    vocab: Sequence[str], train_x: np.ndarray, train_lengths: np.ndarray, dim: int, settings: dict
+) -> np.ndarray:
     """Word2Vec on the training split as the model sees it (rare tokens already <unk>), one worker so the
     vectors are the same on every run."""
     from gensim.models import Word2Vec
 
     sentences = [[vocab[i] for i in row[:n]] for row, n in zip(train_x, train_lengths)]
-    model = Word2Vec(sentences, vector_size=dim, window=settings["window"] or 5, min_count=1, workers=1,
-                     sg=int(settings["sg"] or 0), negative=settings["negative"] or 5,
-                     epochs=settings["epochs"] or 5, seed=settings["seed"] or 0)
+    model = Word2Vec(
+        sentences,
+        vector_size=dim,
+        window=settings["window"] or 5,
+        min_count=1,
+        workers=1,
+        sg=int(settings["sg"] or 0),
+        negative=settings["negative"] or 5,
+        epochs=settings["epochs"] or 5,
+        seed=settings["seed"] or 0,
+    )
     vectors = np.zeros((len(vocab), dim), dtype=np.float32)
     for i, token in enumerate(vocab[1:], start=1):
         if token in model.wv.key_to_index:
@@ -105,14 +129,17 @@ def read_keyed_vectors(path: Path, binary, limit):
             raise DataError(f"{path}:1: empty; expected `<count> <dim>` (word2vec) or `<word> <values...>` (GloVe)")
         no_header = not (len(first) == 2 and all(v.isdigit() for v in first))
     try:
-        return KeyedVectors.load_word2vec_format(str(path), binary=bool(binary), no_header=no_header,
-                                                 limit=limit, unicode_errors="strict")
+        return KeyedVectors.load_word2vec_format(
+            str(path), binary=bool(binary), no_header=no_header, limit=limit, unicode_errors="strict"
+        )
     except UnicodeDecodeError:
-        raise (DataError(f"{path}: a word is not UTF-8; convert the file to UTF-8") if binary
-               else _not_utf8(path)) from None
+        raise (
+            DataError(f"{path}: a word is not UTF-8; convert the file to UTF-8") if binary else _not_utf8(path)
+        ) from None
     except (ValueError, EOFError, OSError) as e:
-        raise DataError(f"{path}: not a word2vec/GloVe vectors file ({e}); set embedding.binary=true for "
-                        f"binary word2vec files") from None
+        raise DataError(
+            f"{path}: not a word2vec/GloVe vectors file ({e}); set embedding.binary=true for binary word2vec files"
+        ) from None
 
 
 def _not_utf8(path: Path) -> DataError:
@@ -125,8 +152,10 @@ def _not_utf8(path: Path) -> DataError:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                return DataError(f"{path}:{number}: byte {raw[e.start]:#04x} is not UTF-8; convert the file, e.g. "
-                                 f"`iconv -f LATIN1 -t UTF-8 {path.name} > vectors.utf8.txt`")
+                return DataError(
+                    f"{path}:{number}: byte {raw[e.start]:#04x} is not UTF-8; convert the file, e.g. "
+                    f"`iconv -f LATIN1 -t UTF-8 {path.name} > vectors.utf8.txt`"
+                )
     return DataError(f"{path}: not UTF-8; convert the file to UTF-8")
 
 
@@ -134,8 +163,10 @@ def pretrained_vectors(path: Path, vocab: Sequence[str], dim: int, binary, limit
     """The matrix and which rows the file had a vector for."""
     kv = read_keyed_vectors(path, binary, limit)
     if kv.vector_size != dim:
-        raise ConfigError(f"{path}:1: the vectors have {kv.vector_size} dimensions but embedding.dim={dim}; "
-                          f"set embedding.dim={kv.vector_size}")
+        raise ConfigError(
+            f"{path}:1: the vectors have {kv.vector_size} dimensions but embedding.dim={dim}; "
+            f"set embedding.dim={kv.vector_size}"
+        )
     rows = np.full(len(vocab), -1)
     for i, token in enumerate(vocab[2:], start=2):
         for candidate in (token, token.lower()):  # GloVe is lower-case; word2vec files often are not
@@ -144,8 +175,10 @@ def pretrained_vectors(path: Path, vocab: Sequence[str], dim: int, binary, limit
                 break
     found = rows >= 0
     if not found.any():
-        raise DataError(f"{path}: none of the {len(vocab) - 2} vocabulary tokens has a vector in this file; "
-                        f"is it for another language or tokenizer?")
+        raise DataError(
+            f"{path}: none of the {len(vocab) - 2} vocabulary tokens has a vector in this file; "
+            f"is it for another language or tokenizer?"
+        )
     # Missing tokens (and <unk>) start random at the file's own scale, so they train like the others.
     rng = np.random.default_rng(0)
     vectors = rng.normal(0.0, float(kv.vectors[rows[found]].std()), (len(vocab), dim)).astype(np.float32)

@@ -5,12 +5,13 @@ tokenizer (`kjv`, `whitespace`, `jieba`, or the corpus' own gold segmentation) a
 as the PTB convention that pytorch/examples' word_language_model follows. The vocabulary comes from the
 training split only; anything else is `<unk>`. Id 0 is `<pad>`, which no stream contains.
 """
+
 from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -36,7 +37,10 @@ def _jieba_words(line: str) -> list[str]:
 
 
 WORD_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
-    "whitespace": str.split, "kjv": _kjv_words, "jieba": _jieba_words}
+    "whitespace": str.split,
+    "kjv": _kjv_words,
+    "jieba": _jieba_words,
+}
 
 
 def tokenize(line: str, level: str, tokenizer: str) -> list[str]:
@@ -56,8 +60,7 @@ class Vocab:
             raise DataError("a vocabulary starts with <pad>, <unk> and holds each token once")
 
     @classmethod
-    def build(cls, lines: Iterable[list[str]], level: str, min_freq: int = 1,
-              max_size: Optional[int] = None) -> "Vocab":
+    def build(cls, lines: Iterable[list[str]], level: str, min_freq: int = 1, max_size: int | None = None) -> Vocab:
         counts = collections.Counter(t for tokens in lines for t in tokens)
         specials = [PAD, UNK] + ([EOS] if level == "word" else [])
         for s in specials:
@@ -90,8 +93,14 @@ class LanguageModelData(StreamDataModule):
     task = "language_model"
     word_tokenizer = "whitespace"
 
-    def __init__(self, level: str = "char", min_freq: int = 1, max_words: Optional[int] = None,
-                 tokenizer: Optional[str] = None, **kwargs):
+    def __init__(
+        self,
+        level: str = "char",
+        min_freq: int = 1,
+        max_words: int | None = None,
+        tokenizer: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if level not in ("char", "word"):
             raise ConfigError(f"dataset.level={level!r} must be 'char' or 'word'")
@@ -101,7 +110,7 @@ class LanguageModelData(StreamDataModule):
         if not isinstance(min_freq, int) or min_freq < 1:
             raise ConfigError(f"dataset.min_freq={min_freq} must be a positive integer")
         self.level, self.min_freq, self.max_words, self.tokenizer = level, min_freq, max_words, tokenizer
-        self.vocab: Optional[Vocab] = None
+        self.vocab: Vocab | None = None
 
     # -- to implement --------------------------------------------------------------------------------------
     def load_lines(self) -> dict[str, list[str]]:
@@ -125,20 +134,33 @@ class LanguageModelData(StreamDataModule):
             lines = {"train": train[:a], "val": train[a:b], "test": train[b:]}
         for split, part in lines.items():
             if not part:
-                raise DataError(f"{name}: the {split} split has no lines ({len(train)} lines in all); use a longer "
-                                f"corpus")
+                raise DataError(
+                    f"{name}: the {split} split has no lines ({len(train)} lines in all); use a longer corpus"
+                )
         return lines
 
     def load_streams(self):
-        key = {**self.source_key(), "level": self.level, "tokenizer": self.tokenizer, "min_freq": self.min_freq,
-               "max_words": self.max_words, "val": self.val_fraction, "test": self.test_fraction, "v": 1}
+        key = {
+            **self.source_key(),
+            "level": self.level,
+            "tokenizer": self.tokenizer,
+            "min_freq": self.min_freq,
+            "max_words": self.max_words,
+            "val": self.val_fraction,
+            "test": self.test_fraction,
+            "v": 1,
+        }
 
         def build() -> dict[str, np.ndarray]:
-            tokens = {split: [tokenize(line, self.level, self.tokenizer) for line in part]
-                      for split, part in self._split_lines().items()}
+            tokens = {
+                split: [tokenize(line, self.level, self.tokenizer) for line in part]
+                for split, part in self._split_lines().items()
+            }
             vocab = Vocab.build(tokens["train"], self.level, self.min_freq, self.max_words)
-            arrays = {split: np.array(vocab.encode(t for line in part for t in line), dtype=np.int64)
-                      for split, part in tokens.items()}
+            arrays = {
+                split: np.array(vocab.encode(t for line in part for t in line), dtype=np.int64)
+                for split, part in tokens.items()
+            }
             return {**arrays, "vocab": np.array(vocab.tokens, dtype=np.str_)}
 
         arrays = cached_arrays(self.cache_dir, type(self).__name__.lower(), key, build)
@@ -164,11 +186,13 @@ class TextFiles(LanguageModelData):
     holding a train/valid/test layout: PTB's ptb.{train,valid,test}.txt, WikiText's wiki.{train,valid,test}.tokens,
     or {train,valid,test}.txt (pytorch/examples' word_language_model layout)."""
 
-    LAYOUTS = (("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
-               ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
-               ("train.txt", "valid.txt", "test.txt"))
+    LAYOUTS = (
+        ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
+        ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+        ("train.txt", "valid.txt", "test.txt"),
+    )
 
-    def __init__(self, path: Optional[str] = None, **kwargs):
+    def __init__(self, path: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.path = Path(path).expanduser() if path else None
 
@@ -178,15 +202,19 @@ class TextFiles(LanguageModelData):
                 raise DataError(f"dataset.path={self.path} is not a file")
             return {"train": self.path}
         if self.data_dir is None:
-            raise DataError("lm_text needs dataset.path=<a UTF-8 text file> or dataset.data_dir=<a folder with "
-                            "ptb.{train,valid,test}.txt, wiki.{train,valid,test}.tokens or {train,valid,test}.txt>")
+            raise DataError(
+                "lm_text needs dataset.path=<a UTF-8 text file> or dataset.data_dir=<a folder with "
+                "ptb.{train,valid,test}.txt, wiki.{train,valid,test}.tokens or {train,valid,test}.txt>"
+            )
         if not self.data_dir.is_dir():
             raise DataError(f"dataset.data_dir={self.data_dir} does not exist")
         for layout in self.LAYOUTS:
             if all((self.data_dir / name).is_file() for name in layout):
                 return {split: self.data_dir / name for split, name in zip(("train", "val", "test"), layout)}
-        raise DataError(f"dataset.data_dir={self.data_dir} holds none of the layouts "
-                        f"{', '.join('/'.join(layout) for layout in self.LAYOUTS)}")
+        raise DataError(
+            f"dataset.data_dir={self.data_dir} holds none of the layouts "
+            f"{', '.join('/'.join(layout) for layout in self.LAYOUTS)}"
+        )
 
     def source_key(self) -> dict:
         return {split: sha256_file(path) for split, path in self.files().items()}

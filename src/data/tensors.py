@@ -4,11 +4,13 @@ A batch is a `Batch(x, lengths, y)`: x is [B, T, F] float features or [B, T] tok
 None when every sequence has the full length T), y is [B] class ids (or per-step targets for other tasks).
 Batches are cut by indexing whole tensors, so a training step does no per-sample Python work and no collation.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -20,7 +22,7 @@ from src.updates.lightning_internals import trained_batches_this_epoch
 
 class Batch(NamedTuple):
     x: torch.Tensor
-    lengths: Optional[torch.Tensor]
+    lengths: torch.Tensor | None
     y: torch.Tensor
 
 
@@ -43,20 +45,31 @@ class Batches:
     steps; evaluation covers every sample exactly once (no padding), so synced metrics equal one process's.
     """
 
-    def __init__(self, tensors: Sequence[Optional[torch.Tensor]], batch_size: int, shuffle: bool, drop_last: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, skip: Optional[Callable[[], int]] = None):
+    def __init__(
+        self,
+        tensors: Sequence[torch.Tensor | None],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        skip: Callable[[], int] | None = None,
+    ):
         self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
         self.skip = skip  # batches of this epoch already trained on (a run resumed from a mid-epoch checkpoint)
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         self.n = len(next(t for t in tensors if t is not None))
         if drop_last and batch_size % world_size:
-            raise ConfigError(f"dataset.batch_size={batch_size} must be divisible by the number of processes "
-                              f"({world_size}) so every process takes an equal share")
+            raise ConfigError(
+                f"dataset.batch_size={batch_size} must be divisible by the number of processes "
+                f"({world_size}) so every process takes an equal share"
+            )
 
     batch_sampler = None  # with `sampler`, what Lightning looks for on a loader
 
     @property
-    def sampler(self) -> "Batches":
+    def sampler(self) -> Batches:
         return self  # Lightning calls `loader.sampler.set_epoch(epoch)` at the start of every epoch
 
     def set_epoch(self, epoch: int) -> None:
@@ -73,12 +86,12 @@ class Batches:
         else:
             order = torch.arange(self.n, device=device)
         for i in range(self.skip() if self.skip else 0, len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             if self.drop_last:
                 share = self.batch_size // self.world_size
-                idx = idx[self.rank * share:(self.rank + 1) * share]
+                idx = idx[self.rank * share : (self.rank + 1) * share]
             else:
-                idx = idx[self.rank::self.world_size]
+                idx = idx[self.rank :: self.world_size]
             if len(idx):
                 yield Batch(*(None if t is None else t[idx] for t in self.tensors))
 
@@ -118,13 +131,25 @@ class TensorDataModule(L.LightningDataModule):
 
     task = "classify"
 
-    def __init__(self, data_dir: Optional[str] = None, cache_dir: str = ".cache", batch_size: int = 128,
-                 eval_batch_size: Optional[int] = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                 split_seed: int = 0, shuffle_seed: int = 0, on_device: bool = True,
-                 max_device_bytes: int = 2 << 30):
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        cache_dir: str = ".cache",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+        on_device: bool = True,
+        max_device_bytes: int = 2 << 30,
+    ):
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", 1 if eval_batch_size is None
-                                                          else eval_batch_size), ("max_device_bytes", max_device_bytes)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("eval_batch_size", 1 if eval_batch_size is None else eval_batch_size),
+            ("max_device_bytes", max_device_bytes),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"dataset.{name}={value!r} must be a positive integer")
         for name, value in (("split_seed", split_seed), ("shuffle_seed", shuffle_seed)):
@@ -140,9 +165,9 @@ class TensorDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.shuffle_seed, self.on_device, self.max_device_bytes = shuffle_seed, on_device, max_device_bytes
-        self.splits: Optional[dict[str, tuple]] = None  # split -> (x, lengths | None, y) tensors
-        self.vocab_size: Optional[int] = None
-        self.num_classes: Optional[int] = None
+        self.splits: dict[str, tuple] | None = None  # split -> (x, lengths | None, y) tensors
+        self.vocab_size: int | None = None
+        self.num_classes: int | None = None
         self._placed: dict[str, tuple] = {}
 
     # -- to implement --------------------------------------------------------------------------------------
@@ -156,13 +181,17 @@ class TensorDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         self.fetch()
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        raw = {name: arrays if len(arrays) == 3 else (arrays[0], None, arrays[1])
-               for name, arrays in self.load_splits().items()}
-        for name, fraction, seed in (("test", self.test_fraction, self.split_seed),
-                                     ("val", self.val_fraction, self.split_seed + 1)):
+        raw = {
+            name: arrays if len(arrays) == 3 else (arrays[0], None, arrays[1])
+            for name, arrays in self.load_splits().items()
+        }
+        for name, fraction, seed in (
+            ("test", self.test_fraction, self.split_seed),
+            ("val", self.val_fraction, self.split_seed + 1),
+        ):
             if name not in raw:
                 x, lengths, y = raw["train"]
                 keep, held = seeded_split(y, [1 - fraction, fraction], seed)
@@ -172,10 +201,15 @@ class TensorDataModule(L.LightningDataModule):
         for name in ("train", "val", "test"):
             x, lengths, y = raw[name]
             if len(x) == 0:
-                raise DataError(f"{type(self).__name__}: the {name} split is empty; use more data or change "
-                                f"dataset.val_fraction / dataset.test_fraction")
-            self.splits[name] = (torch.as_tensor(x), None if lengths is None else torch.as_tensor(lengths),
-                                 torch.as_tensor(y))
+                raise DataError(
+                    f"{type(self).__name__}: the {name} split is empty; use more data or change "
+                    f"dataset.val_fraction / dataset.test_fraction"
+                )
+            self.splits[name] = (
+                torch.as_tensor(x),
+                None if lengths is None else torch.as_tensor(lengths),
+                torch.as_tensor(y),
+            )
         if self.task == "classify":
             self._check_labels()
 
@@ -185,15 +219,19 @@ class TensorDataModule(L.LightningDataModule):
                 bad = ((y < 0) | (y >= self.num_classes)).nonzero()
                 if len(bad):
                     i = int(bad[0, 0])
-                    raise DataError(f"{type(self).__name__}: {name} sample {i} has label {int(y[i])}, outside the "
-                                    f"{self.num_classes} classes 0-{self.num_classes - 1} this data set declares "
-                                    f"({len(bad)} such labels); the data files are corrupt or of another data set")
+                    raise DataError(
+                        f"{type(self).__name__}: {name} sample {i} has label {int(y[i])}, outside the "
+                        f"{self.num_classes} classes 0-{self.num_classes - 1} this data set declares "
+                        f"({len(bad)} such labels); the data files are corrupt or of another data set"
+                    )
         seen = set(self.splits["train"][2].unique().tolist())
         for name in ("val", "test"):
             unseen = set(self.splits[name][2].unique().tolist()) - seen
             if unseen:
-                raise DataError(f"{type(self).__name__}: labels {sorted(unseen)} occur in {name} but never in "
-                                f"train; the model could never predict them")
+                raise DataError(
+                    f"{type(self).__name__}: labels {sorted(unseen)} occur in {name} but never in "
+                    f"train; the model could never predict them"
+                )
 
     @property
     def spec(self) -> DataSpec:
@@ -206,8 +244,7 @@ class TensorDataModule(L.LightningDataModule):
         else:
             size = self.vocab_size or int(max(int(s[0].max()) for s in self.splits.values())) + 1
         classes = self.num_classes or int(max(int(s[2].max()) for s in self.splits.values())) + 1
-        return DataSpec(task=self.task, input_kind=kind, input_size=size, num_classes=classes,
-                        seq_len=int(x.shape[1]))
+        return DataSpec(task=self.task, input_kind=kind, input_size=size, num_classes=classes, seq_len=int(x.shape[1]))
 
     def _tensors(self, split: str) -> tuple:
         """The split's tensors, moved once to the training device if they fit under max_device_bytes."""
@@ -223,9 +260,16 @@ class TensorDataModule(L.LightningDataModule):
 
     def _batches(self, split: str, train: bool) -> Batches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return Batches(self._tensors(split), self.batch_size if train else self.eval_batch_size, shuffle=train,
-                       drop_last=train, seed=self.shuffle_seed, rank=rank, world_size=world,
-                       skip=self._trained_batches_this_epoch if train else None)
+        return Batches(
+            self._tensors(split),
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=self.shuffle_seed,
+            rank=rank,
+            world_size=world,
+            skip=self._trained_batches_this_epoch if train else None,
+        )
 
     def _trained_batches_this_epoch(self) -> int:
         """Read when an epoch's iteration starts: 0, except right after resuming from a mid-epoch checkpoint,

@@ -5,13 +5,14 @@ Two caches, both .npz keyed by the source's checksum and the settings that shape
 (so a second run, or a sweep over min_freq / max_len, skips segmentation) and the encoded tensors.
 Id 0 is `<pad>` (never a real token: the model masks it) and id 1 is `<unk>` (tokens outside the vocabulary).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Records:
     targets: list
     origins: list
 
-    def take(self, idx: Sequence[int]) -> "Records":
+    def take(self, idx: Sequence[int]) -> Records:
         return Records(*([values[i] for i in idx] for values in (self.texts, self.targets, self.origins)))
 
     def __len__(self) -> int:
@@ -54,7 +55,7 @@ class Records:
 
 
 # -- reading ----------------------------------------------------------------------------------------------------
-def read_lines(path: Path, data: Optional[bytes] = None) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path, data: bytes | None = None) -> Iterator[tuple[int, str]]:
     """(line number, text) for each non-blank line of a UTF-8 file (CRLF or LF). Blank lines are skipped (and
     counted in the log); undecodable bytes and an empty file are errors that name the file and the line."""
     path = Path(path)
@@ -72,8 +73,10 @@ def read_lines(path: Path, data: Optional[bytes] = None) -> Iterator[tuple[int, 
         try:
             line = raw.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8; "
-                            f"convert the file, e.g. `iconv -f GBK -t UTF-8 {path.name} > fixed.txt`") from None
+            raise DataError(
+                f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8; "
+                f"convert the file, e.g. `iconv -f GBK -t UTF-8 {path.name} > fixed.txt`"
+            ) from None
         if number == 1:
             line = line.lstrip("\ufeff")  # a byte-order mark
         if line.strip():
@@ -84,14 +87,13 @@ def read_lines(path: Path, data: Optional[bytes] = None) -> Iterator[tuple[int, 
         log.info("%s: skipped %d blank lines", path, blank)
 
 
-def read_labelled(path: Path, data: Optional[bytes] = None) -> Records:
+def read_labelled(path: Path, data: bytes | None = None) -> Records:
     """`label<TAB>text` lines, the THUCNews/cnews format."""
     texts, labels, origins = [], [], []
     for number, line in read_lines(path, data):
         label, tab, text = line.partition("\t")
         if not tab or not label.strip():
-            raise DataError(f"{path}:{number}: expected `label<TAB>text`, found no tab after a label: "
-                            f"{line[:60]!r}")
+            raise DataError(f"{path}:{number}: expected `label<TAB>text`, found no tab after a label: {line[:60]!r}")
         texts.append(text)
         labels.append(label.strip())
         origins.append(f"{path}:{number}")
@@ -139,7 +141,7 @@ def unpack(blob: np.ndarray, n: int) -> list[list[str]]:
 
 
 # -- vocabulary and encoding ------------------------------------------------------------------------------------
-def build_vocab(docs: Sequence[Sequence[str]], min_freq: int, max_size: Optional[int], where: str):
+def build_vocab(docs: Sequence[Sequence[str]], min_freq: int, max_size: int | None, where: str):
     """gensim Dictionary over the training docs, filtered to tokens in at least `min_freq` docs (gensim's
     document frequency, as in the tutorial), the `max_size` most frequent kept. Returns the Dictionary."""
     from gensim.corpora import Dictionary
@@ -152,9 +154,11 @@ def build_vocab(docs: Sequence[Sequence[str]], min_freq: int, max_size: Optional
     most = max(dictionary.dfs.values(), default=0)
     dictionary.filter_extremes(no_below=min_freq, no_above=1.0, keep_n=max_size)
     if len(dictionary) == 0:
-        raise ConfigError(f"dataset.min_freq={min_freq} leaves an empty vocabulary: no token of {where} "
-                          f"appears in that many training texts (the most common appears in {most}); "
-                          f"lower dataset.min_freq")
+        raise ConfigError(
+            f"dataset.min_freq={min_freq} leaves an empty vocabulary: no token of {where} "
+            f"appears in that many training texts (the most common appears in {most}); "
+            f"lower dataset.min_freq"
+        )
     return dictionary
 
 
@@ -168,7 +172,7 @@ def encode(docs: Sequence[Sequence[str]], dictionary, max_len: int) -> tuple[np.
     x = np.zeros((len(docs), int(lengths.max(initial=1))), dtype=np.int32)
     for i, doc in enumerate(docs):
         # doc2idx gives -1 for tokens outside the vocabulary; +2 makes that <unk> (1) and leaves 0 for padding
-        x[i, :lengths[i]] = np.asarray(dictionary.doc2idx(doc[:max_len], unknown_word_index=-1)) + 2
+        x[i, : lengths[i]] = np.asarray(dictionary.doc2idx(doc[:max_len], unknown_word_index=-1)) + 2
     return x, lengths
 
 
@@ -201,8 +205,15 @@ class TextDataModule(TensorDataModule):
     NAME = "text"
     DEFAULT_TOKENIZER = "word"
 
-    def __init__(self, tokenizer: Optional[str] = None, min_freq: int = 1, max_size: Optional[int] = None,
-                 max_len: int = 100, embedding: Optional[dict] = None, **kwargs):
+    def __init__(
+        self,
+        tokenizer: str | None = None,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        max_len: int = 100,
+        embedding: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.tokenizer = tokenizer or self.DEFAULT_TOKENIZER
         if self.tokenizer not in TOKENIZERS:
@@ -215,7 +226,7 @@ class TextDataModule(TensorDataModule):
         self.labels: list[str] = []
         self.vectors_path = ""
         self.stats: dict = {}
-        self._source_checksums: Optional[dict] = None
+        self._source_checksums: dict | None = None
 
     # -- to implement ------------------------------------------------------------------------------------------
     def read(self) -> dict[str, Records]:
@@ -244,16 +255,22 @@ class TextDataModule(TensorDataModule):
         return self._source_checksums
 
     def split_key(self) -> dict:
-        return {"source": self.source_checksums(), "val_fraction": self.val_fraction,
-                "test_fraction": self.test_fraction, "split_seed": self.split_seed}
+        return {
+            "source": self.source_checksums(),
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
+        }
 
     def tokens_key(self) -> dict:
         return {**self.split_key(), "tokenizer": tokenizer_version(self.tokenizer), "format": 1}
 
     def carve(self, splits: dict[str, Records]) -> dict[str, Records]:
         """Missing val/test splits out of train, with TensorDataModule's seeds (stratified by label)."""
-        for name, fraction, seed in (("test", self.test_fraction, self.split_seed),
-                                     ("val", self.val_fraction, self.split_seed + 1)):
+        for name, fraction, seed in (
+            ("test", self.test_fraction, self.split_seed),
+            ("val", self.val_fraction, self.split_seed + 1),
+        ):
             if name not in splits:
                 keep, held = self.split_indices(splits["train"], [1 - fraction, fraction], seed)
                 splits[name], splits["train"] = splits["train"].take(held), splits["train"].take(keep)
@@ -269,11 +286,14 @@ class TextDataModule(TensorDataModule):
         for name in ("val", "test"):
             for label, origin in zip(splits[name].targets, splits[name].origins):
                 if label not in seen:
-                    raise DataError(f"{origin}: label {label!r} occurs in the {name} split but never in train "
-                                    f"(train has {sorted(seen)}); fix the label or add training examples")
+                    raise DataError(
+                        f"{origin}: label {label!r} occurs in the {name} split but never in train "
+                        f"(train has {sorted(seen)}); fix the label or add training examples"
+                    )
 
     def tokenized(self) -> dict[str, tuple[list[list[str]], list]]:
         """{split: (token lists, targets)}, from the cache when this source + tokenizer was seen before."""
+
         def build() -> dict[str, np.ndarray]:
             splits = self.carve(self.read())
             self.check_targets(splits)
@@ -288,8 +308,10 @@ class TextDataModule(TensorDataModule):
 
         arrays = cached_arrays(self.cache_dir, f"{self.NAME}-tokens", self.tokens_key(), build)
         self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
-        return {name: (unpack(arrays[f"{name}_tokens"], int(arrays[f"{name}_n"])), self.unpack_targets(name, arrays))
-                for name in ("train", "val", "test")}
+        return {
+            name: (unpack(arrays[f"{name}_tokens"], int(arrays[f"{name}_n"])), self.unpack_targets(name, arrays))
+            for name in ("train", "val", "test")
+        }
 
     def pack_targets(self, split: str, targets: list) -> dict[str, np.ndarray]:
         return {f"{split}_labels": np.array(targets, dtype=str)}
@@ -300,12 +322,18 @@ class TextDataModule(TensorDataModule):
     def encode_targets(self, docs: dict, lengths: dict) -> dict[str, np.ndarray]:
         self.labels = sorted(set(docs["train"][1]))
         index = {label: i for i, label in enumerate(self.labels)}
-        return {f"{name}_y": np.array([index[t] for t in targets], dtype=np.int64)
-                for name, (_, targets) in docs.items()}
+        return {
+            f"{name}_y": np.array([index[t] for t in targets], dtype=np.int64) for name, (_, targets) in docs.items()
+        }
 
     def encoded_key(self) -> dict:
-        return {"tokens": self.tokens_key(), "min_freq": self.min_freq, "max_size": self.max_size,
-                "max_len": self.max_len, "format": 1}
+        return {
+            "tokens": self.tokens_key(),
+            "min_freq": self.min_freq,
+            "max_size": self.max_size,
+            "max_len": self.max_len,
+            "format": 1,
+        }
 
     def load_splits(self) -> dict[str, tuple]:
         def build() -> dict[str, np.ndarray]:
@@ -328,23 +356,35 @@ class TextDataModule(TensorDataModule):
         self.vocab, self.labels = arrays["vocab"].tolist(), arrays["labels"].tolist()
         self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
         self.vocab_size, self.num_classes = len(self.vocab), len(self.labels)
-        splits = {name: (arrays[f"{name}_x"].astype(np.int64), arrays[f"{name}_lengths"], arrays[f"{name}_y"])
-                  for name in ("train", "val", "test")}
+        splits = {
+            name: (arrays[f"{name}_x"].astype(np.int64), arrays[f"{name}_lengths"], arrays[f"{name}_y"])
+            for name in ("train", "val", "test")
+        }
         self.log_summary(splits)
         if self.embedding.get("kind", "random") != "random":
             from src.data.embeddings import prepare_vectors
 
             train_x, train_len, _ = splits["train"]
-            self.vectors_path = prepare_vectors(self.embedding, self.vocab, train_x, train_len, self.cache_dir,
-                                                {"ids": key})
+            self.vectors_path = prepare_vectors(
+                self.embedding, self.vocab, train_x, train_len, self.cache_dir, {"ids": key}
+            )
         return splits
 
     def log_summary(self, splits: dict) -> None:
         sizes = ", ".join(f"{name} {len(s[0])}" for name, s in splits.items())
         unk = {name: float((s[0] == 1).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
-        log.info("%s: %s sequences; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
-                 "%d classes", self.NAME, sizes, len(self.vocab), self.tokenizer, self.min_freq,
-                 100 * unk["val"], 100 * unk["test"], len(self.labels))
+        log.info(
+            "%s: %s sequences; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
+            "%d classes",
+            self.NAME,
+            sizes,
+            len(self.vocab),
+            self.tokenizer,
+            self.min_freq,
+            100 * unk["val"],
+            100 * unk["test"],
+            len(self.labels),
+        )
         for key, value in self.stats.items():
             if value:
                 log.info("%s: %s = %s", self.NAME, key, value)

@@ -1,5 +1,6 @@
 """The token encoder: an embedding table, initialised at random or from vectors the data module prepared
 (embedding=word2vec|pretrained, handed over as TextSpec.vectors), trained with the model or frozen."""
+
 from __future__ import annotations
 
 import torch
@@ -19,9 +20,11 @@ def token_embedding(spec: DataSpec, dim: int, freeze: bool = False) -> nn.Embedd
     else:
         vectors = load_npz(path)["vectors"]
         if vectors.shape != (spec.input_size, dim):
-            raise ConfigError(f"the prepared vectors {path} are {vectors.shape[0]} x {vectors.shape[1]} but the "
-                              f"model needs vocabulary {spec.input_size} x task.embedding_dim={dim}; leave "
-                              f"task.embedding_dim at ${{embedding.dim}} (or set both to {vectors.shape[1]})")
+            raise ConfigError(
+                f"the prepared vectors {path} are {vectors.shape[0]} x {vectors.shape[1]} but the "
+                f"model needs vocabulary {spec.input_size} x task.embedding_dim={dim}; leave "
+                f"task.embedding_dim at ${{embedding.dim}} (or set both to {vectors.shape[1]})"
+            )
         embedding = nn.Embedding.from_pretrained(torch.from_numpy(vectors).float(), freeze=freeze, padding_idx=0)
     embedding.weight.requires_grad_(not freeze)
     return embedding

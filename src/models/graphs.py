@@ -13,12 +13,14 @@ outside autocast (make_graphed_callables refuses autocast's weight cache, which 
 on), at most MAX_GRAPHS signatures per layer (beyond that, eager). Evaluation, CPU, mixed precision and a carried
 state run the layer as is. What graphs buy, measured on an H100: docs/speed.md (benchmarks/cells-cuda-subset.md).
 """
+
 from __future__ import annotations
 
 import contextlib
 import gc
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,8 +33,10 @@ MAX_GRAPHS = 8
 
 def check_mode(value) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"stack.cuda_graphs={value!r} must be true (record CUDA graphs of loop cells where "
-                          f"possible: training on a GPU without autocast) or false")
+        raise ConfigError(
+            f"stack.cuda_graphs={value!r} must be true (record CUDA graphs of loop cells where "
+            f"possible: training on a GPU without autocast) or false"
+        )
     return value
 
 
@@ -112,7 +116,7 @@ class GraphedCell:
         self.cell, self.mode = cell, check_mode(mode)
         self.graphs: dict[tuple, tuple[Callable, _FlatCall, list]] = {}
 
-    def usable(self, x: torch.Tensor, state: Any) -> Optional[str]:
+    def usable(self, x: torch.Tensor, state: Any) -> str | None:
         """None if a graph can run this call, else why not."""
         if not self.mode or not getattr(self.cell, "cuda_graphs", True):
             return "off"
@@ -147,8 +151,11 @@ class GraphedCell:
                 with no_collection():
                     graphed = torch.cuda.make_graphed_callables(call, (sample,))
             except Exception as err:  # noqa: BLE001 - a cell that cannot be captured still trains, eagerly
-                warnings.warn(f"CUDA graphs off for {type(self.cell).__name__}: recording failed ({err}); it runs "
-                              f"eagerly (stack.cuda_graphs=false silences this)")
+                warnings.warn(
+                    f"CUDA graphs off for {type(self.cell).__name__}: recording failed ({err}); it runs "
+                    f"eagerly (stack.cuda_graphs=false silences this)",
+                    stacklevel=2,
+                )
                 self.mode = False
                 return self.cell(x, state)
             if not self.graphs:

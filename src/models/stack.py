@@ -6,11 +6,13 @@
 The stack owns layering, direction, dropout between layers and padding. Fused cells (torch's RNN/LSTM/GRU) do
 all of that in one cuDNN call; other cells are run layer by layer, direction by direction.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +30,7 @@ def detach_state(state: Any) -> Any:
     return state
 
 
-def reverse_padded(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """Reverse each sequence within its own length; padded steps stay at the end."""
     if lengths is None:
         return x.flip(1)
@@ -38,7 +40,7 @@ def reverse_padded(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Te
     return x.gather(1, idx[..., None].expand(-1, -1, x.shape[2]))
 
 
-def last_step(outputs: torch.Tensor, lengths: Optional[torch.Tensor], bidirectional: bool) -> torch.Tensor:
+def last_step(outputs: torch.Tensor, lengths: torch.Tensor | None, bidirectional: bool) -> torch.Tensor:
     """Summary of each sequence: the output at its last real step; for bi, the forward half there concatenated
     with the backward half at step 0 (where the backward direction ends)."""
     if lengths is None:
@@ -53,8 +55,12 @@ def last_step(outputs: torch.Tensor, lengths: Optional[torch.Tensor], bidirectio
 
 
 # What the stack passes to a cell itself: a cell config that sets one of these is a mistake, not a setting.
-STACK_OWNED = {"input_size": "task.input_proj (or task.embedding_dim)", "num_layers": "depth=",
-               "bidirectional": "direction=", "dropout": "stack.dropout="}
+STACK_OWNED = {
+    "input_size": "task.input_proj (or task.embedding_dim)",
+    "num_layers": "depth=",
+    "bidirectional": "direction=",
+    "dropout": "stack.dropout=",
+}
 
 
 def check_cell_settings(cell: Callable[..., nn.Module]) -> None:
@@ -69,16 +75,27 @@ def check_cell_settings(cell: Callable[..., nn.Module]) -> None:
     allowed = [k for k in params if k not in STACK_OWNED]
     for key, value in cell.keywords.items():
         if key in STACK_OWNED:
-            raise ConfigError(f"cell.{key}={value!r}: the stack sets {key} of cell {name}; "
-                              f"use {STACK_OWNED[key]} instead and remove cell.{key}")
+            raise ConfigError(
+                f"cell.{key}={value!r}: the stack sets {key} of cell {name}; "
+                f"use {STACK_OWNED[key]} instead and remove cell.{key}"
+            )
         if key not in params:
-            raise ConfigError(f"cell.{key}={value!r}: cell {name} has no setting {key!r}; its settings are "
-                              f"{', '.join(allowed)}. Remove it (e.g. ~cell.{key}) or choose a cell that has it")
+            raise ConfigError(
+                f"cell.{key}={value!r}: cell {name} has no setting {key!r}; its settings are "
+                f"{', '.join(allowed)}. Remove it (e.g. ~cell.{key}) or choose a cell that has it"
+            )
 
 
 class RecurrentStack(nn.Module):
-    def __init__(self, cell: Callable[..., nn.Module], input_size: int, depth: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0, cuda_graphs: bool = True):
+    def __init__(
+        self,
+        cell: Callable[..., nn.Module],
+        input_size: int,
+        depth: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        cuda_graphs: bool = True,
+    ):
         super().__init__()
         self.cuda_graphs = check_mode(cuda_graphs)
         if not isinstance(depth, int) or depth < 1:
@@ -106,7 +123,7 @@ class RecurrentStack(nn.Module):
         # state_dict holds the cells' parameters only.
         self.runners = [[GraphedCell(c, cuda_graphs) for c in layer] for layer in self.layers]
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: Any = None):
         if self.fused:
             return self.rnn(x, lengths, state)
         # Layered path. State: a list over layers of a list over directions of each cell's own state.

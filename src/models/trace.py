@@ -17,10 +17,12 @@ gate applied after the recurrent matrix), which also yields the gate activations
 through their own `forward(x[:, t:t+1], state)`; one that defines `sigmoid_gates(x, state) -> {name: [B, H]}`
 (x: [B, 1, input_size], state: its state before the step) has its gates reported too.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +36,8 @@ class LayerTrace:
     direction: int  # 0 forward, 1 backward
     outputs: list[torch.Tensor] = field(default_factory=list)  # y_t [B, H] per processing step
     # The state's tensors themselves (the nodes the next step reads, in the cell's own shape, e.g. [1, B, H]):
-    h: list[Optional[torch.Tensor]] = field(default_factory=list)  # its h; None where not identifiable
-    c: list[Optional[torch.Tensor]] = field(default_factory=list)  # its second tensor (LSTM's c), or None
+    h: list[torch.Tensor | None] = field(default_factory=list)  # its h; None where not identifiable
+    c: list[torch.Tensor | None] = field(default_factory=list)  # its second tensor (LSTM's c), or None
     gates: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # sigmoid gate activations [B, H]
 
 
@@ -55,7 +57,7 @@ def _tensors(state: Any) -> list[torch.Tensor]:
     return []
 
 
-def split_state(state: Any, y: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+def split_state(state: Any, y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(h, c) of a cell's state, by torch's convention: h alone or the tuple (h, c). A tensor that does not have
     y's size is not taken for h (a cell with another kind of state). Returned as they are, not reshaped: the
     gradient is taken with respect to these very nodes."""
@@ -64,7 +66,7 @@ def split_state(state: Any, y: torch.Tensor) -> tuple[Optional[torch.Tensor], Op
 
 
 # -- torch's fused cells, one layer and direction at a time --------------------------------------------------
-def _fused_step(mode: str, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], gi: torch.Tensor, state: Any):
+def _fused_step(mode: str, w_hh: torch.Tensor, b_hh: torch.Tensor | None, gi: torch.Tensor, state: Any):
     """One step of torch's RNN/LSTM/GRU given gi = x_t W_ih^T + b_ih: (h, new state, sigmoid gates)."""
     h_prev = state[0] if mode == "LSTM" else state
     gh = F.linear(h_prev, w_hh, b_hh)
@@ -103,6 +105,7 @@ def _fused_layer(stack: RecurrentStack, layer: int, direction: int, seq: torch.T
 
     def step(t: int, s: Any, gates: bool):  # the gates come for free here
         return _fused_step(rnn.mode, w_hh, b_hh, gi[:, t], s)
+
     return step, init
 
 
@@ -111,15 +114,17 @@ def _cell_layer(stack: RecurrentStack, layer: int, direction: int, seq: torch.Te
     gate_fn = getattr(cell, "sigmoid_gates", None)
 
     def step(t: int, s: Any, gates: bool):
-        x_t = seq[:, t:t + 1]
+        x_t = seq[:, t : t + 1]
         g = gate_fn(x_t, s) if gates and gate_fn is not None else {}
         out, s = cell(x_t, s)
         return out[:, 0], s, g
+
     return step, (state[layer][direction] if state is not None else None)
 
 
-def trace_stack(stack: RecurrentStack, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                state: Any = None, gates: bool = False) -> tuple[torch.Tensor, list[LayerTrace]]:
+def trace_stack(
+    stack: RecurrentStack, x: torch.Tensor, lengths: torch.Tensor | None = None, state: Any = None, gates: bool = False
+) -> tuple[torch.Tensor, list[LayerTrace]]:
     """Run `stack` step by step (see the module docstring). Dropout between layers is not applied: trace a
     stack in eval mode."""
     directions = 2 if stack.bidirectional else 1

@@ -12,11 +12,13 @@ graph per update) is the `update` strategy's business (src/updates/, chosen by s
 and the hooks around updates are delegated to it. Full BPTT calls head and loss once over the whole sequence
 (t0=0, t1=T); truncated BPTT once per window, so every task gets truncation for free.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,9 +30,9 @@ from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
 from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack
-from src.updates.schedules import check_optimization
 from src.updates.automatic import Automatic
 from src.updates.base import Update
+from src.updates.schedules import check_optimization
 
 # Metric names whose direction is known: a monitor_mode against it would keep the worst epoch as the best.
 LOWER_IS_BETTER = re.compile(r"^(loss|mse|mae|rmse|ppl|perplexity|bpc|nll|error|cer|wer)(_|$)")
@@ -41,11 +43,20 @@ class RecurrentTask(L.LightningModule):
     kind = "task"  # the task kind a data set names (DataSpec.task) to be trained by this module
     supports_truncation = True  # False for tasks where chunking time means nothing (encoder-decoder)
 
-    def __init__(self, spec: DataSpec, stack: Callable[..., RecurrentStack],
-                 optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Optional[Callable[..., Any]] = None, scheduler_interval: str = "epoch",
-                 embedding_dim: int = 64, freeze_embedding: bool = False, input_proj: Optional[int] = None,
-                 monitor: str = "val/loss", monitor_mode: str = "min", update: Optional[Update] = None):
+    def __init__(
+        self,
+        spec: DataSpec,
+        stack: Callable[..., RecurrentStack],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        embedding_dim: int = 64,
+        freeze_embedding: bool = False,
+        input_proj: int | None = None,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+        update: Update | None = None,
+    ):
         super().__init__()
         self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -64,8 +75,10 @@ class RecurrentTask(L.LightningModule):
         name = str(monitor).rsplit("/", 1)[-1]
         better = "min" if LOWER_IS_BETTER.search(name) else "max" if HIGHER_IS_BETTER.search(name) else None
         if better and better != monitor_mode:
-            raise ConfigError(f"task.monitor={monitor} with task.monitor_mode={monitor_mode}: the best checkpoint "
-                              f"would be the worst epoch; set task.monitor_mode={better}")
+            raise ConfigError(
+                f"task.monitor={monitor} with task.monitor_mode={monitor_mode}: the best checkpoint "
+                f"would be the worst epoch; set task.monitor_mode={better}"
+            )
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.val_best.persistent(True)  # kept in checkpoints, so a resumed run still knows its best epoch
         self.run_config: dict = {}  # the resolved config, stored in checkpoints so commands can rebuild the model
@@ -73,11 +86,10 @@ class RecurrentTask(L.LightningModule):
         self.update.attach(self)
 
     # -- what a task implements ------------------------------------------------------------------------------
-    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def head(self, outputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def loss(self, predictions: torch.Tensor, batch: Batch, t0: int, t1: int
-             ) -> Optional[tuple[torch.Tensor, int]]:
+    def loss(self, predictions: torch.Tensor, batch: Batch, t0: int, t1: int) -> tuple[torch.Tensor, int] | None:
         raise NotImplementedError
 
     def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
@@ -103,11 +115,11 @@ class RecurrentTask(L.LightningModule):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: Any = None):
         """encoder + recurrent stack over x (the whole sequence, or one chunk of it) -> (outputs, state)"""
         return self.stack(self.encoder(x), lengths, state)
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: Any = None):
         outputs, state = self.encode(x, lengths, state)
         return self.head(outputs, lengths)
 
@@ -117,7 +129,7 @@ class RecurrentTask(L.LightningModule):
         return loss
 
     # -- training: the update strategy's ----------------------------------------------------------------------
-    def training_step(self, batch: Batch, batch_idx: int) -> Optional[torch.Tensor]:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         return self.update.training_step(batch, batch_idx)
 
     def on_train_start(self) -> None:

@@ -1,7 +1,6 @@
 """Many-to-one: a whole sequence -> one class (sequential MNIST, text classification)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +13,10 @@ from src.errors import ConfigError
 from src.models.stack import last_step
 from src.tasks.base import RecurrentTask
 
-
 POOLS = ("last", "mean", "max")
 
 
-def pool_steps(outputs: torch.Tensor, lengths: Optional[torch.Tensor], how: str) -> torch.Tensor:
+def pool_steps(outputs: torch.Tensor, lengths: torch.Tensor | None, how: str) -> torch.Tensor:
     """Mean or max of the outputs over each sequence's real steps (padding never enters)."""
     if lengths is None:
         return outputs.mean(1) if how == "mean" else outputs.amax(1)
@@ -35,8 +33,15 @@ class SequenceClassifier(RecurrentTask):
 
     kind = "classify"
 
-    def __init__(self, head_hidden: int = 64, head_dropout: float = 0.0, pool: str = "last",
-                 monitor: str = "val/acc", monitor_mode: str = "max", **kwargs):
+    def __init__(
+        self,
+        head_hidden: int = 64,
+        head_dropout: float = 0.0,
+        pool: str = "last",
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
+        **kwargs,
+    ):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         if pool not in POOLS:
             raise ConfigError(f"task.pool={pool!r} is not one of {POOLS}")
@@ -45,11 +50,16 @@ class SequenceClassifier(RecurrentTask):
         if head_hidden < 0:
             raise ConfigError(f"task.head_hidden={head_hidden} must be >= 0 (0 = a single linear layer)")
         size = self.stack.output_size
-        self.classifier = (nn.Sequential(nn.Linear(size, head_hidden), nn.ReLU(), nn.Dropout(head_dropout),
-                                         nn.Linear(head_hidden, classes)) if head_hidden
-                           else nn.Linear(size, classes))
-        metrics = MetricCollection({"acc": MulticlassAccuracy(classes, average="micro"),
-                                    "f1": MulticlassF1Score(classes, average="macro")})
+        self.classifier = (
+            nn.Sequential(
+                nn.Linear(size, head_hidden), nn.ReLU(), nn.Dropout(head_dropout), nn.Linear(head_hidden, classes)
+            )
+            if head_hidden
+            else nn.Linear(size, classes)
+        )
+        metrics = MetricCollection(
+            {"acc": MulticlassAccuracy(classes, average="micro"), "f1": MulticlassF1Score(classes, average="macro")}
+        )
         self.val_metrics, self.test_metrics = (metrics.clone(prefix=f"{s}/") for s in ("val", "test"))
         # Training accuracy as two running counts on the device: the metric objects' per-step update (acc and
         # macro F1) cost about 4% of a small model's training speed on CPU (python -m src.bench overhead).
@@ -57,7 +67,7 @@ class SequenceClassifier(RecurrentTask):
         self.register_buffer("train_seen", torch.zeros((), dtype=torch.long), persistent=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
-    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def head(self, outputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if self.pool == "last":
             return self.classifier(last_step(outputs, lengths, self.stack.bidirectional))
         return self.classifier(pool_steps(outputs, lengths, self.pool))
@@ -66,8 +76,10 @@ class SequenceClassifier(RecurrentTask):
         if t1 < batch.x.shape[1]:
             return None  # the one target sits after the last step
         if batch.lengths is not None and t0 > 0:
-            raise ConfigError("truncation=tbptt needs equal-length sequences for classification: in a padded "
-                              "batch each sequence's last step falls in a different chunk; use truncation=none")
+            raise ConfigError(
+                "truncation=tbptt needs equal-length sequences for classification: in a padded "
+                "batch each sequence's last step falls in a different chunk; use truncation=none"
+            )
         if t0 > 0 and self.pool != "last":
             raise ConfigError(f"task.pool={self.pool} summarises every step; it needs truncation=none")
         if self.training:  # read (a sync) once per epoch
@@ -93,4 +105,3 @@ class SequenceClassifier(RecurrentTask):
         metrics.reset()
         loss.reset()
         return values
-

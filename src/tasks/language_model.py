@@ -1,9 +1,9 @@
 """Language models: the next token at every step of a stream; perplexity (word) or bits per character (char),
 and sampling from the trained model (python -m src.generate)."""
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -19,7 +19,7 @@ class LanguageModel(StepClassifier):
     kind = "language_model"
     metric_names = ("loss", "acc")  # no exact_match: a row of a stream is a window of text, not a sequence
 
-    def __init__(self, level: Optional[str] = None, **kwargs):
+    def __init__(self, level: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.level = level
         self.generation: dict = {}  # vocab, level, tokenizer: stored in checkpoints for src.generate
@@ -51,8 +51,15 @@ class LanguageModel(StepClassifier):
 
     # -- sampling --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, prompt: list[int], length: int, temperature: float = 1.0, top_k: Optional[int] = None,
-               generator: Optional[torch.Generator] = None, banned: tuple[int, ...] = (0,)) -> list[int]:
+    def sample(
+        self,
+        prompt: list[int],
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        banned: tuple[int, ...] = (0,),
+    ) -> list[int]:
         """Read `prompt` (ids), then draw `length` tokens one at a time, each fed back in with the carried
         state. temperature 0 takes the most likely token; top_k keeps only the k most likely; `banned` ids
         (padding) are never drawn."""

@@ -5,10 +5,10 @@ y [B, T, D]: sin -> cos) and many-to-one (one target vector per sequence, y [B, 
 the adding problem). A data set with `rollout_steps` > 0 is also tested by an autoregressive rollout: the model's
 own predictions fed back in as inputs for that many steps (`test/rollout_mse`, and a plot in the run dir).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ class Regressor(StreamEval, RecurrentTask):
             setattr(self, f"{split}_mse", MeanMetric())
             setattr(self, f"{split}_mae", MeanMetric())
 
-    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def head(self, outputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if self.many_to_one:
             return self.regressor(last_step(outputs, lengths, self.stack.bidirectional))
         return self.regressor(outputs)
@@ -68,8 +68,9 @@ class Regressor(StreamEval, RecurrentTask):
             predicted = self.rollout(torch.as_tensor(context), len(truth))
             self.log("test/rollout_mse", float(np.mean((predicted - truth) ** 2)))
             if self.trainer.is_global_zero:
-                plot_rollout(Path(self.trainer.default_root_dir) / "rollout.png", context, truth, predicted,
-                             self.trainer.loggers)
+                plot_rollout(
+                    Path(self.trainer.default_root_dir) / "rollout.png", context, truth, predicted, self.trainer.loggers
+                )
 
     @torch.no_grad()
     def rollout(self, context: torch.Tensor, steps: int) -> np.ndarray:

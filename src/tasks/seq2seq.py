@@ -8,9 +8,11 @@ sources), y [B, T] target ids ending in <eos>, padded with 0.
 training_step is overridden: the decoder reads the targets, which the head/loss protocol's forward (inputs
 -> stack -> head) cannot express. So truncated BPTT does not apply to this task.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +31,19 @@ class Seq2Seq(RecurrentTask):
     kind = "seq2seq"
     supports_truncation = False  # the decoder reads the encoder's final state: no chunks in time
 
-    def __init__(self, stack: Callable[..., RecurrentStack], monitor: str = "val/exact_match",
-                 monitor_mode: str = "max", **kwargs):
+    def __init__(
+        self,
+        stack: Callable[..., RecurrentStack],
+        monitor: str = "val/exact_match",
+        monitor_mode: str = "max",
+        **kwargs,
+    ):
         super().__init__(stack=stack, monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         if self.stack.bidirectional:
-            raise ConfigError("seq2seq hands the encoder's final state to a unidirectional decoder of the same cell "
-                              "and depth; use direction=uni")
+            raise ConfigError(
+                "seq2seq hands the encoder's final state to a unidirectional decoder of the same cell "
+                "and depth; use direction=uni"
+            )
         if self.spec.input_kind != "tokens":
             raise ConfigError("seq2seq needs token inputs")
         # The decoder reads target tokens through the same embedding (source and target share one vocabulary).
@@ -44,7 +53,7 @@ class Seq2Seq(RecurrentTask):
             for name in ("loss", "acc", "exact_match"):
                 setattr(self, f"{split}_{name}", MeanMetric())
 
-    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def head(self, outputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         return self.out(outputs)
 
     def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
@@ -66,7 +75,7 @@ class Seq2Seq(RecurrentTask):
         return loss
 
     @torch.no_grad()
-    def greedy(self, x: torch.Tensor, lengths: Optional[torch.Tensor], steps: int) -> torch.Tensor:
+    def greedy(self, x: torch.Tensor, lengths: torch.Tensor | None, steps: int) -> torch.Tensor:
         """Decode `steps` tokens, each the most likely given the ones before -> [B, steps]."""
         _, state = self.encode(x, lengths)
         token = torch.full((len(x), 1), BOS, dtype=torch.long, device=x.device)
@@ -90,4 +99,3 @@ class Seq2Seq(RecurrentTask):
 
     def eval_values(self, split: str) -> dict:
         return self.computed(split, ("loss", "acc", "exact_match"))
-

@@ -1,9 +1,10 @@
 """Many-to-many, aligned: a class for every time step (the copy-memory problem, the memory tasks; the base of
 language models). Targets are IGNORE where a step has no answer; `acc` is over the answer steps, `exact_match` the
 share of sequences whose answer steps are all right."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,15 @@ class StepClassifier(StreamEval, RecurrentTask):
     kind = "steps"
     metric_names: tuple[str, ...] = ("loss", "acc", "exact_match")  # per split: val/<name>, test/<name>
 
-    def __init__(self, dropout: float = 0.0, tie_weights: bool = False, init_range: Optional[float] = None,
-                 monitor: str = "val/loss", monitor_mode: str = "min", **kwargs):
+    def __init__(
+        self,
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        init_range: float | None = None,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+        **kwargs,
+    ):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"task.dropout={dropout} must be in [0, 1)")
@@ -47,17 +55,19 @@ class StepClassifier(StreamEval, RecurrentTask):
             if not isinstance(self.encoder, nn.Embedding) or self.spec.input_size != classes:
                 raise ConfigError("task.tie_weights=true needs token inputs whose vocabulary is the output classes")
             if self.encoder.embedding_dim != size:
-                raise ConfigError(f"task.tie_weights=true needs task.embedding_dim ({self.encoder.embedding_dim}) "
-                                  f"equal to the recurrent output size ({size}: cell.hidden_size x directions)")
+                raise ConfigError(
+                    f"task.tie_weights=true needs task.embedding_dim ({self.encoder.embedding_dim}) "
+                    f"equal to the recurrent output size ({size}: cell.hidden_size x directions)"
+                )
             self.decoder.weight = self.encoder.weight
         for split in ("val", "test"):
             for name in self.metric_names:
                 setattr(self, f"{split}_{name}", MeanMetric())
 
-    def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state: Any = None):
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: Any = None):
         return self.stack(self.drop(self.encoder(x)), lengths, state)
 
-    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def head(self, outputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         return self.decoder(self.drop(outputs))
 
     def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):

@@ -4,6 +4,7 @@ Stream data modules (src/data/streams.py, `stream = True`) cut every split into 
 batch to the next, so evaluation reads each row straight through, from a zero state at the start of every
 evaluation, as word_language_model's `evaluate` does. Other data start every batch from zero.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,9 +5,8 @@ CRF over the emissions (task.head=crf, pytorch-crf). Targets are IGNORE (-100) o
 every metric skip padding. Metrics: acc (token accuracy), f1 (macro over tags), oov_acc (accuracy on tokens
 outside the training vocabulary, i.e. input id <unk>) and oov_tokens (how many such tokens were scored).
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,15 @@ HEADS = ("softmax", "crf")
 class SequenceTagger(RecurrentTask):
     kind = "tag"
 
-    def __init__(self, head: str = "softmax", head_hidden: int = 0, head_dropout: float = 0.0,
-                 monitor: str = "val/acc", monitor_mode: str = "max", **kwargs):
+    def __init__(
+        self,
+        head: str = "softmax",
+        head_hidden: int = 0,
+        head_dropout: float = 0.0,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
+        **kwargs,
+    ):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         if head not in HEADS:
             raise ConfigError(f"task.head={head!r} is not one of {HEADS}")
@@ -48,17 +54,22 @@ class SequenceTagger(RecurrentTask):
             except ImportError:
                 raise ConfigError("task.head=crf needs the pytorch-crf package: pip install pytorch-crf") from None
             self.crf = CRF(tags, batch_first=True)
-        metrics = MetricCollection({"acc": MulticlassAccuracy(tags, average="micro", ignore_index=IGNORE),
-                                    "f1": MulticlassF1Score(tags, average="macro", ignore_index=IGNORE)})
-        self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone(prefix=f"{s}/")
-                                                                   for s in ("train", "val", "test"))
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(tags, average="micro", ignore_index=IGNORE),
+                "f1": MulticlassF1Score(tags, average="macro", ignore_index=IGNORE),
+            }
+        )
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")
+        )
         for split in ("val", "test"):
             setattr(self, f"{split}_oov", MulticlassAccuracy(tags, average="micro", ignore_index=IGNORE))
             setattr(self, f"{split}_oov_tokens", SumMetric())
             setattr(self, f"{split}_loss", MeanMetric())
 
     # -- the task protocol ------------------------------------------------------------------------------------
-    def head(self, outputs: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def head(self, outputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         return self.emissions(outputs)
 
     def loss(self, emissions: torch.Tensor, batch: Batch, t0: int, t1: int):
@@ -87,7 +98,7 @@ class SequenceTagger(RecurrentTask):
         paths = self.crf.decode(emissions, mask=mask)
         tags = torch.zeros_like(targets)
         for i, path in enumerate(paths):
-            tags[i, :len(path)] = torch.as_tensor(path, device=tags.device)
+            tags[i, : len(path)] = torch.as_tensor(path, device=tags.device)
         return tags
 
     def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
@@ -96,12 +107,15 @@ class SequenceTagger(RecurrentTask):
         preds, targets = self.predict_tags(emissions, batch.y).flatten(), batch.y.flatten()
         getattr(self, f"{split}_metrics").update(preds, targets)
         getattr(self, f"{split}_loss").update(loss, weight=n)
-        oov = batch.x[:, :batch.y.shape[1]].flatten() == UNK_ID
+        oov = batch.x[:, : batch.y.shape[1]].flatten() == UNK_ID
         getattr(self, f"{split}_oov").update(preds, targets.masked_fill(~oov, IGNORE))
         getattr(self, f"{split}_oov_tokens").update(((targets != IGNORE) & oov).sum())
 
     def eval_values(self, split: str) -> dict:
-        values = {**getattr(self, f"{split}_metrics").compute(), f"{split}/loss": getattr(self, f"{split}_loss").compute()}
+        values = {
+            **getattr(self, f"{split}_metrics").compute(),
+            f"{split}/loss": getattr(self, f"{split}_loss").compute(),
+        }
         oov_tokens = getattr(self, f"{split}_oov_tokens").compute()
         values[f"{split}/oov_tokens"] = oov_tokens.float()
         if oov_tokens > 0:  # else there is no accuracy to report (not 0)
@@ -115,4 +129,3 @@ class SequenceTagger(RecurrentTask):
         if self.crf is None:  # (with a CRF, training would need a Viterbi pass per step just for this)
             self.log_dict(self.train_metrics.compute(), batch_size=1)
         self.train_metrics.reset()
-

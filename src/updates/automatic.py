@@ -1,5 +1,6 @@
 """Lightning's automatic optimization: the task returns the loss, Lightning's loop runs backward, the optimizer
 step, clipping (trainer.gradient_clip_val / gradient_clip_algorithm) and the LR schedulers."""
+
 from __future__ import annotations
 
 from typing import Any

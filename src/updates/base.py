@@ -15,16 +15,17 @@ The strategy uses, of the task: `batch_loss(batch)` (forward and loss over the w
 `log` and the optimizer/scheduler settings (`scheduler_factory`, `scheduler_interval`, `monitor`): Lightning's
 public API plus the task protocol. A strategy never imports the task module.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
 
-from src.updates.schedules import follow_config
 from src.updates import lightning_internals as internals
+from src.updates.schedules import follow_config
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Update:
     reason = ""  # why this strategy was chosen (src/updates/__init__.py); metrics.json `update_reason`
 
     def __init__(self) -> None:
-        self.task: Optional[L.LightningModule] = None
+        self.task: L.LightningModule | None = None
 
     def attach(self, task: L.LightningModule) -> None:
         self.task = task
@@ -58,17 +59,17 @@ class Update:
         return getattr(self, name, default)
 
     # -- the step --------------------------------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         loss = self.train_on(batch)
         self.log_loss(loss, len(batch.x), internals.is_last_batch(self.task.trainer))
         return loss
 
-    def train_on(self, batch: Any) -> Optional[torch.Tensor]:
+    def train_on(self, batch: Any) -> torch.Tensor | None:
         """Forward and loss of one batch, and its update(s) where the strategy runs them; the (detached) loss, or
         None where the batch holds no target."""
         raise NotImplementedError
 
-    def log_loss(self, loss: Optional[torch.Tensor], batch_size: int, last_of_epoch: bool) -> None:
+    def log_loss(self, loss: torch.Tensor | None, batch_size: int, last_of_epoch: bool) -> None:
         # Only on the steps the loggers write (trainer.log_every_n_steps) and on each epoch's last step (what
         # metrics.json reports): each logged value is read back to the host, a sync that on a GPU stalls the
         # queue of kernels.
@@ -82,9 +83,11 @@ class Update:
             for config in task.trainer.lr_scheduler_configs:
                 changed = follow_config(config.scheduler, task.scheduler_factory, config.scheduler.optimizer)
                 if changed:
-                    log.warning(f"resumed with a new LR schedule ({'; '.join(changed)}): the learning rate "
-                                f"is now {config.scheduler.optimizer.param_groups[0]['lr']:.3g}, as if the run "
-                                f"had had this schedule from the start")
+                    log.warning(
+                        f"resumed with a new LR schedule ({'; '.join(changed)}): the learning rate "
+                        f"is now {config.scheduler.optimizer.param_groups[0]['lr']:.3g}, as if the run "
+                        f"had had this schedule from the start"
+                    )
 
     def on_train_epoch_start(self) -> None:
         pass
@@ -112,7 +115,7 @@ class Wrapper(Update):
         super().attach(task)
         task.automatic_optimization = self.inner.automatic
 
-    def train_on(self, batch: Any) -> Optional[torch.Tensor]:
+    def train_on(self, batch: Any) -> torch.Tensor | None:
         return self.inner.train_on(batch)
 
     def setting(self, name: str, default: Any = None) -> Any:

@@ -7,9 +7,10 @@
 
 `updates_per_step=auto` picks K here: 8 on a GPU, 1 on CPU, with diagnostics and with gradient accumulation.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from src.errors import ConfigError
 from src.updates.automatic import Automatic
@@ -35,17 +36,26 @@ def resolve_updates_per_step(value: Any, on_gpu: bool, diagnostics: bool, accumu
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"updates_per_step={value!r} must be a positive integer or auto")
     if value > 1 and diagnostics:
-        raise ConfigError(f"updates_per_step={value} cannot be combined with diagnostics, which watch single "
-                          f"updates; set updates_per_step=1")
+        raise ConfigError(
+            f"updates_per_step={value} cannot be combined with diagnostics, which watch single "
+            f"updates; set updates_per_step=1"
+        )
     if value > 1 and accumulate != 1:
-        raise ConfigError(f"updates_per_step={value} cannot be combined with trainer.accumulate_grad_batches="
-                          f"{accumulate}: each batch gets its own update; set one of them to 1")
+        raise ConfigError(
+            f"updates_per_step={value} cannot be combined with trainer.accumulate_grad_batches="
+            f"{accumulate}: each batch gets its own update; set one of them to 1"
+        )
     return value, f"updates_per_step={value}"
 
 
-def choose(truncation: Optional[dict] = None, per_step: int = 1, graph_updates: bool = False,
-           gradient_clip_val: Optional[float] = None, gradient_clip_algorithm: str = "norm",
-           reason: str = "") -> Update:
+def choose(
+    truncation: dict | None = None,
+    per_step: int = 1,
+    graph_updates: bool = False,
+    gradient_clip_val: float | None = None,
+    gradient_clip_algorithm: str = "norm",
+    reason: str = "",
+) -> Update:
     """The strategy for these settings; `reason` (how per_step was picked) goes into its `reason`. Clipping
     settings are used by the strategies that step the optimizer themselves (for automatic, the Trainer's)."""
     trunc = Truncation.from_config(truncation)

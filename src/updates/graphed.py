@@ -18,10 +18,10 @@ Recording runs a few warm-up updates on a side stream (CUDA's requirement) and t
 buffers and optimizer state are put back in place, so training makes the same updates as without the graph,
 to float rounding (a capturable optimizer rounds slightly differently; tests/test_cuda.py).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import lightning as L
 import torch
@@ -42,8 +42,23 @@ MAX_GRAPHS = 4  # batch shapes recorded; others (a shorter last batch, varying t
 WATCHING_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 # Tensor operations that read a value back to the host (or whose result's size depends on values): a CUDA graph
 # cannot record them, and on a GPU each one waits for the queue of kernels.
-HOST_READS = frozenset({"item", "tolist", "numpy", "cpu", "__int__", "__float__", "__bool__", "__index__",
-                        "nonzero", "unique", "masked_select", "__format__", "__repr__"})
+HOST_READS = frozenset(
+    {
+        "item",
+        "tolist",
+        "numpy",
+        "cpu",
+        "__int__",
+        "__float__",
+        "__bool__",
+        "__index__",
+        "nonzero",
+        "unique",
+        "masked_select",
+        "__format__",
+        "__repr__",
+    }
+)
 
 
 class _HostReads(TorchFunctionMode):
@@ -72,8 +87,10 @@ def host_reads(task: L.LightningModule, batch: Batch) -> list[str]:
 
 def check_mode(value) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"graph_updates={value!r} must be true (replay each update as one CUDA graph where "
-                          f"exact, on a GPU with updates_per_step > 1) or false")
+        raise ConfigError(
+            f"graph_updates={value!r} must be true (replay each update as one CUDA graph where "
+            f"exact, on a GPU with updates_per_step > 1) or false"
+        )
     return value
 
 
@@ -85,7 +102,7 @@ class Graphed(Wrapper):
     def __init__(self, inner: Manual) -> None:
         super().__init__(inner)
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Batch, torch.Tensor]] = {}
-        self.off: Optional[str] = None  # why graphs are not used in this run (checked once)
+        self.off: str | None = None  # why graphs are not used in this run (checked once)
 
     def describe(self) -> str:
         return f"graphed({self.inner.describe()})"
@@ -93,7 +110,7 @@ class Graphed(Wrapper):
     def notes(self) -> list[str]:
         return [*self.inner.notes(), *([f"graphs off: {self.off}"] if self.off else [])]
 
-    def train_on(self, batch: Batch) -> Optional[torch.Tensor]:
+    def train_on(self, batch: Batch) -> torch.Tensor | None:
         loss = self.replay(batch)
         if loss is None:
             return self.inner.train_on(batch)
@@ -105,7 +122,7 @@ class Graphed(Wrapper):
         portable_optimizer_states(checkpoint)
 
     # -- when -------------------------------------------------------------------------------------------------
-    def why_not(self, batch: Batch) -> Optional[str]:
+    def why_not(self, batch: Batch) -> str | None:
         """None if this run's updates can be captured, else why not (the same for the whole run; `batch`, the
         first one, is run once to look for host reads in the loss)."""
         task, trainer = self.task, self.task.trainer
@@ -122,11 +139,16 @@ class Graphed(Wrapper):
             # Measured and tested with torch's fused cells only; a loop cell replays graphs of its own per layer
             # (stack.cuda_graphs, src/models/graphs.py).
             return "a loop cell (it runs its own per-layer CUDA graphs)"
-        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 or isinstance(m, torch.nn.RNNBase) and m.dropout > 0
-               for m in task.modules()):
+        if any(
+            isinstance(m, torch.nn.Dropout) and m.p > 0 or isinstance(m, torch.nn.RNNBase) and m.dropout > 0
+            for m in task.modules()
+        ):
             return "dropout"
-        watchers = [type(cb).__name__ for cb in trainer.callbacks
-                    if any(is_overridden(h, cb, L.Callback) for h in WATCHING_HOOKS)]
+        watchers = [
+            type(cb).__name__
+            for cb in trainer.callbacks
+            if any(is_overridden(h, cb, L.Callback) for h in WATCHING_HOOKS)
+        ]
         if watchers:
             return f"callbacks that watch each update: {', '.join(watchers)}"
         if reads := host_reads(task, batch):  # last: it runs the model once
@@ -134,7 +156,7 @@ class Graphed(Wrapper):
         return None
 
     # -- running ------------------------------------------------------------------------------------------------
-    def replay(self, batch: Batch) -> Optional[torch.Tensor]:
+    def replay(self, batch: Batch) -> torch.Tensor | None:
         """Run one update of `batch` through its graph and return its loss, or None: run it as usual."""
         if batch.lengths is not None:
             return None  # padded batches: packing the sequences reads their lengths on the host
@@ -197,8 +219,10 @@ class Graphed(Wrapper):
             with no_collection(), torch.cuda.graph(graph):
                 loss = self.update(static)
         except RuntimeError as err:  # e.g. a loss that reads a value back to the host (.item(), int(tensor))
-            raise ConfigError(f"graph_updates: recording {type(task).__name__}'s update as a CUDA graph failed "
-                              f"({err}); run with graph_updates=false") from err
+            raise ConfigError(
+                f"graph_updates: recording {type(task).__name__}'s update as a CUDA graph failed "
+                f"({err}); run with graph_updates=false"
+            ) from err
         with torch.no_grad():  # in place: the graph reads and writes these very tensors
             for p, saved in zip(task.parameters(), params):
                 p.copy_(saved)

@@ -4,10 +4,11 @@ The same updates as K = 1, bit for bit, with the Trainer's per-step host cost (h
 per K updates instead of once per update. Each batch is trained by the inner strategy (manual, truncated or
 graphed); this one only takes the batches and keeps Lightning's counts in batches.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -25,7 +26,7 @@ class Grouped(Wrapper):
             raise ConfigError("updates_per_step > 1 runs its updates itself: its inner strategy must be manual")
         super().__init__(inner)
         self.per_step = per_step
-        self._preparation_changes: Optional[bool] = None  # see batch_ready
+        self._preparation_changes: bool | None = None  # see batch_ready
 
     def describe(self) -> str:
         return f"grouped({self.inner.describe()}, K={self.per_step})"

@@ -5,11 +5,12 @@ says why. tests/test_lightning_internals.py runs each one against a real Trainer
 moves one of these names fails a test named after the function, not a training run. pyproject.toml pins
 `lightning` to the minor versions those tests passed on.
 """
+
 from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
@@ -20,7 +21,7 @@ from lightning.pytorch.plugins.precision import Precision
 _TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
-def attached_trainer(module: L.LightningModule) -> Optional[L.Trainer]:
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
     """The module's Trainer, or None: the public `module.trainer` raises when none is attached (a module used
     outside fit, as the commands that evaluate a checkpoint do)."""
     return module._trainer
@@ -67,8 +68,10 @@ def preparation_changes_batches(module: L.LightningModule) -> bool:
     owners = [(type(module), L.LightningModule)]
     if module.trainer.datamodule is not None:
         owners.append((type(module.trainer.datamodule), L.LightningDataModule))
-    return not (type(module.trainer.precision_plugin).convert_input is Precision.convert_input
-                and all(getattr(cls, h) is getattr(base, h) for cls, base in owners for h in _TRANSFER_HOOKS))
+    return not (
+        type(module.trainer.precision_plugin).convert_input is Precision.convert_input
+        and all(getattr(cls, h) is getattr(base, h) for cls, base in owners for h in _TRANSFER_HOOKS)
+    )
 
 
 def prepare_batch(module: L.LightningModule, batch: Any) -> Any:

@@ -6,9 +6,10 @@ src/train.py since Lightning refuses them under manual optimization) and runs in
 after Lightning's fp16 GradScaler has unscaled the gradients. Schedulers are stepped at their interval ("step" or
 "epoch"); ReduceLROnPlateau reads the monitored metric itself.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from src.updates.base import Update
 class Manual(Update):
     name = "manual"
 
-    def __init__(self, gradient_clip_val: Optional[float] = None, gradient_clip_algorithm: str = "norm") -> None:
+    def __init__(self, gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm") -> None:
         super().__init__()
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
 

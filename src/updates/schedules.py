@@ -8,10 +8,12 @@ takes the settings the config gives it now, and where a setting changed, its lea
 epoch (or step) it has reached from the scheduler's closed form, i.e. as if the run had had the new schedule
 from the start. A schedule without a closed form (one that can only be stepped) is refused with the fix.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -30,8 +32,9 @@ def follow_config(restored: Any, factory: Callable[..., Any], optimizer: torch.o
     """Give `restored` (a scheduler after a checkpoint's state was loaded) the settings `factory` builds now;
     returns the settings that changed, as `name: old -> new`."""
     probe_params = [torch.zeros(1, requires_grad=True) for _ in optimizer.param_groups]
-    probe = torch.optim.SGD([{"params": [p], "lr": g.get("initial_lr", g["lr"])}
-                             for p, g in zip(probe_params, optimizer.param_groups)])
+    probe = torch.optim.SGD(
+        [{"params": [p], "lr": g.get("initial_lr", g["lr"])} for p, g in zip(probe_params, optimizer.param_groups)]
+    )
     fresh = settings(factory(optimizer=probe))
     old = settings(restored)
     # Functions (a LambdaLR's lambda) cannot be compared: the config rebuilds them, so they are taken as unchanged.
@@ -40,9 +43,11 @@ def follow_config(restored: Any, factory: Callable[..., Any], optimizer: torch.o
         return []
     closed_form = getattr(restored, "_get_closed_form_lr", None)  # torch's own formula, where it has one
     if closed_form is None and not isinstance(restored, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        raise ConfigError(f"the resumed run's scheduler {type(restored).__name__} has other settings than its "
-                          f"checkpoint ({'; '.join(changed)}) and cannot be recomputed for them; resume with the "
-                          f"checkpoint's settings, or start afresh without ckpt_path")
+        raise ConfigError(
+            f"the resumed run's scheduler {type(restored).__name__} has other settings than its "
+            f"checkpoint ({'; '.join(changed)}) and cannot be recomputed for them; resume with the "
+            f"checkpoint's settings, or start afresh without ckpt_path"
+        )
     for key, value in fresh.items():
         if not callable(value):
             setattr(restored, key, value)
@@ -53,8 +58,9 @@ def follow_config(restored: Any, factory: Callable[..., Any], optimizer: torch.o
     return changed
 
 
-def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], scheduler: Optional[Callable],
-                       step: bool = False) -> None:
+def check_optimization(
+    optimizer: Callable[..., torch.optim.Optimizer], scheduler: Callable | None, step: bool = False
+) -> None:
     """Build the optimizer and scheduler once on a probe parameter: a value torch refuses (optimizer.lr=-1, a
     string where a number belongs) is a ConfigError naming the group now, not a traceback inside fit. With
     `step` (src.train, for a run that will train), the schedule is also stepped, which some settings fail only
@@ -62,14 +68,15 @@ def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], schedule
     scheduler = scheduler or None  # scheduler=none is an empty config
     for group, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
         if factory is not None and not callable(factory):
-            raise ConfigError(f"{group}={factory!r} is not a config of the {group} group; choose one of "
-                              f"conf/{group}/")
+            raise ConfigError(f"{group}={factory!r} is not a config of the {group} group; choose one of conf/{group}/")
     probe_param = torch.zeros(1, requires_grad=True)
     try:
         probe = optimizer(params=[probe_param])
     except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError(f"optimizer: {_described(optimizer)} refused its settings ({type(e).__name__}: {e}); "
-                          f"fix the optimizer.* value") from None
+        raise ConfigError(
+            f"optimizer: {_described(optimizer)} refused its settings ({type(e).__name__}: {e}); "
+            f"fix the optimizer.* value"
+        ) from None
     if scheduler is not None:
         try:
             schedule = scheduler(optimizer=probe)
@@ -77,8 +84,10 @@ def check_optimization(optimizer: Callable[..., torch.optim.Optimizer], schedule
                 probe.step()
                 schedule.step(*([0.0] if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau) else []))
         except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:
-            raise ConfigError(f"scheduler: {_described(scheduler)} refused its settings ({type(e).__name__}: "
-                              f"{e}); fix the scheduler.* value") from None
+            raise ConfigError(
+                f"scheduler: {_described(scheduler)} refused its settings ({type(e).__name__}: "
+                f"{e}); fix the scheduler.* value"
+            ) from None
 
 
 def _described(factory: Callable) -> str:

@@ -11,10 +11,11 @@ row of a batch continues the same row of the previous batch), reset at the start
 carries its own state: src/tasks/streams.py). Every task gets truncation through its `encode`, `head` and
 `loss(predictions, batch, t0, t1)`; clipping and schedulers are the manual strategy's (src/updates/manual.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -32,7 +33,7 @@ class Truncation:
     carry_across_batches: bool = False
 
     @classmethod
-    def from_config(cls, cfg: Optional[dict]) -> Optional["Truncation"]:
+    def from_config(cls, cfg: dict | None) -> Truncation | None:
         """None for full BPTT (truncation=none)."""
         cfg = dict(cfg or {})
         mode = cfg.pop("mode", "none")
@@ -43,16 +44,19 @@ class Truncation:
         steps, stride = cfg.pop("steps", None), cfg.pop("stride", None)
         carry = cfg.pop("carry_across_batches", False)
         if cfg:
-            raise ConfigError(f"unknown truncation settings {sorted(cfg)}; allowed: steps, stride, "
-                              f"carry_across_batches")
+            raise ConfigError(
+                f"unknown truncation settings {sorted(cfg)}; allowed: steps, stride, carry_across_batches"
+            )
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"truncation.steps={steps!r} must be a positive integer (k2: steps per backward)")
         if not isinstance(carry, bool):
             raise ConfigError(f"truncation.carry_across_batches={carry!r} must be true or false")
         stride = steps if stride is None else stride
         if not isinstance(stride, int) or not 1 <= stride <= steps:
-            raise ConfigError(f"truncation.stride={stride!r} must be an integer in [1, truncation.steps={steps}] "
-                              f"(k1: steps between updates; stride < steps gives overlapping windows)")
+            raise ConfigError(
+                f"truncation.stride={stride!r} must be an integer in [1, truncation.steps={steps}] "
+                f"(k1: steps between updates; stride < steps gives overlapping windows)"
+            )
         return cls(steps=steps, stride=stride, carry_across_batches=carry)
 
     def windows(self, total: int) -> list[tuple[int, int, int]]:
@@ -65,8 +69,9 @@ class Truncation:
 class Truncated(Manual):
     """Manual updates, one per window of `truncation.stride` steps (several per batch)."""
 
-    def __init__(self, truncation: Truncation, gradient_clip_val: Optional[float] = None,
-                 gradient_clip_algorithm: str = "norm") -> None:
+    def __init__(
+        self, truncation: Truncation, gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm"
+    ) -> None:
         super().__init__(gradient_clip_val, gradient_clip_algorithm)
         self.truncation = truncation
         self.state: Any = None  # the previous training batch's final state (carry_across_batches)
@@ -77,14 +82,15 @@ class Truncated(Manual):
 
     def attach(self, task: L.LightningModule) -> None:
         if task.stack.bidirectional:
-            raise ConfigError("truncation=tbptt cannot be combined with direction=bi: the backward direction "
-                              "would read across chunk boundaries; use direction=uni or truncation=none")
+            raise ConfigError(
+                "truncation=tbptt cannot be combined with direction=bi: the backward direction "
+                "would read across chunk boundaries; use direction=uni or truncation=none"
+            )
         if not getattr(task, "supports_truncation", True):
-            raise ConfigError(f"truncation=tbptt means nothing for the {type(task).__name__} task; "
-                              f"use truncation=none")
+            raise ConfigError(f"truncation=tbptt means nothing for the {type(task).__name__} task; use truncation=none")
         super().attach(task)
 
-    def train_on(self, batch: Batch) -> Optional[torch.Tensor]:
+    def train_on(self, batch: Batch) -> torch.Tensor | None:
         loss, state = self.windows(batch, self.carried_state(len(batch.x)))
         if self.truncation.carry_across_batches:
             self.state = detach_state(state)
@@ -107,7 +113,7 @@ class Truncated(Manual):
     def on_train_epoch_start(self) -> None:
         self.state = None
 
-    def windows(self, batch: Batch, state: Any = None) -> tuple[Optional[torch.Tensor], Any]:
+    def windows(self, batch: Batch, state: Any = None) -> tuple[torch.Tensor | None, Any]:
         """Run one batch as BPTT(k1, k2) updates; returns (mean loss over the updates or None, final state)."""
         task, trunc = self.task, self.truncation
         total = batch.x.shape[1]
@@ -130,7 +136,7 @@ class Truncated(Manual):
                     saved[next_start] = detach_state(state)
             saved[t1] = detach_state(state)
             out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
-            result = task.loss(task.head(out[:, t0 - start:], None), batch, t0, t1)
+            result = task.loss(task.head(out[:, t0 - start :], None), batch, t0, t1)
             if result is None:
                 continue  # no target in this window (many-to-one before its last step): nothing to learn from
             loss, n = result
@@ -141,4 +147,3 @@ class Truncated(Manual):
         if not losses:
             return None, final
         return torch.stack(losses).sum() / sum(counts), final
-

@@ -15,9 +15,8 @@ at most window-1 steps kept, local attention as in Griffin), where a recurrent c
 u -> LayerNorm -> MLP (GELU, mlp_factor x width) -> + u; an input of another width than hidden_size is first mapped
 to it. block=false: the attention alone (q, k, v from the input, the output projection). No dropout.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +38,25 @@ def rotate(x: Tensor, positions: Tensor, base: float) -> Tensor:
 
 class Attention(nn.Module):
     cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
-    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, mlp_factor: int = 4,
-                 window: Optional[int] = None, rope_base: float = 10000.0, block: bool = True):
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        num_heads: int = 4,
+        mlp_factor: int = 4,
+        window: int | None = None,
+        rope_base: float = 10000.0,
+        block: bool = True,
+    ):
         super().__init__()
         H = self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         self.num_heads = positive_int("num_heads", num_heads)
         if H % num_heads or (H // num_heads) % 2:
-            raise ConfigError(f"cell.num_heads={num_heads} must divide cell.hidden_size={H} into heads of an even "
-                              f"size (rotary positions turn pairs of dimensions)")
+            raise ConfigError(
+                f"cell.num_heads={num_heads} must divide cell.hidden_size={H} into heads of an even "
+                f"size (rotary positions turn pairs of dimensions)"
+            )
         positive_int("mlp_factor", mlp_factor)
         self.window = None if window is None else positive_int("window", window)
         self.rope_base = a_number("rope_base", rope_base)
@@ -61,7 +71,7 @@ class Attention(nn.Module):
             self.norm, self.mlp_norm = nn.LayerNorm(H), nn.LayerNorm(H)
             self.mlp_up, self.mlp_down = nn.Linear(H, mlp_factor * H), nn.Linear(mlp_factor * H, H)
 
-    def attend(self, x: Tensor, cache: Optional[tuple[Tensor, Tensor]]):
+    def attend(self, x: Tensor, cache: tuple[Tensor, Tensor] | None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_size)).permute(2, 0, 3, 1, 4)
         if cache is not None:
@@ -72,10 +82,11 @@ class Attention(nn.Module):
         allowed = key_pos <= query_pos
         if self.window is not None:
             allowed = allowed & (key_pos > query_pos - self.window)
-        y = F.scaled_dot_product_attention(rotate(q, positions[S:], self.rope_base),
-                                           rotate(k, positions, self.rope_base), v, attn_mask=allowed)
+        y = F.scaled_dot_product_attention(
+            rotate(q, positions[S:], self.rope_base), rotate(k, positions, self.rope_base), v, attn_mask=allowed
+        )
         keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
-        return self.out(y.transpose(1, 2).flatten(-2)), (k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:])
+        return self.out(y.transpose(1, 2).flatten(-2)), (k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :])
 
     def forward(self, x: Tensor, state=None):
         if not self.block:
@@ -86,5 +97,4 @@ class Attention(nn.Module):
         return u + self.mlp_down(F.gelu(self.mlp_up(self.mlp_norm(u)))), state
 
     def extra_repr(self) -> str:
-        return (f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, window={self.window}, "
-                f"block={self.block}")
+        return f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, window={self.window}, block={self.block}"

@@ -1,9 +1,10 @@
 """What the layered cells share: checked settings, torch's default initialisation, and the TorchScript switch."""
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -39,10 +40,9 @@ def a_bool(name: str, value) -> bool:
     return value
 
 
-def jit_setting(value) -> Union[bool, str]:
+def jit_setting(value) -> bool | str:
     if value not in (True, False, "auto") or isinstance(value, int) and not isinstance(value, bool):
-        raise ConfigError(f"cell.jit={value!r} must be auto (TorchScript on GPU, eager PyTorch on CPU), true or "
-                          f"false")
+        raise ConfigError(f"cell.jit={value!r} must be auto (TorchScript on GPU, eager PyTorch on CPU), true or false")
     return value
 
 
@@ -61,7 +61,7 @@ def scripted(fn: Callable) -> Callable:
     return torch.jit.script(fn)
 
 
-def time_loop(fn: Callable, jit: Union[bool, str], x: torch.Tensor) -> Callable:
+def time_loop(fn: Callable, jit: bool | str, x: torch.Tensor) -> Callable:
     """The time loop to run on x: TorchScript's when asked for (jit=auto: on GPU only, where its fuser merges
     the element-wise gate math into few kernels; the CPU wheel has no fuser, and on CPU it measured no faster
     than eager, benchmarks/cells-cpu.md) and gradients are on. Without gradients (evaluation) the plain

@@ -1,7 +1,6 @@
 """torch's fused RNN/LSTM/GRU (cuDNN on GPU): one call runs every layer and both directions."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -9,8 +8,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from src.errors import ConfigError
 
-MODES = {"rnn": (nn.RNN, {"nonlinearity": "tanh"}), "rnn_relu": (nn.RNN, {"nonlinearity": "relu"}),
-         "lstm": (nn.LSTM, {}), "gru": (nn.GRU, {})}
+MODES = {
+    "rnn": (nn.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (nn.RNN, {"nonlinearity": "relu"}),
+    "lstm": (nn.LSTM, {}),
+    "gru": (nn.GRU, {}),
+}
 
 
 class FusedRNN(nn.Module):
@@ -18,19 +21,33 @@ class FusedRNN(nn.Module):
 
     fused_stack = True
 
-    def __init__(self, input_size: int, hidden_size: int, mode: str = "lstm", num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        mode: str = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"cell.mode={mode!r} is not one of {sorted(MODES)}")
         if hidden_size < 1:
             raise ConfigError(f"cell.hidden_size={hidden_size} must be a positive integer")
         cls, extra = MODES[mode]
-        self.rnn = cls(input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
-                       dropout=dropout if num_layers > 1 else 0.0, batch_first=True, **extra)
+        self.rnn = cls(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+            batch_first=True,
+            **extra,
+        )
         self.output_size = hidden_size * (2 if bidirectional else 1)
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None, state=None):
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         total = x.shape[1]
         if lengths is None:
             return self.rnn(x, state)

@@ -6,6 +6,7 @@ original (Cho et al. 2014; TensorFlow's GRUCell) as `gru_v1`. Gate blocks r, z, 
     reset before (gru_v1):  n = tanh(W_n x + b_n + R_n (r * h))
     h' = (1 - z) * n + z * h
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple, Union
@@ -17,18 +18,19 @@ from torch import Tensor, nn
 from src.models.cells.base import init_uniform_, jit_setting, positive_int, time_loop
 
 
-def gru_sequence(pre_x: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor], reset_after: bool
-                 ) -> Tuple[Tensor, Tensor]:
+def gru_sequence(
+    pre_x: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor], reset_after: bool
+) -> Tuple[Tensor, Tensor]:
     """pre_x = W x + b for all steps [B, T, 3H] -> (outputs [B, T, H], h)."""
     hidden = h.shape[1]
-    w_rz, w_n = weight_hh[:2 * hidden], weight_hh[2 * hidden:]
+    w_rz, w_n = weight_hh[: 2 * hidden], weight_hh[2 * hidden :]
     outputs: List[Tensor] = []
     for pre_t in pre_x.unbind(1):  # unbind, not indexing: one gradient tensor for all steps, not one per step
-        x_rz, x_n = pre_t[:, :2 * hidden], pre_t[:, 2 * hidden:]
+        x_rz, x_n = pre_t[:, : 2 * hidden], pre_t[:, 2 * hidden :]
         if reset_after:
             rec = torch.mm(h, weight_hh.t()) if bias_hh is None else torch.addmm(bias_hh, h, weight_hh.t())
-            r, z = torch.sigmoid(x_rz + rec[:, :2 * hidden]).chunk(2, 1)
-            n = torch.tanh(x_n + r * rec[:, 2 * hidden:])
+            r, z = torch.sigmoid(x_rz + rec[:, : 2 * hidden]).chunk(2, 1)
+            n = torch.tanh(x_n + r * rec[:, 2 * hidden :])
         else:
             r, z = torch.sigmoid(torch.addmm(x_rz, h, w_rz.t())).chunk(2, 1)
             n = torch.tanh(torch.addmm(x_n, r * h, w_n.t()))
@@ -52,8 +54,9 @@ class _GRU(nn.Module):
 
     def forward(self, x: Tensor, state: Optional[Tensor] = None):
         h = x.new_zeros(x.shape[0], self.hidden_size) if state is None else state
-        outputs, h = time_loop(gru_sequence, self.jit, x)(F.linear(x, self.weight_ih, self.bias_ih), h,
-                                                       self.weight_hh, self.bias_hh, self.reset_after)
+        outputs, h = time_loop(gru_sequence, self.jit, x)(
+            F.linear(x, self.weight_ih, self.bias_ih), h, self.weight_hh, self.bias_hh, self.reset_after
+        )
         return outputs, h
 
     def extra_repr(self) -> str:

@@ -6,6 +6,7 @@ so the recurrence is element-wise (no matrix product in the time loop) and the b
 gradients through time from exploding or vanishing: over T steps a unit's gradient scales at most by
 recurrent_max^T (the paper uses 2^(1/T) for ReLU). Depth comes from stacking (depth=), as in the paper.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple, Union
@@ -30,13 +31,16 @@ class IndRNN(nn.Module):
     """The bound is applied in the forward pass (u is clamped to +-recurrent_max where it is used), so it holds
     whatever the optimizer does; u starts uniform in [0, recurrent_max] as in the paper."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, recurrent_max: float = 1.0,
-                 jit: Union[bool, str] = "auto"):
+    def __init__(
+        self, input_size: int, hidden_size: int = 128, recurrent_max: float = 1.0, jit: Union[bool, str] = "auto"
+    ):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         if isinstance(recurrent_max, bool) or not isinstance(recurrent_max, (int, float)) or recurrent_max <= 0:
-            raise ConfigError(f"cell.recurrent_max={recurrent_max!r} must be a positive number, the bound on |u| "
-                              f"(1.0: no unit amplifies its past; the paper uses 2^(1/T) for T steps)")
+            raise ConfigError(
+                f"cell.recurrent_max={recurrent_max!r} must be a positive number, the bound on |u| "
+                f"(1.0: no unit amplifies its past; the paper uses 2^(1/T) for T steps)"
+            )
         self.recurrent_max = float(recurrent_max)
         self.jit = jit_setting(jit)
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))

@@ -20,10 +20,10 @@ The state is x_T, stored as its real and imaginary parts [B, N, 2] (real tensors
 the suite). `cell.scan`: the chunked parallel scan (src/models/cells/scan.py) or the step loop; both compute the
 same recurrence, in complex float32 (complex float64 for float64 inputs).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,16 +41,25 @@ def complex_dtype(x: Tensor) -> torch.dtype:
 class LRUCore(nn.Module):
     """The recurrence itself, input_size -> output_size (see the module docstring)."""
 
-    def __init__(self, input_size: int, output_size: int, state_size: int, r_min: float, r_max: float,
-                 max_phase: float, scan: str, chunk: int):
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        state_size: int,
+        r_min: float,
+        r_max: float,
+        max_phase: float,
+        scan: str,
+        chunk: int,
+    ):
         super().__init__()
         self.scan, self.chunk = scan, chunk
         N, H_in, H_out = state_size, input_size, output_size
         u1, u2 = torch.rand(N), torch.rand(N)
-        self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2)))
+        self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2)))
         self.theta_log = nn.Parameter(torch.log(max_phase * u2))
         modulus = torch.exp(-torch.exp(self.nu_log.detach()))
-        self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1 - modulus ** 2)))
+        self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1 - modulus**2)))
         self.B_re = nn.Parameter(torch.randn(N, H_in) / math.sqrt(2 * H_in))
         self.B_im = nn.Parameter(torch.randn(N, H_in) / math.sqrt(2 * H_in))
         self.C_re = nn.Parameter(torch.randn(H_out, N) / math.sqrt(N))
@@ -69,7 +78,7 @@ class LRUCore(nn.Module):
         y = (x @ C.T).real
         return y + (u * self.D if self.D.dim() == 1 else u @ self.D.T)
 
-    def forward(self, u: Tensor, state: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
         lam, bu = self.coefficients(u)
         x0 = None if state is None else torch.view_as_complex(state.to(u.dtype).contiguous())
         x = recurrence(self.scan, self.chunk, lam.expand_as(bu), bu, x0)
@@ -78,19 +87,32 @@ class LRUCore(nn.Module):
 
 class LRU(nn.Module):
     cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
-    def __init__(self, input_size: int, hidden_size: int = 128, state_size: Optional[int] = None,
-                 r_min: float = 0.9, r_max: float = 0.999, max_phase: float = 2 * math.pi, block: bool = True,
-                 scan: str = "auto", chunk: int = 256):
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        state_size: int | None = None,
+        r_min: float = 0.9,
+        r_max: float = 0.999,
+        max_phase: float = 2 * math.pi,
+        block: bool = True,
+        scan: str = "auto",
+        chunk: int = 256,
+    ):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         self.state_size = hidden_size if state_size is None else positive_int("state_size", state_size)
         r_min, r_max, max_phase = a_number("r_min", r_min), a_number("r_max", r_max), a_number("max_phase", max_phase)
         if not 0.0 <= r_min < r_max < 1.0:
-            raise ConfigError(f"cell.r_min={r_min}, cell.r_max={r_max}: need 0 <= r_min < r_max < 1 (the ring the "
-                              f"eigenvalues' moduli start on; the paper uses 0.9 and 0.999 for long sequences)")
+            raise ConfigError(
+                f"cell.r_min={r_min}, cell.r_max={r_max}: need 0 <= r_min < r_max < 1 (the ring the "
+                f"eigenvalues' moduli start on; the paper uses 0.9 and 0.999 for long sequences)"
+            )
         if not max_phase > 0:
-            raise ConfigError(f"cell.max_phase={max_phase} must be positive (e.g. 6.283 = 2 pi, or pi/10 for "
-                              f"smoother dynamics)")
+            raise ConfigError(
+                f"cell.max_phase={max_phase} must be positive (e.g. 6.283 = 2 pi, or pi/10 for smoother dynamics)"
+            )
         self.block = a_bool("block", block)
         scan, chunk = scan_setting(scan), chunk_setting(chunk)
         self.embed = nn.Linear(input_size, hidden_size) if block and input_size != hidden_size else None
@@ -100,7 +122,7 @@ class LRU(nn.Module):
             self.norm = nn.LayerNorm(hidden_size)
             self.glu = nn.Linear(hidden_size, 2 * hidden_size)
 
-    def forward(self, x: Tensor, state: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not self.block:
             return self.lru(x, state)
         u = x if self.embed is None else self.embed(x)

@@ -14,6 +14,7 @@ One time step, for the parts a cell has (gate blocks are packed in the order i, 
 W x_t + b is computed for all steps at once (one large matrix product); only R h_{t-1} runs in the time loop.
 State: the tuple (h, c), and (h, c, previous gates) with full gate recurrence.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.errors import ConfigError
-from src.models.cells.base import (a_bool, a_number, init_uniform_, jit_setting, optional_positive, positive_int,
-                                   time_loop)
+from src.models.cells.base import (
+    a_bool,
+    a_number,
+    init_uniform_,
+    jit_setting,
+    optional_positive,
+    positive_int,
+    time_loop,
+)
 
 # How the forget gate is made.
 FORGET_LEARNED, FORGET_NONE, FORGET_COUPLED = "learned", "none", "coupled"
@@ -34,22 +42,23 @@ FORGET_LEARNED, FORGET_NONE, FORGET_COUPLED = "learned", "none", "coupled"
 
 class LSTMWeights(NamedTuple):
     """The weights used inside the time loop; None where a cell lacks the part."""
-    weight_hh: Tensor                   # R: [blocks * H, R_in], R_in = proj_size or H
-    peephole_i: Optional[Tensor]        # [H]
+
+    weight_hh: Tensor  # R: [blocks * H, R_in], R_in = proj_size or H
+    peephole_i: Optional[Tensor]  # [H]
     peephole_f: Optional[Tensor]
     peephole_o: Optional[Tensor]
-    weight_gates: Optional[Tensor]      # full gate recurrence: [S * H, S * H], S = sigmoid gates
+    weight_gates: Optional[Tensor]  # full gate recurrence: [S * H, S * H], S = sigmoid gates
     norm_gates_weight: Optional[Tensor]  # layer norm of each block's pre-activation: [blocks, H]
     norm_gates_bias: Optional[Tensor]
     norm_cell_weight: Optional[Tensor]  # layer norm of the cell: [H]
     norm_cell_bias: Optional[Tensor]
-    weight_hr: Optional[Tensor]         # output projection: [P, H]
+    weight_hr: Optional[Tensor]  # output projection: [P, H]
 
 
 class LSTMOptions(NamedTuple):
     input_gate: bool
-    forget_gate: bool      # a learned forget gate
-    coupled_forget: bool   # f = 1 - i (without a learned forget gate; neither: f = 1)
+    forget_gate: bool  # a learned forget gate
+    coupled_forget: bool  # f = 1 - i (without a learned forget gate; neither: f = 1)
     output_gate: bool
     input_activation: bool
     output_activation: bool
@@ -58,9 +67,9 @@ class LSTMOptions(NamedTuple):
     proj_clip: float  # 0: none
 
 
-def lstm_step(pre_x: Tensor, h: Tensor, c: Tensor, gates_prev: Optional[Tensor], w: LSTMWeights,
-              opt: LSTMOptions) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor], Tensor,
-                                         Optional[Tensor]]:
+def lstm_step(
+    pre_x: Tensor, h: Tensor, c: Tensor, gates_prev: Optional[Tensor], w: LSTMWeights, opt: LSTMOptions
+) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor], Tensor, Optional[Tensor]]:
     """One step -> (h, c, i, f, z, o); None for an absent gate (it is 1). Every LSTM cell runs this code."""
     hidden = c.shape[1]
     pre = torch.addmm(pre_x, h, w.weight_hh.t())
@@ -68,8 +77,9 @@ def lstm_step(pre_x: Tensor, h: Tensor, c: Tensor, gates_prev: Optional[Tensor],
     norm_w = w.norm_gates_weight
     norm_b = w.norm_gates_bias
     if norm_w is not None and norm_b is not None:
-        pre = (F.layer_norm(pre.view(-1, blocks, hidden), [hidden], eps=1e-5) * norm_w + norm_b
-               ).view(-1, blocks * hidden)
+        pre = (F.layer_norm(pre.view(-1, blocks, hidden), [hidden], eps=1e-5) * norm_w + norm_b).view(
+            -1, blocks * hidden
+        )
     parts = pre.chunk(blocks, 1)
     recurrent_gates: List[Tensor] = []
     w_gates = w.weight_gates
@@ -136,8 +146,9 @@ def gates_of_step(i: Optional[Tensor], f: Optional[Tensor], o: Optional[Tensor],
     return torch.cat(gates, 1)
 
 
-def lstm_sequence(pre_x: Tensor, h: Tensor, c: Tensor, gates_prev: Optional[Tensor], w: LSTMWeights,
-                  opt: LSTMOptions) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+def lstm_sequence(
+    pre_x: Tensor, h: Tensor, c: Tensor, gates_prev: Optional[Tensor], w: LSTMWeights, opt: LSTMOptions
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
     """pre_x [B, T, blocks * H] -> (outputs [B, T, R], h, c, gates_prev)."""
     outputs: List[Tensor] = []
     # unbind, not pre_x[:, t]: indexing would make autograd add a full-size zero tensor per step in backward.
@@ -152,6 +163,7 @@ def lstm_sequence(pre_x: Tensor, h: Tensor, c: Tensor, gates_prev: Optional[Tens
 @dataclasses.dataclass(frozen=True)
 class Structure:
     """Which parts an LSTM has (the defaults: torch's LSTM)."""
+
     input_gate: bool = True
     forget_gate: str = FORGET_LEARNED
     output_gate: bool = True
@@ -175,25 +187,41 @@ class LSTMEngine(nn.Module):
     settings a user may change (their constructor's arguments), and may store W / b differently
     (`input_projection`, `recurrent_matrix`), e.g. in TensorFlow's layout."""
 
-    def __init__(self, input_size: int, hidden_size: int, structure: Structure = Structure(),
-                 forget_bias: float = 0.0, cell_clip: Optional[float] = None, proj_size: Optional[int] = None,
-                 proj_clip: Optional[float] = None, jit: Union[bool, str] = "auto", weights_ih_hh: bool = True,
-                 bias: bool = True):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        structure: Structure = Structure(),
+        forget_bias: float = 0.0,
+        cell_clip: Optional[float] = None,
+        proj_size: Optional[int] = None,
+        proj_clip: Optional[float] = None,
+        jit: Union[bool, str] = "auto",
+        weights_ih_hh: bool = True,
+        bias: bool = True,
+    ):
         super().__init__()
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.structure = structure
         if proj_size is not None and positive_int("proj_size", proj_size) >= hidden_size:
-            raise ConfigError(f"cell.proj_size={proj_size} must be smaller than cell.hidden_size={hidden_size} "
-                              f"(a projection that does not shrink h only adds parameters)")
+            raise ConfigError(
+                f"cell.proj_size={proj_size} must be smaller than cell.hidden_size={hidden_size} "
+                f"(a projection that does not shrink h only adds parameters)"
+            )
         if proj_clip is not None and proj_size is None:
             raise ConfigError(f"cell.proj_clip={proj_clip} needs cell.proj_size (there is no projection to clip)")
         self.output_size = proj_size or hidden_size
-        self.options = LSTMOptions(structure.input_gate, structure.forget_gate == FORGET_LEARNED,
-                                   structure.forget_gate == FORGET_COUPLED, structure.output_gate,
-                                   structure.input_activation, structure.output_activation,
-                                   a_number("forget_bias", forget_bias),
-                                   optional_positive("cell_clip", cell_clip, "the cell is clipped to +-cell_clip"),
-                                   optional_positive("proj_clip", proj_clip, "h is clipped to +-proj_clip"))
+        self.options = LSTMOptions(
+            structure.input_gate,
+            structure.forget_gate == FORGET_LEARNED,
+            structure.forget_gate == FORGET_COUPLED,
+            structure.output_gate,
+            structure.input_activation,
+            structure.output_activation,
+            a_number("forget_bias", forget_bias),
+            optional_positive("cell_clip", cell_clip, "the cell is clipped to +-cell_clip"),
+            optional_positive("proj_clip", proj_clip, "h is clipped to +-proj_clip"),
+        )
         self.jit = jit_setting(jit)
         H, rows = hidden_size, structure.blocks * hidden_size
         if weights_ih_hh:
@@ -201,11 +229,11 @@ class LSTMEngine(nn.Module):
             self.weight_hh = nn.Parameter(torch.empty(rows, self.output_size))
             self.bias = nn.Parameter(torch.empty(rows)) if bias else None
         gates = ("i", "f", "o") if structure.peepholes else ()
-        present = {"i": structure.input_gate, "f": structure.forget_gate == FORGET_LEARNED,
-                   "o": structure.output_gate}
+        present = {"i": structure.input_gate, "f": structure.forget_gate == FORGET_LEARNED, "o": structure.output_gate}
         for g in ("i", "f", "o"):
-            self.register_parameter(f"peephole_{g}",
-                                    nn.Parameter(torch.empty(H)) if g in gates and present[g] else None)
+            self.register_parameter(
+                f"peephole_{g}", nn.Parameter(torch.empty(H)) if g in gates and present[g] else None
+            )
         s = structure.sigmoid_gates * H
         self.weight_gates = nn.Parameter(torch.empty(s, s)) if structure.gate_recurrence else None
         self.weight_hr = nn.Parameter(torch.empty(self.output_size, H)) if proj_size else None
@@ -227,9 +255,18 @@ class LSTMEngine(nn.Module):
 
     # -- running -------------------------------------------------------------------------------------------------
     def weights(self) -> LSTMWeights:
-        return LSTMWeights(self.recurrent_matrix(), self.peephole_i, self.peephole_f, self.peephole_o,
-                           self.weight_gates, self.norm_gates_weight, self.norm_gates_bias, self.norm_cell_weight,
-                           self.norm_cell_bias, self.weight_hr)
+        return LSTMWeights(
+            self.recurrent_matrix(),
+            self.peephole_i,
+            self.peephole_f,
+            self.peephole_o,
+            self.weight_gates,
+            self.norm_gates_weight,
+            self.norm_gates_bias,
+            self.norm_cell_weight,
+            self.norm_cell_bias,
+            self.weight_hr,
+        )
 
     def initial_state(self, x: Tensor) -> tuple:
         B = x.shape[0]
@@ -241,8 +278,9 @@ class LSTMEngine(nn.Module):
     def forward(self, x: Tensor, state: Optional[tuple] = None):
         h, c, *rest = self.initial_state(x) if state is None else state
         run = time_loop(lstm_sequence, self.jit, x)
-        outputs, h, c, gates = run(self.input_projection(x), h, c, rest[0] if rest else None, self.weights(),
-                                   self.options)
+        outputs, h, c, gates = run(
+            self.input_projection(x), h, c, rest[0] if rest else None, self.weights(), self.options
+        )
         return outputs, ((h, c, gates) if gates is not None else (h, c))
 
     @torch.no_grad()
@@ -286,8 +324,9 @@ class LSTMTF(LSTMEngine):
     # TF's blocks (i, j, f, o) in the engine's order (i, f, z, o)
     TF_TO_ENGINE = (0, 2, 1, 3)
 
-    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0,
-                 jit: Union[bool, str] = "auto"):
+    def __init__(
+        self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0, jit: Union[bool, str] = "auto"
+    ):
         super().__init__(input_size, hidden_size, forget_bias=forget_bias, jit=jit, weights_ih_hh=False)
         self.input_size = input_size
         self.kernel = nn.Parameter(torch.empty(input_size + hidden_size, 4 * hidden_size))
@@ -297,23 +336,30 @@ class LSTMTF(LSTMEngine):
 
     def _engine_order(self, t: Tensor) -> Tensor:
         H = self.hidden_size
-        return torch.cat([t[..., b * H:(b + 1) * H] for b in self.TF_TO_ENGINE], -1)
+        return torch.cat([t[..., b * H : (b + 1) * H] for b in self.TF_TO_ENGINE], -1)
 
     def input_projection(self, x: Tensor) -> Tensor:
-        return self._engine_order(x @ self.kernel[:self.input_size] + self.bias)
+        return self._engine_order(x @ self.kernel[: self.input_size] + self.bias)
 
     def recurrent_matrix(self) -> Tensor:
-        return self._engine_order(self.kernel[self.input_size:]).t()
+        return self._engine_order(self.kernel[self.input_size :]).t()
 
 
 class PeepholeLSTM(LSTMEngine):
     """LSTM with peephole connections (Gers & Schmidhuber 2000) as TF's LSTMCell(use_peepholes=True): the input
     and forget gates see c_{t-1}, the output gate sees c_t; optional `cell_clip` bounds the cell."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0,
-                 cell_clip: Optional[float] = None, jit: Union[bool, str] = "auto"):
-        super().__init__(input_size, hidden_size, Structure(peepholes=True), forget_bias=forget_bias,
-                         cell_clip=cell_clip, jit=jit)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        forget_bias: float = 1.0,
+        cell_clip: Optional[float] = None,
+        jit: Union[bool, str] = "auto",
+    ):
+        super().__init__(
+            input_size, hidden_size, Structure(peepholes=True), forget_bias=forget_bias, cell_clip=cell_clip, jit=jit
+        )
 
 
 class LSTMP(LSTMEngine):
@@ -321,10 +367,18 @@ class LSTMP(LSTMEngine):
     h_t = P (o * tanh(c_t)), [proj_size], fed back and output; optional `proj_clip`. With forget_bias=0 and no
     clip it equals torch.nn.LSTM(proj_size=...) (tests)."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, proj_size: int = 64, forget_bias: float = 1.0,
-                 proj_clip: Optional[float] = None, jit: Union[bool, str] = "auto"):
-        super().__init__(input_size, hidden_size, forget_bias=forget_bias, proj_size=proj_size,
-                         proj_clip=proj_clip, jit=jit)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        proj_size: int = 64,
+        forget_bias: float = 1.0,
+        proj_clip: Optional[float] = None,
+        jit: Union[bool, str] = "auto",
+    ):
+        super().__init__(
+            input_size, hidden_size, forget_bias=forget_bias, proj_size=proj_size, proj_clip=proj_clip, jit=jit
+        )
 
 
 class LayerNormLSTM(LSTMEngine):
@@ -337,10 +391,22 @@ class LayerNormLSTM(LSTMEngine):
     Jacobian is scaled by 1/sqrt(eps) = 316; a few such steps in a row overflow the gradient: on row-by-row
     smnist5k the first update's gradient was inf (tests/test_cells.py). The bias makes the vector non-constant."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, forget_bias: float = 1.0, bias: bool = True,
-                 jit: Union[bool, str] = "auto"):
-        super().__init__(input_size, hidden_size, Structure(layer_norm=True), forget_bias=forget_bias, jit=jit,
-                         bias=a_bool("bias", bias))
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        forget_bias: float = 1.0,
+        bias: bool = True,
+        jit: Union[bool, str] = "auto",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            Structure(layer_norm=True),
+            forget_bias=forget_bias,
+            jit=jit,
+            bias=a_bool("bias", bias),
+        )
 
 
 class CIFGLSTM(LSTMEngine):

@@ -21,10 +21,10 @@ The state is (h [B, E*D, N], the convolution's last conv_kernel-1 inputs [B, con
 the chunked parallel scan of src/models/cells/scan.py (it materialises h for every step, [B, T, E*D, N]: `chunk`
 bounds only the scan's own intermediates) or the step loop. The recurrence runs in float32 at least.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +44,21 @@ class MambaMixer(nn.Module):
     """The selective SSM with its projections, convolution and gate (the module docstring), input_size ->
     output_size."""
 
-    def __init__(self, input_size: int, output_size: int, model_size: int, state_size: int, expand: int,
-                 conv_kernel: int, dt_rank: int, dt_min: float, dt_max: float, dt_init_floor: float, scan: str,
-                 chunk: int):
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        model_size: int,
+        state_size: int,
+        expand: int,
+        conv_kernel: int,
+        dt_rank: int,
+        dt_min: float,
+        dt_max: float,
+        dt_init_floor: float,
+        scan: str,
+        chunk: int,
+    ):
         super().__init__()
         inner = expand * model_size
         self.inner, self.state_size, self.dt_rank = inner, state_size, dt_rank
@@ -55,7 +67,7 @@ class MambaMixer(nn.Module):
         self.conv = CausalConv(inner, conv_kernel)
         self.x_proj = nn.Linear(inner, dt_rank + 2 * state_size, bias=False)
         self.dt_proj = nn.Linear(dt_rank, inner)
-        nn.init.uniform_(self.dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+        nn.init.uniform_(self.dt_proj.weight, -(dt_rank**-0.5), dt_rank**-0.5)
         dt = torch.exp(torch.rand(inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         with torch.no_grad():
             self.dt_proj.bias.copy_(inverse_softplus(dt.clamp(min=dt_init_floor)))
@@ -63,7 +75,7 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.ones(inner))
         self.out_proj = nn.Linear(inner, output_size, bias=False)
 
-    def forward(self, u: Tensor, state: Optional[tuple[Tensor, Tensor]]):
+    def forward(self, u: Tensor, state: tuple[Tensor, Tensor] | None):
         h0, tail = (None, None) if state is None else state
         x, z = self.in_proj(u).chunk(2, -1)
         x, tail = self.conv(x, tail)
@@ -83,10 +95,22 @@ class MambaMixer(nn.Module):
 
 class Mamba(nn.Module):
     cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
-    def __init__(self, input_size: int, hidden_size: int = 128, state_size: int = 16, expand: int = 2,
-                 conv_kernel: int = 4, dt_rank: Union[int, str] = "auto", dt_min: float = 0.001,
-                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, block: bool = True, scan: str = "auto",
-                 chunk: int = 64):
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        state_size: int = 16,
+        expand: int = 2,
+        conv_kernel: int = 4,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        block: bool = True,
+        scan: str = "auto",
+        chunk: int = 64,
+    ):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         for key, value in (("state_size", state_size), ("expand", expand), ("conv_kernel", conv_kernel)):
@@ -97,19 +121,33 @@ class Mamba(nn.Module):
             raise ConfigError(f"cell.dt_rank={dt_rank!r} must be a positive integer or auto (ceil(hidden_size/16))")
         dt_min, dt_max = a_number("dt_min", dt_min), a_number("dt_max", dt_max)
         if not 0 < dt_min <= dt_max:
-            raise ConfigError(f"cell.dt_min={dt_min}, cell.dt_max={dt_max}: need 0 < dt_min <= dt_max (the range "
-                              f"Delta starts in, log-uniformly; the paper's: 0.001 and 0.1)")
+            raise ConfigError(
+                f"cell.dt_min={dt_min}, cell.dt_max={dt_max}: need 0 < dt_min <= dt_max (the range "
+                f"Delta starts in, log-uniformly; the paper's: 0.001 and 0.1)"
+            )
         dt_init_floor = a_number("dt_init_floor", dt_init_floor)
         if not dt_init_floor > 0:
             raise ConfigError(f"cell.dt_init_floor={dt_init_floor} must be positive (the paper's: 1e-4)")
         self.block = a_bool("block", block)
         scan, chunk = scan_setting(scan), chunk_setting(chunk)
         self.embed = nn.Linear(input_size, hidden_size) if block and input_size != hidden_size else None
-        self.mixer = MambaMixer(hidden_size if block else input_size, hidden_size, hidden_size, state_size, expand,
-                                conv_kernel, dt_rank, dt_min, dt_max, dt_init_floor, scan, chunk)
+        self.mixer = MambaMixer(
+            hidden_size if block else input_size,
+            hidden_size,
+            hidden_size,
+            state_size,
+            expand,
+            conv_kernel,
+            dt_rank,
+            dt_min,
+            dt_max,
+            dt_init_floor,
+            scan,
+            chunk,
+        )
         self.norm = nn.RMSNorm(hidden_size, eps=1e-5) if block else None
 
-    def forward(self, x: Tensor, state: Optional[tuple[Tensor, Tensor]] = None):
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None):
         if not self.block:
             return self.mixer(x, state)
         u = x if self.embed is None else self.embed(x)
@@ -117,5 +155,7 @@ class Mamba(nn.Module):
         return u + y, state
 
     def extra_repr(self) -> str:
-        return (f"hidden_size={self.hidden_size}, state_size={self.mixer.state_size}, inner={self.mixer.inner}, "
-                f"block={self.block}")
+        return (
+            f"hidden_size={self.hidden_size}, state_size={self.mixer.state_size}, inner={self.mixer.inner}, "
+            f"block={self.block}"
+        )

@@ -1,5 +1,6 @@
 """The tutorials' MinimalRNNCell (Keras's custom-RNN-cell example): h_t = x_t W + h_{t-1} U, no bias, no
 nonlinearity: a linear recurrence, the smallest cell that fits the contract. Its output is its state h."""
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple, Union
@@ -26,7 +27,7 @@ class MinimalRNN(nn.Module):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         self.jit = jit_setting(jit)
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))   # W^T
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))  # W^T
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))  # U^T
         init_uniform_(self, hidden_size)
 

@@ -22,10 +22,10 @@ relative error in h grows with T: measured against the sequential recurrence in 
 inputs), the largest relative error is 1e-5 at T=100, 9e-5 at T=1000, 4e-4 at T=4096 (the sequential loop in
 float32: 5e-7 at any T). The scan runs in float32 also under mixed precision for that reason.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ def log_g(k: Tensor) -> Tensor:
     return torch.where(k >= 0, (F.relu(k) + 0.5).log(), -F.softplus(-k))
 
 
-def parallel_scan(log_a: Tensor, log_b: Tensor, h0: Optional[Tensor]) -> Tensor:
+def parallel_scan(log_a: Tensor, log_b: Tensor, h0: Tensor | None) -> Tensor:
     """h_t = a_t h_{t-1} + b_t for all t at once, from log a, log b [B, T, H] and h_0 [B, H] (None: zeros).
     h_0 enters linearly (A_t h_0), not through its logarithm, so a carried state may be zero or negative."""
     log_A = log_a.cumsum(1)
@@ -56,7 +56,7 @@ def parallel_scan(log_a: Tensor, log_b: Tensor, h0: Optional[Tensor]) -> Tensor:
     return h if h0 is None else h + torch.exp(log_A) * h0.unsqueeze(1)
 
 
-def log_space_scan(cell: "_MinRNN", k: Tensor, h0: Optional[Tensor]) -> Tensor:
+def log_space_scan(cell: _MinRNN, k: Tensor, h0: Tensor | None) -> Tensor:
     return parallel_scan(*cell.log_coefficients(k), h0)
 
 
@@ -70,15 +70,18 @@ class _MinRNN(nn.Module):
     gates = 1  # linear maps besides the candidate's
     cuda_graphs = False  # the scan is a few large kernels, not a launch-bound loop: nothing for a graph to save
 
-    def __init__(self, input_size: int, hidden_size: int, scan: str, compile: Union[bool, str] = "auto"):
+    def __init__(self, input_size: int, hidden_size: int, scan: str, compile: bool | str = "auto"):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         if scan not in SCANS:
-            raise ConfigError(f"cell.scan={scan!r} must be one of {', '.join(SCANS)} (auto: the parallel scan "
-                              f"on GPU, the sequential recurrence on CPU, where it is faster)")
+            raise ConfigError(
+                f"cell.scan={scan!r} must be one of {', '.join(SCANS)} (auto: the parallel scan "
+                f"on GPU, the sequential recurrence on CPU, where it is faster)"
+            )
         if compile not in COMPILES or isinstance(compile, int) and not isinstance(compile, bool):
-            raise ConfigError(f"cell.compile={compile!r} must be auto (torch.compile the parallel scan on GPU), "
-                              f"true or false")
+            raise ConfigError(
+                f"cell.compile={compile!r} must be auto (torch.compile the parallel scan on GPU), true or false"
+            )
         self.scan, self.compile = scan, compile
         self.linear = nn.Linear(input_size, (self.gates + 1) * hidden_size)
 
@@ -94,7 +97,7 @@ class _MinRNN(nn.Module):
         # One step (generation) gains nothing from a scan.
         return x.shape[1] > 1 and (self.scan == "parallel" or (self.scan == "auto" and x.device.type != "cpu"))
 
-    def forward(self, x: Tensor, state: Optional[Tensor] = None):
+    def forward(self, x: Tensor, state: Tensor | None = None):
         k = self.linear(x)
         dtype = torch.promote_types(k.dtype, torch.float32)  # float16/bfloat16 -> float32; float64 stays
         k, h0 = k.to(dtype), None if state is None else state.to(dtype)
@@ -111,8 +114,7 @@ class _MinRNN(nn.Module):
 
 
 class MinGRU(_MinRNN):
-    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto",
-                 compile: Union[bool, str] = "auto"):
+    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto", compile: bool | str = "auto"):
         super().__init__(input_size, hidden_size, scan, compile)
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
@@ -128,8 +130,7 @@ class MinGRU(_MinRNN):
 class MinLSTM(_MinRNN):
     gates = 2
 
-    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto",
-                 compile: Union[bool, str] = "auto"):
+    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto", compile: bool | str = "auto"):
         super().__init__(input_size, hidden_size, scan, compile)
 
     @staticmethod

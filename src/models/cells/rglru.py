@@ -21,10 +21,10 @@ convolution has width conv_kernel. An input of another width than hidden_size is
 a linear map input_size -> hidden_size, then the bare RG-LRU. The state: h [B, width] (and in the block the
 convolution's tail [B, conv_kernel-1, rnn_width]); None means a sequence start (see above).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ class BoundedSqrt(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        return grad / torch.sqrt(torch.clamp(4.0 * x, min=1.0 / MAX_SQRT_GRADIENT ** 2))
+        return grad / torch.sqrt(torch.clamp(4.0 * x, min=1.0 / MAX_SQRT_GRADIENT**2))
 
 
 class BlockDiagonal(nn.Module):
@@ -74,10 +74,10 @@ class RGLRUCore(nn.Module):
         self.scan, self.chunk = scan, chunk
         self.a_gate, self.input_gate = BlockDiagonal(width, num_heads), BlockDiagonal(width, num_heads)
         # softplus(-Lambda) = -log a with a^2 ~ U[a_min^2, a_max^2]; stored as Lambda itself.
-        a = torch.sqrt(torch.empty(width).uniform_(a_min ** 2, a_max ** 2))
+        a = torch.sqrt(torch.empty(width).uniform_(a_min**2, a_max**2))
         self.Lambda = nn.Parameter(torch.log(a / (1 - a)))
 
-    def forward(self, x: Tensor, h0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
         dtype = torch.promote_types(x.dtype, torch.float32)
         xs = x.to(dtype)
         r = torch.sigmoid(self.a_gate(xs))
@@ -93,17 +93,31 @@ class RGLRUCore(nn.Module):
 
 class RGLRU(nn.Module):
     cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
-    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, rnn_width: Optional[int] = None,
-                 conv_kernel: int = 4, mlp_factor: int = 3, a_min: float = 0.9, a_max: float = 0.999,
-                 block: bool = True, scan: str = "auto", chunk: int = 256):
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        num_heads: int = 4,
+        rnn_width: int | None = None,
+        conv_kernel: int = 4,
+        mlp_factor: int = 3,
+        a_min: float = 0.9,
+        a_max: float = 0.999,
+        block: bool = True,
+        scan: str = "auto",
+        chunk: int = 256,
+    ):
         super().__init__()
         H = self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         for key, value in (("num_heads", num_heads), ("conv_kernel", conv_kernel), ("mlp_factor", mlp_factor)):
             positive_int(key, value)
         a_min, a_max = a_number("a_min", a_min), a_number("a_max", a_max)
         if not 0 < a_min < a_max < 1:
-            raise ConfigError(f"cell.a_min={a_min}, cell.a_max={a_max}: need 0 < a_min < a_max < 1 (the ring "
-                              f"a = sigmoid(Lambda) starts on; the paper's: 0.9 and 0.999)")
+            raise ConfigError(
+                f"cell.a_min={a_min}, cell.a_max={a_max}: need 0 < a_min < a_max < 1 (the ring "
+                f"a = sigmoid(Lambda) starts on; the paper's: 0.9 and 0.999)"
+            )
         self.block = a_bool("block", block)
         scan, chunk = scan_setting(scan), chunk_setting(chunk)
         if rnn_width is None:
@@ -111,8 +125,10 @@ class RGLRU(nn.Module):
         positive_int("rnn_width", rnn_width)
         width = rnn_width if block else H
         if width % num_heads:
-            raise ConfigError(f"cell.num_heads={num_heads} must divide the recurrence's width {width} "
-                              f"({'cell.rnn_width' if block else 'cell.hidden_size'}); choose a divisor")
+            raise ConfigError(
+                f"cell.num_heads={num_heads} must divide the recurrence's width {width} "
+                f"({'cell.rnn_width' if block else 'cell.hidden_size'}); choose a divisor"
+            )
         self.width = width
         self.embed = nn.Linear(input_size, H) if (input_size != H or not block) else None
         self.rglru = RGLRUCore(width, num_heads, a_min, a_max, scan, chunk)

@@ -9,9 +9,8 @@ log-space scan needs a > 0, b > 0). Work is O(L log L) per chunk; the sequence i
 steps, scanned one after the other with the state carried between them, which bounds the memory autograd keeps
 to O(T log chunk) instead of O(T log T) and the intermediate products' range to one chunk.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +24,10 @@ SCANS = ("auto", "parallel", "sequential")
 
 def scan_setting(value) -> str:
     if value not in SCANS or not isinstance(value, str):
-        raise ConfigError(f"cell.scan={value!r} must be one of {', '.join(SCANS)} (parallel: the "
-                          f"chunked parallel scan; sequential: step by step; auto: parallel on GPU, sequential on CPU)")
+        raise ConfigError(
+            f"cell.scan={value!r} must be one of {', '.join(SCANS)} (parallel: the "
+            f"chunked parallel scan; sequential: step by step; auto: parallel on GPU, sequential on CPU)"
+        )
     return value
 
 
@@ -42,7 +43,7 @@ def use_parallel(scan: str, x: Tensor) -> bool:
     return x.shape[1] > 1 and (scan == "parallel" or (scan == "auto" and x.device.type != "cpu"))
 
 
-def scan_chunk(a: Tensor, b: Tensor, products: bool) -> tuple[Optional[Tensor], Tensor]:
+def scan_chunk(a: Tensor, b: Tensor, products: bool) -> tuple[Tensor | None, Tensor]:
     """For a, b [B, L, ...]: (A_t = a_1 ... a_t if `products` else None, h_t from h_0 = 0) for every t."""
     steps, k = a.shape[1], 1
     while k < steps:
@@ -53,11 +54,11 @@ def scan_chunk(a: Tensor, b: Tensor, products: bool) -> tuple[Optional[Tensor], 
     return (a if products else None), b
 
 
-def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], chunk: int) -> Tensor:
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None, chunk: int) -> Tensor:
     """h_t = a_t h_{t-1} + b_t for every t: a and b [B, T, ...] of one shape, h_0 [B, ...] (None: zeros)."""
     outputs, h = [], h0
     for start in range(0, a.shape[1], chunk):
-        prod, hs = scan_chunk(a[:, start:start + chunk], b[:, start:start + chunk], h is not None)
+        prod, hs = scan_chunk(a[:, start : start + chunk], b[:, start : start + chunk], h is not None)
         if h is not None:
             hs = torch.addcmul(hs, prod, h.unsqueeze(1))
         outputs.append(hs)
@@ -65,7 +66,7 @@ def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], chunk: int) -> Tenso
     return torch.cat(outputs, 1) if len(outputs) > 1 else outputs[0]
 
 
-def linear_steps(a: Tensor, b: Tensor, h0: Optional[Tensor]) -> Tensor:
+def linear_steps(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
     """The same recurrence one step at a time, from a, b [B, T, H]: for generation, the reference for the
     parallel scans, and on CPU the faster form (minrnn's log-space scan is a slow scalar loop there)."""
     h = torch.zeros_like(b[:, 0]) if h0 is None else h0
@@ -76,7 +77,7 @@ def linear_steps(a: Tensor, b: Tensor, h0: Optional[Tensor]) -> Tensor:
     return torch.stack(outputs, 1)
 
 
-def recurrence(scan: str, chunk: int, a: Tensor, b: Tensor, h0: Optional[Tensor]) -> Tensor:
+def recurrence(scan: str, chunk: int, a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
     """h for every step, by the form `scan` selects (see use_parallel)."""
     return linear_scan(a, b, h0, chunk) if use_parallel(scan, b) else linear_steps(a, b, h0)
 
@@ -91,7 +92,7 @@ class CausalConv(nn.Module):
         self.kernel = kernel
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel))
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
-        bound = 1.0 / kernel ** 0.5  # nn.Conv1d's default for a depthwise kernel (fan_in = K)
+        bound = 1.0 / kernel**0.5  # nn.Conv1d's default for a depthwise kernel (fan_in = K)
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
@@ -99,8 +100,8 @@ class CausalConv(nn.Module):
     def initial_tail(self, x: Tensor) -> Tensor:
         return x.new_zeros(x.shape[0], self.kernel - 1, x.shape[2])
 
-    def forward(self, x: Tensor, tail: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, tail: Tensor | None) -> tuple[Tensor, Tensor]:
         """x [B, T, C], tail [B, K-1, C] | None -> (y [B, T, C], the new tail)."""
         padded = torch.cat([self.initial_tail(x) if tail is None else tail.to(x.dtype), x], 1)
         y = F.conv1d(padded.transpose(1, 2), self.weight, self.bias, groups=x.shape[2]).transpose(1, 2)
-        return y, padded[:, padded.shape[1] - (self.kernel - 1):]
+        return y, padded[:, padded.shape[1] - (self.kernel - 1) :]

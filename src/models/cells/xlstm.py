@@ -32,10 +32,10 @@ chunkwise form on every device. Unlike the diagonal cells, the step form is the 
 a d x d matrix per head and step for autograd (default block, B=128, T=28, forward + backward on 2 busy cores:
 0.68 s chunkwise, 3.6 s stepped).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,7 @@ def mlstm_chunk(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, s
     return h, (C, n, m[..., -1])
 
 
-def mlstm(q, k, v, i_pre, f_pre, state: Optional[MState], scan: str, chunk: int):
+def mlstm(q, k, v, i_pre, f_pre, state: MState | None, scan: str, chunk: int):
     state = zero_state(q) if state is None else tuple(state)
     if q.shape[1] == 1 or scan == "sequential":  # auto: the parallel form on every device (see MLSTM)
         return mlstm_steps(q, k, v, i_pre, f_pre, state)
@@ -136,24 +136,41 @@ def small_init_std(dim: int) -> float:
 
 class MLSTM(nn.Module):
     cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
-    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, proj_factor: int = 2,
-                 conv_kernel: int = 4, qkv_blocksize: int = 4, block: bool = True, scan: str = "auto",
-                 chunk: int = 64):
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        num_heads: int = 4,
+        proj_factor: int = 2,
+        conv_kernel: int = 4,
+        qkv_blocksize: int = 4,
+        block: bool = True,
+        scan: str = "auto",
+        chunk: int = 64,
+    ):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         self.num_heads = positive_int("num_heads", num_heads)
-        for key, value in (("proj_factor", proj_factor), ("conv_kernel", conv_kernel),
-                           ("qkv_blocksize", qkv_blocksize)):
+        for key, value in (
+            ("proj_factor", proj_factor),
+            ("conv_kernel", conv_kernel),
+            ("qkv_blocksize", qkv_blocksize),
+        ):
             positive_int(key, value)
         self.block = a_bool("block", block)
         self.scan, self.chunk = scan_setting(scan), chunk_setting(chunk)
         inner = proj_factor * hidden_size if block else hidden_size
         if inner % num_heads:
-            raise ConfigError(f"cell.num_heads={num_heads} must divide the memory's width {inner} (cell.hidden_size"
-                              f"{' x cell.proj_factor' if block else ''}); choose a divisor")
+            raise ConfigError(
+                f"cell.num_heads={num_heads} must divide the memory's width {inner} (cell.hidden_size"
+                f"{' x cell.proj_factor' if block else ''}); choose a divisor"
+            )
         if block and inner % qkv_blocksize:
-            raise ConfigError(f"cell.qkv_blocksize={qkv_blocksize} must divide the block's inner width {inner} "
-                              f"(cell.hidden_size x cell.proj_factor)")
+            raise ConfigError(
+                f"cell.qkv_blocksize={qkv_blocksize} must divide the block's inner width {inner} "
+                f"(cell.hidden_size x cell.proj_factor)"
+            )
         self.inner, self.head_size = inner, inner // num_heads
         if block:
             self.embed = nn.Linear(input_size, hidden_size) if input_size != hidden_size else None
@@ -182,8 +199,16 @@ class MLSTM(nn.Module):
         """The mLSTM over [B, T, inner] q, k, v -> h~ [B, T, inner] and the new (C, n, m)."""
         dtype = torch.promote_types(q.dtype, torch.float32)
         q, k, v = (self.heads(t.to(dtype)) for t in (q, k, v))
-        h, state = mlstm(q, k / math.sqrt(self.head_size), v, i_pre.to(dtype), f_pre.to(dtype),
-                         None if state is None else tuple(s.to(dtype) for s in state), self.scan, self.chunk)
+        h, state = mlstm(
+            q,
+            k / math.sqrt(self.head_size),
+            v,
+            i_pre.to(dtype),
+            f_pre.to(dtype),
+            None if state is None else tuple(s.to(dtype) for s in state),
+            self.scan,
+            self.chunk,
+        )
         return h.flatten(-2), state
 
     def forward(self, x: Tensor, state=None):
@@ -204,8 +229,10 @@ class MLSTM(nn.Module):
         return u + self.down(h), (C, n, m, tail)
 
     def extra_repr(self) -> str:
-        return (f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, head_size={self.head_size}, "
-                f"block={self.block}")
+        return (
+            f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, head_size={self.head_size}, "
+            f"block={self.block}"
+        )
 
 
 # -- sLSTM -----------------------------------------------------------------------------------------------------------
@@ -213,7 +240,7 @@ def powerlaw_forget_bias(head_size: int) -> Tensor:
     """The paper's code's forget gate biases within each head: 5 - 12 (j / (d-1))^0.3, from +5 (remember) down to -7
     (forget), a spread of time scales (its 'powerlaw_blockdependent' for the first block)."""
     j = torch.arange(head_size, dtype=torch.float32) / max(head_size - 1, 1)
-    return 5.0 - 12.0 * j ** 0.3
+    return 5.0 - 12.0 * j**0.3
 
 
 def slstm_steps(wx: Tensor, recurrent: Tensor, bias: Tensor, state: tuple[Tensor, Tensor, Tensor, Tensor]):
@@ -256,11 +283,18 @@ class SLSTM(nn.Module):
     (powerlaw_forget_bias), other biases zero. block=false: the bare sLSTM, W full, input_size -> hidden_size.
     State: (h, c, n, m) [B, H] each, and in the block the convolution's tail.
     """
+
     cuda_graphs = False  # CUDA graph capture (src/models/graphs.py) not yet tried on a GPU with this cell: eager
 
-
-    def __init__(self, input_size: int, hidden_size: int = 128, num_heads: int = 4, conv_kernel: int = 4,
-                 ffn_factor: float = 1.3, block: bool = True):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        num_heads: int = 4,
+        conv_kernel: int = 4,
+        ffn_factor: float = 1.3,
+        block: bool = True,
+    ):
         super().__init__()
         H = self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         self.num_heads = positive_int("num_heads", num_heads)
@@ -268,8 +302,10 @@ class SLSTM(nn.Module):
             raise ConfigError(f"cell.num_heads={num_heads} must divide cell.hidden_size={H}; choose a divisor")
         positive_int("conv_kernel", conv_kernel)
         if isinstance(ffn_factor, bool) or not isinstance(ffn_factor, (int, float)) or not ffn_factor > 0:
-            raise ConfigError(f"cell.ffn_factor={ffn_factor!r} must be a positive number (the feed-forward's width "
-                              f"over hidden_size; the paper's 4/3, its code's 1.3)")
+            raise ConfigError(
+                f"cell.ffn_factor={ffn_factor!r} must be a positive number (the feed-forward's width "
+                f"over hidden_size; the paper's 4/3, its code's 1.3)"
+            )
         self.block = a_bool("block", block)
         d = self.head_size = H // num_heads
         if block:
