@@ -19,13 +19,14 @@ from src.data.streams import StreamDataModule
 from src.data.text_pipeline import (
     EOS,
     PAD_ID,
+    SPLITS,
     Vocabulary,
     cached,
     clean,
-    pack,
+    pack_splits,
     tokenizer,
     tokenizer_version,
-    unpack,
+    unpack_splits,
 )
 from src.errors import ConfigError, DataError
 from src.files import sha256_file
@@ -121,18 +122,12 @@ class LanguageModelData(StreamDataModule):
 
         def build() -> dict[str, np.ndarray]:
             tokenize, end = tokenizer(self.tokenizer), line_ends(self.level)
-            return {
-                f"{split}_{k}": v
-                for split, part in self._split_lines().items()
-                for k, v in pack([tokenize(clean(line)) + [end] for line in part]).items()
-            }
+            splits = self._split_lines()
+            return pack_splits(
+                {split: [tokenize(clean(line)) + [end] for line in part] for split, part in splits.items()}
+            )
 
-        def read(arrays: dict) -> dict[str, list[list[str]]]:
-            return {
-                split: unpack(arrays[f"{split}_tokens"], arrays[f"{split}_n"]) for split in ("train", "val", "test")
-            }
-
-        return cached(self.cache_dir, f"{self.NAME}-tokens", key, build, read)
+        return cached(self.cache_dir, f"{self.NAME}-tokens", key, build, unpack_splits)
 
     def load_streams(self):
         tokens_key = self.tokens_key()  # source_key() may hash the user's files: once
@@ -156,7 +151,7 @@ class LanguageModelData(StreamDataModule):
 
         def read(arrays: dict) -> dict[str, np.ndarray]:
             vocab = Vocabulary(arrays["vocab"].tolist())
-            streams = {split: arrays[split] for split in ("train", "val", "test")}
+            streams = {split: arrays[split] for split in SPLITS}
             for split, ids in streams.items():
                 vocab.check_ids(ids, split)
                 if (ids == PAD_ID).any():

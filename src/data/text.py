@@ -18,16 +18,17 @@ import numpy as np
 from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule, stratified_split
 from src.data.text_pipeline import (
     PAD,
+    SPLITS,
     TOKENIZERS,
     UNK,
     UNK_ID,
     Vocabulary,
     cached,
     clean,
-    pack,
+    pack_splits,
     tokenizer,
     tokenizer_version,
-    unpack,
+    unpack_splits,
 )
 from src.errors import ConfigError, DataError
 
@@ -226,18 +227,16 @@ class TextDataModule(TensorDataModule):
             splits = self.carve(self.read())
             self.check_targets(splits)
             tokenize = tokenizer(self.tokenizer)
-            arrays = {}
-            for name in ("train", "val", "test"):
-                docs, targets = self.tokenize_records(splits[name], tokenize)
-                arrays.update({f"{name}_{k}": v for k, v in pack(docs).items()})
+            docs = {name: self.tokenize_records(splits[name], tokenize) for name in SPLITS}
+            arrays = pack_splits({name: tokens for name, (tokens, _) in docs.items()})
+            for name, (_, targets) in docs.items():
                 arrays.update(self.pack_targets(name, targets))
             arrays.update({f"stat_{k}": np.array(v) for k, v in self.stats.items()})
             return arrays
 
         def read(arrays: dict) -> dict[str, tuple[list[list[str]], list]]:
             out = {}
-            for name in ("train", "val", "test"):
-                docs = unpack(arrays[f"{name}_tokens"], arrays[f"{name}_n"])
+            for name, docs in unpack_splits(arrays).items():
                 targets = self.unpack_targets(name, arrays)
                 if len(targets) != len(docs):
                     raise ValueError(f"{len(targets)} {name} targets for {len(docs)} texts")
@@ -287,7 +286,7 @@ class TextDataModule(TensorDataModule):
         def read(arrays: dict) -> dict[str, tuple]:
             vocab, labels = Vocabulary(arrays["vocab"].tolist()), arrays["labels"].tolist()
             splits = {}
-            for name in ("train", "val", "test"):
+            for name in SPLITS:
                 x, lengths, y = arrays[f"{name}_x"], arrays[f"{name}_lengths"], arrays[f"{name}_y"]
                 vocab.check_ids(x, f"{name}_x")
                 if len(lengths) != len(x) or len(y) != len(x) or (lengths > x.shape[1]).any():

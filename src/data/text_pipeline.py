@@ -28,6 +28,7 @@ logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call
 # word level) is 2 where the vocabulary has it. The embedding's padding_idx is PAD_ID.
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 PAD_ID, UNK_ID = 0, 1
+SPLITS = ("train", "val", "test")
 # Part of every cache key: caches written by an older layout of the pipeline are never read, only rebuilt.
 FORMAT = 2
 
@@ -184,8 +185,8 @@ class Vocabulary:
 
 # -- the tokens cache's layout: token lists as one UTF-8 byte array --------------------------------------------
 def pack(docs: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
-    """Token lists -> {"tokens": bytes, "n": count}; no pickle in caches. Tokens come from clean() texts (or
-    lines, which never hold the separators), so the separators cannot occur in them."""
+    """Token lists -> {"tokens": bytes, "n": count}; no pickle in caches. Tokens come from clean() text (and
+    POS tags from whitespace-split text), so the separators cannot occur in them."""
     blob = _DOC.join(_TOK.join(d) for d in docs).encode("utf-8")
     return {"tokens": np.frombuffer(blob, dtype=np.uint8), "n": np.array(len(docs))}
 
@@ -197,6 +198,14 @@ def unpack(tokens: np.ndarray, n: np.ndarray) -> list[list[str]]:
     if len(docs) != n:
         raise ValueError(f"{len(docs)} token lists where {n} were written")
     return docs
+
+
+def pack_splits(splits: dict[str, Sequence[Sequence[str]]]) -> dict[str, np.ndarray]:
+    return {f"{split}_{k}": v for split, docs in splits.items() for k, v in pack(docs).items()}
+
+
+def unpack_splits(arrays: dict[str, np.ndarray]) -> dict[str, list[list[str]]]:
+    return {split: unpack(arrays[f"{split}_tokens"], arrays[f"{split}_n"]) for split in SPLITS}
 
 
 # -- caches -----------------------------------------------------------------------------------------------------
