@@ -68,6 +68,8 @@ def test_unknown_tokenizer_is_a_config_error_naming_it(tmp_path):
         news(tmp_path, tokenizer="bpe")
     with pytest.raises(ConfigError, match=r"dataset.tokenizer='kjv' is for dataset.level=word"):
         TextFiles(path="x.txt", level="char", tokenizer="kjv")
+    with pytest.raises(ConfigError, match=r"dataset.max_words=0 must be a positive integer or null"):
+        TextFiles(path="x.txt", level="word", max_words=0)
 
 
 # -- vocabulary -------------------------------------------------------------------------------------------------
@@ -89,8 +91,10 @@ def test_documents_count_texts_and_occurrences_count_every_token():
     assert Vocabulary.build(docs, min_freq=2).tokens == [PAD, UNK, "y"]  # x is in one text only
     assert Vocabulary.build(docs, min_freq=2, count="occurrences").tokens == [PAD, UNK, "x", "y"]
     assert Vocabulary.build([["b", "a"], ["c", "a"]], count="occurrences").tokens[2:] == ["a", "b", "c"]  # ties: as met
-    with pytest.raises(ConfigError, match=r"min_freq=5 leaves an empty vocabulary.*most common appears in 3"):
+    with pytest.raises(ConfigError, match=r"min_freq=5 leaves an empty vocabulary.*most common appears 3 times"):
         Vocabulary.build(docs, min_freq=5, count="occurrences")
+    with pytest.raises(ConfigError, match=r"min_freq=3 leaves an empty vocabulary.*most common appears in 2\)"):
+        Vocabulary.build(docs, min_freq=3)
     with pytest.raises(ConfigError, match=r"dataset.max_size=0"):
         Vocabulary.build(docs, max_size=0)
 

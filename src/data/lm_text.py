@@ -78,6 +78,8 @@ class LanguageModelData(StreamDataModule):
             raise ConfigError(f"dataset.tokenizer={tokenizer!r} is not one of {sorted(WORD_TOKENIZERS)}")
         if not isinstance(min_freq, int) or min_freq < 1:
             raise ConfigError(f"dataset.min_freq={min_freq} must be a positive integer")
+        if max_words is not None and (not isinstance(max_words, int) or max_words < 1):
+            raise ConfigError(f"dataset.max_words={max_words!r} must be a positive integer or null (no limit)")
         self.level, self.min_freq, self.max_words, self.tokenizer = level, min_freq, max_words, tokenizer
         self.vocab: Vocabulary | None = None
 

@@ -141,10 +141,13 @@ class Vocabulary:
             ranked = sorted(seen, key=counts.__getitem__, reverse=True)
             kept = [t for t in ranked if counts[t] >= min_freq][:max_size]
         if not kept:
+            if count == "documents":
+                how = f"training texts (the most common appears in {most})"
+            else:
+                how = f"places in training (the most common appears {most} times)"
             raise ConfigError(
                 f"dataset.min_freq={min_freq} leaves an empty vocabulary: no token of {where} appears in that many "
-                f"training {'texts' if count == 'documents' else 'places'} (the most common appears in {most}); "
-                f"lower dataset.min_freq"
+                f"{how}; lower dataset.min_freq"
             )
         return cls(specials + kept)
 
