@@ -22,7 +22,8 @@ import torch
 
 from src.checkpoints import load as load_checkpoint
 from src.checkpoints import load_weights, stored_spec
-from src.data.lm_text import EOS, UNK, WORD_TOKENIZERS, detokenize
+from src.data.lm_text import WORD_TOKENIZERS, detokenize
+from src.data.text_pipeline import EOS, UNK, Vocabulary, clean, tokenizer
 from src.errors import ConfigError, UserError
 from src.rebuild import rebuild
 from src.tasks.language_model import LanguageModel
@@ -75,29 +76,35 @@ def load_language_model(path: str | Path) -> LanguageModel:
 
 
 def check_generation(info: Any, source: str) -> dict:
-    """What sampling reads from the checkpoint: a vocabulary of strings, the level and the tokenizer."""
+    """What sampling reads from the checkpoint: a vocabulary of strings (as the text pipeline's Vocabulary
+    stores it), the level and the tokenizer."""
+    malformed = UserError(
+        f"{source}: its generation entry (vocab, level, tokenizer) is malformed; the file was not "
+        f"written by src.train or was edited"
+    )
     if (
         not isinstance(info, dict)
         or not isinstance(info.get("vocab"), list)
         or not all(isinstance(t, str) for t in info["vocab"])
         or info.get("level") not in ("char", "word")
         or (info["level"] == "word" and info.get("tokenizer") not in WORD_TOKENIZERS)
-        or UNK not in info["vocab"]
     ):
-        raise UserError(
-            f"{source}: its generation entry (vocab, level, tokenizer) is malformed; the file was not "
-            f"written by src.train or was edited"
-        )
+        raise malformed
+    try:
+        Vocabulary(info["vocab"])
+    except UserError:
+        raise malformed from None
     return info
 
 
-def prompt_tokens(prompt: str, level: str, tokenizer: str) -> list[str]:
+def prompt_tokens(prompt: str, level: str, name: str) -> list[str]:
     """The prompt as the corpus was tokenized, after an end of line, so the model starts at a line's start."""
+    prompt = clean(prompt)
     if level == "char":
         return ["\n", *prompt]
     tokens = [EOS]
     for i, line in enumerate(prompt.split("\n")):
-        tokens += ([EOS] if i else []) + WORD_TOKENIZERS[tokenizer](line)
+        tokens += ([EOS] if i else []) + tokenizer(name)(line)
     return tokens
 
 
@@ -106,10 +113,9 @@ def generate(
 ) -> str:
     """The prompt followed by `length` sampled tokens, as text."""
     info = model.generation
-    vocab, level = info["vocab"], info["level"]
-    index = {t: i for i, t in enumerate(vocab)}
+    vocab, level = Vocabulary(info["vocab"]), info["level"]
     tokens = prompt_tokens(prompt, level, info["tokenizer"])
-    unknown = [t for t in tokens[1:] if t not in index]
+    unknown = [t for t in tokens[1:] if t not in vocab]
     if tokens[1:] and len(unknown) == len(tokens) - 1:
         raise UserError(
             f"prompt={prompt!r}: none of its tokens is in the model's vocabulary ({len(vocab)} "
@@ -122,10 +128,10 @@ def generate(
             f"{' '.join(sorted(set(unknown))[:10])}",
             file=sys.stderr,
         )
-    ids = [index.get(t, index[UNK]) for t in tokens]
+    ids = vocab.encode(tokens)
     generator = torch.Generator().manual_seed(seed)
     drawn = model.sample(ids, length, temperature, top_k or None, generator)
-    return prompt + ("" if level == "char" or not prompt else " ") + detokenize([vocab[i] for i in drawn], level)
+    return prompt + ("" if level == "char" or not prompt else " ") + detokenize(vocab.decode(drawn), level)
 
 
 def main(argv: list[str]) -> None:

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from src.data.corpora import KJV, PeoplesDaily, Tang
-from src.data.lm_text import EOS, PAD, UNK, TextFiles, Vocab
+from src.data.lm_text import TextFiles
 from src.data.seq2seq import TOKENS, DigitTransduction
 from src.data.series import AirPassengers, Sine, SinToCos, Sunspots
 from src.data.streams import StreamBatches, batchify
 from src.data.synthetic import Adding, Copy
+from src.data.text_pipeline import EOS, PAD, UNK, Vocabulary
 from src.errors import ConfigError, DataError
 from tests.conftest import CACHE
 
@@ -124,7 +125,7 @@ def test_missing_or_unknown_layout_names_the_fix(tmp_path):
 
 
 def test_vocab_ranks_by_frequency_and_caps_size():
-    vocab = Vocab.build([["b", "a", "b", "c", EOS], ["a", "b"]], level="word", max_size=2)
+    vocab = Vocabulary.build([["b", "a", "b", "c", EOS], ["a", "b"]], max_size=2, specials=[EOS], count="occurrences")
     assert vocab.tokens == [PAD, UNK, EOS, "b", "a"]
     assert vocab.encode(["a", "c"]) == [4, 1]
 

@@ -1,7 +1,7 @@
 """Initial embedding vectors for a vocabulary: gensim Word2Vec trained on the training split, or vectors read
-from a word2vec/GloVe file with gensim KeyedVectors. The matrix is cached as .npz (keyed by the vocabulary's
-cache key and the embedding settings) and handed to the task by path (TextSpec.vectors), so a second run skips
-both the training and the reading of a large file.
+from a word2vec/GloVe file with gensim KeyedVectors. The matrix is cached by the text pipeline (keyed by the
+vocabulary's cache key and the embedding settings) and handed to the task by path (TextSpec.vectors), so a
+second run skips both the training and the reading of a large file.
 
 Row 0 (<pad>) is zero; vocabulary entries that a file lacks get small random vectors (so they still train).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.sources import cache_path, cached_arrays
+from src.data.text_pipeline import cache_file, cached
 from src.errors import ConfigError, DataError
 from src.files import sha256_file
 
@@ -65,8 +65,13 @@ def prepare_vectors(
             vectors, found = pretrained_vectors(path, vocab, dim, cfg.get("binary"), cfg.get("limit"))
             return {"vectors": vectors, "found": found}
 
-    arrays = cached_arrays(cache_dir, "vectors", key, build)
-    found = arrays["found"]
+    def read(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+        vectors, found = arrays["vectors"], arrays["found"]
+        if vectors.shape != (len(vocab), dim) or found.shape != (len(vocab),) or not np.isfinite(vectors).all():
+            raise ValueError(f"vectors {vectors.shape} for a vocabulary of {len(vocab)} x embedding.dim={dim}")
+        return vectors, found.astype(bool)
+
+    _, found = cached(cache_dir, "vectors", key, build, read)
     counts = np.bincount(train_x[train_x > 0], minlength=len(vocab))
     log.info(
         "embedding=%s: vectors for %.1f%% of the vocabulary (%d of %d entries), %.1f%% of training tokens",
@@ -76,7 +81,7 @@ def prepare_vectors(
         len(vocab) - 2,
         100 * counts[found].sum() / max(counts.sum(), 1),
     )
-    return str(cache_path(cache_dir, "vectors", key))
+    return str(cache_file(cache_dir, "vectors", key))
 
 
 def word2vec_vectors(

@@ -1,82 +1,42 @@
-"""Language-model corpora: text -> a vocabulary and one stream of token ids per split.
+"""Language-model corpora: text -> a vocabulary and one stream of token ids per split, through the text pipeline
+(src/data/text_pipeline.py) that classification and tagging use too.
 
-`level=char`: every character is a token and each line ends with "\\n". `level=word`: the corpus' word
-tokenizer (`kjv`, `whitespace`, `jieba`, or the corpus' own gold segmentation) and `<eos>` after every line,
-as the PTB convention that pytorch/examples' word_language_model follows. The vocabulary comes from the
-training split only; anything else is `<unk>`. Id 0 is `<pad>`, which no stream contains.
+`level=char`: every character is a token (tokenizer `verbatim`) and each line ends with "\\n". `level=word`: the
+corpus' word tokenizer (`kjv`, `whitespace`, `jieba`, or the corpus' own gold segmentation) and `<eos>` after
+every line, as the PTB convention that pytorch/examples' word_language_model follows. The vocabulary comes from
+the training split only (most frequent first); anything else is `<unk>`. Id 0 is `<pad>`, which no stream contains.
+Two caches, as for classification: the tokenized lines, and the vocabulary with the id streams.
 """
 
 from __future__ import annotations
 
-import collections
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from src.data.sources import cached_arrays
 from src.data.streams import StreamDataModule
+from src.data.text_pipeline import (
+    EOS,
+    PAD_ID,
+    SPLITS,
+    Vocabulary,
+    cached,
+    clean,
+    pack_splits,
+    tokenizer,
+    tokenizer_version,
+    unpack_splits,
+)
 from src.errors import ConfigError, DataError
 from src.files import sha256_file
 
-PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+WORD_TOKENIZERS = ("whitespace", "kjv", "jieba")
 
 
-def _kjv_words(line: str) -> list[str]:
-    # The same tokenization as kjv_split.py (docs/results.md): lower-case, words with inner apostrophes, and every
-    # other non-space character (punctuation) a token of its own.
-    return re.findall(r"[a-z]+(?:'[a-z]+)?|[^\sa-z]", line.lower())
-
-
-def _jieba_words(line: str) -> list[str]:
-    import jieba
-
-    jieba.setLogLevel(60)  # its "Building prefix dict" chatter
-    return [w for w in jieba.lcut(line) if w.strip()]
-
-
-WORD_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
-    "whitespace": str.split,
-    "kjv": _kjv_words,
-    "jieba": _jieba_words,
-}
-
-
-def tokenize(line: str, level: str, tokenizer: str) -> list[str]:
-    """One line -> its tokens, end-of-line marker included."""
-    if level == "char":
-        return list(line) + ["\n"]
-    return WORD_TOKENIZERS[tokenizer](line) + [EOS]
-
-
-class Vocab:
-    """Tokens <-> ids. Saved with every run (in the checkpoint, as a plain list) so generation can map tokens."""
-
-    def __init__(self, tokens: Sequence[str]):
-        self.tokens = list(tokens)
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-        if self.tokens[:2] != [PAD, UNK] or len(self.index) != len(self.tokens):
-            raise DataError("a vocabulary starts with <pad>, <unk> and holds each token once")
-
-    @classmethod
-    def build(cls, lines: Iterable[list[str]], level: str, min_freq: int = 1, max_size: int | None = None) -> Vocab:
-        counts = collections.Counter(t for tokens in lines for t in tokens)
-        specials = [PAD, UNK] + ([EOS] if level == "word" else [])
-        for s in specials:
-            counts.pop(s, None)  # a corpus may spell <unk> itself (PTB does)
-        ranked = [t for t, n in counts.most_common() if n >= min_freq]  # ties keep first-seen order
-        return cls(specials + ranked[:max_size])
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, tokens: Iterable[str]) -> list[int]:
-        unk = self.index[UNK]
-        return [self.index.get(t, unk) for t in tokens]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        return [self.tokens[i] for i in ids]
+def line_ends(level: str) -> str:
+    """The token that ends every line: the character itself at char level, <eos> at word level."""
+    return "\n" if level == "char" else EOS
 
 
 def detokenize(tokens: Sequence[str], level: str) -> str:
@@ -93,6 +53,10 @@ class LanguageModelData(StreamDataModule):
     task = "language_model"
     word_tokenizer = "whitespace"
 
+    @property
+    def NAME(self) -> str:  # the cache files' prefix, as TextDataModule.NAME
+        return type(self).__name__.lower()
+
     def __init__(
         self,
         level: str = "char",
@@ -104,13 +68,20 @@ class LanguageModelData(StreamDataModule):
         super().__init__(**kwargs)
         if level not in ("char", "word"):
             raise ConfigError(f"dataset.level={level!r} must be 'char' or 'word'")
-        tokenizer = tokenizer or (self.word_tokenizer if level == "word" else "char")
+        if level == "char" and tokenizer not in (None, "verbatim"):
+            raise ConfigError(
+                f"dataset.tokenizer={tokenizer!r} is for dataset.level=word; level=char reads every character "
+                f"(leave dataset.tokenizer=null)"
+            )
+        tokenizer = tokenizer or (self.word_tokenizer if level == "word" else "verbatim")
         if level == "word" and tokenizer not in WORD_TOKENIZERS:
             raise ConfigError(f"dataset.tokenizer={tokenizer!r} is not one of {sorted(WORD_TOKENIZERS)}")
         if not isinstance(min_freq, int) or min_freq < 1:
             raise ConfigError(f"dataset.min_freq={min_freq} must be a positive integer")
+        if max_words is not None and (not isinstance(max_words, int) or max_words < 1):
+            raise ConfigError(f"dataset.max_words={max_words!r} must be a positive integer or null (no limit)")
         self.level, self.min_freq, self.max_words, self.tokenizer = level, min_freq, max_words, tokenizer
-        self.vocab: Vocab | None = None
+        self.vocab: Vocabulary | None = None
 
     # -- to implement --------------------------------------------------------------------------------------
     def load_lines(self) -> dict[str, list[str]]:
@@ -139,34 +110,60 @@ class LanguageModelData(StreamDataModule):
                 )
         return lines
 
-    def load_streams(self):
-        key = {
-            **self.source_key(),
+    def tokens_key(self) -> dict:
+        return {
+            "source": self.source_key(),
             "level": self.level,
-            "tokenizer": self.tokenizer,
-            "min_freq": self.min_freq,
-            "max_words": self.max_words,
+            "tokenizer": tokenizer_version(self.tokenizer),
             "val": self.val_fraction,
             "test": self.test_fraction,
-            "v": 1,
         }
 
+    def tokenized(self, key: dict) -> dict[str, list[list[str]]]:
+        """{split: one token list per line}, from the cache when this source + tokenizer was seen before."""
+
         def build() -> dict[str, np.ndarray]:
-            tokens = {
-                split: [tokenize(line, self.level, self.tokenizer) for line in part]
-                for split, part in self._split_lines().items()
-            }
-            vocab = Vocab.build(tokens["train"], self.level, self.min_freq, self.max_words)
+            tokenize, end = tokenizer(self.tokenizer), line_ends(self.level)
+            splits = self._split_lines()
+            return pack_splits(
+                {split: [tokenize(clean(line)) + [end] for line in part] for split, part in splits.items()}
+            )
+
+        return cached(self.cache_dir, f"{self.NAME}-tokens", key, build, unpack_splits)
+
+    def load_streams(self):
+        tokens_key = self.tokens_key()  # source_key() may hash the user's files: once
+        key = {"tokens": tokens_key, "min_freq": self.min_freq, "max_words": self.max_words}
+
+        def build() -> dict[str, np.ndarray]:
+            tokens = self.tokenized(tokens_key)
+            vocab = Vocabulary.build(
+                tokens["train"],
+                self.min_freq,
+                self.max_words,
+                specials=[EOS] if self.level == "word" else [],
+                count="occurrences",
+                where=f"{self.NAME} (train)",
+            )
             arrays = {
-                split: np.array(vocab.encode(t for line in part for t in line), dtype=np.int64)
+                split: np.array([i for line in part for i in vocab.encode(line)], dtype=np.int64)
                 for split, part in tokens.items()
             }
             return {**arrays, "vocab": np.array(vocab.tokens, dtype=np.str_)}
 
-        arrays = cached_arrays(self.cache_dir, type(self).__name__.lower(), key, build)
-        self.vocab = Vocab(arrays["vocab"].tolist())
+        def read(arrays: dict) -> dict[str, np.ndarray]:
+            vocab = Vocabulary(arrays["vocab"].tolist())
+            streams = {split: arrays[split] for split in SPLITS}
+            for split, ids in streams.items():
+                vocab.check_ids(ids, split)
+                if (ids == PAD_ID).any():
+                    raise ValueError(f"the {split} stream holds <pad>")
+            self.vocab = vocab
+            return streams
+
+        streams = cached(self.cache_dir, f"{self.NAME}-ids", key, build, read)
         self.vocab_size = len(self.vocab)
-        return {split: (arrays[split], None) for split in ("train", "val", "test")}
+        return {split: (ids, None) for split, ids in streams.items()}
 
     @property
     def generation_info(self) -> dict:

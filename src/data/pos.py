@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from src.data.sources import PipArtifact
-from src.data.text import IGNORE, Records, TextDataModule, clean, pack, read_lines, unpack
+from src.data.text import IGNORE, Records, TextDataModule, read_lines
+from src.data.text_pipeline import clean, jieba, pack, unpack
 from src.errors import ConfigError, DataError
 from src.files import sha256_file
 
@@ -70,11 +71,10 @@ def sentences(words: list[str], tags: list[str]) -> list[tuple[list[str], list[s
 
 
 def jieba_tag(text: str) -> tuple[list[str], list[str]]:
-    import jieba
-    import jieba.posseg
+    import jieba.posseg as posseg
 
-    jieba.setLogLevel(logging.WARNING)
-    pairs = [(p.word, p.flag) for p in jieba.posseg.lcut(clean(text)) if not p.word.isspace()]
+    jieba()  # its one set-up
+    pairs = [(p.word, p.flag) for p in posseg.lcut(clean(text)) if not p.word.isspace()]
     return [w for w, _ in pairs], [t for _, t in pairs]
 
 
@@ -160,9 +160,7 @@ class PosZh(TextDataModule):
     def tokens_key(self) -> dict:
         key = {**super().tokens_key(), "max_len": self.max_len}
         if self.labels_kind == "jieba":
-            import jieba
-
-            key["tokenizer"] = f"jieba.posseg-{jieba.__version__}"
+            key["tokenizer"] = f"jieba.posseg-{jieba().__version__}"
         else:
             key["tokenizer"] = "gold"
         return key
@@ -208,10 +206,10 @@ class PosZh(TextDataModule):
         return docs, tags
 
     def pack_targets(self, split: str, targets: list) -> dict[str, np.ndarray]:
-        return {f"{split}_tags": pack(targets)}
+        return {f"{split}_tags": pack(targets)["tokens"]}
 
     def unpack_targets(self, split: str, arrays: dict) -> list:
-        return unpack(arrays[f"{split}_tags"], int(arrays[f"{split}_n"]))
+        return unpack(arrays[f"{split}_tags"], arrays[f"{split}_n"])
 
     def encode_targets(self, docs: dict, lengths: dict) -> dict[str, np.ndarray]:
         """Tag ids [N, T] aligned with the token ids, IGNORE on padding. The tag set is every split's, so a

@@ -1,35 +1,40 @@
-"""Text as token ids: read labelled lines, split into train/val/test, tokenize (jieba words, characters or
-English words), build the vocabulary from the training split with gensim, encode as padded ids + true lengths.
+"""Classification and tagging data: read labelled lines, split into train/val/test, then the text pipeline
+(src/data/text_pipeline.py): tokenize (jieba words, characters or English words), the vocabulary from the
+training split, padded ids + true lengths.
 
-Two caches, both .npz keyed by the source's checksum and the settings that shape them: the tokenized splits
-(so a second run, or a sweep over min_freq / max_len, skips segmentation) and the encoded tensors.
-Id 0 is `<pad>` (never a real token: the model masks it) and id 1 is `<unk>` (tokens outside the vocabulary).
+Two caches: the tokenized splits (so a second run, or a sweep over min_freq / max_len, skips segmentation) and
+the encoded tensors, both keyed by the source's checksum and the settings that shape them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from src.data.sources import cached_arrays
 from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule, stratified_split
+from src.data.text_pipeline import (
+    PAD,
+    SPLITS,
+    TOKENIZERS,
+    UNK,
+    UNK_ID,
+    Vocabulary,
+    cached,
+    clean,
+    pack_splits,
+    tokenizer,
+    tokenizer_version,
+    unpack_splits,
+)
 from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call would drown the run's log
 
-PAD, UNK = "<pad>", "<unk>"
 IGNORE = -100  # the target at padded steps of a tagging batch (cross_entropy's and torchmetrics' ignore_index)
-TOKENIZERS = ("word", "char", "english")
-# Separators of the tokenized-text cache; control characters are removed from texts before tokenizing.
-_TOK, _DOC = "\x1f", "\x1e"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_ENGLISH = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,82 +105,6 @@ def read_labelled(path: Path, data: bytes | None = None) -> Records:
     return Records(texts, labels, origins)
 
 
-# -- tokenizing -------------------------------------------------------------------------------------------------
-def tokenizer(kind: str) -> Callable[[str], list[str]]:
-    """word: jieba's segmentation (Chinese); char: one token per character; english: lower-case words and
-    punctuation marks. Whitespace never becomes a token."""
-    if kind == "word":
-        import jieba
-
-        jieba.setLogLevel(logging.WARNING)
-        return lambda text: [w for w in jieba.lcut(text) if not w.isspace()]
-    if kind == "char":
-        return lambda text: [c for c in text if not c.isspace()]
-    if kind == "english":
-        return lambda text: _ENGLISH.findall(text.lower())
-    raise ConfigError(f"dataset.tokenizer={kind!r} is not one of {TOKENIZERS}")
-
-
-def tokenizer_version(kind: str) -> str:
-    """Part of the cache key: a new jieba may segment differently."""
-    if kind == "word":
-        import jieba
-
-        return f"jieba-{jieba.__version__}"
-    return kind + "-1"
-
-
-def clean(text: str) -> str:
-    return _CONTROL.sub(" ", text)
-
-
-def pack(docs: Sequence[Sequence[str]]) -> np.ndarray:
-    """Token lists -> one UTF-8 byte array (no pickle in caches)."""
-    return np.frombuffer(_DOC.join(_TOK.join(d) for d in docs).encode("utf-8"), dtype=np.uint8)
-
-
-def unpack(blob: np.ndarray, n: int) -> list[list[str]]:
-    if n == 0:
-        return []
-    return [doc.split(_TOK) if doc else [] for doc in blob.tobytes().decode("utf-8").split(_DOC)]
-
-
-# -- vocabulary and encoding ------------------------------------------------------------------------------------
-def build_vocab(docs: Sequence[Sequence[str]], min_freq: int, max_size: int | None, where: str):
-    """gensim Dictionary over the training docs, filtered to tokens in at least `min_freq` docs (gensim's
-    document frequency, as in the tutorial), the `max_size` most frequent kept. Returns the Dictionary."""
-    from gensim.corpora import Dictionary
-
-    if not isinstance(min_freq, int) or min_freq < 1:
-        raise ConfigError(f"dataset.min_freq={min_freq!r} must be a positive integer")
-    if max_size is not None and (not isinstance(max_size, int) or max_size < 1):
-        raise ConfigError(f"dataset.max_size={max_size!r} must be a positive integer or null (no limit)")
-    dictionary = Dictionary(docs)
-    most = max(dictionary.dfs.values(), default=0)
-    dictionary.filter_extremes(no_below=min_freq, no_above=1.0, keep_n=max_size)
-    if len(dictionary) == 0:
-        raise ConfigError(
-            f"dataset.min_freq={min_freq} leaves an empty vocabulary: no token of {where} "
-            f"appears in that many training texts (the most common appears in {most}); "
-            f"lower dataset.min_freq"
-        )
-    return dictionary
-
-
-def vocab_tokens(dictionary) -> list[str]:
-    return [PAD, UNK] + [dictionary[i] for i in range(len(dictionary))]
-
-
-def encode(docs: Sequence[Sequence[str]], dictionary, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Padded ids [N, T] (T = the longest kept length) and true lengths [N]; tokens past max_len are cut."""
-    lengths = np.array([min(len(d), max_len) for d in docs], dtype=np.int64)
-    x = np.zeros((len(docs), int(lengths.max(initial=1))), dtype=np.int32)
-    for i, doc in enumerate(docs):
-        # doc2idx gives -1 for tokens outside the vocabulary; +2 makes that <unk> (1) and leaves 0 for padding
-        x[i, : lengths[i]] = np.asarray(dictionary.doc2idx(doc[:max_len], unknown_word_index=-1)) + 2
-    return x, lengths
-
-
 # -- data modules -----------------------------------------------------------------------------------------------
 class TrimmedBatches:
     """Batches cut to their own longest sequence. Text lengths vary a lot (the padded tensors are as long as the
@@ -217,12 +146,12 @@ class TextDataModule(TensorDataModule):
         super().__init__(**kwargs)
         self.tokenizer = tokenizer or self.DEFAULT_TOKENIZER
         if self.tokenizer not in TOKENIZERS:
-            raise ConfigError(f"dataset.tokenizer={self.tokenizer!r} is not one of {TOKENIZERS}")
+            raise ConfigError(f"dataset.tokenizer={self.tokenizer!r} is not one of {sorted(TOKENIZERS)}")
         if not isinstance(max_len, int) or max_len < 1:
             raise ConfigError(f"dataset.max_len={max_len!r} must be a positive integer")
         self.min_freq, self.max_size, self.max_len = min_freq, max_size, max_len
         self.embedding = dict(embedding or {"kind": "random"})
-        self.vocab: list[str] = []
+        self.vocab = Vocabulary([PAD, UNK])
         self.labels: list[str] = []
         self.vectors_path = ""
         self.stats: dict = {}
@@ -263,7 +192,7 @@ class TextDataModule(TensorDataModule):
         }
 
     def tokens_key(self) -> dict:
-        return {**self.split_key(), "tokenizer": tokenizer_version(self.tokenizer), "format": 1}
+        return {**self.split_key(), "tokenizer": tokenizer_version(self.tokenizer)}
 
     def carve(self, splits: dict[str, Records]) -> dict[str, Records]:
         """Missing val/test splits out of train, with TensorDataModule's seeds (stratified by label)."""
@@ -298,20 +227,24 @@ class TextDataModule(TensorDataModule):
             splits = self.carve(self.read())
             self.check_targets(splits)
             tokenize = tokenizer(self.tokenizer)
-            arrays = {}
-            for name in ("train", "val", "test"):
-                docs, targets = self.tokenize_records(splits[name], tokenize)
-                arrays[f"{name}_tokens"], arrays[f"{name}_n"] = pack(docs), np.array(len(docs))
+            docs = {name: self.tokenize_records(splits[name], tokenize) for name in SPLITS}
+            arrays = pack_splits({name: tokens for name, (tokens, _) in docs.items()})
+            for name, (_, targets) in docs.items():
                 arrays.update(self.pack_targets(name, targets))
             arrays.update({f"stat_{k}": np.array(v) for k, v in self.stats.items()})
             return arrays
 
-        arrays = cached_arrays(self.cache_dir, f"{self.NAME}-tokens", self.tokens_key(), build)
-        self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
-        return {
-            name: (unpack(arrays[f"{name}_tokens"], int(arrays[f"{name}_n"])), self.unpack_targets(name, arrays))
-            for name in ("train", "val", "test")
-        }
+        def read(arrays: dict) -> dict[str, tuple[list[list[str]], list]]:
+            out = {}
+            for name, docs in unpack_splits(arrays).items():
+                targets = self.unpack_targets(name, arrays)
+                if len(targets) != len(docs):
+                    raise ValueError(f"{len(targets)} {name} targets for {len(docs)} texts")
+                out[name] = (docs, targets)
+            self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
+            return out
+
+        return cached(self.cache_dir, f"{self.NAME}-tokens", self.tokens_key(), build, read)
 
     def pack_targets(self, split: str, targets: list) -> dict[str, np.ndarray]:
         return {f"{split}_labels": np.array(targets, dtype=str)}
@@ -332,17 +265,16 @@ class TextDataModule(TensorDataModule):
             "min_freq": self.min_freq,
             "max_size": self.max_size,
             "max_len": self.max_len,
-            "format": 1,
         }
 
     def load_splits(self) -> dict[str, tuple]:
         def build() -> dict[str, np.ndarray]:
             docs = self.tokenized()
-            dictionary = build_vocab(docs["train"][0], self.min_freq, self.max_size, f"{self.NAME} (train)")
-            arrays: dict[str, np.ndarray] = {"vocab": np.array(vocab_tokens(dictionary), dtype=str)}
+            vocab = Vocabulary.build(docs["train"][0], self.min_freq, self.max_size, where=f"{self.NAME} (train)")
+            arrays: dict[str, np.ndarray] = {"vocab": np.array(vocab.tokens, dtype=str)}
             lengths = {}
             for name, (tokens, _) in docs.items():
-                arrays[f"{name}_x"], lengths[name] = encode(tokens, dictionary, self.max_len)
+                arrays[f"{name}_x"], lengths[name] = vocab.encode_padded(tokens, self.max_len)
                 arrays[f"{name}_lengths"] = lengths[name]
                 cut = sum(max(len(t) - self.max_len, 0) for t in tokens)
                 arrays[f"stat_{name}_truncated_tokens"] = np.array(cut)
@@ -351,28 +283,37 @@ class TextDataModule(TensorDataModule):
             arrays.update({f"stat_{k}": np.array(v) for k, v in self.stats.items()})
             return arrays
 
+        def read(arrays: dict) -> dict[str, tuple]:
+            vocab, labels = Vocabulary(arrays["vocab"].tolist()), arrays["labels"].tolist()
+            splits = {}
+            for name in SPLITS:
+                x, lengths, y = arrays[f"{name}_x"], arrays[f"{name}_lengths"], arrays[f"{name}_y"]
+                vocab.check_ids(x, f"{name}_x")
+                if len(lengths) != len(x) or len(y) != len(x) or (lengths > x.shape[1]).any():
+                    raise ValueError(f"the {name} ids, lengths and targets do not match")
+                if ((y < 0) & (y != IGNORE)).any() or (y >= len(labels)).any():
+                    raise ValueError(f"{name}_y holds targets outside 0..{len(labels) - 1}")
+                splits[name] = (x.astype(np.int64), lengths, y)
+            self.vocab, self.labels = vocab, labels
+            self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
+            return splits
+
         key = self.encoded_key()
-        arrays = cached_arrays(self.cache_dir, f"{self.NAME}-ids", key, build)
-        self.vocab, self.labels = arrays["vocab"].tolist(), arrays["labels"].tolist()
-        self.stats = {k[5:]: v.item() for k, v in arrays.items() if k.startswith("stat_")}
+        splits = cached(self.cache_dir, f"{self.NAME}-ids", key, build, read)
         self.vocab_size, self.num_classes = len(self.vocab), len(self.labels)
-        splits = {
-            name: (arrays[f"{name}_x"].astype(np.int64), arrays[f"{name}_lengths"], arrays[f"{name}_y"])
-            for name in ("train", "val", "test")
-        }
         self.log_summary(splits)
         if self.embedding.get("kind", "random") != "random":
             from src.data.embeddings import prepare_vectors
 
             train_x, train_len, _ = splits["train"]
             self.vectors_path = prepare_vectors(
-                self.embedding, self.vocab, train_x, train_len, self.cache_dir, {"ids": key}
+                self.embedding, self.vocab.tokens, train_x, train_len, self.cache_dir, {"ids": key}
             )
         return splits
 
     def log_summary(self, splits: dict) -> None:
         sizes = ", ".join(f"{name} {len(s[0])}" for name, s in splits.items())
-        unk = {name: float((s[0] == 1).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
+        unk = {name: float((s[0] == UNK_ID).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
         log.info(
             "%s: %s sequences; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
             "%d classes",
