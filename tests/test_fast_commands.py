@@ -43,11 +43,13 @@ def loaded(module: str, *args: str) -> tuple[str, str]:
     return done.stderr.strip().splitlines()[-1], done.stdout
 
 
-@pytest.mark.parametrize(
-    "module", ["src.train", "src.compare", "src.generate", "src.diagnostics", "src.data", "src.sweeps", "src.bench"]
-)
-def test_help_loads_no_heavy_library(module):
-    last, out = loaded(module, "--help")
+COMMANDS = ["src.train", "src.compare", "src.generate", "src.diagnostics", "src.data", "src.sweeps", "src.bench"]
+BENCHMARKS = ["src.bench cells", "src.bench overhead", "src.bench sweep", "src.bench diagnostics"]
+
+
+@pytest.mark.parametrize("command", COMMANDS + BENCHMARKS)
+def test_help_loads_no_heavy_library(command):
+    last, out = loaded(*command.split(), "--help")
     assert last == "exit 0 loaded []", last
     assert "usage" in out.lower() or "== options ==" in out.lower() or "== config" in out.lower(), out[:500]
 
