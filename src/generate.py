@@ -217,7 +217,9 @@ def _main(cfg: DictConfig) -> None:
         print(texts[0])
         return
     for i, text in enumerate(texts):
-        print(f"{'' if i == 0 else chr(10)}--- sample {i + 1} of {len(texts)} (seed {options['seed'] + i}) ---")
+        if i:
+            print()
+        print(f"--- sample {i + 1} of {len(texts)} (seed {options['seed'] + i}) ---")
         print(text)
 
 
