@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -277,6 +276,8 @@ class UrlArtifact:
         _record(self, None)
 
         def write(tmp: Path) -> None:
+            import urllib.request  # here: http and ssl cost every command's start-up otherwise
+
             try:
                 with urllib.request.urlopen(self.url, timeout=60) as response, open(tmp, "wb") as out:
                     shutil.copyfileobj(response, out)
