@@ -12,7 +12,7 @@ SWEEP_DIR ?=
 BENCH ?= overhead
 SITE_DIR ?= outputs/site
 
-.PHONY: install train test docs sweep bench format clean
+.PHONY: install train test docs sweep bench data format clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,12 @@ sweep: install
 # under benchmarks/ (JSON + markdown, with device, library versions and date).
 bench: install
 	$(BIN)/python -m src.bench $(BENCH) $(ARGS)
+
+# make data [ARGS="<data set names>"]: download and verify (sha256) the pinned offline data sets into the cache
+# ($RNN_BENCH_CACHE, default .cache/ here), then list what is cached and its size. `python -m src.data list` shows
+# every data set.
+data: install
+	$(BIN)/python -m src.data fetch $(ARGS)
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix src tests

@@ -4,6 +4,7 @@ import sys
 
 from omegaconf import OmegaConf
 
+from src.data.sources import default_cache_dir
 from src.gpus import register_resolvers
 from src.rundir import job_dir_name
 
@@ -14,3 +15,5 @@ if not OmegaConf.has_resolver("job_dir"):
     OmegaConf.register_new_resolver("job_dir", job_dir_name)
 if not OmegaConf.has_resolver("python_prefix"):  # the venv (or Python install) running this command
     OmegaConf.register_new_resolver("python_prefix", lambda: sys.prefix)
+if not OmegaConf.has_resolver("rnn_bench_cache"):  # paths.cache_dir: the same folder from any working directory
+    OmegaConf.register_new_resolver("rnn_bench_cache", lambda: str(default_cache_dir()))

@@ -416,7 +416,7 @@ def cell_summary(sections: Sequence[Section]) -> list[CellSummary]:
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-    from src.bench.report import markdown_table as table  # (imports torch: only when a table is written)
+    from src.bench.report import markdown_table as table
 
     return table(rows)
 

@@ -1,63 +1,116 @@
-"""python -m src.generate ckpt=<path> prompt="..." length=200 temperature=0.8 top_k=0 seed=0
+"""python -m src.generate ckpt=<run dir or .ckpt> prompt="..." length=200 num_samples=1 temperature=1.0 top_k=0
+top_p=1.0 seed=0 device=cpu
 
-Sample text from a trained language-model checkpoint (any run of dataset=lm_*: <run dir>/checkpoints/best.ckpt).
+Sample text from a trained language model (any run of dataset=lm_*). The options, their defaults and what they
+mean are in conf/generate.yaml (`--help` prints them); Hydra composes them like the other commands' configs.
 The checkpoint holds everything needed: the run's resolved config (to rebuild the model), the vocabulary, the
-level and the tokenizer. The same checkpoint, prompt and seed always give the same text (on the CPU).
-
-  prompt       text to start from (tokenized as the corpus was; unknown tokens read as <unk>); empty: start
-               a new line
-  length       tokens to draw (characters at char level, words at word level)
-  temperature  divides the logits: < 1 is more conservative, > 1 more random; 0 takes the most likely token
-  top_k        draw only from the k most likely tokens (0: all)
-  seed         the random draws
+level and the tokenizer. The same checkpoint, options and seed always give the same text (on the CPU).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import hydra
+from omegaconf import DictConfig, OmegaConf
 
-from src.checkpoints import load as load_checkpoint
-from src.checkpoints import load_weights, stored_spec
-from src.data.lm_text import WORD_TOKENIZERS, detokenize
-from src.data.text_pipeline import EOS, UNK, Vocabulary, clean, tokenizer
+from src import commands
 from src.errors import ConfigError, UserError
-from src.rebuild import rebuild
-from src.tasks.language_model import LanguageModel
 
-DEFAULTS: dict[str, Any] = {"ckpt": "", "prompt": "", "length": 200, "temperature": 1.0, "top_k": 0, "seed": 0}
+# torch and the model's modules are imported where they are used, so that `--help` and a bad option answer
+# without loading them.
+if TYPE_CHECKING:
+    from src.tasks.language_model import LanguageModel
+
+CONFIG = Path(__file__).resolve().parents[1] / "conf" / "generate.yaml"
+OPTIONS = tuple(k for k in OmegaConf.load(CONFIG) if k not in ("defaults", "hydra"))
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    """key=value arguments (as Hydra overrides), typed like DEFAULTS."""
-    args = dict(DEFAULTS)
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        key = key.lstrip("+")
-        if not eq or key not in DEFAULTS:
-            raise ConfigError(f"unknown argument {arg!r}; expected key=value with key one of {', '.join(DEFAULTS)}")
-        try:
-            args[key] = type(DEFAULTS[key])(value)
-        except ValueError:
-            raise ConfigError(f"{key}={value!r} must be a {type(DEFAULTS[key]).__name__}") from None
-    if not args["ckpt"]:
+def _int(cfg: DictConfig, key: str, least: int) -> int:
+    value = cfg[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {least}")
+    return value
+
+
+def _number(cfg: DictConfig, key: str, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    value = cfg[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (low_open and value == low) or value > high:
+        allowed = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+        raise ConfigError(f"{key}={value!r} must be a finite number {allowed}")
+    return float(value)
+
+
+def check_options(cfg: DictConfig) -> dict[str, Any]:
+    """The options as generate() takes them, each checked: a bad value is one ConfigError naming it."""
+    if not cfg.ckpt:
         raise ConfigError(
-            "ckpt=<path to a language model's checkpoint> is required, e.g. "
-            "ckpt=outputs/runs/<date>/<time>/checkpoints/best.ckpt"
+            "ckpt=<run dir or checkpoint of a language model> is required, e.g. ckpt=outputs/runs/<date>/<time> "
+            "or ckpt=outputs/runs/<date>/<time>/checkpoints/best.ckpt"
         )
-    for key in ("length", "top_k", "temperature"):
-        if not args[key] >= 0 or args[key] == float("inf"):  # `not >=` also catches nan
-            raise ConfigError(f"{key}={args[key]!r} must be a finite number >= 0")
-    return args
+    return {
+        "ckpt": str(cfg.ckpt),
+        "prompt": "" if cfg.prompt is None else str(cfg.prompt),  # prompt=1984 arrives as an int
+        "length": _int(cfg, "length", 0),
+        "num_samples": _int(cfg, "num_samples", 1),
+        "temperature": _number(cfg, "temperature", 0),
+        "top_k": _int(cfg, "top_k", 0),
+        "top_p": _number(cfg, "top_p", 0, 1, low_open=True),
+        "seed": _int(cfg, "seed", -(2**63)),
+        "device": check_device(cfg.device),
+    }
 
 
-def load_language_model(path: str | Path) -> LanguageModel:
-    """The language model a checkpoint of src.train holds, rebuilt from the suite's own classes only."""
+def check_device(name: Any) -> str:
+    """`device` as torch names it: cpu, cuda, cuda:<index>, or auto (cuda when torch sees a GPU, else cpu)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(str(name))
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={name!r} is not a device; use cpu, cuda, cuda:<index> or auto") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(
+                f"device={name} but torch sees {count} CUDA GPU(s) on this machine; use device=cpu or device=auto"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"device={name!r}: generation runs on cpu or cuda; use cpu, cuda, cuda:<index> or auto")
+    return str(device)
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint `ckpt` names: a .ckpt file as it is, a run dir's checkpoints/best.ckpt, else its
+    checkpoints/last.ckpt."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    for name in ("best.ckpt", "last.ckpt"):
+        if (path / "checkpoints" / name).is_file():
+            return path / "checkpoints" / name
+    raise ConfigError(
+        f"ckpt={path} is a directory with no checkpoints/best.ckpt or checkpoints/last.ckpt; give the run dir of "
+        f"a language model trained with checkpoints (callbacks=default), or a .ckpt file"
+    )
+
+
+def load_language_model(path: str | Path, device: str = "cpu") -> LanguageModel:
+    """The language model a checkpoint of src.train holds (`path`: the file or its run dir), rebuilt from the
+    suite's own classes only, on `device`."""
+    from src.checkpoints import load as load_checkpoint
+    from src.checkpoints import load_weights, stored_spec
+    from src.rebuild import rebuild
+    from src.tasks.language_model import LanguageModel
+
     source = f"ckpt={path}"
-    checkpoint = load_checkpoint(Path(path).expanduser(), source)
+    checkpoint = load_checkpoint(checkpoint_path(path), source)
     meta = checkpoint["rnn_bench"]
     spec = stored_spec(meta, source)
     if spec.task != "language_model" or not meta.get("generation"):
@@ -72,12 +125,15 @@ def load_language_model(path: str | Path) -> LanguageModel:
         raise UserError(f"{source}: its stored task is a {type(model).__name__}, not a language model")
     load_weights(model, checkpoint.get("state_dict"), source)
     model.generation = check_generation(meta["generation"], source)
-    return model.eval()
+    return model.to(device).eval()
 
 
 def check_generation(info: Any, source: str) -> dict:
     """What sampling reads from the checkpoint: a vocabulary of strings (as the text pipeline's Vocabulary
     stores it), the level and the tokenizer."""
+    from src.data.lm_text import WORD_TOKENIZERS
+    from src.data.text_pipeline import Vocabulary
+
     malformed = UserError(
         f"{source}: its generation entry (vocab, level, tokenizer) is malformed; the file was not "
         f"written by src.train or was edited"
@@ -99,6 +155,8 @@ def check_generation(info: Any, source: str) -> dict:
 
 def prompt_tokens(prompt: str, level: str, name: str) -> list[str]:
     """The prompt as the corpus was tokenized, after an end of line, so the model starts at a line's start."""
+    from src.data.text_pipeline import EOS, clean, tokenizer
+
     prompt = clean(prompt)
     if level == "char":
         return ["\n", *prompt]
@@ -109,9 +167,20 @@ def prompt_tokens(prompt: str, level: str, name: str) -> list[str]:
 
 
 def generate(
-    model: LanguageModel, prompt: str = "", length: int = 200, temperature: float = 1.0, top_k: int = 0, seed: int = 0
+    model: LanguageModel,
+    prompt: str = "",
+    length: int = 200,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    top_p: float = 1.0,
 ) -> str:
     """The prompt followed by `length` sampled tokens, as text."""
+    import torch
+
+    from src.data.lm_text import detokenize
+    from src.data.text_pipeline import UNK, Vocabulary
+
     info = model.generation
     vocab, level = Vocabulary(info["vocab"]), info["level"]
     tokens = prompt_tokens(prompt, level, info["tokenizer"])
@@ -130,22 +199,53 @@ def generate(
         )
     ids = vocab.encode(tokens)
     generator = torch.Generator().manual_seed(seed)
-    drawn = model.sample(ids, length, temperature, top_k or None, generator)
+    drawn = model.sample(ids, length, temperature, top_k or None, generator, top_p=top_p)
     return prompt + ("" if level == "char" or not prompt else " ") + detokenize(vocab.decode(drawn), level)
 
 
-def main(argv: list[str]) -> None:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
+def samples(model: LanguageModel, num_samples: int = 1, seed: int = 0, **options: Any) -> list[str]:
+    """`num_samples` texts, sample i drawn with seed + i (so each is the text that seed gives alone)."""
+    return [generate(model, seed=seed + i, **options) for i in range(num_samples)]
+
+
+# An absolute config path: Hydra resolves a relative one from the calling module, which differs when main() is
+# called from another module (the tests) instead of `python -m src.generate`.
+@hydra.main(version_base="1.3", config_path=str(CONFIG.parent), config_name="generate")
+def _main(cfg: DictConfig) -> None:
+    commands.mark_started()
     try:
-        args = parse_args(argv)
-        model = load_language_model(args.pop("ckpt"))
-        print(generate(model, **args))
+        options = check_options(cfg)
+        model = load_language_model(options.pop("ckpt"), options.pop("device"))
+        texts = samples(model, **options)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if len(texts) == 1:
+        print(texts[0])
+        return
+    for i, text in enumerate(texts):
+        if i:
+            print()
+        print(f"--- sample {i + 1} of {len(texts)} (seed {options['seed'] + i}) ---")
+        print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line (sys.argv[1:] by default): Hydra overrides of conf/generate.yaml."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for arg in argv:
+        key, eq, _ = arg.partition("=")
+        key = key.lstrip("+~")
+        if eq and not key.startswith("hydra") and key not in OPTIONS:
+            print(f"error: unknown argument {arg!r}; the options are {', '.join(OPTIONS)} (--help)", file=sys.stderr)
+            sys.exit(2)
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "src.generate", *argv]
+    try:
+        commands.run(_main)
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -425,8 +425,12 @@ def main(argv: list[str]) -> int:
             )
             return 2
         return 0
+    usage = "usage: python -m src.sweeps wandb [sweep names...] | sbatch [overrides...]"
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
     if not argv or argv[0] != "wandb":
-        print("usage: python -m src.sweeps wandb [sweep names...] | sbatch [overrides...]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     unknown = [name for name in argv[1:] if name not in sweep_names()]
     if unknown:

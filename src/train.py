@@ -8,30 +8,27 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src import commands, rundir
-from src.callbacks import FiniteLoss, Throughput, WandbSummary
-from src.checkpoints import check_compatible
 from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
 from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
-from src.updates.base import Update
-from src.updates.choose import choose, resolve_updates_per_step
-from src.updates.schedules import check_optimization
+
+# torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
+# and a bad command line answer without loading them (seconds).
+if TYPE_CHECKING:
+    import lightning as L
+
+    from src.updates.base import Update
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +118,12 @@ def check_config(cfg: DictConfig) -> None:
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """The data module (set up), the task module and the Trainer that `cfg` describes."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+    from src.callbacks import FiniteLoss, Throughput, WandbSummary
+    from src.updates.schedules import check_optimization
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule = make(cfg.dataset, "dataset")
     try:
@@ -202,6 +205,8 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
             )
     else:
         path = Path(cfg.ckpt_path).expanduser()
+    from src.checkpoints import check_compatible
+
     check_compatible(path, resolved_config(cfg))
     return path
 
@@ -212,6 +217,8 @@ def make(node: DictConfig, group: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
         if (bad := user_error(e)) is not None:
             raise bad from None
         cause = e.__cause__ or e
@@ -256,6 +263,10 @@ def updates_per_step(cfg: DictConfig) -> int:
 
 
 def _updates_per_step(cfg: DictConfig) -> tuple[int, str]:
+    import torch
+
+    from src.updates.choose import resolve_updates_per_step
+
     accelerator = cfg.trainer.get("accelerator", "auto")
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return resolve_updates_per_step(
@@ -270,6 +281,8 @@ def update_strategy(cfg: DictConfig) -> tuple[Update, DictConfig]:
     """How this run's optimizer updates run (src/updates/choose.py: truncation, updates_per_step, graph_updates),
     and the trainer config they run under: a strategy that steps the optimizer itself (truncation, or several
     updates per step) takes over trainer.gradient_clip_*, which Lightning refuses under manual optimization."""
+    from src.updates.choose import choose
+
     per_step, reason = _updates_per_step(cfg)
     trainer_cfg, clip = cfg.trainer, {}
     if cfg.truncation.get("mode", "none") != "none" or per_step > 1:
@@ -297,6 +310,8 @@ def _floats(metrics: dict) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration in its own run dir (src/rundir.py): metrics.json is written whatever
     happens (status ok or failed) once the dir is claimed; a dir that belongs to another run is not touched."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     started = time.perf_counter()
     fields = run_fields(cfg)
     record: dict[str, Any] = {**fields, "config_hash": config_hash(cfg), "status": "failed"}
@@ -345,6 +360,8 @@ def _write_hydra_files(out: Path, cfg: DictConfig) -> None:
 def user_error(e: BaseException) -> UserError | None:
     """The UserError behind `e`, if any (Hydra wraps errors raised inside instantiate). Lightning's
     MisconfigurationException says the same of a Trainer setting, in Lightning's words."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     while e is not None:
         if isinstance(e, UserError):
             return e

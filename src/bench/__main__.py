@@ -20,6 +20,9 @@ def available() -> list[str]:
 
 def main(argv: list[str]) -> int:
     names = available()
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: python -m src.bench <{'|'.join(names)}> [args]; python -m src.bench <name> --help: its options")
+        return 0
     if not argv or argv[0] not in names:
         given = f"unknown benchmark {argv[0]!r}; " if argv else ""
         print(f"error: {given}usage: python -m src.bench <{'|'.join(names)}> [args]", file=sys.stderr)

@@ -24,14 +24,17 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src.bench import report
-from src.models.cells.greff import VARIANTS
-from src.models.stack import RecurrentStack
+
+# torch and the models are imported in the functions that use them: `--help` answers without them.
+if TYPE_CHECKING:
+    import torch
+
+    from src.models.stack import RecurrentStack
 
 CELL_CONF = Path(__file__).resolve().parents[2] / "conf" / "cell"
 SIZES = {"fastrnns": dict(T=100, B=64, I=512, H=512), "tutorial": dict(T=50, B=100, I=16, H=32)}
@@ -43,6 +46,10 @@ def cell_factories(
     hidden: int, only: set[str] | None, jit_both: bool = False, scan_both: bool = False
 ) -> dict[str, Callable]:
     """name -> cell factory (what Hydra gives the stack) for every config in conf/cell, at this hidden size."""
+    from hydra.utils import instantiate
+
+    from src.models.cells.greff import VARIANTS
+
     out = {}
     for path in sorted(CELL_CONF.glob("*.yaml")):
         name = path.stem
@@ -68,6 +75,8 @@ def cell_factories(
 
 
 def sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -123,6 +132,10 @@ def kind(name: str, device: torch.device) -> str:
 
 
 def bench_sizes(args, device: torch.device) -> list[dict]:
+    import torch
+
+    from src.models.stack import RecurrentStack
+
     rows = []
     sizes = ["tutorial"] if args.quick else list(SIZES)
     for size in sizes:
@@ -161,6 +174,10 @@ def bench_sizes(args, device: torch.device) -> list[dict]:
 
 
 def bench_long(args, device: torch.device) -> list[dict]:
+    import torch
+
+    from src.models.stack import RecurrentStack
+
     rows = []
     B, I, H = LONG["B"], LONG["I"], LONG["H"]
     for T in args.long_t:
@@ -213,7 +230,7 @@ def summarise(rows: list[dict]) -> dict:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.bench cells", description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="the tutorial size and T=512 only")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when torch sees a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 20 on GPU, 3 on CPU)")
     parser.add_argument(
@@ -246,7 +263,9 @@ def main(argv: list[str]) -> int:
         "(e.g. lru rglru mamba mlstm)",
     )
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    import torch  # after parsing: `--help` answers without it
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)

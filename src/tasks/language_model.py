@@ -59,10 +59,11 @@ class LanguageModel(StepClassifier):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         banned: tuple[int, ...] = (0,),
+        top_p: float = 1.0,
     ) -> list[int]:
         """Read `prompt` (ids), then draw `length` tokens one at a time, each fed back in with the carried
-        state. temperature 0 takes the most likely token; top_k keeps only the k most likely; `banned` ids
-        (padding) are never drawn."""
+        state. temperature 0 takes the most likely token; top_k keeps only the k most likely; top_p < 1 only
+        the nucleus (`nucleus`); `banned` ids (padding) are never drawn."""
         if not prompt:
             raise UserError("the prompt has no tokens to start from")
         self.eval()
@@ -78,7 +79,21 @@ class LanguageModel(StepClassifier):
                 if top_k:
                     kth = torch.topk(logits, min(top_k, len(logits))).values[-1]
                     logits[logits < kth] = -math.inf
+                if top_p < 1:
+                    logits = nucleus(logits, top_p)
                 token = int(torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator))
             drawn.append(token)
             outputs, state = self.encode(torch.tensor([[token]], device=self.device), None, state)
         return drawn
+
+
+def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`logits` (one row) with every token outside the nucleus set to -inf: the nucleus is the smallest set of
+    the most likely tokens whose probabilities sum to at least top_p (Holtzman et al. 2020, "The Curious Case
+    of Neural Text Degeneration"). The most likely token is always kept."""
+    probs = torch.softmax(logits, -1)
+    ordered, order = probs.sort(descending=True)
+    before = ordered.cumsum(-1) - ordered  # the probability of the tokens more likely than each
+    out = logits.clone()
+    out[order[before >= top_p]] = -math.inf
+    return out
