@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from src.data.sources import cached_arrays
+from src.data.splits import carve
 from src.data.streams import StreamDataModule
+from src.data.tokens import EOS, PAD, UNK
 from src.errors import ConfigError, DataError
 from src.files import sha256_file
-
-PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
 
 def _kjv_words(line: str) -> list[str]:
@@ -129,9 +129,8 @@ class LanguageModelData(StreamDataModule):
         missing = [s for s in ("val", "test") if s not in lines]
         if missing:
             # As kjv_split.py (docs/results.md): the first 1 - val - test of the lines train, then val, then test.
-            a = int(len(train) * (1 - self.val_fraction - self.test_fraction))
-            b = int(len(train) * (1 - self.test_fraction))
-            lines = {"train": train[:a], "val": train[a:b], "test": train[b:]}
+            parts = carve(len(train), self.val_fraction, self.test_fraction, rounding="down", what=f"{name} (lines)")
+            lines = {split: [train[i] for i in idx] for split, idx in parts.items()}
         for split, part in lines.items():
             if not part:
                 raise DataError(
@@ -168,7 +167,6 @@ class LanguageModelData(StreamDataModule):
         self.vocab_size = len(self.vocab)
         return {split: (arrays[split], None) for split in ("train", "val", "test")}
 
-    @property
     def generation_info(self) -> dict:
         """What src.generate needs to map text to ids and back; stored in the checkpoint (plain types only)."""
         return {"vocab": list(self.vocab.tokens), "level": self.level, "tokenizer": self.tokenizer}

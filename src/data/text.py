@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from src.data.sources import cached_arrays
-from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule, stratified_split
+from src.data.splits import PARTS, carve
+from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule
+from src.data.tokens import PAD, UNK, UNK_ID
 from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call would drown the run's log
 
-PAD, UNK = "<pad>", "<unk>"
-IGNORE = -100  # the target at padded steps of a tagging batch (cross_entropy's and torchmetrics' ignore_index)
 TOKENIZERS = ("word", "char", "english")
 # Separators of the tokenized-text cache; control characters are removed from texts before tokenizing.
 _TOK, _DOC = "\x1f", "\x1e"
@@ -266,19 +266,24 @@ class TextDataModule(TensorDataModule):
         return {**self.split_key(), "tokenizer": tokenizer_version(self.tokenizer), "format": 1}
 
     def carve(self, splits: dict[str, Records]) -> dict[str, Records]:
-        """Missing val/test splits out of train, with TensorDataModule's seeds (stratified by label)."""
-        for name, fraction, seed in (
-            ("test", self.test_fraction, self.split_seed),
-            ("val", self.val_fraction, self.split_seed + 1),
-        ):
-            if name not in splits:
-                keep, held = self.split_indices(splits["train"], [1 - fraction, fraction], seed)
-                splits[name], splits["train"] = splits["train"].take(held), splits["train"].take(keep)
-        return splits
+        """Missing val/test splits out of train, as TensorDataModule carves them (stratified by label)."""
+        if "val" in splits and "test" in splits:
+            return splits
+        train = splits["train"]
+        parts = carve(
+            len(train),
+            0 if "val" in splits else self.val_fraction,
+            0 if "test" in splits else self.test_fraction,
+            seed=self.split_seed,
+            labels=self.split_labels(train),
+            what=self.NAME,
+        )
+        return {name: splits[name] if name in splits and name != "train" else train.take(parts[name]) for name in PARTS}
 
-    def split_indices(self, records: Records, fractions: list[float], seed: int) -> list[np.ndarray]:
+    def split_labels(self, records: Records) -> np.ndarray | None:
+        """A class id per record, to stratify the carving by; None carves at random."""
         classes = {label: i for i, label in enumerate(sorted(set(records.targets)))}
-        return stratified_split(np.array([classes[t] for t in records.targets]), fractions, seed)
+        return np.array([classes[t] for t in records.targets])
 
     def check_targets(self, splits: dict[str, Records]) -> None:
         """A label that train never has cannot be predicted: an error that names where it occurs."""
@@ -372,7 +377,7 @@ class TextDataModule(TensorDataModule):
 
     def log_summary(self, splits: dict) -> None:
         sizes = ", ".join(f"{name} {len(s[0])}" for name, s in splits.items())
-        unk = {name: float((s[0] == 1).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
+        unk = {name: float((s[0] == UNK_ID).sum() / max(s[1].sum(), 1)) for name, s in splits.items()}
         log.info(
             "%s: %s sequences; vocabulary %d (tokenizer=%s, min_freq=%d); <unk> share val %.1f%% test %.1f%%; "
             "%d classes",
