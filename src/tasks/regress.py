@@ -2,8 +2,9 @@
 
 Two shapes (conf/task/regress.yaml, regress_last.yaml): aligned many-to-many (a target vector at every step,
 y [B, T, D]: sin -> cos) and many-to-one (one target vector per sequence, y [B, D]: the next value of a series,
-the adding problem). A data set with `rollout_steps` > 0 (its spec's `rollout`) is also tested by an autoregressive rollout: the model's
-own predictions fed back in as inputs for that many steps (`test/rollout_mse`, and a plot in the run dir).
+the adding problem). A data set with `rollout_steps` > 0 (its spec's `rollout`) is also tested by an
+autoregressive rollout: the model's own predictions fed back in as inputs for that many steps (`test/rollout_mse`,
+and a plot in the run dir).
 """
 
 from __future__ import annotations

@@ -58,9 +58,8 @@ class Seq2Seq(RecurrentTask):
 
     def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
         targets = batch.y[:, t0:t1]
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD_ID), int(
-            (targets != PAD_ID).sum()
-        )
+        n = int((targets != PAD_ID).sum())
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD_ID), n
 
     def decode(self, tokens: torch.Tensor, state: Any):
         outputs, state = self.decoder(self.encoder(tokens), None, state)
