@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +67,10 @@ def load(path: str | Path, source: str | None = None) -> dict:
 
 
 def stored_spec(meta: dict, source: str) -> DataSpec:
-    """The DataSpec a checkpoint stored, checked field by field. Prepared vectors are not needed: the weights
-    come from the checkpoint, so the path (which could point anywhere) is dropped."""
-    fields = {f.name: f.type for f in dataclasses.fields(DataSpec)}
-    stored = {k: v for k, v in meta["spec"].items() if k in fields}
-    kinds = {"task": str, "input_kind": str, "input_size": int, "num_classes": int, "seq_len": int}
+    """The DataSpec a checkpoint stored (its shape fields), checked field by field; keys of older checkpoints
+    (seq_len, the path of prepared vectors) are ignored: the weights come from the checkpoint."""
+    stored = meta["spec"]
+    kinds = {"task": str, "input_kind": str, "input_size": int, "num_classes": int}
     for key, kind in kinds.items():
         value = stored.get(key)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
@@ -129,7 +127,7 @@ def check_spec(checkpoint: dict, spec: DataSpec) -> None:
     stored = checkpoint.get("rnn_bench", {}).get("spec", {})
     diffs = [
         f"{k}: checkpoint {stored.get(k)!r}, this run's data {getattr(spec, k)!r}"
-        for k in ("task", "input_kind", "input_size", "num_classes")
+        for k in spec.SHAPE
         if stored.get(k) != getattr(spec, k)
     ]
     if diffs:

@@ -155,7 +155,8 @@ def check_generation(info: Any, source: str) -> dict:
 
 def prompt_tokens(prompt: str, level: str, name: str) -> list[str]:
     """The prompt as the corpus was tokenized, after an end of line, so the model starts at a line's start."""
-    from src.data.text_pipeline import EOS, clean, tokenizer
+    from src.data.text_pipeline import clean, tokenizer
+    from src.data.tokens import EOS
 
     prompt = clean(prompt)
     if level == "char":
@@ -179,7 +180,8 @@ def generate(
     import torch
 
     from src.data.lm_text import detokenize
-    from src.data.text_pipeline import UNK, Vocabulary
+    from src.data.text_pipeline import Vocabulary
+    from src.data.tokens import UNK
 
     info = model.generation
     vocab, level = Vocabulary(info["vocab"]), info["level"]

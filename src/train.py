@@ -135,29 +135,31 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
             f"dataset={run_fields(cfg)['dataset']}: cannot read {where} ({e.strerror or e}); check "
             f"dataset.data_dir / dataset.path and the cache folder paths.cache_dir"
         ) from None
-    if cfg.truncation.get("carry_across_batches") is True and not getattr(datamodule, "stream", False):
+    spec = datamodule.spec  # all the task learns of the data
+    if cfg.truncation.get("carry_across_batches") is True and not spec.stream:
         raise ConfigError(
             f"truncation.carry_across_batches=true needs a stream data set, whose batches continue "
             f"each other row by row (lm_*, sine, sin2cos); dataset={run_fields(cfg)['dataset']} has "
             f"independent (shuffled) sequences, so a carried state would leak between them. Set "
             f"truncation.carry_across_batches=false"
         )
-    if (cfg.get("embedding") or {}).get("kind", "random") != "random" and datamodule.spec.input_kind != "tokens":
+    if (cfg.get("embedding") or {}).get("kind", "random") != "random" and spec.input_kind != "tokens":
         raise ConfigError(
             f"embedding.kind={cfg.embedding.kind} sets the initial vectors of tokens, but "
             f"dataset={run_fields(cfg)['dataset']} has feature inputs; drop the embedding override "
             f"(embedding=random)"
         )
     kind = get_class(cfg.task._target_).kind
-    if kind != datamodule.spec.task:
+    if kind != spec.task:
         raise ConfigError(
-            f"dataset={run_fields(cfg)['dataset']} is a {datamodule.spec.task!r} data set but "
+            f"dataset={run_fields(cfg)['dataset']} is a {spec.task!r} data set but "
             f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
             f"drop the task override (each data set's config chooses its task)"
         )
     update, trainer_cfg = update_strategy(cfg)
-    # _convert_="object": the task gets plain Python objects (the DataSpec dataclass, lists), not config nodes.
-    model = make(cfg.task, "task", spec=datamodule.spec, update=update, _convert_="object")
+    # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
+    # it is (`handed`).
+    model = make(cfg.task, "task", handed={"spec": spec}, update=update, _convert_="object")
     model.run_config = resolved_config(cfg)
     if cfg.train and cfg.trainer.get("max_epochs") != 0:
         check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
@@ -211,17 +213,21 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
     return path
 
 
-def make(node: DictConfig, group: str, **kwargs: Any) -> Any:
+def make(node: DictConfig, group: str, handed: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     """instantiate(node, **kwargs) for the config group `group`: a value the class refuses (torch's, Lightning's
-    or the suite's own) is a ConfigError naming the group, not Hydra's wrapped traceback."""
+    or the suite's own) is a ConfigError naming the group, not Hydra's wrapped traceback. `handed` arguments go to
+    the class as they are: passed to instantiate, a dataclass becomes a config node and back (slow for a
+    DataSpec: a language model's vocabulary becomes a node per token)."""
     try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
+        if handed is None:
+            return instantiate(node, **kwargs)
+        return instantiate(node, _partial_=True, **kwargs)(**handed)
+    except (InstantiationException, ValueError, TypeError, KeyError) as e:
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
         if (bad := user_error(e)) is not None:
             raise bad from None
-        cause = e.__cause__ or e
+        cause = (e.__cause__ or e) if isinstance(e, InstantiationException) else e
         if not isinstance(cause, (ValueError, TypeError, KeyError, ImportError, MisconfigurationException)):
             raise
         message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -236,7 +242,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams({**model.run_config, "run": run_fields(cfg), "params": model.num_params})
 
     metrics: dict[str, Any] = {
-        "task": datamodule.spec.task,
+        "task": model.spec.task,
         "params": model.num_params,
         "monitor": model.monitor,
         "monitor_mode": model.monitor_mode,

@@ -36,6 +36,7 @@ REFUSED = {
     "truncation=tbptt truncation.carry_across_batches=maybe": "must be true or false",
     "truncation=tbptt truncation.carry_across_batches=true": "needs a stream data set",
     "task.monitor_mode=min": "the best checkpoint would be the worst epoch; set task.monitor_mode=max",
+    "+task.bogus=1": "task: RecurrentTask.__init__() got an unexpected keyword argument 'bogus'",  # (spec handed)
     "embedding=word2vec": "embedding.kind=word2vec sets the initial vectors of tokens",
     "diagnostics=gradients diagnostics.samples=0": "diagnostics.samples=0 must be a positive integer",
     "dataset.eval_batch_size=0": "dataset.eval_batch_size=0 must be a positive integer",

@@ -13,7 +13,8 @@ import torch
 
 from src.data.mnist import MNIST, FashionMNIST, MNIST5k
 from src.data.sources import UrlArtifact, cached_arrays, read_idx
-from src.data.tensors import Batches, stratified_split
+from src.data.splits import stratified_split
+from src.data.tensors import Batches
 from src.errors import ConfigError, DataError
 from tests.conftest import CACHE
 
@@ -99,10 +100,15 @@ def test_idx_datamodules_read_a_user_folder(tmp_path, cls):
     assert len(dm.splits["test"][0]) == 20  # the shipped test split is kept
     assert len(dm.splits["train"][0]) + len(dm.splits["val"][0]) == 60
     spec = dm.spec
-    assert (spec.input_kind, spec.input_size, spec.seq_len, spec.num_classes) == ("features", 28, 28, 10)
+    assert (spec.input_kind, spec.input_size, dm.splits["train"][0].shape[1], spec.num_classes) == (
+        "features",
+        28,
+        28,
+        10,
+    )
     pixels = cls(data_dir=str(folder), cache_dir=str(tmp_path / "cache"), permute=True)
     pixels.setup()
-    assert pixels.spec.seq_len == 784 and pixels.spec.input_size == 1
+    assert pixels.splits["train"][0].shape[1] == 784 and pixels.spec.input_size == 1
     # the permutation is fixed: the same pixels, reordered the same way every time
     again = cls(data_dir=str(folder), cache_dir=str(tmp_path / "cache"), permute=True)
     again.setup()

@@ -39,7 +39,7 @@ CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}
 def classifier(cell, depth: int = 2, bidirectional: bool = False, truncation: dict | None = None):
     torch.manual_seed(0)
     return SequenceClassifier(
-        spec=DataSpec(task="classify", input_kind="features", input_size=3, num_classes=4, seq_len=6),
+        spec=DataSpec(task="classify", input_kind="features", input_size=3, num_classes=4),
         stack=functools.partial(RecurrentStack, cell, depth=depth, bidirectional=bidirectional),
         optimizer=functools.partial(torch.optim.SGD, lr=0.0),
         update=choose(truncation),

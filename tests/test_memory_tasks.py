@@ -115,7 +115,7 @@ def test_shapes_and_spec():
     for name, (t, inputs, classes) in expected.items():
         dm = built(name)
         spec = dm.spec
-        assert (spec.task, spec.input_kind, spec.seq_len, spec.input_size, spec.num_classes) == (
+        assert (spec.task, spec.input_kind, dm.splits["train"][0].shape[1], spec.input_size, spec.num_classes) == (
             "steps",
             "tokens",
             t,

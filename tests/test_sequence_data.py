@@ -14,7 +14,8 @@ from src.data.seq2seq import TOKENS, DigitTransduction
 from src.data.series import AirPassengers, Sine, SinToCos, Sunspots
 from src.data.streams import StreamBatches, batchify
 from src.data.synthetic import Adding, Copy
-from src.data.text_pipeline import EOS, PAD, UNK, Vocabulary
+from src.data.text_pipeline import Vocabulary
+from src.data.tokens import EOS, PAD, UNK
 from src.errors import ConfigError, DataError
 from tests.conftest import CACHE
 
@@ -49,6 +50,24 @@ def test_aligned_streams_keep_input_and_target_together():
     assert batch.x.shape == (4, 10, 1) and batch.y.shape == (4, 10, 1)
     torch.testing.assert_close(batch.x**2 + batch.y**2, torch.ones_like(batch.x))  # sin^2 + cos^2
     assert dm.spec.task == "regress" and dm.spec.input_kind == "features"
+
+
+def test_the_spec_carries_all_a_task_reads_of_its_data(tmp_path):
+    """stream, baselines, rollout and generation info reach the task on the spec, not through the trainer."""
+    sine = Sine(length=300, window=10, rollout_steps=20, val_fraction=0.1, test_fraction=0.1)
+    spec = sine.spec
+    assert spec.stream is False and spec.baselines == sine.baselines() and spec.baselines["mse"] > 0
+    context, truth = spec.rollout
+    assert context.shape == (10, 1) and torch.equal(torch.as_tensor(truth), torch.as_tensor(sine.rollout()[1]))
+    assert Sine(length=300, window=10).spec.rollout is None  # rollout_steps=0: no rollout test
+    waves = SinToCos(length=1000, batch_size=4, eval_batch_size=2, bptt=10)
+    assert waves.spec.stream is True and waves.spec.baselines == {} and waves.spec.generation == {}
+    lm = TextFiles(
+        path=str(write(tmp_path / "t.txt", "ab ba\n" * 50)), cache_dir=str(tmp_path / "c"), batch_size=2, bptt=4
+    )
+    assert lm.spec.stream is True
+    assert lm.spec.generation == {"vocab": lm.vocab.tokens, "level": "char", "tokenizer": "char"}
+    assert lm.spec.shape() == {"task": "language_model", "input_kind": "tokens", "input_size": 6, "num_classes": 6}
 
 
 def write(path, text):

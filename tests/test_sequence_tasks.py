@@ -224,3 +224,9 @@ def test_seq2seq_learns_to_reverse_short_strings(cfg_factory):
         )
     )
     assert record["test/exact_match"] > 0.8, record
+
+
+def test_tasks_read_their_data_only_through_the_spec():
+    """No task reaches through the trainer into the data module: what it knows of the data is its DataSpec."""
+    for path in sorted((ROOT / "src" / "tasks").glob("*.py")):
+        assert "datamodule" not in path.read_text(encoding="utf-8"), path

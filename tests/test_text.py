@@ -16,7 +16,8 @@ from src.data.news import NewsZh
 from src.data.pos import PosZh, agreement, parse_tagged, sentences
 from src.data.sentiment import SentimentEn, SentimentZh
 from src.data.tensors import Batch
-from src.data.text import IGNORE, TextSpec, read_labelled
+from src.data.text import TextSpec, read_labelled
+from src.data.tokens import IGNORE
 from src.errors import ConfigError, DataError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack
@@ -143,7 +144,7 @@ def test_second_run_skips_tokenizing_and_a_new_min_freq_only_reencodes(tmp_path,
 # -- padding never changes a prediction -------------------------------------------------------------------------
 def token_model(cls, bidirectional: bool, **kwargs):
     torch.manual_seed(0)
-    spec = TextSpec(task="x", input_kind="tokens", input_size=20, num_classes=3, seq_len=9)
+    spec = TextSpec(task="x", input_kind="tokens", input_size=20, num_classes=3)
     stack = functools.partial(
         RecurrentStack,
         cell=functools.partial(FusedRNN, hidden_size=8, mode="lstm"),

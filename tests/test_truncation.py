@@ -47,7 +47,7 @@ class PerStepRegression(RecurrentTask):
 def make_task(mode: str, truncation: dict | None, lr: float = 0.0, clip: float | None = None, depth: int = 2):
     torch.manual_seed(0)
     task = PerStepRegression(
-        spec=DataSpec(task="regress", input_kind="features", input_size=3, num_classes=1, seq_len=12),
+        spec=DataSpec(task="regress", input_kind="features", input_size=3, num_classes=1),
         stack=functools.partial(RecurrentStack, functools.partial(FusedRNN, mode=mode, hidden_size=8), depth=depth),
         optimizer=functools.partial(torch.optim.SGD, lr=lr),
         update=choose(truncation, gradient_clip_val=clip),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from src.data.lm_text import LanguageModelData
 from src.data.sources import DebArtifact, PipArtifact
+from src.data.splits import carve
 from src.errors import DataError
 
 
@@ -80,10 +81,8 @@ class Tang(LanguageModelData):
         ]
         poems = [p for p in poems if p and p != ["%"]]
         # Split by poem (not by line) so no poem is half in train and half in test.
-        a = int(len(poems) * (1 - self.val_fraction - self.test_fraction))
-        b = int(len(poems) * (1 - self.test_fraction))
-        flat = lambda part: [line for poem in part for line in poem]
-        return {"train": flat(poems[:a]), "val": flat(poems[a:b]), "test": flat(poems[b:])}
+        parts = carve(len(poems), self.val_fraction, self.test_fraction, rounding="down", what="Tang (poems)")
+        return {name: [line for i in idx for line in poems[i]] for name, idx in parts.items()}
 
 
 class PeoplesDaily(LanguageModelData):

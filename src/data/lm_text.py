@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from src.data.splits import carve
 from src.data.streams import StreamDataModule
 from src.data.text_pipeline import (
-    EOS,
-    PAD_ID,
     SPLITS,
     Vocabulary,
     cached,
@@ -28,6 +27,7 @@ from src.data.text_pipeline import (
     tokenizer_version,
     unpack_splits,
 )
+from src.data.tokens import EOS, PAD_ID
 from src.errors import ConfigError, DataError
 from src.files import sha256_file
 
@@ -100,9 +100,8 @@ class LanguageModelData(StreamDataModule):
         missing = [s for s in ("val", "test") if s not in lines]
         if missing:
             # As kjv_split.py (docs/results.md): the first 1 - val - test of the lines train, then val, then test.
-            a = int(len(train) * (1 - self.val_fraction - self.test_fraction))
-            b = int(len(train) * (1 - self.test_fraction))
-            lines = {"train": train[:a], "val": train[a:b], "test": train[b:]}
+            parts = carve(len(train), self.val_fraction, self.test_fraction, rounding="down", what=f"{name} (lines)")
+            lines = {split: [train[i] for i in idx] for split, idx in parts.items()}
         for split, part in lines.items():
             if not part:
                 raise DataError(
@@ -165,7 +164,6 @@ class LanguageModelData(StreamDataModule):
         self.vocab_size = len(self.vocab)
         return {split: (ids, None) for split, ids in streams.items()}
 
-    @property
     def generation_info(self) -> dict:
         """What src.generate needs to map text to ids and back; stored in the checkpoint (plain types only)."""
         return {"vocab": list(self.vocab.tokens), "level": self.level, "tokenizer": self.tokenizer}

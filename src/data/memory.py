@@ -32,7 +32,7 @@ import hashlib
 import numpy as np
 
 from src.data.synthetic import SPLITS, Synthetic
-from src.data.text import IGNORE
+from src.data.tokens import IGNORE
 from src.errors import ConfigError, DataError
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from src.data.sources import PipArtifact
-from src.data.text import IGNORE, Records, TextDataModule, read_lines
+from src.data.text import Records, TextDataModule, read_lines
 from src.data.text_pipeline import clean, jieba, pack, unpack
+from src.data.tokens import IGNORE
 from src.errors import ConfigError, DataError
 from src.files import sha256_file
 
@@ -186,11 +187,8 @@ class PosZh(TextDataModule):
                 self.stats = {f"jieba_{k}": v for k, v in report.items() if isinstance(v, (int, float))}
         return {"train": Records(pairs, [None] * len(pairs), origins)}
 
-    def split_indices(self, records: Records, fractions: list[float], seed: int) -> list[np.ndarray]:
-        # By line, not stratified (a line holds many tags); the same lines for the same split_seed.
-        idx = np.random.default_rng(seed).permutation(len(records))
-        bounds = np.round(np.cumsum(fractions) / np.sum(fractions) * len(idx)).astype(int)
-        return [np.sort(part) for part in np.split(idx, bounds[:-1])]
+    def split_labels(self, records: Records) -> None:
+        return None  # by line, not stratified (a line holds many tags); the same lines for the same split_seed
 
     def check_targets(self, splits: dict[str, Records]) -> None:
         pass  # a tag that train lacks is counted and logged in encode_targets: the words still count as errors

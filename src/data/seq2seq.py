@@ -10,19 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from src.data.tensors import TensorDataModule
+from src.data.tokens import BOS, EOS, PAD, PAD_ID
 from src.errors import ConfigError
 
-TOKENS = ["<pad>", "<bos>", "<eos>", *"0123456789", "+"]
+TOKENS = [PAD, BOS, EOS, *"0123456789", "+"]
 ID = {t: i for i, t in enumerate(TOKENS)}
+BOS_ID, EOS_ID = ID[BOS], ID[EOS]  # (PAD_ID is 0, as in every vocabulary)
 
 
 def encode(text: str, eos: bool = False) -> list[int]:
-    return [ID[c] for c in text] + ([ID["<eos>"]] if eos else [])
+    return [ID[c] for c in text] + ([EOS_ID] if eos else [])
 
 
 def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    out = np.zeros((len(rows), lengths.max()), dtype=np.int64)
+    out = np.full((len(rows), lengths.max()), PAD_ID, dtype=np.int64)
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return out, lengths
@@ -80,4 +82,4 @@ class DigitTransduction(TensorDataModule):
         return out
 
     def decode(self, ids) -> str:
-        return "".join(TOKENS[i] for i in ids if i > 2)
+        return "".join(TOKENS[i] for i in ids if i > EOS_ID)  # the digits and "+", not the special tokens

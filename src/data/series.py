@@ -20,6 +20,7 @@ import tarfile
 import numpy as np
 
 from src.data.sources import PipArtifact, cached_arrays
+from src.data.splits import carve
 from src.data.streams import StreamDataModule
 from src.data.tensors import TensorDataModule
 from src.errors import ConfigError, DataError
@@ -44,10 +45,6 @@ class Forecast(TensorDataModule):
         """The whole series, oldest first, [N] floats."""
         raise NotImplementedError
 
-    def bounds(self, n: int) -> tuple[int, int]:
-        """Indices where the val and the test targets begin."""
-        return (int(round(n * (1 - self.val_fraction - self.test_fraction))), int(round(n * (1 - self.test_fraction))))
-
     def load_splits(self):
         values = np.asarray(self.series(), dtype=np.float64)
         if self.difference:
@@ -55,8 +52,9 @@ class Forecast(TensorDataModule):
             # it was trained on, its changes much less. Errors of the change are errors of the next value.
             values = np.diff(values)
         n, w = len(values), self.window
-        val_start, test_start = self.bounds(n)
-        if val_start <= w or test_start - val_start < 1 or n - test_start < 1:
+        parts = carve(n, self.val_fraction, self.test_fraction, what=type(self).__name__)  # in order, by value
+        val_start, test_start = len(parts["train"]), n - len(parts["test"])  # where the val and test targets begin
+        if val_start <= w:
             raise DataError(
                 f"{type(self).__name__}: {n} values are too few for windows of {w} and a "
                 f"{self.val_fraction}/{self.test_fraction} val/test split; use dataset.window=<less>"
@@ -84,8 +82,11 @@ class Forecast(TensorDataModule):
         error = last - y.numpy()
         return {"mse": float(np.mean(error**2)), "mae": float(np.mean(np.abs(error)))}
 
-    def rollout(self) -> tuple[np.ndarray, np.ndarray]:
-        """(the `window` values before the test part, the first `rollout_steps` test values) as [n, 1]."""
+    def rollout(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(the `window` values before the test part, the first `rollout_steps` test values) as [n, 1]; None
+        without rollout_steps."""
+        if not self.rollout_steps:
+            return None
         if self.splits is None:
             self.setup()
         steps = min(self.rollout_steps, len(self.z) - self.test_start)

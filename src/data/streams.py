@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.data.tensors import Batch, DataSpec, TensorDataModule
+from src.data.splits import PARTS, carve
+from src.data.tensors import Batch, TensorDataModule
 from src.errors import ConfigError, DataError
 
 
@@ -89,17 +90,17 @@ class StreamDataModule(TensorDataModule):
             return
         streams = dict(self.load_streams())
         inputs, targets = streams["train"]
-        n = len(inputs)
-        cuts = {
-            "val": int(round(n * (1 - self.val_fraction - self.test_fraction))),
-            "test": int(round(n * (1 - self.test_fraction))),
-        }
-        part = lambda a, b: (inputs[a:b], None if targets is None else targets[a:b])
-        if "test" not in streams:
-            streams["test"], n = part(cuts["test"], n), cuts["test"]
-        if "val" not in streams:
-            streams["val"], n = part(cuts["val"], n), cuts["val"]
-        streams["train"] = part(0, n)
+        if "val" not in streams or "test" not in streams:
+            parts = carve(
+                len(inputs),
+                0 if "val" in streams else self.val_fraction,
+                0 if "test" in streams else self.test_fraction,
+                what=type(self).__name__,
+            )
+            for name in PARTS:  # in order (no seed): each part is one contiguous piece of the stream
+                if name == "train" or name not in streams:
+                    idx = parts[name]
+                    streams[name] = (inputs[idx], None if targets is None else targets[idx])
         self.splits = {}
         for name in ("train", "val", "test"):
             inputs, targets = streams[name]
@@ -118,27 +119,11 @@ class StreamDataModule(TensorDataModule):
         """Time steps of the split's stream."""
         return len(self.splits[split][0])
 
-    @property
-    def spec(self) -> DataSpec:
-        if self.splits is None:
-            self.setup()
+    def shape(self) -> tuple[str, int, int]:
         x = self.splits["train"][0]
         if x.is_floating_point():
-            y = self.splits["train"][2]
-            return DataSpec(
-                task=self.task,
-                input_kind="features",
-                input_size=int(x.shape[-1]),
-                num_classes=int(y.shape[-1]),
-                seq_len=self.bptt,
-            )
-        return DataSpec(
-            task=self.task,
-            input_kind="tokens",
-            input_size=self.vocab_size,
-            num_classes=self.vocab_size,
-            seq_len=self.bptt,
-        )
+            return "features", int(x.shape[-1]), int(self.splits["train"][2].shape[-1])
+        return "tokens", self.vocab_size, self.vocab_size
 
     def _batches(self, split: str, train: bool) -> StreamBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

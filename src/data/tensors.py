@@ -8,14 +8,15 @@ Batches are cut by indexing whole tensors, so a training step does no per-sample
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import lightning as L
 import numpy as np
 import torch
 
+from src.data.splits import PARTS, carve
 from src.errors import ConfigError, DataError
 from src.updates.lightning_internals import trained_batches_this_epoch
 
@@ -28,13 +29,27 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What the task module needs to know about the data to build itself."""
+    """Everything the task learns of its data: the task builds itself from it (src/train.py build() hands it
+    over) and never reaches into the data module. The first four fields fix the weights' shapes and are stored
+    in checkpoints (`shape()`); the rest are what the task reports beside its own metrics."""
 
     task: str  # the task kind this data set is for: "classify", ...
-    input_kind: str  # "features" (float vectors per step) or "tokens" (ids, 0 = padding)
+    input_kind: str  # "features" (float vectors per step) or "tokens" (ids, PAD_ID = padding)
     input_size: int  # features per step, or vocabulary size for tokens
     num_classes: int
-    seq_len: int
+    stream: bool = False  # batches continue each other row by row (src/data/streams.py): evaluation carries state
+    # test/baseline_<name>: what a trivial predictor scores on the test split (none if the data set knows none)
+    baselines: dict[str, float] = field(default_factory=dict, compare=False)
+    # (context [window, 1], truth [steps, 1]) of a series: an autoregressive rollout test; None for none
+    rollout: Any = field(default=None, compare=False)
+    # vocab, level, tokenizer of a language model's text (plain types), stored for src.generate; empty for others
+    generation: dict = field(default_factory=dict, compare=False)
+
+    SHAPE = ("task", "input_kind", "input_size", "num_classes")
+
+    def shape(self) -> dict:
+        """The fields a checkpoint stores: weights fit data that agrees on them."""
+        return {name: getattr(self, name) for name in self.SHAPE}
 
 
 class Batches:
@@ -96,27 +111,6 @@ class Batches:
                 yield Batch(*(None if t is None else t[idx] for t in self.tensors))
 
 
-def stratified_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Index arrays, one per fraction, with every class spread in proportion; the same for the same seed."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    for cls in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        bounds = np.round(np.cumsum(fractions) / np.sum(fractions) * len(idx)).astype(int)
-        for k, chunk in enumerate(np.split(idx, bounds[:-1])):
-            parts[k].append(chunk)
-    return [np.sort(np.concatenate(p)) for p in parts]
-
-
-def seeded_split(y: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Stratified by class when y holds one class per sample, else a plain seeded random split."""
-    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
-        return stratified_split(y, fractions, seed)
-    idx = np.random.default_rng(seed).permutation(len(y))
-    bounds = np.round(np.cumsum(fractions) / np.sum(fractions) * len(y)).astype(int)
-    return [np.sort(part) for part in np.split(idx, bounds[:-1])]
-
-
 Arrays = tuple  # (x, y) or (x, lengths, y): numpy arrays; lengths may be None
 
 
@@ -124,12 +118,14 @@ class TensorDataModule(L.LightningDataModule):
     """Base for in-memory data sets: subclasses implement `fetch` (optional) and `load_splits`.
 
     `load_splits` returns {"train": (x, y) or (x, lengths, y), "val": ..., "test": ...}; a missing val or test
-    split is carved out of train by a seeded split (stratified for class labels) with the fixed `split_seed`,
-    so runs with different seeds see the same data. Subclasses may set `vocab_size` / `num_classes` (and
-    `task`); otherwise they are read off the tensors.
+    split is carved out of train by a seeded split (src/data/splits.py; stratified for class labels) with the
+    fixed `split_seed`, so runs with different seeds see the same data. Subclasses may set `vocab_size` /
+    `num_classes` (and `task`); otherwise they are read off the tensors. What the task gets to know is `spec`,
+    with the data set's `baselines()` and `rollout()` if it has them.
     """
 
     task = "classify"
+    stream = False  # StreamDataModule: batches continue each other row by row
 
     def __init__(
         self,
@@ -188,15 +184,18 @@ class TensorDataModule(L.LightningDataModule):
             name: arrays if len(arrays) == 3 else (arrays[0], None, arrays[1])
             for name, arrays in self.load_splits().items()
         }
-        for name, fraction, seed in (
-            ("test", self.test_fraction, self.split_seed),
-            ("val", self.val_fraction, self.split_seed + 1),
-        ):
-            if name not in raw:
-                x, lengths, y = raw["train"]
-                keep, held = seeded_split(y, [1 - fraction, fraction], seed)
-                raw[name] = _take(raw["train"], held)
-                raw["train"] = _take(raw["train"], keep)
+        if "val" not in raw or "test" not in raw:
+            y = raw["train"][2]
+            parts = carve(
+                len(y),
+                0 if "val" in raw else self.val_fraction,
+                0 if "test" in raw else self.test_fraction,
+                seed=self.split_seed,
+                labels=y if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) else None,  # class ids: stratified
+                what=type(self).__name__,
+            )
+            train = raw["train"]
+            raw = {name: raw[name] if name in raw and name != "train" else _take(train, parts[name]) for name in PARTS}
         self.splits = {}
         for name in ("train", "val", "test"):
             x, lengths, y = raw[name]
@@ -237,6 +236,20 @@ class TensorDataModule(L.LightningDataModule):
     def spec(self) -> DataSpec:
         if self.splits is None:
             self.setup()
+        kind, size, classes = self.shape()
+        return DataSpec(
+            task=self.task,
+            input_kind=kind,
+            input_size=size,
+            num_classes=classes,
+            stream=self.stream,
+            baselines=self.baselines(),
+            rollout=self.rollout(),
+            generation=self.generation_info(),
+        )
+
+    def shape(self) -> tuple[str, int, int]:
+        """(input kind, input size, classes), read off the tensors where the data set declares none."""
         x = self.splits["train"][0]
         kind = "features" if x.is_floating_point() else "tokens"
         if kind == "features":
@@ -244,7 +257,19 @@ class TensorDataModule(L.LightningDataModule):
         else:
             size = self.vocab_size or int(max(int(s[0].max()) for s in self.splits.values())) + 1
         classes = self.num_classes or int(max(int(s[2].max()) for s in self.splits.values())) + 1
-        return DataSpec(task=self.task, input_kind=kind, input_size=size, num_classes=classes, seq_len=int(x.shape[1]))
+        return kind, size, classes
+
+    def baselines(self) -> dict[str, float]:
+        """What a trivial predictor scores on the test split (logged as test/baseline_<name>); {} if unknown."""
+        return {}
+
+    def rollout(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(context, truth) of an autoregressive rollout test (series with rollout_steps); None for none."""
+        return None
+
+    def generation_info(self) -> dict:
+        """What src.generate needs to map text to ids and back (language models); {} for others."""
+        return {}
 
     def _tensors(self, split: str) -> tuple:
         """The split's tensors, moved once to the training device if they fit under max_device_bytes."""

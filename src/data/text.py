@@ -15,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule, stratified_split
+from src.data.splits import PARTS, carve
+from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule
 from src.data.text_pipeline import (
-    PAD,
     SPLITS,
     TOKENIZERS,
-    UNK,
-    UNK_ID,
     Vocabulary,
     cached,
     clean,
@@ -30,11 +28,10 @@ from src.data.text_pipeline import (
     tokenizer_version,
     unpack_splits,
 )
+from src.data.tokens import IGNORE, PAD, UNK, UNK_ID
 from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-IGNORE = -100  # the target at padded steps of a tagging batch (cross_entropy's and torchmetrics' ignore_index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,19 +192,24 @@ class TextDataModule(TensorDataModule):
         return {**self.split_key(), "tokenizer": tokenizer_version(self.tokenizer)}
 
     def carve(self, splits: dict[str, Records]) -> dict[str, Records]:
-        """Missing val/test splits out of train, with TensorDataModule's seeds (stratified by label)."""
-        for name, fraction, seed in (
-            ("test", self.test_fraction, self.split_seed),
-            ("val", self.val_fraction, self.split_seed + 1),
-        ):
-            if name not in splits:
-                keep, held = self.split_indices(splits["train"], [1 - fraction, fraction], seed)
-                splits[name], splits["train"] = splits["train"].take(held), splits["train"].take(keep)
-        return splits
+        """Missing val/test splits out of train, as TensorDataModule carves them (stratified by label)."""
+        if "val" in splits and "test" in splits:
+            return splits
+        train = splits["train"]
+        parts = carve(
+            len(train),
+            0 if "val" in splits else self.val_fraction,
+            0 if "test" in splits else self.test_fraction,
+            seed=self.split_seed,
+            labels=self.split_labels(train),
+            what=self.NAME,
+        )
+        return {name: splits[name] if name in splits and name != "train" else train.take(parts[name]) for name in PARTS}
 
-    def split_indices(self, records: Records, fractions: list[float], seed: int) -> list[np.ndarray]:
+    def split_labels(self, records: Records) -> np.ndarray | None:
+        """A class id per record, to stratify the carving by; None carves at random."""
         classes = {label: i for i, label in enumerate(sorted(set(records.targets)))}
-        return stratified_split(np.array([classes[t] for t in records.targets]), fractions, seed)
+        return np.array([classes[t] for t in records.targets])
 
     def check_targets(self, splits: dict[str, Records]) -> None:
         """A label that train never has cannot be predicted: an error that names where it occurs."""

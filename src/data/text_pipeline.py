@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 
 from src.data.sources import cache_path, cached_arrays
+from src.data.tokens import PAD, PAD_ID, UNK, UNK_ID
 from src.errors import ConfigError, DataError
 
 logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call would drown the run's log
 
 # The special tokens and their ids, the same in every vocabulary: ids 0 and 1 always; <eos> (language models at
 # word level) is 2 where the vocabulary has it. The embedding's padding_idx is PAD_ID.
-PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
-PAD_ID, UNK_ID = 0, 1
 SPLITS = ("train", "val", "test")
 # Part of every cache key: caches written by an older layout of the pipeline are never read, only rebuilt.
 FORMAT = 2

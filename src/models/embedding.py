@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from src.data.tensors import DataSpec
+from src.data.tokens import PAD_ID
 from src.errors import ConfigError
 from src.files import load_npz
 
@@ -16,7 +17,7 @@ def token_embedding(spec: DataSpec, dim: int, freeze: bool = False) -> nn.Embedd
         raise ConfigError(f"task.embedding_dim={dim!r} must be a positive integer")
     path = getattr(spec, "vectors", "")
     if not path:
-        embedding = nn.Embedding(spec.input_size, dim, padding_idx=0)
+        embedding = nn.Embedding(spec.input_size, dim, padding_idx=PAD_ID)
     else:
         vectors = load_npz(path)["vectors"]
         if vectors.shape != (spec.input_size, dim):
@@ -25,6 +26,6 @@ def token_embedding(spec: DataSpec, dim: int, freeze: bool = False) -> nn.Embedd
                 f"model needs vocabulary {spec.input_size} x task.embedding_dim={dim}; leave "
                 f"task.embedding_dim at ${{embedding.dim}} (or set both to {vectors.shape[1]})"
             )
-        embedding = nn.Embedding.from_pretrained(torch.from_numpy(vectors).float(), freeze=freeze, padding_idx=0)
+        embedding = nn.Embedding.from_pretrained(torch.from_numpy(vectors).float(), freeze=freeze, padding_idx=PAD_ID)
     embedding.weight.requires_grad_(not freeze)
     return embedding

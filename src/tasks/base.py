@@ -15,7 +15,6 @@ and the hooks around updates are delegated to it. Full BPTT calls head and loss 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
@@ -176,4 +175,4 @@ class RecurrentTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.update.on_save_checkpoint(checkpoint)
-        checkpoint["rnn_bench"] = {"config": self.run_config, "spec": dataclasses.asdict(self.spec)}
+        checkpoint["rnn_bench"] = {"config": self.run_config, "spec": self.spec.shape()}

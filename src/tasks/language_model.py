@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from src.data.tokens import PAD_ID
 from src.errors import UserError
 from src.files import atomic_write_json
 from src.tasks.steps import StepClassifier
@@ -35,7 +36,7 @@ class LanguageModel(StepClassifier):
 
     # -- the vocabulary travels with the run -----------------------------------------------------------------
     def on_fit_start(self) -> None:
-        info = getattr(self.trainer.datamodule, "generation_info", None)
+        info = self.spec.generation
         if info:
             self.generation = info
             if self.trainer.is_global_zero:
@@ -58,7 +59,7 @@ class LanguageModel(StepClassifier):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
-        banned: tuple[int, ...] = (0,),
+        banned: tuple[int, ...] = (PAD_ID,),
         top_p: float = 1.0,
     ) -> list[int]:
         """Read `prompt` (ids), then draw `length` tokens one at a time, each fed back in with the carried

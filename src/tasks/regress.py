@@ -2,8 +2,9 @@
 
 Two shapes (conf/task/regress.yaml, regress_last.yaml): aligned many-to-many (a target vector at every step,
 y [B, T, D]: sin -> cos) and many-to-one (one target vector per sequence, y [B, D]: the next value of a series,
-the adding problem). A data set with `rollout_steps` > 0 is also tested by an autoregressive rollout: the model's
-own predictions fed back in as inputs for that many steps (`test/rollout_mse`, and a plot in the run dir).
+the adding problem). A data set with `rollout_steps` > 0 (its spec's `rollout`) is also tested by an
+autoregressive rollout: the model's own predictions fed back in as inputs for that many steps (`test/rollout_mse`,
+and a plot in the run dir).
 """
 
 from __future__ import annotations
@@ -62,9 +63,8 @@ class Regressor(StreamEval, RecurrentTask):
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
         log_baselines(self)
-        datamodule = self.trainer.datamodule
-        if getattr(datamodule, "rollout_steps", 0):
-            context, truth = datamodule.rollout()
+        if self.spec.rollout is not None:
+            context, truth = self.spec.rollout
             predicted = self.rollout(torch.as_tensor(context), len(truth))
             self.log("test/rollout_mse", float(np.mean((predicted - truth) ** 2)))
             if self.trainer.is_global_zero:

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from src.data.seq2seq import BOS_ID
 from src.data.tensors import Batch
+from src.data.tokens import PAD_ID
 from src.errors import ConfigError
 from src.models.stack import RecurrentStack
 from src.tasks.base import RecurrentTask
-
-PAD, BOS, EOS = 0, 1, 2  # the ids every seq2seq data set uses (src/data/seq2seq.py)
 
 
 class Seq2Seq(RecurrentTask):
@@ -58,7 +58,8 @@ class Seq2Seq(RecurrentTask):
 
     def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
         targets = batch.y[:, t0:t1]
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD), int((targets != PAD).sum())
+        n = int((targets != PAD_ID).sum())
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD_ID), n
 
     def decode(self, tokens: torch.Tensor, state: Any):
         outputs, state = self.decoder(self.encoder(tokens), None, state)
@@ -66,7 +67,7 @@ class Seq2Seq(RecurrentTask):
 
     def teacher_forced(self, batch: Batch) -> torch.Tensor:
         _, state = self.encode(batch.x, batch.lengths)
-        bos = torch.full_like(batch.y[:, :1], BOS)
+        bos = torch.full_like(batch.y[:, :1], BOS_ID)
         logits, _ = self.decode(torch.cat([bos, batch.y[:, :-1]], dim=1), state)
         return logits
 
@@ -78,7 +79,7 @@ class Seq2Seq(RecurrentTask):
     def greedy(self, x: torch.Tensor, lengths: torch.Tensor | None, steps: int) -> torch.Tensor:
         """Decode `steps` tokens, each the most likely given the ones before -> [B, steps]."""
         _, state = self.encode(x, lengths)
-        token = torch.full((len(x), 1), BOS, dtype=torch.long, device=x.device)
+        token = torch.full((len(x), 1), BOS_ID, dtype=torch.long, device=x.device)
         tokens = []
         for _ in range(steps):
             logits, state = self.decode(token, state)
@@ -90,7 +91,7 @@ class Seq2Seq(RecurrentTask):
     def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         loss, n = self.loss(self.teacher_forced(batch), batch, 0, batch.y.shape[1])
         predicted = self.greedy(batch.x, batch.lengths, batch.y.shape[1])
-        real = batch.y != PAD  # the target tokens, <eos> included
+        real = batch.y != PAD_ID  # the target tokens, <eos> included
         right = (predicted == batch.y) & real
         getattr(self, f"{split}_loss").update(loss, weight=n)
         getattr(self, f"{split}_acc").update(right.sum() / real.sum(), weight=int(real.sum()))

@@ -12,11 +12,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from src.data.tensors import Batch
+from src.data.tokens import IGNORE
 from src.errors import ConfigError
 from src.tasks.base import RecurrentTask
 from src.tasks.streams import StreamEval
-
-IGNORE = -100  # a target step that counts for nothing (padding), as F.cross_entropy's ignore_index
 
 
 class StepClassifier(StreamEval, RecurrentTask):
@@ -105,6 +104,5 @@ class StepClassifier(StreamEval, RecurrentTask):
 
 def log_baselines(task: RecurrentTask) -> None:
     """`test/baseline_<metric>`: what a trivial predictor scores on the test split, if the data set knows one."""
-    baselines = getattr(task.trainer.datamodule, "baselines", None)
-    if baselines is not None:
-        task.log_dict({f"test/baseline_{k}": float(v) for k, v in baselines().items()})
+    if task.spec.baselines:
+        task.log_dict({f"test/baseline_{k}": float(v) for k, v in task.spec.baselines.items()})

@@ -1,8 +1,8 @@
 """Evaluation over stream data: the recurrent state is carried from one batch to the next.
 
-Stream data modules (src/data/streams.py, `stream = True`) cut every split into rows that continue from one
-batch to the next, so evaluation reads each row straight through, from a zero state at the start of every
-evaluation, as word_language_model's `evaluate` does. Other data start every batch from zero.
+Stream data (src/data/streams.py; the spec says `stream`) is cut into rows that continue from one batch to the
+next, so evaluation reads each row straight through, from a zero state at the start of every evaluation, as
+word_language_model's `evaluate` does. Other data start every batch from zero.
 """
 
 from __future__ import annotations
@@ -13,19 +13,14 @@ import torch
 
 from src.data.tensors import Batch
 from src.models.stack import detach_state
-from src.updates.lightning_internals import attached_trainer
 
 
 class StreamEval:
     _eval_state: Any = None
 
-    def is_stream(self) -> bool:
-        trainer = attached_trainer(self)
-        return bool(trainer is not None and getattr(trainer.datamodule, "stream", False))
-
     def eval_outputs(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """The stack's outputs for an evaluation batch, continuing the previous batch's state on streams."""
-        stream = self.is_stream()
+        stream = self.spec.stream
         state = self._eval_state if stream and batch_idx > 0 else None
         outputs, state = self.encode(batch.x, batch.lengths, state)
         self._eval_state = detach_state(state) if stream else None

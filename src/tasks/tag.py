@@ -15,11 +15,10 @@ from torchmetrics import MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from src.data.tensors import Batch
-from src.data.text import IGNORE
+from src.data.tokens import IGNORE, UNK_ID
 from src.errors import ConfigError
 from src.tasks.base import RecurrentTask
 
-UNK_ID = 1
 HEADS = ("softmax", "crf")
 
 
