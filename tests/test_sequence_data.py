@@ -66,7 +66,7 @@ def test_the_spec_carries_all_a_task_reads_of_its_data(tmp_path):
         path=str(write(tmp_path / "t.txt", "ab ba\n" * 50)), cache_dir=str(tmp_path / "c"), batch_size=2, bptt=4
     )
     assert lm.spec.stream is True
-    assert lm.spec.generation == {"vocab": lm.vocab.tokens, "level": "char", "tokenizer": "char"}
+    assert lm.spec.generation == {"vocab": lm.vocab.tokens, "level": "char", "tokenizer": "verbatim"}
     assert lm.spec.shape() == {"task": "language_model", "input_kind": "tokens", "input_size": 6, "num_classes": 6}
 
 

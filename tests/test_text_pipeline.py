@@ -15,11 +15,6 @@ import src.data.text_pipeline as pipeline
 from src.data.lm_text import TextFiles
 from src.data.sources import cache_path
 from src.data.text_pipeline import (
-    EOS,
-    PAD,
-    PAD_ID,
-    UNK,
-    UNK_ID,
     Vocabulary,
     cache_file,
     cached,
@@ -27,6 +22,7 @@ from src.data.text_pipeline import (
     tokenizer,
     unpack,
 )
+from src.data.tokens import EOS, PAD, PAD_ID, UNK, UNK_ID
 from src.errors import ConfigError, DataError
 from tests.test_text import news
 
