@@ -212,3 +212,24 @@ def test_every_sweep_logs_to_wandb_offline_and_tells_its_jobs_apart(cfg_factory,
         assert seen[0]["run"] != seen[1]["run"], (name, key)
         if key != "dataset":
             assert seen[0]["name"] != seen[1]["name"], (name, key)
+
+
+def test_the_wandb_dashboard_groups_each_task_by_the_settings_that_differ(tmp_path):
+    """src.wandb_dashboard groups a task's runs as the leaderboard rows them: the architecture and every setting
+    that differs between them, under the run.* keys that src.train logs (run.cell_variant)."""
+    from src.compare import build_sections, find_runs
+    from src.wandb_dashboard import GROUP_BY, group_by
+
+    for variant in ("NIG", "NFG"):
+        for seed in (1, 2):
+            run = tmp_path / f"{variant}-{seed}"
+            (run / ".hydra").mkdir(parents=True)
+            overrides = ["cell=lstm_variant", f"cell.variant={variant}", "optimizer.lr=0.01", f"seed={seed}"]
+            (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            record = {"status": "ok", "dataset": "digits", "task": "classify", "cell": "lstm_variant", "depth": 1}
+            record |= {"direction": "uni", "truncation": "none", "seed": seed, "monitor": "val/acc"}
+            record |= {"monitor_mode": "max", "test/acc": 0.5 + seed / 10}
+            (run / "metrics.json").write_text(json.dumps(record))
+    [section] = build_sections(find_runs([tmp_path]))
+    assert group_by(section) == [*GROUP_BY, "run.cell_variant"]  # lr is the same in every run: no group of its own
+    assert len(section.rows) == 2
