@@ -7,18 +7,16 @@ as overrides, Optuna's trials too), so runs that differ only there stay apart on
 and the config keys `run.setting` and `run.<key>` (`run.cell_variant`, `run.optimizer_lr`) that W&B groups by.
 
 The W&B logger's config reads these through resolvers (`${run_name:}`, `${run_tags:}`, `${run_job_type:}`,
-registered in src/__init__.py). Light imports only: every command composes the config.
+registered in src/__init__.py on import of the package). Hydra and src.compare are imported where they are used,
+so that importing the package stays light for every command.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src.compare import NOT_SETTINGS, NOT_SETTINGS_PREFIXES, setting_names, short_value
 from src.errors import ConfigError
 
 FIELDS = ("dataset", "task", "cell", "direction", "truncation")
@@ -28,7 +26,15 @@ MAX_TAG = 64  # W&B refuses longer tags
 
 
 def _hydra() -> Any | None:
+    from hydra.core.hydra_config import HydraConfig
+
     return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _multirun(hydra: Any | None) -> bool:
+    from hydra.types import RunMode
+
+    return hydra is not None and hydra.mode == RunMode.MULTIRUN
 
 
 def overrides() -> list[str]:
@@ -41,6 +47,8 @@ def settings(task_overrides: list[str] | None = None) -> dict[str, Any]:
     """key -> value of each override beyond the run fields, depth and seed, in command-line order: a value as
     Hydra parsed it (0.01 a float, 64 an int), a config-group choice (`embedding=word2vec`) as its name."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src.compare import NOT_SETTINGS, NOT_SETTINGS_PREFIXES
 
     parsed = OverridesParser.create().parse_overrides(overrides() if task_overrides is None else task_overrides)
     found: dict[str, Any] = {}
@@ -86,7 +94,7 @@ def wandb_run(cfg: DictConfig) -> dict[str, Any]:
     hydra = _hydra()
     found = {**fields(cfg), **{config_key(k): v for k, v in settings().items()}}
     found["sweep"] = job_type(cfg)
-    if hydra is not None and hydra.mode == RunMode.MULTIRUN:
+    if _multirun(hydra):
         found.update(sweep_dir=str(hydra.sweep.dir), job=hydra.job.get("num"))
     return found
 
@@ -112,13 +120,14 @@ def job_type(cfg: DictConfig) -> str:
     name = cfg.get("sweep_name")
     if name:
         return str(name)
-    hydra = _hydra()
-    return "multirun" if hydra is not None and hydra.mode == RunMode.MULTIRUN else "train"
+    return "multirun" if _multirun(_hydra()) else "train"
 
 
 def name(cfg: DictConfig) -> str:
     """lstm-d1-uni-none-s42; with a setting: lstm_variant-d1-uni-none-variant=NIG-s1, gru-d1-uni-none-lr=0.00123-s1
     (the short names and values of the leaderboard's setting column)."""
+    from src.compare import setting_names, short_value
+
     f = fields(cfg)
     parts = [str(f["cell"]), f"d{f['depth']}", str(f["direction"]), str(f["truncation"])]
     values = settings()
@@ -129,6 +138,8 @@ def name(cfg: DictConfig) -> str:
 
 def tags(cfg: DictConfig) -> list[str]:
     """key=value tags of the run fields, its sweep (job type) and each setting, then the user's tags=[...]."""
+    from src.compare import short_value
+
     f = fields(cfg)
     found = [f"{key}={f[key]}" for key in ("dataset", "cell")] + [f"depth={f['depth']}"]
     found += [f"{key}={f[key]}" for key in ("direction", "truncation")]
