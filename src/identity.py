@@ -148,9 +148,14 @@ def tags(cfg: DictConfig) -> list[str]:
     return found + [t for t in user_tags(cfg) if t not in found]
 
 
+def _config_value(value: Any) -> Any:
+    return ListConfig(value) if isinstance(value, list) else value
+
+
 def register_resolvers() -> None:
     """${run_name:}, ${run_tags:}, ${run_job_type:} for conf/logger/wandb.yaml: computed when the logger is made,
     from the job's own config and overrides."""
     for key, fn in (("run_name", name), ("run_tags", tags), ("run_job_type", job_type)):
         if not OmegaConf.has_resolver(key):
-            OmegaConf.register_new_resolver(key, lambda _root_, fn=fn: fn(_root_))
+            # A list as a ListConfig: OmegaConf.resolve (`--cfg job --resolve`) cannot put a plain list in a node.
+            OmegaConf.register_new_resolver(key, lambda _root_, fn=fn: _config_value(fn(_root_)))

@@ -170,6 +170,16 @@ def test_plain_values_name_and_tag_the_run_and_are_run_config_keys(cfg_factory):
     hidden = wandb_fields(cfg_factory("logger=wandb", "cell.hidden_size=64"))
     assert "hidden=64" in hidden["name"] and hidden["run"]["cell_hidden_size"] == 64
     assert "cell.hidden_size=64" in hidden["tags"]
+    # a config-group choice beyond the run fields is a setting too
+    sgd = wandb_fields(cfg_factory("logger=wandb", "optimizer=sgd"))
+    assert "optimizer=sgd" in sgd["name"] and sgd["run"]["optimizer"] == "sgd" and "optimizer=sgd" in sgd["tags"]
+
+
+def test_the_wandb_logger_config_resolves_in_place(cfg_factory):
+    """`python -m src.train --cfg job --resolve` resolves the config in place: the tags resolver's list too."""
+    cfg = cfg_factory("logger=wandb", "tags=[a]")
+    OmegaConf.resolve(cfg.logger)
+    assert list(cfg.logger.wandb.tags)[-1] == "a" and cfg.logger.wandb.job_type == "train"
 
 
 def test_an_ad_hoc_multirun_has_its_own_job_type_and_sweep_dir(cfg_factory, tmp_path):
