@@ -6,11 +6,13 @@ from omegaconf import OmegaConf
 
 from src.data.sources import default_cache_dir
 from src.gpus import register_resolvers
+from src.identity import register_resolvers as register_identity_resolvers
 from src.rundir import job_dir_name
 
 # Registered on import of the package, so every process that composes the configs has them: the command line,
 # the tests, and the worker processes of a parallel launcher (which import src.* when they unpickle a job).
 register_resolvers()
+register_identity_resolvers()  # ${run_name:}, ${run_tags:}, ${run_job_type:} (conf/logger/wandb.yaml)
 if not OmegaConf.has_resolver("job_dir"):
     OmegaConf.register_new_resolver("job_dir", job_dir_name)
 if not OmegaConf.has_resolver("python_prefix"):  # the venv (or Python install) running this command

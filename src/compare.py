@@ -41,6 +41,8 @@ NOT_SETTINGS = {
     "skip_completed",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
+    "progress",  # the progress bar and the labels: how a run is shown, not what it computes
+    "tags",
 }
 NOT_SETTINGS_PREFIXES = ("hydra.", "hydra/", "paths.", "logger")  # where outputs go: not what a run computes
 # Only for a metric that is not the monitored one (--metric) or a record without monitor_mode: lower is better.

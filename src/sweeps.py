@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_CONFIGS = ROOT / "conf" / "sweep"
 WANDB_DIR = ROOT / "sweeps"
-# Where outputs go, and the switch itself, do not change what a job computes.
-NOT_HASHED = ("hydra", "paths", "skip_completed")
+# Where outputs go, the switch itself, the progress bar and the tags do not change what a job computes.
+NOT_HASHED = ("hydra", "paths", "skip_completed", "progress", "tags")
 
 
 def config_hash(cfg: DictConfig) -> str:

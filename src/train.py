@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src import commands, rundir
+from src import commands, console, identity, rundir
 from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
@@ -34,10 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def run_fields(cfg: DictConfig) -> dict[str, Any]:
-    """What identifies a run in metrics.json, W&B and the leaderboard: the config groups chosen, depth, seed."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    fields = {key: choices.get(key) for key in ("dataset", "task", "cell", "direction", "truncation")}
-    return {**fields, "depth": cfg.depth, "seed": cfg.seed}
+    """What identifies a run in metrics.json, W&B and the leaderboard: the config groups chosen, depth, seed, the
+    other overrides (its setting) and the user's tags (src/identity.py)."""
+    return identity.fields(cfg)
 
 
 # Trainer settings Lightning would accept and then act on wrongly (a negative clip value flips the gradients) or
@@ -119,7 +118,7 @@ def check_config(cfg: DictConfig) -> None:
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """The data module (set up), the task module and the Trainer that `cfg` describes."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from src.callbacks import FiniteLoss, Throughput, WandbSummary
     from src.updates.schedules import check_optimization
@@ -174,15 +173,19 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
-    if cfg.trainer.get("enable_progress_bar", True):  # one switch for the bar: trainer.enable_progress_bar
-        # Redrawn every log_every_n_steps steps (and at each epoch's end), not every step: a redraw reads the
-        # logged values back from the device, a sync that stalls a GPU's queue of kernels.
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.get("log_every_n_steps", 50)))
+    # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
+    bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
+    callbacks += [make(cfg.progress, "progress")] if bar else []
     loggers = [make(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer: L.Trainer = make(
-        trainer_cfg, "trainer", callbacks=callbacks, logger=loggers or False, enable_checkpointing=checkpoints
+        trainer_cfg,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=checkpoints,
+        enable_progress_bar=bar,
     )
     return datamodule, model, trainer
 
@@ -239,7 +242,7 @@ def make(node: DictConfig, group: str, handed: dict[str, Any] | None = None, **k
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     datamodule, model, trainer = build(cfg)
     for logger in trainer.loggers:
-        logger.log_hyperparams({**model.run_config, "run": run_fields(cfg), "params": model.num_params})
+        logger.log_hyperparams({**model.run_config, "run": identity.wandb_run(cfg), "params": model.num_params})
 
     metrics: dict[str, Any] = {
         "task": model.spec.task,
@@ -338,8 +341,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     logger.id = record.get("wandb_id") or logger.get("id")
         if claim is not None:
             _write_hydra_files(out, cfg)
+        log.info(f"run {identity.name(cfg)} on {fields['dataset']}: {out}")
         record.update(fit_and_test(cfg))
         record["status"] = "ok"
+        log.info(f"result: {result_line(record)}")
     except BaseException as e:
         record["error"] = f"{type(e).__name__}: {user_error(e) or e}"
         if claim is None and rank_zero_only.rank == 0:
@@ -355,6 +360,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             claim.release()
         _finish_wandb()
     return record
+
+
+def result_line(record: dict[str, Any]) -> str:
+    """The best monitored value and the test metrics, as the run's log states its result."""
+    keys = [f"{record['monitor']}_best"] + sorted(k for k in record if k.startswith("test/") and "baseline" not in k)
+    return ", ".join(f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), float))
 
 
 def _write_hydra_files(out: Path, cfg: DictConfig) -> None:
@@ -380,13 +391,22 @@ def user_error(e: BaseException) -> UserError | None:
 def _finish_wandb() -> None:
     # One W&B run per job, also in a multirun, where the process stays alive between jobs.
     wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is None:
+        return
+    wandb.finish()
+    # wandb is silent (conf/logger/wandb.yaml): its footer's one piece of news, said once.
+    if run.offline:
+        where = Path(run.dir).parent
+        log.info(f"W&B run (offline): {where}; to upload it: wandb sync {where}")
+    else:
+        log.info(f"W&B run: {run.url}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
+    console.capture_warnings()
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")

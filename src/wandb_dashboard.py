@@ -2,8 +2,10 @@
 
 The comparison on W&B, for runs logged online (logger.wandb.offline=false, or `wandb sync`): a report with one
 panel grid per task (data set) whose runs are grouped by architecture — config run.cell, run.depth,
-run.direction, run.truncation — with the test metric as a bar chart (mean and std over the seeds in each group)
-and the validation curves; and a saved workspace view grouped the same way. The tasks and their metrics are read
+run.direction, run.truncation — and by every setting that differs between them (run.cell_variant,
+run.optimizer_lr, ...: src/identity.py), with the test metric as a bar chart (mean and std over the seeds in each
+group), the validation curves, and the metric against each such setting (scatter and parallel coordinates); and a
+saved workspace view grouped the same way. The tasks and their metrics are read
 from the local metrics.json files, as src.compare reads them. Needs `pip install -e ".[dashboard]"` and W&B access
 (`wandb login`); --dry-run prints what would be saved and needs neither the network nor an account.
 """
@@ -15,8 +17,37 @@ import sys
 from pathlib import Path
 
 from src.compare import Section, build_sections, find_runs
+from src.identity import config_key
 
 GROUP_BY = ["run.cell", "run.depth", "run.direction", "run.truncation"]  # the config columns train.py logs
+
+
+def setting_keys(section: Section) -> list[str]:
+    """The W&B config keys (run.<key>) of the settings that differ between the section's rows: the leaderboard's
+    setting column (`cell.variant=NIG optimizer.lr=0.01` -> run.cell_variant, run.optimizer_lr)."""
+    keys = {token.partition("=")[0] for row in section.rows for token in row.setting.split() if "=" in token}
+    return [f"run.{config_key(k)}" for k in sorted(keys)]
+
+
+def group_by(section: Section) -> list[str]:
+    """One group per leaderboard row: the architecture and the settings that differ."""
+    return GROUP_BY + setting_keys(section)
+
+
+def setting_panels(section: Section) -> list:
+    """The metric against each differing setting (a search's lr, a study's variant), and all of them at once."""
+    import wandb_workspaces.reports.v2 as wr
+
+    keys = setting_keys(section)
+    panels = [
+        wr.ScatterPlot(title=f"{section.metric} by {key}", x=wr.Config(key), y=wr.SummaryMetric(section.metric))
+        for key in keys
+    ]
+    if keys:
+        columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(key)) for key in keys]
+        columns.append(wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(section.metric)))
+        panels.append(wr.ParallelCoordinatesPlot(title=f"{section.metric} by setting", columns=columns))
+    return panels
 
 
 def runs_filter(dataset: str, sweep: str | None) -> str:
@@ -29,8 +60,8 @@ def build_report(sections: list[Section], entity: str, project: str, sweep: str 
 
     blocks = [
         wr.P(
-            f"Runs grouped by {', '.join(GROUP_BY)}; bars are the mean and std over seeds. Local "
-            "leaderboard: python -m src.compare <sweep dir>."
+            f"Runs grouped by {', '.join(GROUP_BY)} and the settings that differ (run.<key>); bars are the mean "
+            "and std over seeds. Local leaderboard: python -m src.compare <sweep dir>."
         )
     ]
     for s in sections:
@@ -40,7 +71,7 @@ def build_report(sections: list[Section], entity: str, project: str, sweep: str 
             project=project,
             name=s.dataset,
             filters=runs_filter(s.dataset, sweep),
-            groupby=[f"config.{key}" for key in GROUP_BY],
+            groupby=[f"config.{key}" for key in group_by(s)],
         )
         panels = [
             wr.BarPlot(
@@ -63,6 +94,7 @@ def build_report(sections: list[Section], entity: str, project: str, sweep: str 
                 groupby_aggfunc="mean",
                 orientation="h",
             ),
+            *setting_panels(s),
         ]
         blocks += [wr.H2(f"{s.dataset} ({s.task}): {s.metric}"), wr.PanelGrid(runsets=[runset], panels=panels)]
     title = f"rnn-bench comparison{f' ({sweep})' if sweep else ''}"
@@ -91,12 +123,14 @@ def build_workspace(sections: list[Section], entity: str, project: str, sweep: s
                     groupby_aggfunc="mean",
                     groupby_rangefunc="stddev",
                 ),
+                *setting_panels(s),
             ],
         )
         for s in sections
     ]
+    keys = list(dict.fromkeys(k for s in sections for k in group_by(s)))
     settings = ws.RunsetSettings(
-        groupby=[ws.Config("run.dataset"), *[ws.Config(k) for k in GROUP_BY]],
+        groupby=[ws.Config("run.dataset"), *[ws.Config(k) for k in keys]],
         filters=f"JobType = '{sweep}'" if sweep else "",
     )
     return ws.Workspace(

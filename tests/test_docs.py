@@ -104,6 +104,7 @@ def test_the_readme_contract_names_every_option_in_conf_and_no_other():
         "scheduler",
         "embedding",
         "diagnostics",
+        "progress",
     ):
         assert any(group in groups for groups in rows), f"the README's contract has no row for {group}="
     for groups, values in rows.items():

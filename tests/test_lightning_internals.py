@@ -155,3 +155,11 @@ def test_keeping_csv_writer(tmp_path):
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(row["loss"] for row in rows)
+
+
+def test_quiet_wandb_logger(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from src.updates.lightning_internals import QuietWandbLogger
+
+    assert "anonymous" not in QuietWandbLogger(save_dir=str(tmp_path), project="p")._wandb_init
+    assert QuietWandbLogger(save_dir=str(tmp_path), project="p", anonymous=True)._wandb_init["anonymous"] == "allow"

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.precision import Precision
@@ -105,3 +105,14 @@ class KeepingCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = KeepingCSVWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class QuietWandbLogger(WandbLogger):
+    """Lightning's WandbLogger always hands wandb.init `anonymous=None`, which wandb (0.19 on) answers with a
+    warning on every run although nothing was asked for; the arguments it passes to wandb.init are private
+    (`_wandb_init`)."""
+
+    def __init__(self, *args: Any, anonymous: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, anonymous=anonymous, **kwargs)
+        if not anonymous:
+            self._wandb_init.pop("anonymous", None)
