@@ -43,3 +43,15 @@ class NotNoise(logging.Filter):
 def capture_warnings() -> None:
     """Python warnings into the run's log (train.log, and the console less the noise) instead of bare stderr."""
     logging.captureWarnings(True)
+
+
+def route_lightning_logs() -> None:
+    """Lightning adds console handlers of its own when it is first imported. The commands import it where it is
+    used, after Hydra set up the run's logging (conf/hydra/job_logging/), so those handlers would print around the
+    run's filters; they are removed here and Lightning's records go through the run's handlers (train.log)."""
+    import lightning  # noqa: F401
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

@@ -407,6 +407,7 @@ def _finish_wandb() -> None:
 def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
     console.capture_warnings()
+    console.route_lightning_logs()
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")
