@@ -280,9 +280,8 @@ def update_strategy(cfg: DictConfig) -> Update:
         )
     choice = HydraConfig.get().runtime.choices.get("update") if HydraConfig.initialized() else None
     update.reason = update.reason or f"update={choice or node.get('_target_')}"
-    if Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True)) and not update.setting(
-        "truncation"
-    ):
+    truncated = Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True)) is not None
+    if truncated and update.setting("truncation") is None:
         raise ConfigError(
             f"truncation=tbptt but update={choice or update.describe()} runs full-BPTT updates; use update=auto, "
             f"update=truncated or update=grouped (which follow truncation), or truncation=none"
