@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class Update:
-    automatic = False  # True: Lightning's loop runs backward, the optimizer step, clipping and schedulers
+    automatic = False  # True: Lightning's loop runs backward, the optimizer step and schedulers
     name = "update"
     reason = ""  # why this strategy was chosen (update=auto says what it picked); metrics.json `update_reason`
 
@@ -62,8 +62,8 @@ class Update:
         return []
 
     def setting(self, name: str, default: Any = None) -> Any:
-        """A setting of this strategy or of the one it wraps (`truncation`, `gradient_clip_val`): for callbacks
-        that need to know how updates run (src/diagnostics.py)."""
+        """A setting of this strategy or of the one it wraps (`truncation`, `gradient_clip_val`, `per_step`): for
+        src/train.py's checks and the callbacks that need to know how updates run (src/diagnostics.py)."""
         return getattr(self, name, default)
 
     # -- the step --------------------------------------------------------------------------------------------
