@@ -11,7 +11,7 @@ from src.errors import UserError
 
 
 def step_samples(outputs, batch) -> int:
-    """Samples a training step took: a step of several batches (updates_per_step > 1) says how many, since the
+    """Samples a training step took: a step of several batches (update=grouped, graphed) says how many, since the
     `batch` Lightning passes callbacks then is only its last one."""
     return outputs["samples"] if isinstance(outputs, dict) and "samples" in outputs else len(batch[0])
 
@@ -90,7 +90,7 @@ class FiniteLoss(L.Callback):
             kept = f"; the last good checkpoint is in {last}" if last else ""
             raise TrainingDiverged(
                 f"the training loss became NaN or inf in epoch {trainer.current_epoch} (detected by step "
-                f"{trainer.global_step}){kept}. Lower optimizer.lr, set trainer.gradient_clip_val (e.g. 1.0), "
+                f"{trainer.global_step}){kept}. Lower optimizer.lr, set update.gradient_clip_val (e.g. 1.0), "
                 f"or use a gated cell"
             )
 

@@ -61,7 +61,8 @@ SHORT_KEYS = {
     "trainer.max_epochs": "epochs",
     "dataset.batch_size": "batch",
     "dataset.seq_len": "T",
-    "trainer.gradient_clip_val": "clip",
+    "update.gradient_clip_val": "clip",
+    "trainer.gradient_clip_val": "clip",  # records made before clipping moved to the update group
     "cell.dropout": "dropout",
     "embedding.dim": "embedding",
 }

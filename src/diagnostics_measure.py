@@ -336,14 +336,11 @@ class GradientDiagnostics(L.Callback):
 
     @staticmethod
     def _clipping(trainer: L.Trainer, pl_module) -> tuple[float | None, str]:
-        """The clip value and algorithm in force: the Trainer's, or the update strategy's under manual optimization."""
-        if pl_module.automatic_optimization:
-            value, algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
-        else:
-            value = pl_module.update.setting("gradient_clip_val")
-            algorithm = pl_module.update.setting("gradient_clip_algorithm")
-        algorithm = getattr(algorithm, "value", algorithm) or "norm"  # an enum in the Trainer
-        return value, str(algorithm)
+        """The clip value and algorithm in force: the update strategy's (update.gradient_clip_*), for every
+        strategy."""
+        value = pl_module.update.setting("gradient_clip_val")
+        algorithm = pl_module.update.setting("gradient_clip_algorithm")
+        return value, str(algorithm or "norm")
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if self.batch is not None or not trainer.is_global_zero:

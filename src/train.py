@@ -45,11 +45,6 @@ TRAINER_VALUES = (
     ("max_epochs", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
     ("min_epochs", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("max_steps", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
-    (
-        "gradient_clip_val",
-        lambda v: isinstance(v, (int, float)) and 0 <= v < float("inf"),
-        "a finite number >= 0 (or null: no clipping)",
-    ),
     ("log_every_n_steps", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
     ("check_val_every_n_epoch", lambda v: isinstance(v, int) and v >= 1, "a positive integer (or null)"),
@@ -71,8 +66,32 @@ TOP_LEVEL = (
 ) - {"defaults"}
 
 
+# Settings that moved into the update group (conf/update/), with what replaces them: refused by name, on the
+# command line (before Hydra would call them unknown keys) and in a composed config (a user's own yaml).
+MOVED = {
+    "updates_per_step": "update=grouped update.per_step=K (K batches per Lightning step), or update=auto",
+    "graph_updates": "update=graphed (true) or update=grouped (false)",
+    "trainer.gradient_clip_val": "update.gradient_clip_val",
+    "trainer.gradient_clip_algorithm": "update.gradient_clip_algorithm",
+}
+
+
+def moved_setting(keys: list[str]) -> ConfigError | None:
+    """The error for the first of `keys` (override keys, or dotted config keys) that moved, or None."""
+    for key in keys:
+        key = key.split("=", 1)[0].lstrip("+~")
+        if key in MOVED:
+            return ConfigError(
+                f"{key} is no longer a setting: clipping and how updates run are the update group's; use {MOVED[key]}"
+            )
+    return None
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on the values every run depends on."""
+    present = [k for k in MOVED if OmegaConf.select(cfg, k, default=None) is not None]
+    if (moved := moved_setting(present)) is not None:
+        raise moved
     if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or cfg.depth < 1:
         raise ConfigError(f"depth={cfg.depth!r} must be a positive integer (1 = one recurrent layer)")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
@@ -155,7 +174,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
             f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
             f"drop the task override (each data set's config chooses its task)"
         )
-    update, trainer_cfg = update_strategy(cfg)
+    update = update_strategy(cfg)
     # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
     # it is (`handed`).
     model = make(cfg.task, "task", handed={"spec": spec}, update=update, _convert_="object")
@@ -180,7 +199,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer: L.Trainer = make(
-        trainer_cfg,
+        cfg.trainer,
         "trainer",
         callbacks=callbacks,
         logger=loggers or False,
@@ -266,50 +285,40 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def updates_per_step(cfg: DictConfig) -> int:
-    """cfg.updates_per_step with auto resolved (src/updates/choose.py)."""
-    return _updates_per_step(cfg)[0]
+def update_strategy(cfg: DictConfig) -> Update:
+    """How this run's optimizer updates run: the update group (conf/update/), instantiated, with the reason
+    metrics.json records (update=auto gives its own), checked against the settings it must agree with."""
+    from src.updates.base import Update
+    from src.updates.truncated import Truncation
 
-
-def _updates_per_step(cfg: DictConfig) -> tuple[int, str]:
-    import torch
-
-    from src.updates.choose import resolve_updates_per_step
-
-    accelerator = cfg.trainer.get("accelerator", "auto")
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return resolve_updates_per_step(
-        cfg.get("updates_per_step", 1),
-        on_gpu,
-        bool(cfg.get("diagnostics")),
-        cfg.trainer.get("accumulate_grad_batches", 1),
-    )
-
-
-def update_strategy(cfg: DictConfig) -> tuple[Update, DictConfig]:
-    """How this run's optimizer updates run (src/updates/choose.py: truncation, updates_per_step, graph_updates),
-    and the trainer config they run under: a strategy that steps the optimizer itself (truncation, or several
-    updates per step) takes over trainer.gradient_clip_*, which Lightning refuses under manual optimization."""
-    from src.updates.choose import choose
-
-    per_step, reason = _updates_per_step(cfg)
-    trainer_cfg, clip = cfg.trainer, {}
-    if cfg.truncation.get("mode", "none") != "none" or per_step > 1:
-        if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
-            raise ConfigError(
-                f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} cannot be "
-                f"combined with truncation=tbptt, which steps the optimizer every truncation.stride "
-                f"steps; set it to 1 (or raise dataset.batch_size)"
-            )
-        trainer_cfg = cfg.trainer.copy()
-        with open_dict(trainer_cfg):
-            clip = {
-                "gradient_clip_val": trainer_cfg.pop("gradient_clip_val", None),
-                "gradient_clip_algorithm": trainer_cfg.pop("gradient_clip_algorithm", None) or "norm",
-            }
-    truncation = OmegaConf.to_container(cfg.truncation, resolve=True)
-    update = choose(truncation, per_step, cfg.get("graph_updates", False), **clip, reason=reason)
-    return update, trainer_cfg
+    node = cfg["update"]  # not cfg.update: that is the mapping's update() method
+    update = make(node, "update")
+    if not isinstance(update, Update):
+        raise ConfigError(
+            f"update: {node.get('_target_')} built a {type(update).__name__}, not an update strategy "
+            f"(src/updates/base.py Update); choose one of conf/update/"
+        )
+    choice = HydraConfig.get().runtime.choices.get("update") if HydraConfig.initialized() else None
+    update.reason = update.reason or f"update={choice or node.get('_target_')}"
+    truncated = Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True)) is not None
+    if truncated and update.setting("truncation") is None:
+        raise ConfigError(
+            f"truncation=tbptt but update={choice or update.describe()} runs full-BPTT updates; use update=auto, "
+            f"update=truncated or update=grouped (which follow truncation), or truncation=none"
+        )
+    accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+    if accumulate != 1 and not update.automatic:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate} cannot be combined with update={update.describe()}, "
+            f"which steps the optimizer itself (each batch, or window, gets its own update); set one of them to 1 "
+            f"(update=automatic accumulates)"
+        )
+    if update.setting("per_step", 1) > 1 and cfg.get("diagnostics"):
+        raise ConfigError(
+            f"update={update.describe()} ({update.setting('per_step')} updates per Lightning step) cannot be "
+            f"combined with diagnostics, which watch single updates; set update.per_step=1 or update=auto"
+        )
+    return update
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -437,4 +446,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if (moved := moved_setting(sys.argv[1:])) is not None:
+        print(f"error: {moved}", file=sys.stderr)
+        sys.exit(2)
     commands.run(main)

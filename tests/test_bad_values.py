@@ -25,7 +25,7 @@ REFUSED = {
     "trainer.precision=13": "trainer: Precision 13 is invalid",
     "trainer.devices=abc": "trainer:",
     "trainer.max_epochs=abc": "trainer.max_epochs='abc' must be an integer",
-    "trainer.gradient_clip_val=-1": "trainer.gradient_clip_val=-1 must be a finite number >= 0",
+    "update.gradient_clip_val=-1": "update.gradient_clip_val=-1 must be a finite number >= 0",
     "trainer.limit_train_batches=0": "0 would train nothing",
     "trainer.log_every_n_steps=0": "trainer.log_every_n_steps=0 must be a positive integer",
     "seed=-1": "seed=-1 must be an integer in [0, 2**32)",
@@ -45,6 +45,16 @@ REFUSED = {
     "train=false": "without one it would test an untrained model",
     "+foo=1": "foo: no such top-level setting",
     "callbacks=early_stopping callbacks.early_stopping.patience=abc": "patience='abc' must be an integer >= 0",
+    # the update group (conf/update/) and the settings it replaced
+    "update.gradient_clip_algorithm=sideways": "update.gradient_clip_algorithm='sideways' must be norm or value",
+    "update=grouped update.per_step=0": "update.per_step=0 must be a positive integer",
+    "update=truncated": "update=truncated needs truncation=tbptt",
+    "update=manual truncation=tbptt": "truncation=tbptt but update=manual runs full-BPTT updates",
+    "update=graphed truncation=tbptt": "truncation=tbptt but update=graphed runs full-BPTT updates",
+    "update=grouped update.gradient_clip_val=0.5 update.inner.gradient_clip_val=0.2": "set it once, as update.gradient_clip_val",
+    "update=manual trainer.accumulate_grad_batches=2": "trainer.accumulate_grad_batches=2 cannot be combined with update=manual",
+    "+updates_per_step=4": "updates_per_step is no longer a setting",
+    "+trainer.gradient_clip_val=1": "trainer.gradient_clip_val is no longer a setting",
 }
 
 
@@ -75,6 +85,7 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path):
         (["cell=nope"], "Could not find 'cell/nope'; Available options in 'cell': "),
         (["cell.nope=1"], "Could not override 'cell.nope'"),
         (["optimizer.lr=-1"], "Invalid learning rate: -1"),
+        (["trainer.gradient_clip_val=1"], "use update.gradient_clip_val"),
         ([f"hydra.run.dir={tmp_path / 'file' / 'x'}"], "cannot be created or written"),
     ):
         (tmp_path / "file").write_text("a file where a folder should be")

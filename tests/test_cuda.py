@@ -153,23 +153,23 @@ def test_scan_cells_are_not_captured_and_compiled_scan_matches_eager():
 
 
 def test_graphed_updates_train_like_direct_ones(cfg_factory, tmp_path):
-    """updates_per_step=4 with graph_updates: each update replays one CUDA graph (forward, backward, clipping,
+    """update=graphed with 4 updates per step: each update replays one CUDA graph (forward, backward, clipping,
     Adam). With a per-update cosine schedule (the learning rate must reach the graph) and clipping, the weights
     after 20 updates equal those of the same run without graphs to float rounding; global_step counts updates."""
     from tests.test_train import fit_weights
 
     common = [
         "trainer=gpu",
-        "updates_per_step=4",
+        "update.per_step=4",
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=10",
         "trainer.limit_val_batches=2",
         "test=false",
-        "trainer.gradient_clip_val=0.5",
+        "update.gradient_clip_val=0.5",
         "task.scheduler_interval=step",
     ]
-    graphed, trainer = fit_weights(cfg_factory(*common, "graph_updates=true", out=tmp_path / "graphs"))
-    direct, direct_trainer = fit_weights(cfg_factory(*common, "graph_updates=false", out=tmp_path / "direct"))
+    graphed, trainer = fit_weights(cfg_factory("update=graphed", *common, out=tmp_path / "graphs"))
+    direct, direct_trainer = fit_weights(cfg_factory("update=grouped", *common, out=tmp_path / "direct"))
     recorder = trainer.lightning_module.update.inner  # grouped(graphed(manual))
     assert recorder.off == "" and len(recorder.graphs) == 1, recorder.off
     assert trainer.global_step == direct_trainer.global_step == 20

@@ -29,7 +29,7 @@ from src.models.stack import RecurrentStack
 from src.models.trace import trace_stack
 from src.tasks.classify import SequenceClassifier
 from src.train import train
-from src.updates.choose import choose
+from src.updates.auto import pick
 from tests.test_models import OneLSTMLayer
 from tests.test_truncation import Loader, batches, make_task
 
@@ -42,7 +42,7 @@ def classifier(cell, depth: int = 2, bidirectional: bool = False, truncation: di
         spec=DataSpec(task="classify", input_kind="features", input_size=3, num_classes=4),
         stack=functools.partial(RecurrentStack, cell, depth=depth, bidirectional=bidirectional),
         optimizer=functools.partial(torch.optim.SGD, lr=0.0),
-        update=choose(truncation),
+        update=pick(truncation, accelerator="cpu"),
         head_hidden=0,
     )
 
@@ -234,9 +234,8 @@ def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algor
     measured = max_abs if algorithm == "value" else norms
     clip = measured.median().item()  # about half of the updates get clipped
 
-    task = make_task("lstm", truncation, lr=0.0, clip=clip if truncation else None)
+    task = make_task("lstm", truncation, lr=0.0, clip=clip, clip_algorithm=algorithm)  # the strategy clips
     diagnostics = GradientDiagnostics(out_dir=str(tmp_path), flow_epochs=[], state_stats=False)
-    clip_args = {} if truncation else {"gradient_clip_val": clip, "gradient_clip_algorithm": algorithm}
     L.Trainer(
         max_epochs=1,
         logger=False,
@@ -244,7 +243,6 @@ def test_gradient_norms_are_measured_before_clipping(tmp_path, truncation, algor
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[diagnostics],
-        **clip_args,
     ).fit(task, Loader(data))
 
     rows = read_csv(tmp_path / "grad_norms.csv")
@@ -269,7 +267,7 @@ def test_callback_writes_its_files_for_fused_bi_depth2(cfg_factory, tmp_path):
             "trainer.limit_train_batches=3",
             "trainer.limit_val_batches=1",
             "test=false",
-            "trainer.gradient_clip_val=0.01",
+            "update.gradient_clip_val=0.01",
             "diagnostics.flow_epochs=[0,1,-1]",
         )
     )

@@ -22,7 +22,7 @@ from src.models.cells.scan import CausalConv, linear_scan, linear_steps
 from src.models.cells.xlstm import MLSTM, SLSTM, mlstm, powerlaw_forget_bias
 from src.models.stack import RecurrentStack
 from src.train import train
-from src.updates.choose import choose
+from src.updates.truncated import Truncated
 from tests.conftest import as_tuple, assert_cell_gradcheck
 
 
@@ -703,7 +703,7 @@ def test_each_cells_state_is_carried_across_batches(cfg_factory, tmp_path, name)
     )
     dm = instantiate(cfg.dataset)
     dm.setup()
-    update = choose(OmegaConf.to_container(cfg.truncation))
+    update = Truncated(OmegaConf.to_container(cfg.truncation))
     model = instantiate(cfg.task, spec=dm.spec, update=update, _convert_="object")  # as src.train
     trainer = instantiate(cfg.trainer, logger=False)
     windowed = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"]

@@ -178,7 +178,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, update
         "trainer.deterministic=true",
         "logger=none",
         "trainer.enable_progress_bar=false",
-        f"updates_per_step={updates}",
+        *(["update=automatic"] if updates == 1 else ["update=graphed", f"update.per_step={updates}"]),
     ]
     whole = run_cli(*common, f"hydra.run.dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]

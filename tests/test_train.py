@@ -34,6 +34,12 @@ CONTRACT = {
 }
 
 
+def per_step(k: int) -> list[str]:
+    """The update group's overrides for k optimizer updates per Lightning step: Lightning's loop for 1, else K
+    batches per step around the graphed manual update (which runs as a plain manual update off a GPU)."""
+    return ["update=automatic"] if k == 1 else ["update=graphed", f"update.per_step={k}"]
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
@@ -66,7 +72,7 @@ def test_metrics_json_contract_and_best_checkpoint(cfg_factory, tmp_path):
     assert record["status"] == "ok" and record["task"] == "classify" and record["monitor"] == "val/acc"
     assert record["params"] > 0 and record["train_samples_per_s"] > 0 and record["wall_s"] > 0
     assert record["tested_checkpoint"].endswith("checkpoints/best.ckpt")
-    assert record["update"] == "automatic" and "updates_per_step=auto: 1 off a GPU" in record["update_reason"]
+    assert record["update"] == "automatic" and "update=auto: 1 off a GPU" in record["update_reason"]
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "csv" / "metrics.csv").exists()
 
@@ -89,7 +95,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(cfg_factory, tmp_
         "trainer.deterministic=true",
         "trainer.limit_train_batches=8",
         "cell.hidden_size=32",
-        f"updates_per_step={updates}",
+        *per_step(updates),
     ]
     whole = train(cfg_factory(*common, "trainer.max_epochs=3", out=tmp_path / "whole"))
     train(cfg_factory(*common, "trainer.max_epochs=2", out=tmp_path / "first"))
@@ -127,7 +133,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert two["test/acc"] == pytest.approx(one["test/acc"], abs=0.01)
     assert two["test/loss"] == pytest.approx(one["test/loss"], rel=0.02)
     # Several updates per Lightning step under DDP: the same training as one per step.
-    grouped = run_cli(*args, "trainer=ddp_sim", "updates_per_step=3", f"hydra.run.dir={tmp_path / 'ddp3'}")
+    grouped = run_cli(*args, "trainer=ddp_sim", *per_step(3), f"hydra.run.dir={tmp_path / 'ddp3'}")
     assert grouped.returncode == 0, grouped.stderr[-3000:]
     three = read_metrics(tmp_path / "ddp3")
     assert three["test/acc"] == two["test/acc"] and three["test/loss"] == pytest.approx(two["test/loss"], rel=1e-5)
@@ -196,7 +202,7 @@ def test_callbacks_none_writes_no_checkpoint(cfg_factory, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["tested_checkpoint"] == "final weights"
 
 
-# -- several optimizer updates per Lightning step (updates_per_step) ------------------------------------------------
+# -- several optimizer updates per Lightning step (update=grouped / graphed) ------------------------------------------------
 def fit_weights(cfg) -> tuple[list[torch.Tensor], L.Trainer]:
     from src.train import build
 
@@ -216,18 +222,25 @@ def fit_weights(cfg) -> tuple[list[torch.Tensor], L.Trainer]:
     ids=["classify", "tbptt", "stream", "seq2seq"],
 )
 def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, setting):
-    """updates_per_step=3 over 7 batches an epoch (steps of 3, 3, 1): the same updates in the same order as
-    updates_per_step=1, so the same weights, bit for bit; global_step counts updates; Throughput every sample."""
+    """3 updates per Lightning step over 7 batches an epoch (steps of 3, 3, 1): the same updates in the same order
+    as one per step, so the same weights, bit for bit; global_step counts updates; Throughput every sample. One
+    per step: automatic (truncated with tbptt); three: grouped around graphed-manual (around truncated)."""
     common = [
         *setting,
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=7",
         "trainer.limit_val_batches=2",
         "test=false",
-        "trainer.gradient_clip_val=0.5",
+        "update.gradient_clip_val=0.5",
     ]
-    one, one_trainer = fit_weights(cfg_factory(*common, "updates_per_step=1", out=tmp_path / "one"))
-    three, trainer = fit_weights(cfg_factory(*common, "updates_per_step=3", out=tmp_path / "three"))
+    full_bptt = cfg_factory(*common).truncation.mode == "none"
+    one_update, grouped = (
+        (["update=automatic"], per_step(3))
+        if full_bptt
+        else (["update=truncated"], ["update=grouped", "update.per_step=3"])
+    )
+    one, one_trainer = fit_weights(cfg_factory(*common, *one_update, out=tmp_path / "one"))
+    three, trainer = fit_weights(cfg_factory(*common, *grouped, out=tmp_path / "three"))
     assert trainer.lightning_module.update.per_step == 3 and not trainer.lightning_module.automatic_optimization
     assert trainer.global_step == one_trainer.global_step
     for a, b in zip(one, three):
@@ -245,25 +258,28 @@ def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, se
 
 def test_max_steps_stops_at_its_update_with_several_updates_per_step(cfg_factory):
     _, trainer = fit_weights(
-        cfg_factory("updates_per_step=3", "trainer.max_steps=4", "trainer.limit_val_batches=1", "test=false")
+        cfg_factory(*per_step(3), "trainer.max_steps=4", "trainer.limit_val_batches=1", "test=false")
     )
     assert trainer.global_step == 4
 
 
 def test_updates_per_step_auto_and_bad_values(cfg_factory):
-    from src.train import updates_per_step
-    from src.updates.choose import UPDATES_PER_STEP_ON_GPU
+    from src.train import update_strategy
+
+    def updates_per_step(cfg):
+        return update_strategy(cfg).setting("per_step", 1)
 
     assert updates_per_step(cfg_factory("trainer=cpu")) == 1
-    assert updates_per_step(cfg_factory("trainer=gpu")) == UPDATES_PER_STEP_ON_GPU > 1
+    gpu = cfg_factory("trainer=gpu")
+    assert updates_per_step(gpu) == gpu["update"].per_step_on_gpu > 1
     assert updates_per_step(cfg_factory("trainer=gpu", "diagnostics=gradients")) == 1  # it watches single updates
     assert updates_per_step(cfg_factory("trainer=gpu", "trainer.accumulate_grad_batches=2")) == 1
-    assert updates_per_step(cfg_factory("updates_per_step=5")) == 5
+    assert updates_per_step(cfg_factory("update=grouped", "update.per_step=5")) == 5
     for bad, words in (
-        (["updates_per_step=0"], "positive integer"),
-        (["updates_per_step=fast"], "or auto"),
-        (["updates_per_step=4", "diagnostics=gradients"], "set updates_per_step=1"),
-        (["updates_per_step=4", "trainer.accumulate_grad_batches=2"], "set one of them to 1"),
+        (["update=grouped", "update.per_step=0"], "positive integer"),
+        (["update=grouped", "update.per_step=fast"], "update.per_step='fast' must be a positive integer"),
+        (["update=grouped", "update.per_step=4", "diagnostics=gradients"], "set update.per_step=1"),
+        (["update=grouped", "update.per_step=4", "trainer.accumulate_grad_batches=2"], "set one of them to 1"),
     ):
         with pytest.raises(ConfigError, match=words):
             updates_per_step(cfg_factory(*bad))
@@ -272,29 +288,30 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
 @pytest.mark.parametrize(
     "overrides, update, reason",
     [
-        (["trainer=cpu"], "automatic", "updates_per_step=auto: 1 off a GPU"),
-        (["trainer=gpu"], "grouped(graphed(manual), K=8)", "updates_per_step=auto: 8 on a GPU; graph_updates=true"),
-        (["trainer=gpu", "graph_updates=false"], "grouped(manual, K=8)", "updates_per_step=auto: 8 on a GPU"),
+        (["trainer=cpu"], "automatic", "update=auto: 1 off a GPU"),
+        (["trainer=gpu"], "grouped(graphed(manual), K=8)", "update=auto: 8 on a GPU; graphed"),
+        (["trainer=gpu", "update.graphed=false"], "grouped(manual, K=8)", "update=auto: 8 on a GPU"),
         (
-            ["updates_per_step=3", "truncation=tbptt", "truncation.steps=7", "truncation.stride=5"],
+            ["update=grouped", "update.per_step=3", "truncation=tbptt", "truncation.steps=7", "truncation.stride=5"],
             "grouped(truncated(k2=7, k1=5), K=3)",
-            "updates_per_step=3; truncation=tbptt",
+            "update=grouped",
         ),
-        (["truncation=tbptt", "updates_per_step=1"], "truncated(k2=", "updates_per_step=1; truncation=tbptt"),
+        (["truncation=tbptt", "update=truncated"], "truncated(k2=", "update=truncated"),
     ],
     ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"],
 )
 def test_the_update_strategy_comes_from_the_config_with_its_reason(cfg_factory, overrides, update, reason):
-    """One place (src/updates/choose.py via src.train.update_strategy) turns truncation, updates_per_step and
-    graph_updates into the strategy; metrics.json records its `describe()` and `reason`. A strategy that steps
-    the optimizer itself takes over the Trainer's clipping settings."""
+    """One place (the update group, built by src.train.update_strategy) gives the strategy; update=auto picks
+    from truncation and the device; metrics.json records its `describe()` and `reason`. Clipping is the
+    strategy's for every strategy, and the trainer config is left as composed (it holds no clipping)."""
     from src.train import update_strategy
 
-    strategy, trainer_cfg = update_strategy(cfg_factory(*overrides, "trainer.gradient_clip_val=0.5"))
+    cfg = cfg_factory(*overrides, "update.gradient_clip_val=0.5")
+    strategy = update_strategy(cfg)
     assert strategy.describe().startswith(update) and strategy.reason == reason
     assert strategy.automatic == (update == "automatic")
-    assert (trainer_cfg.get("gradient_clip_val") == 0.5) == strategy.automatic
-    assert strategy.setting("gradient_clip_val") == (None if strategy.automatic else 0.5)
+    assert "gradient_clip_val" not in cfg.trainer and "gradient_clip_algorithm" not in cfg.trainer
+    assert strategy.setting("gradient_clip_val") == 0.5 and strategy.setting("gradient_clip_algorithm") == "norm"
 
 
 def test_host_reads_in_a_loss_are_detected_on_cpu():
@@ -314,14 +331,13 @@ def test_host_reads_in_a_loss_are_detected_on_cpu():
 
 
 def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cfg_factory):
-    """graph_updates on CPU: the update runs as usual, and says why; a checkpoint of a graphed run (optimizer made
+    """update=graphed on CPU: the update runs as usual, and says why; a checkpoint of a graphed run (optimizer made
     capturable, learning rate a tensor) is saved with plain settings that an optimizer on CPU accepts."""
     from src.updates.graphed import portable_optimizer_states
 
     weights, trainer = fit_weights(
         cfg_factory(
-            "updates_per_step=2",
-            "graph_updates=true",
+            *per_step(2),
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=4",
             "trainer.limit_val_batches=1",
@@ -331,7 +347,7 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
     recorder = trainer.lightning_module.update.inner  # grouped(graphed(manual))
     assert recorder.off == "not on a GPU" and not recorder.graphs and trainer.global_step == 4
     explained = trainer.lightning_module.update.explain()  # metrics.json `update_reason`
-    assert explained == "updates_per_step=2; graph_updates=true; graphs off: not on a GPU"
+    assert explained == "update=graphed; graphs off: not on a GPU"
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters(), lr=torch.tensor(0.01), capturable=True)
     checkpoint = {"optimizer_states": [opt.state_dict()]}
@@ -342,8 +358,8 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
     fresh.load_state_dict(checkpoint["optimizer_states"][0])
     net(torch.ones(1, 2)).sum().backward()
     fresh.step()  # a capturable Adam on CPU would refuse
-    with pytest.raises(ConfigError, match="graph_updates"):
-        fit_weights(cfg_factory("updates_per_step=2", "graph_updates=sometimes"))
+    with pytest.raises(ConfigError, match="update.graphed"):
+        fit_weights(cfg_factory("update=auto", "update.graphed=sometimes"))
 
 
 @pytest.mark.parametrize(
@@ -367,7 +383,7 @@ def test_update_graphs_are_used_only_where_exact(cfg_factory, overrides, reason)
     _, trainer = fit_weights(
         cfg_factory(
             *overrides,
-            "updates_per_step=2",
+            *per_step(2),
             "trainer.max_epochs=1",
             "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1",
@@ -402,7 +418,7 @@ def test_resume_with_several_updates_per_step_continues_the_same_batches(cfg_fac
     def run(callback=None, ckpt=None):
         datamodule, model, trainer = build(
             cfg_factory(
-                "updates_per_step=3",
+                *per_step(3),
                 "trainer.max_epochs=2",
                 "trainer.limit_train_batches=7",
                 "scheduler=none",

@@ -18,7 +18,7 @@ from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack, detach_state
 from src.tasks.base import RecurrentTask
 from src.train import build
-from src.updates.choose import choose
+from src.updates.auto import pick
 from src.updates.truncated import Truncation
 from tests.test_models import OneLSTMLayer
 
@@ -44,13 +44,21 @@ class PerStepRegression(RecurrentTask):
         self.recorded_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads.values()]))))
 
 
-def make_task(mode: str, truncation: dict | None, lr: float = 0.0, clip: float | None = None, depth: int = 2):
+def make_task(
+    mode: str,
+    truncation: dict | None,
+    lr: float = 0.0,
+    clip: float | None = None,
+    depth: int = 2,
+    clip_algorithm: str = "norm",
+):
     torch.manual_seed(0)
     task = PerStepRegression(
         spec=DataSpec(task="regress", input_kind="features", input_size=3, num_classes=1),
         stack=functools.partial(RecurrentStack, functools.partial(FusedRNN, mode=mode, hidden_size=8), depth=depth),
         optimizer=functools.partial(torch.optim.SGD, lr=lr),
-        update=choose(truncation, gradient_clip_val=clip),
+        # what update=auto picks off a GPU: truncated with tbptt, else automatic; clipping is the strategy's
+        update=pick(truncation, accelerator="cpu", gradient_clip_val=clip, gradient_clip_algorithm=clip_algorithm),
     )
     task.recorded_grads, task.recorded_norms = [], []
     return task
@@ -133,7 +141,7 @@ def test_steps_covering_the_sequence_equal_full_bptt_through_the_real_config(cfg
     def params(*overrides):
         _, model, trainer = build(
             cfg_factory(
-                "dataset=digits", "trainer.max_steps=1", "test=false", "trainer.gradient_clip_val=0.5", *overrides
+                "dataset=digits", "trainer.max_steps=1", "test=false", "update.gradient_clip_val=0.5", *overrides
             )
         )
         dm = build(cfg_factory("dataset=digits"))[0]

@@ -157,7 +157,7 @@ def diagnostics_run(diagnostics: bool, cell: str, epochs: int, out_dir: str, ext
             "trainer.enable_model_summary=false",
             "trainer.enable_progress_bar=false",
             # one update per step in both runs (diagnostics need it; auto would give the other run 8 on a GPU)
-            "updates_per_step=1",
+            "update=automatic",
             *(["diagnostics=gradients"] if diagnostics else []),
             *extra,
         ],

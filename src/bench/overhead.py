@@ -6,8 +6,9 @@ The suite's own cost: the same model (cell-128, row-by-row MNIST shape 28x28, ba
      progress bar, throughput and NaN callbacks; no checkpoints (callbacks=none); validation off so only training is
      timed; the classifier head a single linear layer, as in the plain loop),
 in the same process, interleaved `--repeats` times; the median of each is reported with their ratio. The suite
-runs once per `--updates-per-step` value (optimizer updates per Lightning step; auto, the default config, is 8 on
-a GPU and 1 on CPU); `overhead_ratio` is the first value's.
+runs once per `--updates-per-step` value (optimizer updates per Lightning step: auto = update=auto, the default
+config, 8 on a GPU and 1 on CPU; 1 = update=automatic; K > 1 = update=graphed update.per_step=K);
+`overhead_ratio` is the first value's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ import sys
 import tempfile
 
 from src.bench import report
+from src.errors import ConfigError
+
+
+def update_overrides(per_step: str) -> list[str]:
+    """The update group's overrides for one --updates-per-step value."""
+    if per_step == "auto":
+        return ["update=auto"]
+    if not per_step.isdigit() or int(per_step) < 1:
+        raise ConfigError(f"updates_per_step={per_step!r} must be a positive integer or auto")
+    return ["update=automatic"] if int(per_step) == 1 else ["update=graphed", f"update.per_step={int(per_step)}"]
 
 
 def main(argv: list[str]) -> int:
@@ -41,13 +52,14 @@ def main(argv: list[str]) -> int:
 
     if isinstance(args.updates_per_step, str):  # the default, not split by argparse
         args.updates_per_step = [args.updates_per_step]
+    overrides_for = {k: update_overrides(k) for k in args.updates_per_step}
     suite: dict[str, list[float]] = {k: [] for k in args.updates_per_step}
     plain: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
             for k in args.updates_per_step:
                 rate, updates, datamodule, device = suite_run(
-                    args.cell, args.epochs, tmp, [f"updates_per_step={k}", *args.overrides]
+                    args.cell, args.epochs, tmp, [*overrides_for[k], *args.overrides]
                 )
                 suite[k].append(rate)
             x, _, y = datamodule.splits["train"]

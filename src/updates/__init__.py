@@ -1,18 +1,30 @@
-"""How an optimizer update runs: one strategy object per run, chosen by src/updates/choose.py from the config.
+"""How an optimizer update runs: one strategy object per run, the `update` config group (conf/update/<name>.yaml,
+whose `_target_` names a class or factory here), instantiated by src/train.py's build().
 
-    automatic.py   Lightning's loop: backward, optimizer step, clipping, schedulers (updates_per_step=1)
-    manual.py      one update per batch run by the strategy, with clipping and schedulers
-    truncated.py   BPTT(k1, k2): several manual updates per batch (truncation=tbptt)
-    grouped.py     K batches per Lightning step around an inner strategy (updates_per_step=K > 1)
-    graphed.py     the manual update replayed from a CUDA graph where exact (graph_updates=true, inside grouped)
-    base.py        what a strategy provides to the task, and Wrapper for strategies around another one
+    automatic.py   Lightning's loop: backward, optimizer step, schedulers; clipping through its
+                   configure_gradient_clipping hook (update=automatic)
+    manual.py      one update per batch run by the strategy, with clipping and schedulers (update=manual)
+    truncated.py   BPTT(k1, k2): several manual updates per batch (update=truncated; needs truncation=tbptt)
+    grouped.py     K batches per Lightning step around an `inner` strategy (update=grouped, update.per_step=K)
+    graphed.py     the manual update replayed from a CUDA graph where exact (update=graphed: grouped around it)
+    auto.py        update=auto (the default): picks one of the above from truncation, device, diagnostics and
+                   gradient accumulation, and says why; `per_batch`, grouped's default inner: truncated or manual
+                   as the truncation group asks
+    base.py        what a strategy provides to the task (clipping settings included), and Wrapper for
+                   strategies around another one
     schedules.py   the optimizer and LR schedule settings checked before a run, followed by a resumed run
     lightning_internals.py   every use of Lightning's private internals, tested by tests/test_lightning_internals.py
 
 The task (src/tasks/base.py) holds its strategy as `task.update` and delegates its training step and the hooks
-around updates to it; it knows nothing else about them. To add a strategy (e.g. several models trained stacked
-in one process): write src/updates/<name>.py with a subclass of `Update` (or `Wrapper`, to run around another
-strategy) implementing `train_on(batch)` and whichever hooks it needs -- `attach(task)` may replace
-`task.training_step` as grouped.py does, when the step must take something other than one batch -- and add the
-config value that selects it to `choose()`. No edit of the task.
+around updates to it; it knows nothing else about them. Every strategy takes update.gradient_clip_val and
+update.gradient_clip_algorithm (the Trainer's are refused by src/train.py).
+
+To add a strategy (e.g. several models trained stacked in one process): write src/updates/<name>.py with a
+subclass of `Update` (or `Wrapper`, to run around another strategy) implementing `train_on(batch)` and whichever
+hooks it needs -- `attach(task)` may replace `task.training_step` as grouped.py does, when the step must take
+something other than one batch -- and conf/update/<name>.yaml with its `_target_` and settings (the clipping
+pair included). `python -m src.train update=<name>` runs it; no edit of the task, of auto.py or of src/train.py
+(tests/test_updates.py adds one from a temporary folder through hydra.searchpath). What src/train.py checks of
+any strategy it reads through `setting(name)`: `truncation` (None: full BPTT, refused with truncation=tbptt),
+`per_step` (> 1: refused with diagnostics) and `automatic` (False: refused with gradient accumulation).
 """

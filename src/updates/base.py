@@ -8,7 +8,8 @@ The task (src/tasks/base.py) calls, and only calls:
     on_train_start(), on_train_epoch_start(), on_train_epoch_end(), on_before_optimizer_step(optimizer),
     on_save_checkpoint(checkpoint)      the task's Lightning hooks of the same names
     describe(), explain()               what metrics.json records as `update` and `update_reason`
-    setting(name)                       a setting (`truncation`, `gradient_clip_val`) for callbacks that need it
+    setting(name)                       a setting (`truncation`, `gradient_clip_val`, `per_step`) for src.train's
+                                        checks and the callbacks that need it
 
 The strategy uses, of the task: `batch_loss(batch)` (forward and loss over the whole sequence), `encode`,
 `head` and `loss` (for windows of it), `optimizers()`, `lr_schedulers()`, `manual_backward`, `clip_gradients`,
@@ -19,11 +20,13 @@ public API plus the task protocol. A strategy never imports the task module.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
 import torch
 
+from src.errors import ConfigError
 from src.updates import lightning_internals as internals
 from src.updates.schedules import follow_config
 
@@ -31,12 +34,17 @@ log = logging.getLogger(__name__)
 
 
 class Update:
-    automatic = False  # True: Lightning's loop runs backward, the optimizer step, clipping and schedulers
+    automatic = False  # True: Lightning's loop runs backward, the optimizer step and schedulers
     name = "update"
-    reason = ""  # why this strategy was chosen (src/updates/__init__.py); metrics.json `update_reason`
+    reason = ""  # why this strategy was chosen (update=auto says what it picked); metrics.json `update_reason`
 
-    def __init__(self) -> None:
+    def __init__(self, gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm") -> None:
+        """Clipping is every strategy's setting (update.gradient_clip_val / update.gradient_clip_algorithm): the
+        automatic strategy hands it to Lightning's clipping hook, the others clip before their optimizer steps."""
         self.task: L.LightningModule | None = None
+        self.gradient_clip_val, self.gradient_clip_algorithm = check_clipping(
+            gradient_clip_val, gradient_clip_algorithm
+        )
 
     def attach(self, task: L.LightningModule) -> None:
         self.task = task
@@ -54,8 +62,8 @@ class Update:
         return []
 
     def setting(self, name: str, default: Any = None) -> Any:
-        """A setting of this strategy or of the one it wraps (`truncation`, `gradient_clip_val`): for callbacks
-        that need to know how updates run (src/diagnostics.py)."""
+        """A setting of this strategy or of the one it wraps (`truncation`, `gradient_clip_val`, `per_step`): for
+        src/train.py's checks and the callbacks that need to know how updates run (src/diagnostics.py)."""
         return getattr(self, name, default)
 
     # -- the step --------------------------------------------------------------------------------------------
@@ -102,13 +110,51 @@ class Update:
         pass
 
 
+def check_clipping(value: Any, algorithm: Any) -> tuple[float | None, str]:
+    """The clipping settings, checked: a negative value would flip the gradients, an unknown algorithm would
+    fail only at the first update."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf
+    ):
+        raise ConfigError(f"update.gradient_clip_val={value!r} must be a finite number >= 0 (or null: no clipping)")
+    algorithm = algorithm or "norm"
+    if algorithm not in ("norm", "value"):
+        raise ConfigError(f"update.gradient_clip_algorithm={algorithm!r} must be norm or value")
+    return value, algorithm
+
+
 class Wrapper(Update):
     """A strategy around another one (grouped around manual, graphed around manual): the hooks are the inner
-    strategy's unless the wrapper adds to them."""
+    strategy's unless the wrapper adds to them. Its clipping settings are the inner strategy's: a wrapper's yaml
+    passes update.gradient_clip_* down to its `inner` node by interpolation, and a wrapper given other values
+    than its inner strategy has refuses them (one setting, one place)."""
 
-    def __init__(self, inner: Update) -> None:
-        super().__init__()
+    def __init__(
+        self, inner: Update, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ):
+        self.task = None
+        if not isinstance(inner, Update):
+            raise ConfigError(
+                f"update.inner={inner!r} is not an update strategy; give a node with a _target_ in src.updates"
+            )
         self.inner = inner
+        for name, value in (
+            ("gradient_clip_val", gradient_clip_val),
+            ("gradient_clip_algorithm", gradient_clip_algorithm),
+        ):
+            if value is not None and value != inner.setting(name):
+                raise ConfigError(
+                    f"update.{name}={value!r} but its inner strategy has {inner.setting(name)!r}: set it once, as "
+                    f"update.{name} (the inner node takes it by interpolation)"
+                )
+
+    @property
+    def gradient_clip_val(self) -> float | None:
+        return self.inner.setting("gradient_clip_val")
+
+    @property
+    def gradient_clip_algorithm(self) -> str:
+        return self.inner.setting("gradient_clip_algorithm")
 
     def attach(self, task: L.LightningModule) -> None:
         self.inner.attach(task)

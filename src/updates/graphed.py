@@ -3,15 +3,15 @@
 A small recurrent model's update on a GPU is bound by host time: hundreds of kernel launches, autograd's and the
 optimizer's Python, and the Trainer's hooks around each. Recorded once per batch shape and replayed, one update
 is one launch (what that buys: docs/speed.md). It runs where it is exact and nothing needs to see the update
-happen: training with updates_per_step > 1 and full BPTT (this strategy wraps the manual one, inside the grouped
-one: src/updates/choose.py), on one GPU, fp32, torch's fused cells (loop cells replay graphs of their own per
+happen: training with several updates per Lightning step and full BPTT (this strategy wraps the manual one,
+inside the grouped one: update=graphed, conf/update/graphed.yaml), on one GPU, fp32, torch's fused cells (loop cells replay graphs of their own per
 layer), an optimizer that can be captured (Adam, AdamW: `capturable`, with the learning rate as a device tensor
 so that LR schedules still reach the graph), no dropout, batches without padding, no callback that watches
 single updates (`on_before_backward`, `on_after_backward`, `on_before_optimizer_step`), and a loss that reads
 nothing back to the host -- detected, not declared: `host_reads` runs the first batch's loss once and watches for
 `.item()`, `int(tensor)` and the like, on any device, so CPU tests see what a GPU run would refuse. Elsewhere the
 update runs as usual; the log and metrics.json say why. If recording fails anyway (a host read the check missed,
-out of memory), the run stops with a message naming graph_updates=false. Only the learning rate reaches the
+out of memory), the run stops with a message naming update=grouped (the same without graphs). Only the learning rate reaches the
 graph as a tensor: a schedule of other optimizer settings (betas, momentum) would not.
 
 Recording runs a few warm-up updates on a side stream (CUDA's requirement) and then undoes them: parameters,
@@ -85,22 +85,21 @@ def host_reads(task: L.LightningModule, batch: Batch) -> list[str]:
     return sorted(set(mode.seen))
 
 
-def check_mode(value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(
-            f"graph_updates={value!r} must be true (replay each update as one CUDA graph where "
-            f"exact, on a GPU with updates_per_step > 1) or false"
-        )
-    return value
-
-
 class Graphed(Wrapper):
     """The manual strategy's update, replayed from a CUDA graph where exact; elsewhere the manual update."""
 
     inner: Manual
+    name = "graphed"
 
-    def __init__(self, inner: Manual) -> None:
-        super().__init__(inner)
+    def __init__(
+        self, inner: Manual, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        super().__init__(inner, gradient_clip_val, gradient_clip_algorithm)
+        if not isinstance(inner, Manual) or inner.setting("truncation") is not None:
+            raise ConfigError(
+                f"update=graphed records full-BPTT manual updates; its inner strategy is {inner.describe()} "
+                f"(with truncation=tbptt use update=grouped, or update=auto)"
+            )
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Batch, torch.Tensor]] = {}
         self.off: str | None = None  # why graphs are not used in this run (checked once)
 
@@ -163,7 +162,7 @@ class Graphed(Wrapper):
         if self.off is None:
             self.off = self.why_not(batch) or ""
             if self.off:
-                log.info("graph_updates: each update runs as usual (%s)", self.off)
+                log.info("update=graphed: each update runs as usual (%s)", self.off)
         if self.off or not (self.task.training and torch.is_grad_enabled()):
             return None
         key = tuple(None if t is None else (tuple(t.shape), t.dtype) for t in batch)
@@ -220,8 +219,8 @@ class Graphed(Wrapper):
                 loss = self.update(static)
         except RuntimeError as err:  # e.g. a loss that reads a value back to the host (.item(), int(tensor))
             raise ConfigError(
-                f"graph_updates: recording {type(task).__name__}'s update as a CUDA graph failed "
-                f"({err}); run with graph_updates=false"
+                f"update=graphed: recording {type(task).__name__}'s update as a CUDA graph failed "
+                f"({err}); run with update=grouped (the same updates without graphs)"
             ) from err
         with torch.no_grad():  # in place: the graph reads and writes these very tensors
             for p, saved in zip(task.parameters(), params):

@@ -2,7 +2,8 @@
 
 The same updates as K = 1, bit for bit, with the Trainer's per-step host cost (hooks, progress, logging) paid once
 per K updates instead of once per update. Each batch is trained by the inner strategy (manual, truncated or
-graphed); this one only takes the batches and keeps Lightning's counts in batches.
+graphed: the `inner` node of conf/update/grouped.yaml and graphed.yaml); this one only takes the batches and keeps
+Lightning's counts in batches.
 """
 
 from __future__ import annotations
@@ -19,12 +20,23 @@ from src.updates.base import Update, Wrapper
 
 
 class Grouped(Wrapper):
-    def __init__(self, inner: Update, per_step: int) -> None:
+    name = "grouped"
+
+    def __init__(
+        self,
+        inner: Update,
+        per_step: int,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
         if not isinstance(per_step, int) or isinstance(per_step, bool) or per_step < 1:
-            raise ConfigError(f"updates_per_step={per_step!r} must be a positive integer (or auto)")
+            raise ConfigError(f"update.per_step={per_step!r} must be a positive integer (batches per Lightning step)")
+        super().__init__(inner, gradient_clip_val, gradient_clip_algorithm)
         if inner.automatic:
-            raise ConfigError("updates_per_step > 1 runs its updates itself: its inner strategy must be manual")
-        super().__init__(inner)
+            raise ConfigError(
+                "update=grouped runs its updates itself: its inner strategy must step the optimizer (manual, "
+                "truncated or graphed), not automatic"
+            )
         self.per_step = per_step
         self._preparation_changes: bool | None = None  # see batch_ready
 

@@ -1,10 +1,9 @@
 """Manual optimization: one optimizer update per batch, run by the strategy, with the clipping and LR schedulers
 that Lightning only runs under automatic optimization.
 
-Clipping uses the Trainer's settings (trainer.gradient_clip_val / gradient_clip_algorithm, handed over by
-src/train.py since Lightning refuses them under manual optimization) and runs in on_before_optimizer_step, i.e.
-after Lightning's fp16 GradScaler has unscaled the gradients. Schedulers are stepped at their interval ("step" or
-"epoch"); ReduceLROnPlateau reads the monitored metric itself.
+Clipping (update.gradient_clip_val / gradient_clip_algorithm, the base class's settings) runs in
+on_before_optimizer_step, i.e. after Lightning's fp16 GradScaler has unscaled the gradients. Schedulers are
+stepped at their interval ("step" or "epoch"); ReduceLROnPlateau reads the monitored metric itself.
 """
 
 from __future__ import annotations
@@ -18,10 +17,6 @@ from src.updates.base import Update
 
 class Manual(Update):
     name = "manual"
-
-    def __init__(self, gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm") -> None:
-        super().__init__()
-        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
 
     def train_on(self, batch: Any) -> torch.Tensor:
         loss = self.task.batch_loss(batch)

@@ -67,12 +67,25 @@ class Truncation:
 
 
 class Truncated(Manual):
-    """Manual updates, one per window of `truncation.stride` steps (several per batch)."""
+    """Manual updates, one per window of `truncation.stride` steps (several per batch). `truncation`: the
+    truncation group's settings (conf/update/truncated.yaml takes them as `${truncation}`) or a Truncation."""
+
+    name = "truncated"
 
     def __init__(
-        self, truncation: Truncation, gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm"
+        self,
+        truncation: Truncation | dict,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__(gradient_clip_val, gradient_clip_algorithm)
+        if not isinstance(truncation, Truncation):
+            truncation = Truncation.from_config(truncation)
+        if truncation is None:
+            raise ConfigError(
+                "update=truncated needs truncation=tbptt (its steps/stride settings are k2/k1); with "
+                "truncation=none use update=auto, automatic or manual"
+            )
         self.truncation = truncation
         self.state: Any = None  # the previous training batch's final state (carry_across_batches)
 

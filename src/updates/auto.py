@@ -1,0 +1,80 @@
+"""update=auto (the default) and the inner node of update=grouped: strategies picked from the run's other settings.
+
+`pick` (update=auto) applies these rules and records them as the strategy's `reason` (metrics.json
+`update_reason`):
+
+    off a GPU, with diagnostics, with gradient accumulation -> 1 update per Lightning step:
+                                                               truncated with truncation=tbptt, else automatic
+    on a GPU                                                -> grouped(<inner>, K=per_step_on_gpu), inner =
+                                                               truncated with truncation=tbptt, else graphed(manual)
+                                                               (manual with graphed=false)
+
+Only the update group's own settings are decided here: the truncation, trainer and diagnostics settings it reads
+(by interpolation, conf/update/auto.yaml) are left as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from src.errors import ConfigError
+from src.updates.automatic import Automatic
+from src.updates.base import Update
+from src.updates.graphed import Graphed
+from src.updates.grouped import Grouped
+from src.updates.manual import Manual
+from src.updates.truncated import Truncated, Truncation
+
+
+def per_batch(truncation: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm") -> Manual:
+    """The update(s) of one batch as the truncation group asks for them: truncated BPTT(k1, k2) with
+    truncation=tbptt, else one manual update (update=grouped's default inner node)."""
+    clip = {"gradient_clip_val": gradient_clip_val, "gradient_clip_algorithm": gradient_clip_algorithm}
+    trunc = Truncation.from_config(truncation)
+    return Truncated(trunc, **clip) if trunc is not None else Manual(**clip)
+
+
+def on_gpu(accelerator: Any) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def pick(
+    truncation: Any = None,
+    accelerator: str = "auto",
+    diagnostics: Any = None,
+    accumulate_grad_batches: int = 1,
+    per_step_on_gpu: int = 8,
+    graphed: bool = True,
+    gradient_clip_val: float | None = None,
+    gradient_clip_algorithm: str = "norm",
+) -> Update:
+    """The strategy for these settings, with the reason for it. Several updates per Lightning step where the
+    Trainer's per-step host cost matters (a GPU, where a small model's step takes a few milliseconds), one
+    elsewhere and wherever something watches single steps (diagnostics, gradient accumulation)."""
+    if not isinstance(graphed, bool):
+        raise ConfigError(f"update.graphed={graphed!r} must be true or false")
+    clip = {"gradient_clip_val": gradient_clip_val, "gradient_clip_algorithm": gradient_clip_algorithm}
+    trunc = Truncation.from_config(truncation)
+    why = "update=auto: "
+    if not on_gpu(accelerator):
+        per_step, why = 1, why + "1 off a GPU"
+    elif diagnostics or accumulate_grad_batches != 1:
+        per_step, why = 1, why + f"1 with {'diagnostics' if diagnostics else 'gradient accumulation'}"
+    else:
+        per_step, why = per_step_on_gpu, why + f"{per_step_on_gpu} on a GPU"
+    if trunc is not None:
+        update: Update = Truncated(trunc, **clip)
+        why += "; truncation=tbptt"
+    elif per_step == 1:
+        update = Automatic(**clip)
+    elif graphed:
+        update = Graphed(Manual(**clip))
+        why += "; graphed"
+    else:
+        update = Manual(**clip)
+    if per_step > 1:
+        update = Grouped(update, per_step)
+    update.reason = why
+    return update
