@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.errors import ConfigError
-from src.models.cells.base import positive_int
+from src.models.cells.base import a_bool, a_number, positive_int
 from src.models.cells.scan import linear_steps
 
 SCANS = ("auto", "parallel", "sequential")
@@ -70,7 +70,16 @@ class _MinRNN(nn.Module):
     gates = 1  # linear maps besides the candidate's
     cuda_graphs = False  # the scan is a few large kernels, not a launch-bound loop: nothing for a graph to save
 
-    def __init__(self, input_size: int, hidden_size: int, scan: str, compile: bool | str = "auto"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        block: bool,
+        expansion: float,
+        mlp_factor: int,
+        scan: str,
+        compile: bool | str,
+    ):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         if scan not in SCANS:
@@ -83,7 +92,28 @@ class _MinRNN(nn.Module):
                 f"cell.compile={compile!r} must be auto (torch.compile the parallel scan on GPU), true or false"
             )
         self.scan, self.compile = scan, compile
-        self.linear = nn.Linear(input_size, (self.gates + 1) * hidden_size)
+        self.block = a_bool("block", block)
+        expansion = a_number("expansion", expansion)
+        if not expansion > 0:
+            raise ConfigError(f"cell.expansion={expansion} must be positive (the recurrence's width over hidden_size)")
+        if not isinstance(mlp_factor, int) or isinstance(mlp_factor, bool) or mlp_factor < 0:
+            raise ConfigError(f"cell.mlp_factor={mlp_factor!r} must be a non-negative integer (0: no MLP)")
+        self.expansion, self.mlp_factor = expansion, mlp_factor
+        H = hidden_size
+        if not block:
+            self.state_size = H
+            self.linear = nn.Linear(input_size, (self.gates + 1) * H)
+            return
+        self.state_size = max(1, round(expansion * H))
+        self.embed = nn.Linear(input_size, H) if input_size != H else None
+        self.norm = nn.RMSNorm(H)
+        # No biases in the block's maps, as lucidrains' minGRU-pytorch: the norm before them centres nothing, but
+        # the residual stream carries the offset.
+        self.linear = nn.Linear(H, (self.gates + 1) * self.state_size, bias=False)
+        self.down = nn.Linear(self.state_size, H, bias=False) if self.state_size != H else None
+        if mlp_factor:
+            self.mlp_norm = nn.RMSNorm(H)
+            self.mlp = nn.Sequential(nn.Linear(H, mlp_factor * H), nn.GELU(), nn.Linear(mlp_factor * H, H))
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """a, b of h_t = a_t h_{t-1} + b_t from the linear map's output k."""
@@ -97,7 +127,8 @@ class _MinRNN(nn.Module):
         # One step (generation) gains nothing from a scan.
         return x.shape[1] > 1 and (self.scan == "parallel" or (self.scan == "auto" and x.device.type != "cpu"))
 
-    def forward(self, x: Tensor, state: Tensor | None = None):
+    def recurrence(self, x: Tensor, state: Tensor | None) -> Tensor:
+        """The bare min cell: h for every step of x (its width is state_size)."""
         k = self.linear(x)
         dtype = torch.promote_types(k.dtype, torch.float32)  # float16/bfloat16 -> float32; float64 stays
         k, h0 = k.to(dtype), None if state is None else state.to(dtype)
@@ -106,16 +137,38 @@ class _MinRNN(nn.Module):
             h = (compiled_scan() if use_compile else log_space_scan)(self, k, h0)
         else:
             h = linear_steps(*self.coefficients(k), h0)
-        h = h.to(x.dtype)
-        return h, h[:, -1]
+        return h.to(x.dtype)
+
+    def forward(self, x: Tensor, state: Tensor | None = None):
+        if not self.block:
+            h = self.recurrence(x, state)
+            return h, h[:, -1]
+        u = x if self.embed is None else self.embed(x)
+        h = self.recurrence(self.norm(u), state)
+        u = u + (h if self.down is None else self.down(h))
+        if self.mlp_factor:
+            u = u + self.mlp(self.mlp_norm(u))
+        return u, h[:, -1]
 
     def extra_repr(self) -> str:
-        return f"hidden_size={self.hidden_size}, scan={self.scan}, compile={self.compile}"
+        return (
+            f"hidden_size={self.hidden_size}, block={self.block}, state_size={self.state_size}, "
+            f"scan={self.scan}, compile={self.compile}"
+        )
 
 
 class MinGRU(_MinRNN):
-    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto", compile: bool | str = "auto"):
-        super().__init__(input_size, hidden_size, scan, compile)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        block: bool = True,
+        expansion: float = 1.5,
+        mlp_factor: int = 4,
+        scan: str = "auto",
+        compile: bool | str = "auto",
+    ):
+        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile)
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         k_z, k_h = k.chunk(2, -1)
@@ -130,8 +183,17 @@ class MinGRU(_MinRNN):
 class MinLSTM(_MinRNN):
     gates = 2
 
-    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto", compile: bool | str = "auto"):
-        super().__init__(input_size, hidden_size, scan, compile)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        block: bool = True,
+        expansion: float = 1.5,
+        mlp_factor: int = 4,
+        scan: str = "auto",
+        compile: bool | str = "auto",
+    ):
+        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile)
 
     @staticmethod
     def log_ratio(k_f: Tensor, k_i: Tensor) -> Tensor:
