@@ -633,6 +633,27 @@ def test_cells_benchmark_writes_its_table_and_ends_with_json(tmp_path, monkeypat
     assert (tmp_path / "benchmarks" / "cells-cpu-quick-subset.md").exists()
 
 
+def test_cells_benchmark_long_batch_and_memory(tmp_path, monkeypatch, capsys):
+    """--long-batch sets B of the long-sequence table (and names the file), --memory adds what one forward keeps
+    for the backward: it grows with T (the step loop saves every step) and is counted once per storage."""
+    import json
+
+    from src.bench import cells as bench
+
+    monkeypatch.setattr(bench.report, "write", functools.partial(bench.report.write, out_dir=tmp_path / "benchmarks"))
+    argv = ["--quick", "--cells", "lstm", "--long-cells", "mingru", "--long-t", "8", "32", "--long-batch", "2"]
+    assert bench.main([*argv, "--memory", "--reps", "1"]) == 0
+    doc = json.loads((tmp_path / "benchmarks" / "cells-cpu-quick-subset-long-b2-t8-32.json").read_text())
+    long_rows = {(r["cell"], r["T"]): r for r in doc["rows"] if "vs_fused_gru" in r}
+    assert {r["B"] for r in long_rows.values()} == {2}
+    short, long = long_rows[("mingru (sequential)", 8)], long_rows[("mingru (sequential)", 32)]
+    assert 0 < short["saved_for_backward_mb"] < long["saved_for_backward_mb"]
+    x = torch.randn(2, 8, 4, requires_grad=True)
+    linear = nn.Linear(4, 4)
+    twice = bench.saved_mb(lambda: (linear(x) + linear(x)).sum().backward())
+    assert twice == bench.saved_mb(lambda: linear(x).sum().backward())  # x and the weight saved twice, counted once
+
+
 def test_layernorm_lstm_bias_keeps_blank_rows_from_exploding_the_gradient():
     """Row-by-row MNIST starts and ends with blank rows: zero input from the zero state gives layer norm a constant
     vector, where its Jacobian is scaled by 1/sqrt(eps). Without a bias before the norm (TF's cell) the gradient

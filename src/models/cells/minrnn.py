@@ -9,6 +9,15 @@ Both are h_t = a_t * h_{t-1} + b_t with 0 < a_t < 1, b_t > 0. Written out, h_t =
 with A_t = a_1 ... a_t; the scan computes log A_t with a cumulative sum and the sum with logcumsumexp, entirely
 in log space so that the tiny products A_t neither underflow nor divide by zero. The state is h.
 
+`cell.block` (default true): the cell inside a pre-norm residual block with an MLP, the kind of layer Feng et al.
+train it in, laid out as lucidrains' minGRU-pytorch (`minGRULM`) does:
+    u = W_e x (only when input_size != hidden_size),  u = u + W_down h(RMSNorm(u)),  y = u + MLP(RMSNorm(u))
+with h the min cell `expansion` x hidden_size wide (its maps without bias) and MLP = Linear(H, mlp_factor H),
+GELU, Linear(mlp_factor H, H); torch's default initialisation. The state is h. block=false: the bare recurrence
+input_size -> hidden_size (with a bias). The bare cell learns very slowly on inputs that are zero for several
+steps (smnist5k's blank rows): there its gates are sigmoid(bias) alone, a single parameter per unit that Adam
+moves by about lr per step, and its output is positive and uncentred (docs/cells.md, measured).
+
 `cell.scan`: parallel (the scan), sequential (the recurrence step by step, always used for a single step), or
 auto: the scan on GPU, the step loop on CPU, where it is the faster one (logcumsumexp is a slow scalar loop on
 CPU; benchmarks/cells-cpu.md).
