@@ -116,8 +116,7 @@ class _MinRNN(nn.Module):
         self.state_size = max(1, round(expansion * H))
         self.embed = nn.Linear(input_size, H) if input_size != H else None
         self.norm = nn.RMSNorm(H)
-        # No biases in the block's maps, as lucidrains' minGRU-pytorch: the norm before them centres nothing, but
-        # the residual stream carries the offset.
+        # Bias-free, as in the reference implementation the block follows (lucidrains' minGRU-pytorch).
         self.linear = nn.Linear(H, (self.gates + 1) * self.state_size, bias=False)
         self.down = nn.Linear(self.state_size, H, bias=False) if self.state_size != H else None
         if mlp_factor:
