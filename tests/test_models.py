@@ -127,11 +127,12 @@ def test_stack_cuda_graphs_setting_is_checked_and_idle_on_cpu():
     assert stack.state_dict().keys() == plain.state_dict().keys()
 
 
-# The compatibility grid: every modern cell on every kind of task, depth 2, bidirectional where the task allows it,
+# The compatibility grid: every modern cell and the min cells (in their blocks) on every kind of task, depth 2, bidirectional where the task allows it,
 # and truncated BPTT carrying each cell's own state (matrix memory, SSM state and conv tail, KV cache) through
 # Lightning, for the language model also across its stream's batches (debug=limit: 4 batches). smnist5k bi depth 2
 # is tests/test_cells.py's fast_dev_run test; the cells themselves are checked in tests/test_modern_cells.py.
 MODERN_CELLS = ["lru", "mamba", "mlstm", "slstm", "rglru", "attention"]
+BLOCK_CELLS = [*MODERN_CELLS, "mingru", "minlstm"]
 CORPUS = "\n".join(f"the cat sat on the mat number {i % 7} and the dog ran" for i in range(300))
 GRID = {
     "adding-bi": [
@@ -164,7 +165,7 @@ GRID = {
 
 
 @pytest.mark.parametrize("task", sorted(GRID))
-@pytest.mark.parametrize("name", MODERN_CELLS)
+@pytest.mark.parametrize("name", BLOCK_CELLS)
 def test_modern_cells_on_every_task_kind_depth2(cfg_factory, tmp_path, name, task):
     overrides = list(GRID[task])
     if task.startswith("lm"):

@@ -173,13 +173,28 @@ def bench_sizes(args, device: torch.device) -> list[dict]:
     return rows
 
 
+def saved_mb(fn: Callable[[], None]) -> float:
+    """What one forward keeps for the backward, in MB: the activation memory that grows with T (each storage
+    counted once). A device-independent measure, also on CPU, where no allocator reports a peak per run."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values()) / 2**20
+
+
 def bench_long(args, device: torch.device) -> list[dict]:
     import torch
 
     from src.models.stack import RecurrentStack
 
     rows = []
-    B, I, H = LONG["B"], LONG["I"], LONG["H"]
+    B, I, H = args.long_batch, LONG["I"], LONG["H"]
     for T in args.long_t:
         torch.manual_seed(0)
         x = torch.randn(B, T, I, device=device, requires_grad=True)
@@ -187,6 +202,7 @@ def bench_long(args, device: torch.device) -> list[dict]:
         fns = {name: fwd_bwd(RecurrentStack(c, input_size=I).to(device), x) for name, c in cells.items()}
         print(f"# long: T={T} B={B} I={I} H={H}", flush=True)
         ms = interleaved_ms(fns, device, args.warmup, args.reps)
+        memory = {name: saved_mb(fn) for name, fn in fns.items()} if args.memory else {}
         for name, t in ms.items():
             rows.append(
                 {
@@ -199,6 +215,7 @@ def bench_long(args, device: torch.device) -> list[dict]:
                     "impl": kind(name, device),
                     "ms": round(t, 3),
                     "vs_fused_gru": round(t / ms["gru"], 3),
+                    **({"saved_for_backward_mb": round(memory[name], 1)} if memory else {}),
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -262,6 +279,12 @@ def main(argv: list[str]) -> int:
         help="the cells timed on long sequences against the fused GRU, each scan both ways "
         "(e.g. lru rglru mamba mlstm)",
     )
+    parser.add_argument("--long-batch", type=int, default=LONG["B"], help="batch size of the long-sequence table")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also the memory one forward keeps for the backward, per cell in the long-sequence table",
+    )
     args = parser.parse_args(argv)
     import torch  # after parsing: `--help` answers without it
 
@@ -278,7 +301,13 @@ def main(argv: list[str]) -> int:
     rows = bench_sizes(args, device) + bench_long(args, device)
     summary = {"device": device.type, "threads": torch.get_num_threads(), **summarise(rows)}
     # A partial run gets a name of its own, so that it never overwrites the full table.
-    partial = {"quick": args.quick, "jit-both": args.jit_both, "subset": bool(args.cells)}
+    partial = {
+        "quick": args.quick,
+        "jit-both": args.jit_both,
+        "subset": bool(args.cells),
+        # a long table at another batch size: its B and T in the name, so that runs at several T sit side by side
+        f"long-b{args.long_batch}-t" + "-".join(map(str, args.long_t)): args.long_batch != LONG["B"],
+    }
     name = f"cells-{device.type}" + "".join(f"-{tag}" for tag, on in partial.items() if on)
     report.publish(name, rows, " ".join(["python -m src.bench cells", *argv]), summary)
     return 0

@@ -11,7 +11,7 @@ cell's settings: the stack rejects a config key that is not one of them (src/mod
     lstm.py     the LSTM engine: lstm_ref, lstm_tf, peephole_lstm, lstmp, layernorm_lstm, cifg_lstm
     greff.py    lstm_variant: Greff et al.'s vanilla LSTM and eight variants, on the same engine
     gru.py      gru_ref, gru_v1
-    minimal.py  minimal;  indrnn.py  indrnn;  minrnn.py  mingru, minlstm (parallel scan)
+    minimal.py  minimal;  indrnn.py  indrnn;  minrnn.py  mingru, minlstm (parallel scan; in their block)
     lru.py      lru: Orvieto et al.'s Linear Recurrent Unit (complex diagonal recurrence), in its residual block
     mamba.py    mamba: Gu and Dao's selective SSM block (input-dependent Delta, B, C; causal conv; gated output)
     xlstm.py    mlstm, slstm: xLSTM's matrix-memory LSTM (chunkwise parallel form) and scalar-memory LSTM

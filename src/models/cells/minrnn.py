@@ -9,6 +9,15 @@ Both are h_t = a_t * h_{t-1} + b_t with 0 < a_t < 1, b_t > 0. Written out, h_t =
 with A_t = a_1 ... a_t; the scan computes log A_t with a cumulative sum and the sum with logcumsumexp, entirely
 in log space so that the tiny products A_t neither underflow nor divide by zero. The state is h.
 
+`cell.block` (default true): the cell inside a pre-norm residual block with an MLP, the kind of layer Feng et al.
+train it in, laid out as lucidrains' minGRU-pytorch (`minGRULM`) does:
+    u = W_e x (only when input_size != hidden_size),  u = u + W_down h(RMSNorm(u)),  y = u + MLP(RMSNorm(u))
+with h the min cell `expansion` x hidden_size wide (its maps without bias) and MLP = Linear(H, mlp_factor H),
+GELU, Linear(mlp_factor H, H); torch's default initialisation. The state is h. block=false: the bare recurrence
+input_size -> hidden_size (with a bias). The bare cell learns very slowly on inputs that are zero for several
+steps (smnist5k's blank rows): there its gates are sigmoid(bias) alone, a single parameter per unit that Adam
+moves by about lr per step, and its output is positive and uncentred (docs/cells.md, measured).
+
 `cell.scan`: parallel (the scan), sequential (the recurrence step by step, always used for a single step), or
 auto: the scan on GPU, the step loop on CPU, where it is the faster one (logcumsumexp is a slow scalar loop on
 CPU; benchmarks/cells-cpu.md).
@@ -32,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.errors import ConfigError
-from src.models.cells.base import positive_int
+from src.models.cells.base import a_bool, a_number, positive_int
 from src.models.cells.scan import linear_steps
 
 SCANS = ("auto", "parallel", "sequential")
@@ -70,7 +79,16 @@ class _MinRNN(nn.Module):
     gates = 1  # linear maps besides the candidate's
     cuda_graphs = False  # the scan is a few large kernels, not a launch-bound loop: nothing for a graph to save
 
-    def __init__(self, input_size: int, hidden_size: int, scan: str, compile: bool | str = "auto"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        block: bool,
+        expansion: float,
+        mlp_factor: int,
+        scan: str,
+        compile: bool | str,
+    ):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
         if scan not in SCANS:
@@ -83,7 +101,27 @@ class _MinRNN(nn.Module):
                 f"cell.compile={compile!r} must be auto (torch.compile the parallel scan on GPU), true or false"
             )
         self.scan, self.compile = scan, compile
-        self.linear = nn.Linear(input_size, (self.gates + 1) * hidden_size)
+        self.block = a_bool("block", block)
+        expansion = a_number("expansion", expansion)
+        if not expansion > 0:
+            raise ConfigError(f"cell.expansion={expansion} must be positive (the recurrence's width over hidden_size)")
+        if not isinstance(mlp_factor, int) or isinstance(mlp_factor, bool) or mlp_factor < 0:
+            raise ConfigError(f"cell.mlp_factor={mlp_factor!r} must be a non-negative integer (0: no MLP)")
+        self.expansion, self.mlp_factor = expansion, mlp_factor
+        H = hidden_size
+        if not block:
+            self.state_size = H
+            self.linear = nn.Linear(input_size, (self.gates + 1) * H)
+            return
+        self.state_size = max(1, round(expansion * H))
+        self.embed = nn.Linear(input_size, H) if input_size != H else None
+        self.norm = nn.RMSNorm(H)
+        # Bias-free, as in the reference implementation the block follows (lucidrains' minGRU-pytorch).
+        self.linear = nn.Linear(H, (self.gates + 1) * self.state_size, bias=False)
+        self.down = nn.Linear(self.state_size, H, bias=False) if self.state_size != H else None
+        if mlp_factor:
+            self.mlp_norm = nn.RMSNorm(H)
+            self.mlp = nn.Sequential(nn.Linear(H, mlp_factor * H), nn.GELU(), nn.Linear(mlp_factor * H, H))
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """a, b of h_t = a_t h_{t-1} + b_t from the linear map's output k."""
@@ -97,7 +135,8 @@ class _MinRNN(nn.Module):
         # One step (generation) gains nothing from a scan.
         return x.shape[1] > 1 and (self.scan == "parallel" or (self.scan == "auto" and x.device.type != "cpu"))
 
-    def forward(self, x: Tensor, state: Tensor | None = None):
+    def recurrence(self, x: Tensor, state: Tensor | None) -> Tensor:
+        """The bare min cell: h for every step of x (its width is state_size)."""
         k = self.linear(x)
         dtype = torch.promote_types(k.dtype, torch.float32)  # float16/bfloat16 -> float32; float64 stays
         k, h0 = k.to(dtype), None if state is None else state.to(dtype)
@@ -106,16 +145,38 @@ class _MinRNN(nn.Module):
             h = (compiled_scan() if use_compile else log_space_scan)(self, k, h0)
         else:
             h = linear_steps(*self.coefficients(k), h0)
-        h = h.to(x.dtype)
-        return h, h[:, -1]
+        return h.to(x.dtype)
+
+    def forward(self, x: Tensor, state: Tensor | None = None):
+        if not self.block:
+            h = self.recurrence(x, state)
+            return h, h[:, -1]
+        u = x if self.embed is None else self.embed(x)
+        h = self.recurrence(self.norm(u), state)
+        u = u + (h if self.down is None else self.down(h))
+        if self.mlp_factor:
+            u = u + self.mlp(self.mlp_norm(u))
+        return u, h[:, -1]
 
     def extra_repr(self) -> str:
-        return f"hidden_size={self.hidden_size}, scan={self.scan}, compile={self.compile}"
+        return (
+            f"hidden_size={self.hidden_size}, block={self.block}, state_size={self.state_size}, "
+            f"scan={self.scan}, compile={self.compile}"
+        )
 
 
 class MinGRU(_MinRNN):
-    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto", compile: bool | str = "auto"):
-        super().__init__(input_size, hidden_size, scan, compile)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        block: bool = True,
+        expansion: float = 1.5,
+        mlp_factor: int = 4,
+        scan: str = "auto",
+        compile: bool | str = "auto",
+    ):
+        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile)
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         k_z, k_h = k.chunk(2, -1)
@@ -130,8 +191,17 @@ class MinGRU(_MinRNN):
 class MinLSTM(_MinRNN):
     gates = 2
 
-    def __init__(self, input_size: int, hidden_size: int = 128, scan: str = "auto", compile: bool | str = "auto"):
-        super().__init__(input_size, hidden_size, scan, compile)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        block: bool = True,
+        expansion: float = 1.5,
+        mlp_factor: int = 4,
+        scan: str = "auto",
+        compile: bool | str = "auto",
+    ):
+        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile)
 
     @staticmethod
     def log_ratio(k_f: Tensor, k_i: Tensor) -> Tensor:
