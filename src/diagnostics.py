@@ -34,18 +34,8 @@ from src.errors import DataError, UserError
 from src.files import atomic_write, atomic_write_text
 from src.records import RecordError, read_record
 
-# The measuring half (the callback, torch and Lightning) is src/diagnostics_measure.py, loaded on first use of one
-# of its names, so that plotting finished runs and this module's command line start without torch.
-MEASURING = ("GradientDiagnostics", "gradient_flow", "state_statistics", "evaluating")
-
-
-def __getattr__(name: str) -> Any:
-    if name in MEASURING:
-        from src import diagnostics_measure
-
-        return getattr(diagnostics_measure, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# The measuring half (the callback, torch and Lightning) is src/diagnostics_measure.py, which imports this module:
+# plotting finished runs and this module's command line start without torch.
 
 SATURATED = 0.01  # a sigmoid gate above 1 - SATURATED or below SATURATED is saturated
 FLOW_COLUMNS = ["epochs_done", "step", "layer", "direction", "t", "grad_h", "grad_c"]

@@ -1,6 +1,6 @@
 """The measuring half of the gradient diagnostics (src/diagnostics.py): the Lightning callback and the torch code
 it runs. Kept apart so that reading, plotting and the `python -m src.diagnostics` command import neither torch
-nor Lightning; `src.diagnostics.GradientDiagnostics` (the name conf/diagnostics/gradients.yaml uses) loads it."""
+nor Lightning; conf/diagnostics/gradients.yaml names this module's GradientDiagnostics."""
 
 from __future__ import annotations
 

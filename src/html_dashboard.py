@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from src.compare import (
+from src.files import atomic_write_text
+from src.leaderboard import (
     ARCH,
     BASELINE_COLOUR,
     BASELINE_MARGIN,
@@ -34,7 +35,6 @@ from src.compare import (
     section_heading,
     value_text,
 )
-from src.files import atomic_write_text
 
 TITLE = "rnn-bench comparison"
 

@@ -1,4 +1,4 @@
-"""What identifies a run, the same in metrics.json, on W&B and in the leaderboard (src/compare.py).
+"""What identifies a run, the same in metrics.json, on W&B and in the leaderboard (src/leaderboard.py).
 
 A run is its config-group choices (dataset, task, cell, direction, truncation), depth and seed, plus its *setting*:
 every other override it was started with (`cell.variant=NIG`, `optimizer.lr=0.0012`, `cell.hidden_size=64`,
@@ -48,7 +48,7 @@ def settings(task_overrides: list[str] | None = None) -> dict[str, Any]:
     Hydra parsed it (0.01 a float, 64 an int), a config-group choice (`embedding=word2vec`) as its name."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from src.compare import NOT_SETTINGS, NOT_SETTINGS_PREFIXES
+    from src.leaderboard import NOT_SETTINGS, NOT_SETTINGS_PREFIXES
 
     parsed = OverridesParser.create().parse_overrides(overrides() if task_overrides is None else task_overrides)
     found: dict[str, Any] = {}
@@ -126,7 +126,7 @@ def job_type(cfg: DictConfig) -> str:
 def name(cfg: DictConfig) -> str:
     """lstm-d1-uni-none-s42; with a setting: lstm_variant-d1-uni-none-variant=NIG-s1, gru-d1-uni-none-lr=0.00123-s1
     (the short names and values of the leaderboard's setting column)."""
-    from src.compare import setting_names, short_value
+    from src.leaderboard import setting_names, short_value
 
     f = fields(cfg)
     parts = [str(f["cell"]), f"d{f['depth']}", str(f["direction"]), str(f["truncation"])]
@@ -138,7 +138,7 @@ def name(cfg: DictConfig) -> str:
 
 def tags(cfg: DictConfig) -> list[str]:
     """key=value tags of the run fields, its sweep (job type) and each setting, then the user's tags=[...]."""
-    from src.compare import short_value
+    from src.leaderboard import short_value
 
     f = fields(cfg)
     found = [f"{key}={f[key]}" for key in ("dataset", "cell")] + [f"depth={f['depth']}"]

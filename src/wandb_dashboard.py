@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.compare import Section, build_sections, find_runs
 from src.identity import config_key
+from src.leaderboard import Section, build_sections, find_runs
 
 GROUP_BY = ["run.cell", "run.depth", "run.direction", "run.truncation"]  # the config columns train.py logs
 

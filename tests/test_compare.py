@@ -297,7 +297,7 @@ def test_setting_column_shows_the_values_that_differ(tmp_path):
     assert {r["setting"] for r in lines} == {"hidden 32, lr 0.01", "hidden 64, lr 0.01", "hidden 32, lr 0.00108"}
     assert "cell.hidden_size=64 optimizer.lr=0.01" in {r["overrides"] for r in lines}  # the raw ones too
 
-    from src.compare import setting_names
+    from src.leaderboard import setting_names
 
     assert setting_names(["cell.variant", "dataset.variant", "optimizer.lr"]) == {
         "cell.variant": "cell.variant",
@@ -336,8 +336,8 @@ def test_cross_task_summary_mean_rank_and_wins(tmp_path):
 
 
 def test_plots_share_colours_bands_over_seeds_train_loss_and_error_bars_above_zero(tmp_path):
-    from src.compare import build_sections, error_bars, find_runs, row_curves
     from src.html_dashboard import bars_figure, curves_figure
+    from src.leaderboard import build_sections, error_bars, find_runs, row_curves
 
     for seed, value in ((1, 0.01), (2, 0.19)):  # mean 0.1, std 0.13: mean - std < 0
         adding_run(tmp_path, f"gru{seed}", "gru", seed, value, curve=[0.3, 0.2 - 0.05 * seed])

@@ -227,7 +227,7 @@ def test_every_sweep_logs_to_wandb_offline_and_tells_its_jobs_apart(cfg_factory,
 def test_the_wandb_dashboard_groups_each_task_by_the_settings_that_differ(tmp_path):
     """src.wandb_dashboard groups a task's runs as the leaderboard rows them: the architecture and every setting
     that differs between them, under the run.* keys that src.train logs (run.cell_variant)."""
-    from src.compare import build_sections, find_runs
+    from src.leaderboard import build_sections, find_runs
     from src.wandb_dashboard import GROUP_BY, group_by
 
     for variant in ("NIG", "NFG"):
