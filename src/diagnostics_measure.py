@@ -153,7 +153,8 @@ def state_statistics(task, batch: Batch) -> tuple[list[dict], list[dict]]:
         ]
         counts = {"high": 0, "low": 0, "n": 0}
         for name, values in tr.gates.items():
-            g = in_time(values, tr)[valid]
+            seq = torch.stack([v.reshape(v.shape[0], -1) for v in values], dim=1)  # [B, T, width], any width
+            g = (reverse_padded(seq, batch.lengths) if tr.direction else seq)[valid]
             high, low, n = int((g > 1 - SATURATED).sum()), int((g < SATURATED).sum()), g.numel()
             gates.append(_gate_row(tr, name, high, low, n))
             for key, value in (("high", high), ("low", low), ("n", n)):

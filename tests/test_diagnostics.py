@@ -353,3 +353,43 @@ def test_a_resumed_run_keeps_the_rows_measured_before_its_step(tmp_path):
     diagnostics.on_train_start(SimpleNamespace(global_step=8, is_global_zero=True), None)
     assert diagnostics.flow_rows == [flow[0]]
     assert [r["step"] for r in diagnostics.norm_rows] == list(range(8)) and diagnostics.norm_rows[0]["grad_norm"] == 0.5
+
+
+class HalfSaturated(nn.Module):
+    """A cell with one sigmoid gate and no gate hook: sigmoid(10), sigmoid(0), sigmoid(-10), sigmoid(0)."""
+
+    def __init__(self, input_size: int, hidden_size: int = 4):
+        super().__init__()
+        self.lin, self.output_size = nn.Linear(input_size, hidden_size), hidden_size
+
+    def forward(self, x, state=None):
+        gate = torch.sigmoid(torch.tensor([10.0, 0.0, -10.0, 0.0]).expand(x.shape[0], x.shape[1], 4))
+        h = gate * torch.tanh(self.lin(x))
+        return h, h[:, -1]
+
+
+def test_gates_of_a_cell_without_a_hook_come_from_its_own_sigmoids():
+    task = classifier(functools.partial(HalfSaturated, hidden_size=4), depth=1, bidirectional=True)
+    _, gates = state_statistics(task, a_batch(torch.tensor([6, 3, 5, 2])))
+    assert saturation(gates) == {(0, "sigmoid_1"): 0.5, (0, "all"): 0.5}
+    assert len(gates) == 2 * 2  # sigmoid_1 + all, per direction
+
+
+@pytest.mark.parametrize(
+    "target, gates",
+    [
+        ("src.models.cells.lstm.LSTMRef", 1),  # i, f, o in one sigmoid
+        ("src.models.cells.lstm.PeepholeLSTM", 1),
+        ("src.models.cells.gru.GRURef", 1),
+        ("src.models.cells.minrnn.MinGRU", 1),
+        ("src.models.cells.minrnn.MinLSTM", 2),
+    ],
+)
+def test_every_custom_cell_reports_gate_saturation(target, gates):
+    from hydra.utils import get_class
+
+    cell = functools.partial(get_class(target), hidden_size=4)
+    _, rows = state_statistics(classifier(cell, depth=2), a_batch(torch.tensor([6, 3, 5, 2])))
+    names = {r["gate"] for r in rows}
+    assert names >= {"all"} and len(names - {"all"}) >= gates, names
+    assert all(0.0 <= r["saturated"] <= 1.0 for r in rows) and {r["layer"] for r in rows} == {0, 1}

@@ -14,8 +14,10 @@ is the total gradient reaching h_t through both paths, for any cell (the diagnos
 torch's fused RNN/LSTM/GRU run as one opaque call over all layers, so here each of their layers is recomputed
 from that layer's own weights (`weight_ih_l{k}[_reverse]`, ...) with the same equations as torch (GRU: reset
 gate applied after the recurrent matrix), which also yields the gate activations. Other cells are stepped
-through their own `forward(x[:, t:t+1], state)`; one that defines `sigmoid_gates(x, state) -> {name: [B, H]}`
-(x: [B, 1, input_size], state: its state before the step) has its gates reported too.
+through their own `forward(x[:, t:t+1], state)`, and every sigmoid the step computes is recorded as a gate
+(`sigmoid_1`, `sigmoid_2`, ... in the order the cell computes them, each [B, width]): the gates of the LSTM family,
+GRU, minGRU/minLSTM, xLSTM's output gate, with no code in the cell. A cell may instead define
+`sigmoid_gates(x, state) -> {name: [B, H]}` (x: [B, 1, input_size], state: its state before the step) to name them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from src.models.stack import RecurrentStack, reverse_padded
 
@@ -109,15 +112,36 @@ def _fused_layer(stack: RecurrentStack, layer: int, direction: int, seq: torch.T
     return step, init
 
 
+class SigmoidRecorder(TorchFunctionMode):
+    """Records the output of every sigmoid computed inside it whose first dimension is the batch, as [B, width]."""
+
+    SIGMOIDS = {torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid, torch.special.expit}
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self.batch, self.values = batch, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.SIGMOIDS and isinstance(out, torch.Tensor) and out.dim() and out.shape[0] == self.batch:
+            self.values.append(out.detach().reshape(self.batch, -1))
+        return out
+
+
 def _cell_layer(stack: RecurrentStack, layer: int, direction: int, seq: torch.Tensor, state: Any):
     cell = stack.layers[layer][direction]
     gate_fn = getattr(cell, "sigmoid_gates", None)
+    gate_fn = gate_fn if callable(gate_fn) else None
 
     def step(t: int, s: Any, gates: bool):
         x_t = seq[:, t : t + 1]
-        g = gate_fn(x_t, s) if gates and gate_fn is not None else {}
-        out, s = cell(x_t, s)
-        return out[:, 0], s, g
+        if not gates or gate_fn is not None:
+            g = gate_fn(x_t, s) if gates else {}
+            out, s = cell(x_t, s)
+            return out[:, 0], s, g
+        with SigmoidRecorder(x_t.shape[0]) as recorder:
+            out, s = cell(x_t, s)
+        return out[:, 0], s, {f"sigmoid_{i + 1}": v for i, v in enumerate(recorder.values)}
 
     return step, (state[layer][direction] if state is not None else None)
 
