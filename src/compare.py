@@ -1,4 +1,5 @@
 """python -m src.compare <run or sweep dirs...> [--out DIR] [--metric test/NAME] [--no-plots] [--html [FILE]]
+                        [--significance REF [--test welch|mannwhitney] [--alpha 0.05] [--correction holm|none]]
 
 Reads every metrics.json below the given dirs (and each run's csv/metrics.csv) and writes, per task (data set):
 leaderboard.md, leaderboard.csv and plots/<dataset>_bars.png, plots/<dataset>_curves.png; with --html an offline
@@ -10,6 +11,10 @@ one row, their test metric shown as mean ± std. The metric is the test value of
 (metrics.json `monitor`, e.g. val/acc -> test/acc), better as the task says (`monitor_mode`), so a new task needs
 no change here. The task's trivial baseline (`test/baseline_<metric>` in the records) is a row of its own; a row
 that does not beat it by more than 1% is marked and never gets the star.
+
+--significance REF tests, per task, every row against the reference row (REF: an override such as
+`cell.variant=V`, or a cell name) across seeds, with Welch's t-test or the Mann-Whitney U test (scipy), the p-values
+Holm-corrected over the task's comparisons unless --correction none; leaderboard.md gets a table per task.
 """
 
 from __future__ import annotations
@@ -412,6 +417,133 @@ def cell_summary(sections: Sequence[Section]) -> list[CellSummary]:
     return sorted(found.values(), key=lambda s: (s.mean_rank, -s.wins, s.cell))
 
 
+# -- significance across seeds ------------------------------------------------------------------------------------
+
+TESTS = ("welch", "mannwhitney")
+CORRECTIONS = ("holm", "none")
+
+
+@dataclass
+class SignificanceOptions:
+    reference: str  # `key=value` among a row's overrides (cell.variant=V), or a cell name (lstm)
+    test: str = "welch"
+    alpha: float = 0.05
+    correction: str = "holm"
+
+
+@dataclass
+class Comparison:
+    row: Row
+    n: int
+    diff: float | None  # row mean - reference mean
+    p: float | None  # None: too few seeds, or both samples constant (no test possible)
+    p_adjusted: float | None
+    verdict: str
+
+
+def is_reference(row: Row, reference: str) -> bool:
+    if "=" in reference:
+        return reference in row.setting.split(" ")
+    return str(row.arch[0]) == reference
+
+
+def p_value(a: Sequence[float], b: Sequence[float], test: str) -> float | None:
+    """Two-sided p of `a` against `b`; None when it is undefined (fewer than 2 values in a sample, or for Welch's
+    t both samples constant: no variance to test against)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if test == "welch":
+        if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+            return None
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    else:
+        p = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return p if math.isfinite(p) else None
+
+
+def holm(ps: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None stays None and does not count as a comparison)."""
+    order = sorted((p, i) for i, p in enumerate(ps) if p is not None)
+    adjusted: list[float | None] = [None] * len(ps)
+    running = 0.0
+    for k, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - k) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def significance(section: Section, options: SignificanceOptions) -> tuple[Row | None, list[Comparison], str]:
+    """(the reference row, each other row against it, a note): the reference is the one row of the task that
+    `options.reference` names; the verdict is better / worse (in the task's direction) when the adjusted p is below
+    alpha, else no significant difference."""
+    rows = section.ranked_rows()
+    refs = [row for row in rows if is_reference(row, options.reference)]
+    if len(refs) != 1:
+        why = "no row" if not refs else f"{len(refs)} rows ({', '.join(label(r) for r in refs)})"
+        return None, [], f"{why} match {options.reference}: no test"
+    ref = refs[0]
+    others = [row for row in rows if row is not ref]
+    ps = [p_value(row.values, ref.values, options.test) for row in others]
+    adjusted = holm(ps) if options.correction == "holm" else list(ps)
+    found = []
+    for row, p, q in zip(others, ps, adjusted):
+        diff = row.mean - ref.mean if row.mean is not None and ref.mean is not None else None
+        if p is None:
+            constant = len(row.values) > 1 and len(ref.values) > 1
+            verdict = (
+                "identical values: no test"
+                if constant and sorted(row.values) == sorted(ref.values)
+                else ("constant samples: no test" if constant else "fewer than 2 seeds: no test")
+            )
+        elif q is not None and q < options.alpha:
+            verdict = "**better**" if better(row.mean, ref.mean, section.higher_is_better) else "**worse**"
+        else:
+            verdict = "no significant difference"
+        found.append(Comparison(row, len(row.values), diff, p, q, verdict))
+    return ref, found, ""
+
+
+def significance_markdown(sections: Sequence[Section], options: SignificanceOptions) -> list[str]:
+    test = "Welch's t-test" if options.test == "welch" else "Mann-Whitney U test"
+    corrected = " Holm-corrected over the task's comparisons;" if options.correction == "holm" else ""
+    md = [
+        f"## Significance against {options.reference}",
+        "",
+        f"Per task, each row's test metric over its seeds against the reference row's, {test} (two-sided, "
+        f"scipy);{corrected} better / worse when the {'adjusted ' if corrected else ''}p < {options.alpha:g}.",
+        "",
+    ]
+    for section in sections:
+        if section.absent:
+            continue
+        ref, found, note = significance(section, options)
+        md += [f"### {section.dataset}: {section.metric}", ""]
+        if ref is None:
+            md += [note + ".", ""]
+            continue
+        lines = [
+            {
+                "row": label(c.row),
+                "seeds": c.n,
+                "mean": _num(c.row.mean),
+                "minus reference": _num(c.diff, "+.3g"),
+                "p": _num(c.p, ".3g"),
+                **({"p (Holm)": _num(c.p_adjusted, ".3g")} if options.correction == "holm" else {}),
+                "verdict": c.verdict,
+            }
+            for c in found
+        ]
+        md += [
+            f"Reference: {label(ref)}, {value_text(ref)} over {len(ref.values)} seeds.",
+            "",
+            markdown_table(lines) if lines else "(no other row)",
+            "",
+        ]
+    return md
+
+
 # -- writing ------------------------------------------------------------------------------------------------------
 
 
@@ -527,6 +659,7 @@ def write_markdown(
     sources: list[str],
     with_plots: bool,
     problems: Sequence[tuple[Path, str]] = (),
+    significance: SignificanceOptions | None = None,
 ) -> str:
     ok = sum(r.ok for r in runs)
     md = [
@@ -550,6 +683,8 @@ def write_markdown(
                 for kind, what in (("bars", section.metric), ("curves", f"{TRAIN_LOSS} and {section.monitor}"))
                 if (out / "plots" / f"{section.slug}_{kind}.png").exists()
             ] + [""]
+    if significance:
+        md += significance_markdown(sections, significance)
     summary = cell_summary(sections)
     if summary:
         md += [
@@ -741,7 +876,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="also write an offline dashboard: one self-contained HTML file (default: <out>/dashboard.html)",
     )
+    parser.add_argument(
+        "--significance",
+        metavar="REF",
+        help="test every row against this reference row across seeds (an override such as cell.variant=V, or a cell)",
+    )
+    parser.add_argument("--test", choices=TESTS, default="welch", help="with --significance (default: welch)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="with --significance: the level (default 0.05)")
+    parser.add_argument(
+        "--correction", choices=CORRECTIONS, default="holm", help="with --significance: over a task's comparisons"
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.alpha < 1:
+        print(f"error: --alpha {args.alpha} is not a level between 0 and 1 (e.g. 0.05)", file=sys.stderr)
+        return 2
+    options = (
+        SignificanceOptions(args.significance, args.test, args.alpha, args.correction) if args.significance else None
+    )
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
@@ -768,7 +919,9 @@ def main(argv: list[str] | None = None) -> int:
         for section in sections:
             write_plots(section, out)
     sources = [str(d) for d in args.dirs]
-    text = write_markdown(sections, runs, out, sources, with_plots=not args.no_plots, problems=problems)
+    text = write_markdown(
+        sections, runs, out, sources, with_plots=not args.no_plots, problems=problems, significance=options
+    )
     write_csv(sections, out)
     wrote = [out / "leaderboard.md", out / "leaderboard.csv"] + ([] if args.no_plots else [f"{out / 'plots'}/"])
     if args.html is not None:
