@@ -442,8 +442,11 @@ class Comparison:
 
 
 def is_reference(row: Row, reference: str) -> bool:
+    """The row's runs all have the override `reference` (key=value; read from the runs, as a setting that does not
+    vary within a task is not in the row's setting), or the row's cell is `reference`."""
     if "=" in reference:
-        return reference in row.setting.split(" ")
+        key, _, value = reference.partition("=")
+        return bool(row.runs) and all(run.overrides.get(key) == value for run in row.runs)
     return str(row.arch[0]) == reference
 
 

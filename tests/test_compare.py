@@ -515,6 +515,16 @@ def odyssey(tmp_path) -> Path:
                 **acc,
                 **{"test/acc": value},
             )
+    only_v = dict(dataset="smnist5k", task="classify", monitor="val/acc", monitor_mode="max", cell="lstm_variant")
+    for seed in (1, 2):  # a task where only V has run so far: its row has no varying setting, yet is the reference
+        make_run(
+            tmp_path,
+            f"smnist_V{seed}",
+            ["dataset=smnist5k", "cell=lstm_variant", "cell.variant=V", f"seed={seed}"],
+            seed=seed,
+            **only_v,
+            **{"test/acc": 0.8 + seed / 100},
+        )
     ppl = dict(dataset="lm_kjv", task="lm", monitor="val/ppl", monitor_mode="min", cell="gru")
     for seed in (1, 2):  # a task without the reference row
         make_run(
@@ -545,6 +555,8 @@ def test_significance_against_the_vanilla_variant(odyssey, test):
     assert verdict["CIFG"] == "no significant difference"
     assert verdict == {"CIFG": "no significant difference", "NFG": "**worse**", "NP": "**better**"}
     assert "no row match cell.variant=V: no test" in board.split("### lm_kjv:")[1]
+    smnist = board.split("### smnist5k:")[1].split("###")[0]
+    assert "Reference: lstm_variant-d1-uni-none, 0.815 ± 0.0071 over 2 seeds." in smnist and "(no other row)" in smnist
 
 
 def test_significance_holm_correction_and_bad_alpha(odyssey, capsys):
