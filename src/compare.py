@@ -1,4 +1,5 @@
 """python -m src.compare <run or sweep dirs...> [--out DIR] [--metric test/NAME] [--no-plots] [--html [FILE]]
+                        [--significance REF [--test welch|mannwhitney] [--alpha 0.05] [--correction holm|none]]
 
 Reads every metrics.json below the given dirs (and each run's csv/metrics.csv) and writes, per task (data set):
 leaderboard.md, leaderboard.csv and plots/<dataset>_bars.png, plots/<dataset>_curves.png; with --html an offline
@@ -10,6 +11,10 @@ one row, their test metric shown as mean ± std. The metric is the test value of
 (metrics.json `monitor`, e.g. val/acc -> test/acc), better as the task says (`monitor_mode`), so a new task needs
 no change here. The task's trivial baseline (`test/baseline_<metric>` in the records) is a row of its own; a row
 that does not beat it by more than 1% is marked and never gets the star.
+
+--significance REF tests, per task, every row against the reference row (REF: an override such as
+`cell.variant=V`, or a cell name) across seeds, with Welch's t-test or the Mann-Whitney U test (scipy), the p-values
+Holm-corrected over the task's comparisons unless --correction none; leaderboard.md gets a table per task.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from src.leaderboard import (
     section_table,
     summary_table,
 )
+from src.significance import CORRECTIONS, TESTS, SignificanceOptions, significance_markdown
 
 
 def write_markdown(
@@ -54,6 +60,7 @@ def write_markdown(
     sources: list[str],
     with_plots: bool,
     problems: Sequence[tuple[Path, str]] = (),
+    significance: SignificanceOptions | None = None,
 ) -> str:
     ok = sum(r.ok for r in runs)
     md = [
@@ -77,6 +84,8 @@ def write_markdown(
                 for kind, what in (("bars", section.metric), ("curves", f"{TRAIN_LOSS} and {section.monitor}"))
                 if (out / "plots" / f"{section.slug}_{kind}.png").exists()
             ] + [""]
+    if significance:
+        md += significance_markdown(sections, significance)
     summary = cell_summary(sections)
     if summary:
         md += [
@@ -256,7 +265,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="also write an offline dashboard: one self-contained HTML file (default: <out>/dashboard.html)",
     )
+    parser.add_argument(
+        "--significance",
+        metavar="REF",
+        help="test every row against this reference row across seeds (an override such as cell.variant=V, or a cell)",
+    )
+    parser.add_argument("--test", choices=TESTS, default="welch", help="with --significance (default: welch)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="with --significance: the level (default 0.05)")
+    parser.add_argument(
+        "--correction", choices=CORRECTIONS, default="holm", help="with --significance: over a task's comparisons"
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.alpha < 1:
+        print(f"error: --alpha {args.alpha} is not a level between 0 and 1 (e.g. 0.05)", file=sys.stderr)
+        return 2
+    options = (
+        SignificanceOptions(args.significance, args.test, args.alpha, args.correction) if args.significance else None
+    )
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
@@ -283,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         for section in sections:
             write_plots(section, out)
     sources = [str(d) for d in args.dirs]
-    text = write_markdown(sections, runs, out, sources, with_plots=not args.no_plots, problems=problems)
+    text = write_markdown(
+        sections, runs, out, sources, with_plots=not args.no_plots, problems=problems, significance=options
+    )
     write_csv(sections, out)
     wrote = [out / "leaderboard.md", out / "leaderboard.csv"] + ([] if args.no_plots else [f"{out / 'plots'}/"])
     if args.html is not None:

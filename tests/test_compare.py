@@ -473,3 +473,101 @@ def test_ci_installs_chromium_before_the_tests():
     script = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     install = "command -v chromium || (apt-get update && apt-get install -y chromium)"
     assert install in script and script.index(install) < script.index("\nmake test")
+
+
+# -- --significance: each row against a reference row across seeds (scipy's Welch t / Mann-Whitney U) --------------
+
+
+def test_welch_p_value_and_holm_on_fixed_numbers():
+    from src.significance import holm, p_value
+
+    a, b = [0.80, 0.90, 0.85, 0.86, 0.87], [0.81, 0.84, 0.83, 0.80, 0.82]
+    # Welch by hand: t = (mean a - mean b) / sqrt(var a / n + var b / n) = 0.036 / sqrt((0.00133 + 0.00025) / 5)
+    # = 2.0252, Welch-Satterthwaite df = 5.4524; two-sided p = 2 x the t distribution's tail at t = 0.0940.
+    assert p_value(a, b, "welch") == pytest.approx(0.0940, abs=1e-4)
+    assert p_value(a, [x - 0.3 for x in b], "welch") < 1e-5
+    # Mann-Whitney U with 5 against 5 and no overlap: the smallest two-sided exact p, 2 / C(10, 5) = 0.00794.
+    assert p_value(a, [x - 0.3 for x in b], "mannwhitney") == pytest.approx(2 / 252)
+    assert p_value(a, [0.5], "welch") is None  # one seed: no variance to test
+    assert p_value([1.0, 1.0], [1.0, 1.0], "welch") is None  # both constant: Welch's t is undefined
+    # Holm: the sorted p times (m - k), kept non-decreasing; None is not a comparison.
+    adjusted = holm([0.01, 0.04, 0.03, None])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and adjusted[3] is None
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+@pytest.fixture
+def odyssey(tmp_path) -> Path:
+    acc = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max", cell="lstm_variant")
+    values = {
+        "V": [0.90, 0.91, 0.92, 0.90, 0.91],
+        "CIFG": [0.91, 0.90, 0.92, 0.91, 0.90],  # the same as V within noise
+        "NFG": [0.60, 0.65, 0.62, 0.58, 0.61],  # far below
+        "NP": [0.93, 0.94, 0.95, 0.93, 0.94],  # above V: the test must say better, not worse
+    }
+    for variant, accs in values.items():
+        for seed, value in enumerate(accs, 1):
+            make_run(
+                tmp_path,
+                f"{variant}{seed}",
+                ["dataset=digits", "cell=lstm_variant", f"cell.variant={variant}", f"seed={seed}"],
+                seed=seed,
+                **acc,
+                **{"test/acc": value},
+            )
+    only_v = dict(dataset="smnist5k", task="classify", monitor="val/acc", monitor_mode="max", cell="lstm_variant")
+    for seed in (1, 2):  # a task where only V has run so far: its row has no varying setting, yet is the reference
+        make_run(
+            tmp_path,
+            f"smnist_V{seed}",
+            ["dataset=smnist5k", "cell=lstm_variant", "cell.variant=V", f"seed={seed}"],
+            seed=seed,
+            **only_v,
+            **{"test/acc": 0.8 + seed / 100},
+        )
+    ppl = dict(dataset="lm_kjv", task="lm", monitor="val/ppl", monitor_mode="min", cell="gru")
+    for seed in (1, 2):  # a task without the reference row
+        make_run(
+            tmp_path,
+            f"lm{seed}",
+            ["dataset=lm_kjv", "cell=gru", f"seed={seed}"],
+            seed=seed,
+            **ppl,
+            **{"test/ppl": 100.0 + seed},
+        )
+    return tmp_path
+
+
+def significance_rows(board: str, task: str) -> dict[str, str]:
+    part = board.split(f"### {task}:")[1].split("###")[0].split("## ")[0]
+    lines = [line for line in part.splitlines() if line.startswith("| ")][1:]
+    return {line.split("|")[1].strip(): line for line in lines}
+
+
+@pytest.mark.parametrize("test", ["welch", "mannwhitney"])
+def test_significance_against_the_vanilla_variant(odyssey, test):
+    assert compare([str(odyssey), "--no-plots", "--significance", "cell.variant=V", "--test", test]) == 0
+    board = (odyssey / "leaderboard.md").read_text()
+    assert "## Significance against cell.variant=V" in board
+    rows = significance_rows(board, "digits")
+    assert set(rows) == {f"lstm_variant-d1-uni-none variant {v}" for v in ("CIFG", "NFG", "NP")}
+    verdict = {name.rsplit(" ", 1)[1]: line.rstrip(" |").rsplit("|", 1)[1].strip() for name, line in rows.items()}
+    assert verdict["CIFG"] == "no significant difference"
+    assert verdict == {"CIFG": "no significant difference", "NFG": "**worse**", "NP": "**better**"}
+    assert "no row match cell.variant=V: no test" in board.split("### lm_kjv:")[1]
+    smnist = board.split("### smnist5k:")[1].split("###")[0]
+    assert "Reference: lstm_variant-d1-uni-none, 0.815 ± 0.0071 over 2 seeds." in smnist and "(no other row)" in smnist
+
+
+def test_significance_holm_correction_and_bad_alpha(odyssey, capsys):
+    # NP against V: Welch p = 0.00047, Holm over the 3 comparisons 0.00094; at alpha 0.0008 only the uncorrected
+    # test calls it better.
+    for correction, expected in (("holm", "no significant difference"), ("none", "**better**")):
+        argv = [str(odyssey), "--no-plots", "--significance", "cell.variant=V", "--alpha", "0.0008"]
+        assert compare([*argv, "--correction", correction]) == 0
+        board = (odyssey / "leaderboard.md").read_text()
+        line = significance_rows(board, "digits")["lstm_variant-d1-uni-none variant NP"]
+        assert line.rstrip(" |").rsplit("|", 1)[1].strip() == expected
+        assert ("p (Holm)" in board) == (correction == "holm")
+    assert compare([str(odyssey), "--significance", "cell.variant=V", "--alpha", "5"]) == 2
+    assert "--alpha 5.0 is not a level between 0 and 1" in capsys.readouterr().err
