@@ -1,0 +1,97 @@
+"""Seeds stacked in one process (src/seeds.py, src/updates/stacked.py, src/models/stacking.py): each member's
+parameters after three updates equal the single run with its seed, whatever the cell, clipping and truncation;
+a diverging member changes nothing of the others."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from src.seeds import build_stacked
+from src.train import build
+
+SEEDS = [1, 2, 3]
+# digits: 8 steps, classification (one target, at the end); sin2cos: a target at every step, so truncation
+# runs several updates per batch.
+DATA = {
+    "none": ["dataset=digits", "dataset.batch_size=16"],
+    "tbptt": ["dataset=sin2cos", "dataset.length=3000", "dataset.bptt=12", "truncation=tbptt", "truncation.steps=4"],
+}
+
+
+def settings(cell: str, truncation: str, clip: bool) -> list[str]:
+    return [
+        f"cell={cell}",
+        "cell.hidden_size=8",
+        *DATA[truncation],
+        "trainer.max_steps=3",
+        "trainer.limit_val_batches=0",
+        "test=false",
+        "optimizer.lr=0.05",  # large steps: differences between members' updates show
+        *(["trainer.gradient_clip_val=0.05"] if clip else []),
+    ]
+
+
+def single_run(cfg_factory, overrides: list[str], seed: int) -> dict[str, torch.Tensor]:
+    datamodule, model, trainer = build(cfg_factory(*overrides, f"seed={seed}"))
+    trainer.fit(model, datamodule=datamodule)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
+@pytest.mark.parametrize("truncation", ["none", "tbptt"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole_lstm", "mingru"])
+def test_each_member_equals_its_single_run_after_three_updates(cfg_factory, cell, truncation, clip):
+    overrides = settings(cell, truncation, clip)
+    data, host, trainer = build_stacked(cfg_factory(*overrides), SEEDS)
+    trainer.fit(host, datamodule=data)
+    assert trainer.global_step == 3  # optimizer updates (under truncation: 3 windows of 4 steps of one batch)
+    assert host.update.diverged() == {}
+    for s, seed in enumerate(SEEDS):
+        single = single_run(cfg_factory, overrides, seed)
+        member = host.members.state_dict(s)
+        for name, value in member.items():
+            torch.testing.assert_close(value, single[name], rtol=0, atol=1e-5, msg=f"seed {seed}: {name}")
+    # and the members did train apart: different seeds, different parameters
+    first, second = host.members.state_dict(0), host.members.state_dict(1)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+class Poison(L.Callback):
+    """After the first update, member 1's parameters become NaN: its next loss is NaN."""
+
+    def on_train_batch_end(self, trainer, host, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == 1:
+            with torch.no_grad():
+                for p in host.members.params.values():
+                    p[1].fill_(float("nan"))
+
+
+@pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
+def test_a_diverging_member_is_frozen_and_changes_nothing_of_the_others(cfg_factory, clip):
+    overrides = settings("peephole_lstm", "none", clip)
+    data, host, trainer = build_stacked(cfg_factory(*overrides), SEEDS)
+    trainer.callbacks.append(Poison())
+    trainer.fit(host, datamodule=data)
+    assert trainer.global_step == 3
+    assert host.update.diverged() == {1: 1}  # member 1 (seed 2), at its second update
+    frozen = host.members.state_dict(1)
+    assert all(torch.isnan(v).all() for k, v in frozen.items() if k in host.members.params)  # not moved since
+    for s in (0, 2):
+        single = single_run(cfg_factory, overrides, SEEDS[s])
+        for name, value in host.members.state_dict(s).items():
+            torch.testing.assert_close(value, single[name], rtol=0, atol=1e-5, msg=f"seed {SEEDS[s]}: {name}")
+
+
+def test_all_members_diverged_stops_the_run(cfg_factory):
+    from src.callbacks import FiniteLoss, TrainingDiverged
+
+    data, host, trainer = build_stacked(cfg_factory(*settings("mingru", "none", False)), SEEDS)
+    with torch.no_grad():
+        for p in host.members.params.values():
+            p.fill_(float("nan"))
+    trainer.callbacks.append(FiniteLoss(every=1))
+    with pytest.raises(TrainingDiverged):
+        trainer.fit(host, datamodule=data)
+    assert host.update.diverged() == {0: 0, 1: 0, 2: 0}
