@@ -15,19 +15,32 @@ member module keeps evaluating itself (its tensors are views of its slice), and 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from src import rundir
+from src.checkpoints import AtomicCheckpointIO
 from src.data.tensors import Batch
 from src.errors import ConfigError
+from src.files import atomic_write_json
 from src.models.stacking import Members, loopable
+from src.records import RECORD
 from src.updates.automatic import Automatic
 from src.updates.stacked import Stacked
 from src.updates.truncated import Truncation
+
+log = logging.getLogger(__name__)
 
 
 def check_seeds(seeds: Any) -> list[int]:
@@ -42,11 +55,11 @@ def check_seeds(seeds: Any) -> list[int]:
 
 
 def member_config(cfg: DictConfig, seed: int) -> DictConfig:
-    """The config of the single run this member equals: `seed` set, `seeds` dropped."""
+    """The config of the single run this member equals (so the same config_hash): `seed` set, `seeds` null."""
     member = copy.deepcopy(cfg)
     with open_dict(member):
         member.seed = seed
-        member.pop("seeds", None)
+        member.seeds = None
     return member
 
 
@@ -93,7 +106,8 @@ class StackedTask(L.LightningModule):
     def load_member(self, s: int, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for name, value in [*self.members.params.items(), *self.members.buffers.items()]:
-                value[s].copy_(state[name])
+                if name in state:  # (not a task's running counts, which are no part of its checkpoint)
+                    value[s].copy_(state[name])
 
     # -- Lightning hooks: the update's, and every member's ---------------------------------------------------
     def on_fit_start(self) -> None:
@@ -103,7 +117,9 @@ class StackedTask(L.LightningModule):
     on_test_start = on_fit_start
 
     def training_step(self, batch: Batch, batch_idx: int):
-        return self.update.training_step(batch, batch_idx)
+        loss = self.update.training_step(batch, batch_idx)
+        # samples per member (what Throughput counts): each of the S members trained on B of them
+        return {"loss": loss, "samples": batch.x.shape[1]} if loss is not None else None
 
     def on_train_start(self) -> None:
         self.update.on_train_start()
@@ -207,6 +223,7 @@ def stacked_update(cfg: DictConfig) -> tuple[Stacked, DictConfig]:
     clipping settings (Lightning refuses them under manual optimization)."""
     trainer_cfg = cfg.trainer.copy()
     with open_dict(trainer_cfg):
+        trainer_cfg.default_root_dir = str(cfg.paths.output_dir)
         clip = trainer_cfg.pop("gradient_clip_val", None)
         algorithm = trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
@@ -217,17 +234,23 @@ def stacked_update(cfg: DictConfig) -> tuple[Stacked, DictConfig]:
     return Stacked(clip, algorithm, truncation), trainer_cfg
 
 
-def build_stacked(cfg: DictConfig, seeds: list[int]) -> tuple[StackedData, StackedTask, L.Trainer]:
-    """The members of `seeds`, each built as its single run builds its model, stacked; and the Trainer."""
+def build_stacked(
+    cfg: DictConfig, seeds: list[int], members: list[DictConfig] | None = None
+) -> tuple[StackedData, StackedTask, L.Trainer]:
+    """The members of `seeds` (their configs: `members`, default member_config(cfg, seed)), each built as its
+    single run builds its model, stacked; and the Trainer (cfg's, with cfg's callbacks and loggers)."""
     from src.train import build, resolved_config  # src.train calls this module
 
     update, trainer_cfg = stacked_update(cfg)
     datamodules, tasks = [], []
     trainer = None
-    for seed in seeds:
-        member = member_config(cfg, seed)
+    for i, seed in enumerate(seeds):
+        member = copy.deepcopy(members[i]) if members else member_config(cfg, seed)
         with open_dict(member):
             member.trainer = trainer_cfg
+            # Only the first member's build makes the Trainer that runs: cfg's callbacks and loggers, in cfg's dir.
+            member.callbacks = (cfg.get("callbacks") or None) if not i else None
+            member.logger = _resolved(cfg.get("logger")) if not i else None
         datamodule, task, member_trainer = build(member)
         trainer = trainer or member_trainer
         task.run_config = resolved_config(member)
@@ -237,6 +260,10 @@ def build_stacked(cfg: DictConfig, seeds: list[int]) -> tuple[StackedData, Stack
         tasks.append(task)
     host = StackedTask(tasks, seeds, update)
     return StackedData(datamodules), host, trainer
+
+
+def _resolved(node: Any) -> Any:
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=True)) if node else None
 
 
 def _mangle(name: str) -> str:
@@ -252,3 +279,183 @@ def _prefixed(log, prefix: str):
         return log(f"{prefix}{name}", value, *args, **kwargs)
 
     return member_log
+
+
+# -- seeds=[...] from the command line: S ordinary run dirs ---------------------------------------------------------
+
+
+class MemberCheckpoints(L.Callback):
+    """Each member's best (by its own monitored metric) and last weights, in its own run dir's checkpoints/ as
+    src.train's checkpoints are: the task's state_dict and the `rnn_bench` entry (config, data spec)."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = dirs
+        self.best: list[float | None] = [None] * len(dirs)
+        self.best_path: list[str] = [""] * len(dirs)
+        self.best_state: list[dict | None] = [None] * len(dirs)
+
+    def checkpoint(self, trainer: L.Trainer, host: StackedTask, s: int) -> dict:
+        task = host.tasks[s]
+        state = {**task.state_dict(), **host.members.state_dict(s)}
+        return {
+            "state_dict": state,
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "pytorch-lightning_version": L.__version__,
+            "rnn_bench": {"config": task.run_config, "spec": dataclasses.asdict(task.spec)},
+            "stacked": {"seeds": host.seeds, "member": s},
+        }
+
+    def save(self, checkpoint: dict, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+    def on_validation_end(self, trainer: L.Trainer, host: StackedTask) -> None:
+        if trainer.sanity_checking:
+            return
+        higher = host.monitor_mode == "max"
+        for s, run_dir in enumerate(self.dirs):
+            value = trainer.callback_metrics.get(f"{host.prefix(s)}{host.monitor}")
+            if value is None or not torch.isfinite(value):
+                continue
+            value = float(value)
+            best = self.best[s]
+            if best is None or (value > best if higher else value < best):
+                self.best[s] = value
+                checkpoint = self.checkpoint(trainer, host, s)
+                self.best_state[s] = checkpoint["state_dict"]
+                self.best_path[s] = str(run_dir / "checkpoints" / "best.ckpt")
+                self.save(checkpoint, Path(self.best_path[s]))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, host: StackedTask) -> None:
+        for s, run_dir in enumerate(self.dirs):
+            self.save(self.checkpoint(trainer, host, s), run_dir / "checkpoints" / "last.ckpt")
+
+
+def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Fit the members of cfg.seeds stacked, test each on its best checkpoint in one pass, and leave one ordinary
+    run dir per member: <run dir>/seed=<s>/ with metrics.json (status ok, or failed for a member that diverged),
+    checkpoints/best.ckpt and last.ckpt, .hydra/ (its overrides name seed=<s>, as a single run's would)."""
+    from src.sweeps import config_hash
+    from src.train import _floats, check_config, run_fields, user_error
+
+    started = time.perf_counter()
+    seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
+    if cfg.ckpt_path or not cfg.train:
+        raise ConfigError(
+            "seeds=[...] trains its members from scratch; to resume or evaluate one member, run it alone: "
+            "seed=<s> hydra.run.dir=<run dir>/seed=<s> ckpt_path=..."
+        )
+    if (cfg.get("callbacks") or {}).get("early_stopping"):
+        raise ConfigError("seeds=[...] does not stop members early: drop callbacks.early_stopping (callbacks=default)")
+    out = Path(cfg.paths.output_dir)
+    members, dirs = [], []
+    for seed in seeds:
+        member = member_config(cfg, seed)
+        with open_dict(member):
+            member.paths.output_dir = str(out / f"seed={seed}")
+            member.callbacks = None  # the host's MemberCheckpoints writes each member's checkpoints
+        check_config(member)
+        members.append(member)
+        dirs.append(Path(member.paths.output_dir))
+    records = [
+        {
+            **run_fields(m),
+            "config_hash": config_hash(m),
+            "status": "failed",
+            "stacked": {"seeds": seeds, "dir": str(out)},
+        }
+        for m in members
+    ]
+    claims = []
+    try:
+        for member, record, run_dir in zip(members, records, dirs):
+            claim = rundir.claim(run_dir, record["config_hash"], resuming=False, fields=run_fields(member))
+            claims.append(claim)
+            record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
+            _write_member_hydra_files(run_dir, member, seeds)
+        job = copy.deepcopy(cfg)
+        with open_dict(job):
+            job.callbacks = None
+        data, host, trainer = build_stacked(job, seeds, members)
+        checkpoints = MemberCheckpoints(dirs)
+        trainer.callbacks.append(checkpoints)
+        trainer.fit(host, datamodule=data)
+        fitted = _floats(trainer.callback_metrics)
+        diverged = host.update.diverged()
+        for s, state in enumerate(checkpoints.best_state):  # each member tested on its own best weights
+            if state is not None:
+                host.load_member(s, state)
+        if cfg.test:
+            trainer.test(host, datamodule=data)
+        tested = _floats(trainer.callback_metrics)
+        for s, (record, seed) in enumerate(zip(records, seeds)):
+            prefix = host.prefix(s)
+            mine = {k[len(prefix) :]: v for k, v in fitted.items() if k.startswith(prefix)}
+            mine.update({k[len(prefix) :]: v for k, v in tested.items() if k.startswith(prefix + "test/")})
+            record.update(
+                task=host.spec.task,
+                params=host.num_params,
+                monitor=host.monitor,
+                monitor_mode=host.monitor_mode,
+                epochs=trainer.current_epoch,
+                **mine,
+                tested_checkpoint=checkpoints.best_path[s] or "final weights" if cfg.test else None,
+                train_samples_per_s=fitted.get("perf/train_samples_per_s"),
+                update=host.update.describe(),
+                update_reason="; ".join(["seeds=[...]: members stacked", *host.notes]),
+                device=str(trainer.strategy.root_device),
+            )
+            if s in diverged:
+                record["error"] = (
+                    f"TrainingDiverged: the training loss of seed={seed} became NaN or inf at optimizer step "
+                    f"{diverged[s]}; it was frozen there while the other seeds trained on"
+                )
+            else:
+                record["status"] = "ok"
+    except BaseException as e:
+        for record in records:
+            record["error"] = record.get("error") or f"{type(e).__name__}: {user_error(e) or e}"
+        raise
+    finally:
+        for record, claim, run_dir in zip(records, claims, dirs):
+            record["wall_s"] = round(time.perf_counter() - started, 3)
+            record["finished_at"] = time.time()
+            atomic_write_json(run_dir / RECORD, record)
+            claim.release()
+    return records
+
+
+def run(cfg: DictConfig) -> float | None:
+    """src.train's main for seeds=[...]: train_seeds, with its errors said as src.train says them. Returns the
+    mean over the members of their best monitored value (for Optuna-style sweepers)."""
+    from src.sweeps import log_job
+    from src.train import user_error
+
+    try:
+        records = train_seeds(cfg)
+    except Exception as e:
+        bad = user_error(e)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
+            log.error(f"job failed: {bad or e} (run dir {cfg.paths.output_dir})")
+            return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
+        if bad is not None:
+            print(f"error: {bad}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    log_job(cfg, "ok" if all(r["status"] == "ok" for r in records) else "failed")
+    for record in records:
+        print(f"run dir: {cfg.paths.output_dir}/seed={record['seed']} ({record['status']})")
+    values = [r.get(f"{r['monitor']}_best") for r in records if r["status"] == "ok"]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _write_member_hydra_files(run_dir: Path, member: DictConfig, seeds: list[int]) -> None:
+    """The member's .hydra/: its overrides say seed=<s> where the job's said seeds=[...]."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith(("seeds=", "seed="))]
+    rundir.write_hydra_files(run_dir, member, hydra_cfg, [*overrides, f"seed={member.seed}"])

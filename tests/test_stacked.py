@@ -4,12 +4,17 @@ a diverging member changes nothing of the others."""
 
 from __future__ import annotations
 
+import json
+
 import lightning as L
 import pytest
 import torch
 
-from src.seeds import build_stacked
+from src.compare import build_sections, find_runs
+from src.errors import ConfigError
+from src.seeds import build_stacked, check_seeds
 from src.train import build
+from tests.conftest import run_cli
 
 SEEDS = [1, 2, 3]
 # digits: 8 steps, classification (one target, at the end); sin2cos: a target at every step, so truncation
@@ -95,3 +100,39 @@ def test_all_members_diverged_stops_the_run(cfg_factory):
     with pytest.raises(TrainingDiverged):
         trainer.fit(host, datamodule=data)
     assert host.update.diverged() == {0: 0, 1: 0, 2: 0}
+
+
+def test_seeds_from_the_command_line_leave_ordinary_runs(tmp_path):
+    """`seeds=[1,2]` -> two run dirs that src.compare reads as two seeds of one row, and each member's best
+    checkpoint, evaluated alone as a single run (train=false), scores what the stacked test pass recorded."""
+    common = ["dataset=digits", "cell=gru", "cell.hidden_size=8", "debug=limit", "logger=csv"]
+    job = tmp_path / "job"
+    done = run_cli("seeds=[1,2]", *common, f"hydra.run.dir={job}", "trainer.enable_progress_bar=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = {s: json.loads((job / f"seed={s}" / "metrics.json").read_text()) for s in (1, 2)}
+    for s, record in records.items():
+        assert record["status"] == "ok" and record["seed"] == s and record["update"] == "stacked(S=2, full)"
+        assert (job / f"seed={s}" / "checkpoints" / "last.ckpt").is_file()
+        assert f"seed={s}" in (job / f"seed={s}" / ".hydra" / "overrides.yaml").read_text()
+    assert records[1]["config_hash"] != records[2]["config_hash"]
+    sections = build_sections(find_runs([job]))
+    assert [len(row.runs) for row in sections[0].rows] == [2]  # one row, two seeds
+    alone = tmp_path / "alone"
+    best = job / "seed=2" / "checkpoints" / "best.ckpt"
+    done = run_cli("seed=2", *common, f"hydra.run.dir={alone}", "train=false", f"ckpt_path='{best}'")
+    assert done.returncode == 0, done.stderr[-2000:]
+    single = json.loads((alone / "metrics.json").read_text())
+    assert single["test/loss"] == pytest.approx(records[2]["test/loss"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "seeds, match", [(5, "non-empty list"), ([], "non-empty list"), ([1, 1], "twice"), ([1, "a"], "integer")]
+)
+def test_bad_seeds_are_refused(seeds, match):
+    with pytest.raises(ConfigError, match=match):
+        check_seeds(seeds)
+
+
+def test_a_plateau_schedule_is_refused_when_stacked(cfg_factory):
+    with pytest.raises(ConfigError, match="scheduler=plateau"):
+        build_stacked(cfg_factory(*settings("mingru", "none", False), "scheduler=plateau"), SEEDS)
