@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -37,7 +38,7 @@ from src.files import atomic_write_json
 from src.models.stacking import Members, loopable
 from src.records import RECORD
 from src.updates.automatic import Automatic
-from src.updates.stacked import Stacked
+from src.updates.stacked import NotStackable, Stacked
 from src.updates.truncated import Truncation
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,12 @@ class StackedTask(L.LightningModule):
     def __init__(self, tasks: list[L.LightningModule], seeds: list[int], update: Stacked) -> None:
         super().__init__()
         self.seeds = seeds
+        for module in tasks[0].modules():
+            rate = module.p if isinstance(module, nn.Dropout) else 0.0
+            if isinstance(module, nn.RNNBase) and module.num_layers > 1:
+                rate = module.dropout
+            if rate:
+                raise NotStackable(f"dropout {rate}: the members' random masks cannot be those of their single runs")
         self.notes = loopable(tasks[0])
         for task in tasks[1:]:
             loopable(task)
@@ -211,7 +218,7 @@ class ZippedBatches:
         for batches in zip(*self.loaders):
             shapes = {tuple(b.x.shape) for b in batches}
             if len(shapes) > 1:
-                raise ConfigError(
+                raise NotStackable(
                     f"seeds: the members' batches have different shapes {sorted(shapes)} (batches padded to their "
                     f"own longest sequence); this data set cannot be stacked: train the seeds one by one"
                 )
@@ -227,9 +234,9 @@ def stacked_update(cfg: DictConfig) -> tuple[Stacked, DictConfig]:
         clip = trainer_cfg.pop("gradient_clip_val", None)
         algorithm = trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
-        raise ConfigError("seeds=[...] steps every batch itself: set trainer.accumulate_grad_batches=1")
+        raise NotStackable("gradient accumulation")
     if cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("strategy") == "ddp":
-        raise ConfigError("seeds=[...] trains its members in one process on one device: set trainer.devices=1")
+        raise NotStackable("several devices (the members train in one process on one device)")
     truncation = Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True))
     return Stacked(clip, algorithm, truncation), trainer_cfg
 
@@ -346,8 +353,8 @@ def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
             "seeds=[...] trains its members from scratch; to resume or evaluate one member, run it alone: "
             "seed=<s> hydra.run.dir=<run dir>/seed=<s> ckpt_path=..."
         )
-    if (cfg.get("callbacks") or {}).get("early_stopping"):
-        raise ConfigError("seeds=[...] does not stop members early: drop callbacks.early_stopping (callbacks=default)")
+    if (cfg.get("callbacks") or {}).get("early_stopping"):  # each member would stop at its own epoch
+        return one_by_one(cfg, seeds, "early stopping")
     out = Path(cfg.paths.output_dir)
     members, dirs = [], []
     for seed in seeds:
@@ -358,10 +365,19 @@ def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
         check_config(member)
         members.append(member)
         dirs.append(Path(member.paths.output_dir))
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        job.callbacks = None
+    try:
+        data, host, trainer = build_stacked(job, seeds, members)
+        probe(host, data)
+    except NotStackable as e:
+        log.warning(f"seeds={seeds}: not stacked ({e}); the seeds train one after another")
+        return one_by_one(cfg, seeds, str(e))
     records = [
         {
             **run_fields(m),
-            "config_hash": config_hash(m),
+            "config_hash": config_hash(member_config(cfg, m.seed)),  # a single run's (callbacks as given)
             "status": "failed",
             "stacked": {"seeds": seeds, "dir": str(out)},
         }
@@ -374,10 +390,6 @@ def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
             claims.append(claim)
             record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
             _write_member_hydra_files(run_dir, member, seeds)
-        job = copy.deepcopy(cfg)
-        with open_dict(job):
-            job.callbacks = None
-        data, host, trainer = build_stacked(job, seeds, members)
         checkpoints = MemberCheckpoints(dirs)
         trainer.callbacks.append(checkpoints)
         trainer.fit(host, datamodule=data)
@@ -426,13 +438,74 @@ def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
     return records
 
 
+def probe(host: StackedTask, data: StackedData) -> None:
+    """NotStackable unless the members' first batches stack and their loss runs under vmap (evaluation mode: a
+    task's running training counts stay untouched)."""
+    try:
+        batch = next(iter(data.train_dataloader()))
+    except ConfigError as e:
+        raise NotStackable(str(e)) from None
+    if batch.lengths is not None:
+        raise NotStackable("padded batches: each member's batches are padded to their own longest sequence")
+    host.eval()
+    try:
+        with torch.no_grad():
+            host.members.call("batch_loss", batch)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
+        raise NotStackable(f"the loss does not run under vmap: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    finally:
+        host.train()
+
+
+def one_by_one(cfg: DictConfig, seeds: list[int], why: str) -> list[dict[str, Any]]:
+    """The members as the single runs they are (src.train's train), one after another, each in its own run dir."""
+    from src.train import train
+
+    records, error = [], None
+    for seed in seeds:
+        member = member_config(cfg, seed)
+        run_dir = Path(cfg.paths.output_dir) / f"seed={seed}"
+        with open_dict(member):
+            member.paths.output_dir = str(run_dir)
+        try:
+            train(member)
+        except Exception as e:  # recorded in its metrics.json by train(); the other seeds still run
+            error = error or e
+        _write_member_hydra_files(run_dir, member, seeds)
+        path = run_dir / RECORD
+        if path.is_file():
+            record = json.loads(path.read_text())
+            record["stacked"] = {"seeds": seeds, "dir": str(cfg.paths.output_dir), "not_stacked": why}
+            atomic_write_json(path, record)
+            records.append(record)
+    if error is not None and not records:
+        raise error
+    return records
+
+
 def run(cfg: DictConfig) -> float | None:
     """src.train's main for seeds=[...]: train_seeds, with its errors said as src.train says them. Returns the
     mean over the members of their best monitored value (for Optuna-style sweepers)."""
-    from src.sweeps import log_job
+    from src.sweeps import completed_record, log_job
     from src.train import user_error
 
+    done = []  # a sweep run again: the members that already finished (skip_completed)
     try:
+        seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
+        for seed in seeds:
+            member = member_config(cfg, seed)
+            with open_dict(member):
+                member.paths.output_dir = str(Path(cfg.paths.output_dir) / f"seed={seed}")
+            if (record := completed_record(member)) is not None:
+                done.append(record)
+        if len(done) == len(seeds):
+            print(f"run dir: {cfg.paths.output_dir} (skipped: its seeds hold completed runs of this config)")
+            log_job(cfg, "skipped")
+            return _mean_best(done)
+        if done:
+            cfg = copy.deepcopy(cfg)
+            with open_dict(cfg):
+                cfg.seeds = [s for s in seeds if s not in {r["seed"] for r in done}]
         records = train_seeds(cfg)
     except Exception as e:
         bad = user_error(e)
@@ -447,7 +520,11 @@ def run(cfg: DictConfig) -> float | None:
     log_job(cfg, "ok" if all(r["status"] == "ok" for r in records) else "failed")
     for record in records:
         print(f"run dir: {cfg.paths.output_dir}/seed={record['seed']} ({record['status']})")
-    values = [r.get(f"{r['monitor']}_best") for r in records if r["status"] == "ok"]
+    return _mean_best(done + records)
+
+
+def _mean_best(records: list[dict]) -> float | None:
+    values = [r.get(f"{r['monitor']}_best") for r in records if r.get("status") == "ok"]
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
 

@@ -12,8 +12,9 @@ import torch
 
 from src.compare import build_sections, find_runs
 from src.errors import ConfigError
-from src.seeds import build_stacked, check_seeds
+from src.seeds import build_stacked, check_seeds, train_seeds
 from src.train import build
+from src.updates.stacked import NotStackable
 from tests.conftest import run_cli
 
 SEEDS = [1, 2, 3]
@@ -133,6 +134,31 @@ def test_bad_seeds_are_refused(seeds, match):
         check_seeds(seeds)
 
 
-def test_a_plateau_schedule_is_refused_when_stacked(cfg_factory):
-    with pytest.raises(ConfigError, match="scheduler=plateau"):
+def test_a_plateau_schedule_is_not_stacked(cfg_factory):
+    with pytest.raises(NotStackable, match="scheduler=plateau"):
         build_stacked(cfg_factory(*settings("mingru", "none", False), "scheduler=plateau"), SEEDS)
+
+
+def test_members_that_cannot_stack_exactly_train_one_after_another(cfg_factory, tmp_path):
+    """Dropout draws other masks stacked than in the single runs: the seeds then run as their single runs."""
+    cfg = cfg_factory(*settings("gru", "none", False), "depth=2", "stack.dropout=0.2", "seeds=[1,2]")
+    records = train_seeds(cfg)
+    assert [r["seed"] for r in records] == [1, 2] and all(r["status"] == "ok" for r in records)
+    assert all("dropout" in r["stacked"]["not_stacked"] for r in records)
+    assert all(r["update"] == "automatic" for r in records)  # each its own ordinary run
+    assert (tmp_path / "seed=2" / "metrics.json").is_file()
+
+
+def test_a_sweep_packs_seeds_into_one_job_and_a_rerun_skips_it(tmp_path):
+    """sweep=quick runs seeds=[1,2] as one job; src.compare still counts two seeds; run again, it is skipped."""
+    args = ["-m", "sweep=quick", "dataset=digits", "cell=gru", f"hydra.sweep.dir={tmp_path}", "trainer.max_epochs=1"]
+    args += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = sorted(tmp_path.rglob("metrics.json"))
+    assert [p.parent.name for p in records] == ["seed=1", "seed=2"]
+    assert records[0].parent.parent == records[1].parent.parent  # one job
+    assert all(json.loads(p.read_text())["update"].startswith("stacked(S=2") for p in records)
+    assert [len(row.runs) for row in build_sections(find_runs([tmp_path]))[0].rows] == [2]
+    again = run_cli(*args)
+    assert again.returncode == 0 and "skipped" in again.stdout + again.stderr

@@ -35,6 +35,10 @@ from src.updates.truncated import Truncation
 ELEMENTWISE = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "ASGD", "Rprop")
 
 
+class NotStackable(ConfigError):
+    """The members cannot train stacked as exactly their single runs (src/seeds.py then runs them one by one)."""
+
+
 class Stacked(Manual):
     name = "stacked"
 
@@ -211,13 +215,13 @@ def check_exact(optimizer: Any, scheduler: Any) -> None:
     func = getattr(optimizer, "func", optimizer)
     name = getattr(func, "__name__", str(func))
     if name not in ELEMENTWISE:
-        raise ConfigError(
+        raise NotStackable(
             f"optimizer {name} is not known to update each parameter element on its own, so one optimizer over "
             f"stacked members might mix them; use one of {', '.join(ELEMENTWISE)}, or train the seeds one by one"
         )
     sched = getattr(scheduler, "func", scheduler) if scheduler else None
     if sched is not None and getattr(sched, "__name__", "") == "ReduceLROnPlateau":
-        raise ConfigError(
+        raise NotStackable(
             "scheduler=plateau follows each run's own validation loss, but stacked members share one learning "
             "rate; use scheduler=cosine, step or none, or train the seeds one by one"
         )
