@@ -27,6 +27,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -42,6 +43,15 @@ from src.updates.stacked import NotStackable, Stacked
 from src.updates.truncated import Truncation
 
 log = logging.getLogger(__name__)
+
+
+def wanted(cfg: DictConfig) -> bool:
+    """Whether this run is seeds=[...]: `seeds` set and no `seed=` on the command line (an explicit seed, e.g.
+    `make sweep SWEEP=quick ARGS="seed=1,2,3"`, wins over a sweep config's seeds: one single run per job)."""
+    if cfg.get("seeds") is None:
+        return False
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return not any(str(o).split("=", 1)[0].lstrip("+~") == "seed" for o in given)
 
 
 def check_seeds(seeds: Any) -> list[int]:
@@ -237,6 +247,9 @@ def stacked_update(cfg: DictConfig) -> tuple[Stacked, DictConfig]:
         raise NotStackable("gradient accumulation")
     if cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("strategy") == "ddp":
         raise NotStackable("several devices (the members train in one process on one device)")
+    update = cfg.get("update")
+    if update and str(update.get("_target_", "")).endswith(".Stacked"):  # update=stacked: its own settings
+        return instantiate(update, _convert_="all"), trainer_cfg
     truncation = Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True))
     return Stacked(clip, algorithm, truncation), trainer_cfg
 

@@ -29,6 +29,7 @@ from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
 from src.seeds import run as run_seeds
+from src.seeds import wanted as seeds_wanted
 from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
 from src.updates.base import Update
 from src.updates.choose import choose, resolve_updates_per_step
@@ -365,7 +366,7 @@ def _finish_wandb() -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
-    if cfg.get("seeds") is not None:  # seeds=[...]: every seed trained at once, stacked (src/seeds.py)
+    if seeds_wanted(cfg):  # seeds=[...]: every seed trained at once, stacked (src/seeds.py)
         return run_seeds(cfg)
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished

@@ -162,3 +162,21 @@ def test_a_sweep_packs_seeds_into_one_job_and_a_rerun_skips_it(tmp_path):
     assert [len(row.runs) for row in build_sections(find_runs([tmp_path]))[0].rows] == [2]
     again = run_cli(*args)
     assert again.returncode == 0 and "skipped" in again.stdout + again.stderr
+
+
+def test_update_stacked_config_sets_the_members_clipping(cfg_factory):
+    """conf/update/stacked.yaml: update.gradient_clip_val is what each member's gradient is clipped to."""
+    cfg = cfg_factory(*settings("mingru", "tbptt", False), "update=stacked", "update.gradient_clip_val=0.25")
+    _, host, _ = build_stacked(cfg, [1, 2])
+    assert host.update.gradient_clip_val == 0.25 and host.update.truncation.steps == 4
+    assert host.update.describe() == "stacked(S=2, truncated(k2=4, k1=4))"
+
+
+def test_a_seed_given_on_the_command_line_wins_over_the_sweeps_seeds(tmp_path):
+    """`make sweep SWEEP=quick ARGS="seed=3"`: the sweep config's seeds=[1,2] gives way, one single run."""
+    args = ["-m", "sweep=quick", "dataset=digits", "cell=gru", "seed=3", f"hydra.sweep.dir={tmp_path}"]
+    args += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
+    assert [(r["seed"], r["update"]) for r in records] == [(3, "automatic")]
