@@ -41,7 +41,7 @@ def test_stacked_benchmark_runs_stacked_and_one_after_another(bench_dir, capsys)
     assert [(r["hidden"], r["S"]) for r in rows] == [(8, 1), (8, 2)]
     for row in rows:
         ratio = row["stacked, samples/s"] / row["one after another (fused), samples/s"]
-        assert row["speedup"] == pytest.approx(ratio, rel=0.05)
+        assert row["speedup"] == pytest.approx(ratio, rel=0.05, abs=0.006)  # (rounded to 2 decimals)
         assert last["speedup"][f"hidden=8,S={row['S']}"] == row["speedup"]
         assert row["MB per member stacked"] > 0 and row["MB single"] > 0
     # a member's memory stacked is that of one model (the same parameters and saved tensors), within 2x

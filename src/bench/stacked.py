@@ -155,6 +155,8 @@ def main(argv: list[str]) -> int:
                     entry["fused"].append(one_after_another(tasks, batches))
                     entry["loops"].append(one_after_another(loops, batches))
                     entry["stacked"].append(stacked(fresh, batches))
+                    progress = {k: round(v[-1], 2) for k, v in entry.items()}
+                    print(f"hidden={hidden} S={s}: {progress}", file=sys.stderr, flush=True)
                     if "mb" not in entry:
                         members = Members([copy.deepcopy(t) for t in loops])
                         stack = Batch(*(None if t is None else t.expand(s, *t.shape) for t in batches[0]))
