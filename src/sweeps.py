@@ -286,7 +286,9 @@ def wandb_sweep(name: str) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     for key, value in searched.items():
         spec = parser.parse_override(f"{key}={value}").value()
-        if isinstance(spec, ChoiceSweep):
+        if key == "seeds":  # seeds stacked in one job (src/seeds.py) are one W&B run each: W&B sweeps them
+            parameters["seed"] = {"values": list(spec)}
+        elif isinstance(spec, ChoiceSweep):
             parameters[key] = {"values": list(spec.list)}
         elif isinstance(spec, RangeSweep):
             parameters[key] = {"values": list(range(int(spec.start), int(spec.stop), int(spec.step)))}

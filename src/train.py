@@ -21,6 +21,8 @@ from src import commands, console, identity, rundir
 from src.errors import ConfigError, DataError, UserError
 from src.files import atomic_write_json
 from src.records import RECORD
+from src.seeds import run as run_seeds
+from src.seeds import wanted as seeds_wanted
 from src.sweeps import check_one_process_per_job, completed_record, config_hash, log_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
@@ -417,6 +419,8 @@ def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
     console.capture_warnings()
     console.route_lightning_logs()
+    if seeds_wanted(cfg):  # seeds=[...]: every seed trained at once, stacked (src/seeds.py)
+        return run_seeds(cfg)
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.bench import __main__ as bench_main
 from src.bench import overhead, report
+from src.bench import stacked as stacked_bench
 from src.bench import sweep as sweep_bench
 
 
@@ -30,6 +31,21 @@ def test_overhead_benchmark_ends_with_its_json_line(bench_dir, capsys):
     doc = json.loads((bench_dir / "overhead-lstm-cpu.json").read_text())
     assert doc["environment"]["torch"] and doc["environment"]["date"] and doc["summary"] == last
     assert (bench_dir / "overhead-lstm-cpu.md").read_text().startswith("# overhead-lstm-cpu")
+
+
+def test_stacked_benchmark_runs_stacked_and_one_after_another(bench_dir, capsys):
+    args = ["--sizes", "8", "--members", "1,2", "--steps", "2", "--repeats", "1", "--batch", "16", "dataset=digits"]
+    assert stacked_bench.main(args) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = json.loads((bench_dir / "stacked-cpu.json").read_text())["rows"]
+    assert [(r["hidden"], r["S"]) for r in rows] == [(8, 1), (8, 2)]
+    for row in rows:
+        ratio = row["stacked, samples/s"] / row["one after another (fused), samples/s"]
+        assert row["speedup"] == pytest.approx(ratio, rel=0.05, abs=0.006)  # (rounded to 2 decimals)
+        assert last["speedup"][f"hidden=8,S={row['S']}"] == row["speedup"]
+        assert row["MB per member stacked"] > 0 and row["MB single"] > 0
+    # a member's memory stacked is that of one model (the same parameters and saved tensors), within 2x
+    assert rows[1]["MB per member stacked"] < 2 * rows[1]["MB single"]
 
 
 def test_sweep_benchmark_runs_both_modes_through_the_cli(bench_dir, capsys):
@@ -65,7 +81,7 @@ def test_sweep_benchmark_fails_loudly_when_a_job_fails(bench_dir):
 def test_unknown_benchmark_or_bad_setting_is_an_error(capsys):
     assert bench_main.main(["nope"]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
-    assert {"cells", "overhead", "sweep", "diagnostics"} <= set(bench_main.available())
+    assert {"cells", "overhead", "sweep", "diagnostics", "stacked"} <= set(bench_main.available())
     # a bad setting or override: one message naming it, exit 2 (not a traceback)
     assert bench_main.main(["overhead", "--epochs", "1", "--repeats", "1", "--updates-per-step", "fast"]) == 2
     assert "error: updates_per_step='fast' must be a positive integer or auto" in capsys.readouterr().err

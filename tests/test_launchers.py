@@ -127,15 +127,17 @@ def test_the_sbatch_dry_run_renders_what_a_cluster_needs(tmp_path):
             "hydra.launcher.setup=[module load cuda/12]",
         ]
     )
+    # (the sweep's seeds=[1,2] stays in each job; the seed given on the command line wins: src/seeds.py)
     assert len(jobs) == 16 * 3 * 2 and jobs[0] == [
         "dataset=smnist5k",
         "cell=rnn",
-        "seed=1",
+        "seeds=[1,2]",
         "direction=uni",
         "depth=1",
         "truncation=none",
         "sweep=quick",
         "trainer=gpu",
+        "seed=1",
     ]
     _, few = sbatch_script(["sweep=quick", "dataset=digits,sine", "seed=3"])  # the command line wins
     assert len(few) == 2 * 3 and all("seed=3" in job for job in few)
