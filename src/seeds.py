@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +260,7 @@ def build_stacked(
 ) -> tuple[StackedData, StackedTask, L.Trainer]:
     """The members of `seeds` (their configs: `members`, default member_config(cfg, seed)), each built as its
     single run builds its model, stacked; and the Trainer (cfg's, with cfg's callbacks and loggers)."""
-    from src.train import build, resolved_config  # src.train calls this module
+    from src.build import build, resolved_config
 
     update, trainer_cfg = stacked_update(cfg)
     datamodules, tasks = [], []
@@ -352,12 +353,12 @@ class MemberCheckpoints(L.Callback):
             self.save(self.checkpoint(trainer, host, s), run_dir / "checkpoints" / "last.ckpt")
 
 
-def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
+def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> list[dict[str, Any]]:
     """Fit the members of cfg.seeds stacked, test each on its best checkpoint in one pass, and leave one ordinary
     run dir per member: <run dir>/seed=<s>/ with metrics.json (status ok, or failed for a member that diverged),
     checkpoints/best.ckpt and last.ckpt, .hydra/ (its overrides name seed=<s>, as a single run's would)."""
+    from src.build import _floats, check_config, run_fields, user_error
     from src.sweeps import config_hash
-    from src.train import _floats, check_config, run_fields, user_error
 
     started = time.perf_counter()
     seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
@@ -367,7 +368,7 @@ def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
             "seed=<s> hydra.run.dir=<run dir>/seed=<s> ckpt_path=..."
         )
     if (cfg.get("callbacks") or {}).get("early_stopping"):  # each member would stop at its own epoch
-        return one_by_one(cfg, seeds, "early stopping")
+        return one_by_one(cfg, seeds, "early stopping", single)
     out = Path(cfg.paths.output_dir)
     members, dirs = [], []
     for seed in seeds:
@@ -386,7 +387,7 @@ def train_seeds(cfg: DictConfig) -> list[dict[str, Any]]:
         probe(host, data)
     except NotStackable as e:
         log.warning(f"seeds={seeds}: not stacked ({e}); the seeds train one after another")
-        return one_by_one(cfg, seeds, str(e))
+        return one_by_one(cfg, seeds, str(e), single)
     records = [
         {
             **run_fields(m),
@@ -470,9 +471,14 @@ def probe(host: StackedTask, data: StackedData) -> None:
         host.train()
 
 
-def one_by_one(cfg: DictConfig, seeds: list[int], why: str) -> list[dict[str, Any]]:
-    """The members as the single runs they are (src.train's train), one after another, each in its own run dir."""
-    from src.train import train
+def one_by_one(
+    cfg: DictConfig, seeds: list[int], why: str, single: Callable[[DictConfig], dict] | None
+) -> list[dict[str, Any]]:
+    """The members as the single runs they are (`single`: src.train's train, which calls this module), one after
+    another, each in its own run dir."""
+    if single is None:
+        raise NotStackable(f"{why}; and no single-run trainer was handed to run the seeds one after another")
+    train = single
 
     records, error = [], None
     for seed in seeds:
@@ -496,11 +502,11 @@ def one_by_one(cfg: DictConfig, seeds: list[int], why: str) -> list[dict[str, An
     return records
 
 
-def run(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> float | None:
     """src.train's main for seeds=[...]: train_seeds, with its errors said as src.train says them. Returns the
     mean over the members of their best monitored value (for Optuna-style sweepers)."""
+    from src.build import user_error
     from src.sweeps import completed_record, log_job
-    from src.train import user_error
 
     done = []  # a sweep run again: the members that already finished (skip_completed)
     try:
@@ -519,7 +525,7 @@ def run(cfg: DictConfig) -> float | None:
             cfg = copy.deepcopy(cfg)
             with open_dict(cfg):
                 cfg.seeds = [s for s in seeds if s not in {r["seed"] for r in done}]
-        records = train_seeds(cfg)
+        records = train_seeds(cfg, single)
     except Exception as e:
         bad = user_error(e)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

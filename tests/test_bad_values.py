@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from src.build import build
 from src.commands import one_line
 from src.errors import ConfigError, UserError
-from src.train import build, train
+from src.train import train
 from tests.conftest import run_cli
 
 QUICK = ["dataset=digits", "debug=limit"]

@@ -14,9 +14,10 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from src import identity
+from src.build import build
 from src.errors import ConfigError
 from src.sweeps import sweep_names, wandb_sweep
-from src.train import build, train
+from src.train import train
 
 LIBRARY_NOISE = ("wandb:", "litlogger", "LeafSpec", "GPU available", "Seed set to", "Trainer.fit` stopped")
 

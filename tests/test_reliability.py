@@ -10,11 +10,12 @@ import lightning as L
 import pytest
 import torch
 
+from src.build import build, resume_checkpoint
 from src.callbacks import TrainingDiverged
 from src.checkpoints import AtomicCheckpointIO
 from src.errors import ConfigError
 from src.tasks.classify import SequenceClassifier
-from src.train import build, resume_checkpoint, train
+from src.train import train
 from tests.conftest import run_cli
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from src import rundir
+from src.build import resume_checkpoint
 from src.errors import ConfigError
 from src.records import RecordError, find_records, read_record
-from src.train import resume_checkpoint, train
+from src.train import train
 from tests.conftest import run_cli
 
 QUICK = ["dataset=digits", "debug=limit"]

@@ -12,10 +12,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from src.build import user_error
 from src.errors import ConfigError, UserError
 from src.generate import generate, load_language_model
 from src.generate import main as generate_main
-from src.train import train, user_error
+from src.train import train
 from tests.conftest import ROOT
 
 CORPUS = "\n".join(f"the cat sat on the mat number {i % 7} and the dog ran" for i in range(300))

@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
+from src.build import build
 from src.compare import build_sections, find_runs
 from src.errors import ConfigError
 from src.seeds import build_stacked, check_seeds, train_seeds
-from src.train import build
 from src.updates.stacked import NotStackable
 from tests.conftest import run_cli
 

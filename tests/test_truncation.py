@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.build import build
 from src.data.tensors import Batch, DataSpec
 from src.errors import ConfigError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack, detach_state
 from src.tasks.base import RecurrentTask
-from src.train import build
 from src.updates.auto import pick
 from src.updates.truncated import Truncation
 from tests.test_models import OneLSTMLayer

@@ -10,8 +10,9 @@ import textwrap
 import pytest
 import torch
 
+from src.build import build, moved_setting
 from src.errors import ConfigError
-from src.train import build, moved_setting, train
+from src.train import train
 from tests.conftest import run_cli
 
 SMALL = ["dataset=digits", "cell.hidden_size=16", "trainer.limit_val_batches=1", "test=false"]

@@ -86,7 +86,7 @@ def build_run(overrides: list[str], out_dir: str):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from src.train import build
+    from src.build import build
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):

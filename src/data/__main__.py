@@ -88,8 +88,8 @@ def data_module(name: str, cache: Path):
 
 def probe(name: str, cache: Path, downloads: bool) -> Status:
     """Run the data set's fetch, recording the pinned artifacts it uses; downloads=False: only what is cached."""
+    from src.build import user_error
     from src.data.sources import NotCached, recording
-    from src.train import user_error
 
     status = Status(name)
     with recording(downloads=downloads) as used:
