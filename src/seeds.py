@@ -44,6 +44,7 @@ from src.updates.stacked import NotStackable, Stacked
 from src.updates.truncated import Truncation
 
 log = logging.getLogger(__name__)
+AUTO_UPDATE = Path(__file__).resolve().parents[1] / "conf" / "update" / "auto.yaml"
 
 
 def wanted(cfg: DictConfig) -> bool:
@@ -237,22 +238,26 @@ class ZippedBatches:
 
 
 def stacked_update(cfg: DictConfig) -> tuple[Stacked, DictConfig]:
-    """The stacked update for cfg (clipping and truncation from the config), and the trainer config without the
-    clipping settings (Lightning refuses them under manual optimization)."""
+    """The stacked update for cfg, and the trainer config the members run under: update=stacked with its own
+    settings; any other update group's clipping (update.gradient_clip_*, which every strategy has) and cfg's
+    truncation otherwise."""
     trainer_cfg = cfg.trainer.copy()
     with open_dict(trainer_cfg):
         trainer_cfg.default_root_dir = str(cfg.paths.output_dir)
-        clip = trainer_cfg.pop("gradient_clip_val", None)
-        algorithm = trainer_cfg.pop("gradient_clip_algorithm", None) or "norm"
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
         raise NotStackable("gradient accumulation")
     if cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("strategy") == "ddp":
         raise NotStackable("several devices (the members train in one process on one device)")
-    update = cfg.get("update")
-    if update and str(update.get("_target_", "")).endswith(".Stacked"):  # update=stacked: its own settings
-        return instantiate(update, _convert_="all"), trainer_cfg
+    node = cfg["update"]  # not cfg.update: that is the mapping's update() method
+    if is_stacked(node):  # update=stacked: its own settings
+        return instantiate(node, _convert_="all"), trainer_cfg
     truncation = Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True))
+    clip, algorithm = node.get("gradient_clip_val"), node.get("gradient_clip_algorithm") or "norm"
     return Stacked(clip, algorithm, truncation), trainer_cfg
+
+
+def is_stacked(node: Any) -> bool:
+    return bool(node) and str(node.get("_target_", "")).endswith(".Stacked")
 
 
 def build_stacked(
@@ -269,6 +274,8 @@ def build_stacked(
         member = copy.deepcopy(members[i]) if members else member_config(cfg, seed)
         with open_dict(member):
             member.trainer = trainer_cfg
+            if is_stacked(member.get("update")):  # each member is built as its single run (update=auto) builds it
+                member.update = OmegaConf.load(AUTO_UPDATE)
             # Only the first member's build makes the Trainer that runs: cfg's callbacks and loggers, in cfg's dir.
             member.callbacks = (cfg.get("callbacks") or None) if not i else None
             member.logger = _resolved(cfg.get("logger")) if not i else None
