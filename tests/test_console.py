@@ -120,6 +120,18 @@ def test_tensorboard_logger_and_tags_reach_every_logger_and_metrics_json(cfg_fac
         assert hparams["run"]["tags"] == ["baseline", "v2"] and hparams["run"]["setting"], logger
 
 
+def test_tensorboard_keeps_fit_scalars_when_test_starts_within_the_same_second(tmp_path):
+    from src.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    logger.log_metrics({"val/acc": 0.5}, step=1)
+    logger.finalize("success")  # the end of fit; test starts at once, as with a small data set
+    logger.log_metrics({"test/acc": 0.4}, step=1)
+    logger.finalize("success")
+    tagged = {tag for path in (tmp_path / "tb").glob("events.out.tfevents.*") for tag in scalar_tags(path)}
+    assert {"val/acc", "test/acc"} <= tagged
+
+
 def scalar_tags(path) -> set[str]:
     """The scalar names in a TensorBoard event file: TFRecords (length, its CRC, an Event proto, the proto's CRC)."""
     import struct

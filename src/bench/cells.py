@@ -176,6 +176,8 @@ def bench_sizes(args, device: torch.device) -> list[dict]:
 def saved_mb(fn: Callable[[], None]) -> float:
     """What one forward keeps for the backward, in MB: the activation memory that grows with T (each storage
     counted once). A device-independent measure, also on CPU, where no allocator reports a peak per run."""
+    import torch
+
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
