@@ -112,17 +112,10 @@ def stacked(tasks: list, batches: list[Batch]) -> float:
 
 def megabytes(run, params: list[torch.Tensor], count: int) -> float:
     """(tensors saved for backward by `run()`, each storage once, + parameters x 4) / count, in MB."""
-    saved: dict[int, int] = {}
+    from src.bench.cells import saved_mb
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
     size = sum(p.numel() * p.element_size() for p in params)
-    return (sum(saved.values()) + 4 * size) / count / 2**20
+    return (saved_mb(run) + 4 * size / 2**20) / count
 
 
 def main(argv: list[str]) -> int:

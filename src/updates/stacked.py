@@ -29,7 +29,7 @@ from src.errors import ConfigError
 from src.models.stack import detach_state
 from src.updates import lightning_internals as internals
 from src.updates.manual import Manual
-from src.updates.truncated import Truncation
+from src.updates.truncated import Truncation, continuing
 
 # One optimizer over stacked tensors equals one per member only when every update is element-wise.
 ELEMENTWISE = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "ASGD", "Rprop")
@@ -164,15 +164,9 @@ class Stacked(Manual):
 
     # -- truncated BPTT (src/updates/truncated.py, on [S, ...] tensors) ----------------------------------------
     def carried_state(self, batch_size: int) -> Any:
-        state = self.state
-        if state is None or not self.truncation.carry_across_batches:
-            return None
-        first = state
-        while isinstance(first, (tuple, list)):
-            first = first[0]
         # member dim first; then the batch is dim -2 of a fused stack's state, dim 1 of every layered cell's
         batch_dim = -2 if getattr(self.task.members.tasks[0].stack, "fused", False) else 1
-        return state if first.shape[batch_dim] == batch_size else None
+        return continuing(self.state, batch_size, self.truncation.carry_across_batches, batch_dim)
 
     def on_train_epoch_start(self) -> None:
         self.state = None

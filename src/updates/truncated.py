@@ -66,6 +66,16 @@ class Truncation:
         return [(max(0, t0 - (self.steps - self.stride)), t0, min(t0 + self.stride, total)) for t0 in t0s]
 
 
+def continuing(state: Any, batch_size: int, carry: bool, batch_dim: int) -> Any:
+    """`state` if it carries into a batch of `batch_size` rows (its first tensor's batch at `batch_dim`), else None."""
+    if state is None or not carry:
+        return None
+    first = state
+    while isinstance(first, (tuple, list)):
+        first = first[0]
+    return state if first.shape[batch_dim] == batch_size else None
+
+
 class Truncated(Manual):
     """Manual updates, one per window of `truncation.stride` steps (several per batch). `truncation`: the
     truncation group's settings (conf/update/truncated.yaml takes them as `${truncation}`) or a Truncation."""
@@ -111,17 +121,11 @@ class Truncated(Manual):
 
     def carried_state(self, batch_size: int) -> Any:
         """The state the previous training batch ended with, or None (no carry, new epoch, other size)."""
-        state = self.state
-        if state is None or not self.truncation.carry_across_batches:
-            return None
-        first = state
-        while isinstance(first, (tuple, list)):
-            first = first[0]
         # A batch of another size (a stream's short last batch) has no rows that continue the previous ones. The
         # batch is dim -2 of a fused stack's [layers x directions, B, H] state and dim 0 of every layered cell's
         # (whose states may have 3 dims too: LRU's [B, N, 2], Mamba's [B, E*D, N]).
         batch_dim = -2 if getattr(self.task.stack, "fused", False) else 0
-        return state if first.shape[batch_dim] == batch_size else None
+        return continuing(self.state, batch_size, self.truncation.carry_across_batches, batch_dim)
 
     def on_train_epoch_start(self) -> None:
         self.state = None
