@@ -5,9 +5,9 @@ import sys
 from omegaconf import OmegaConf
 
 from src.data.sources import default_cache_dir
-from src.gpus import register_resolvers
-from src.identity import register_resolvers as register_identity_resolvers
-from src.rundir import job_dir_name
+from src.records.identity import register_resolvers as register_identity_resolvers
+from src.records.rundir import job_dir_name
+from src.runs.gpus import register_resolvers
 
 # Registered on import of the package, so every process that composes the configs has them: the command line,
 # the tests, and the worker processes of a parallel launcher (which import src.* when they unpickle a job).

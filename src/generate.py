@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src import commands
-from src.errors import ConfigError, UserError
+from src.common.errors import ConfigError, UserError
+from src.runs import commands
 
 # torch and the model's modules are imported where they are used, so that `--help` and a bad option answer
 # without loading them.
@@ -104,9 +104,9 @@ def checkpoint_path(path: str | Path) -> Path:
 def load_language_model(path: str | Path, device: str = "cpu") -> LanguageModel:
     """The language model a checkpoint of src.train holds (`path`: the file or its run dir), rebuilt from the
     suite's own classes only, on `device`."""
-    from src.checkpoints import load as load_checkpoint
-    from src.checkpoints import load_weights, stored_spec
-    from src.rebuild import rebuild
+    from src.records.checkpoints import load as load_checkpoint
+    from src.records.checkpoints import load_weights, stored_spec
+    from src.records.rebuild import rebuild
     from src.tasks.language_model import LanguageModel
 
     source = f"ckpt={path}"

@@ -1,6 +1,6 @@
-"""python -m src.train [overrides]: compose the config, build data + model + trainer (src/build.py), fit, test, and
+"""python -m src.train [overrides]: compose the config, build data + model + trainer (src/runs/build.py), fit, test, and
 write <run dir>/metrics.json. Returns the best validation value of the monitored metric (for Optuna-style
-sweepers). With seeds=[...], every seed trains at once (src/seeds.py)."""
+sweepers). With seeds=[...], every seed trains at once (src/runs/seeds.py)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from src import commands, console, identity, rundir
-from src.files import atomic_write_json
-from src.records import RECORD
-from src.sweeps import completed_record, config_hash, log_job
+from src.common.files import atomic_write_json
+from src.records import identity, rundir
+from src.records.record import RECORD
+from src.runs import commands, console
+from src.runs.sweeps import completed_record, config_hash, log_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
 # and a bad command line answer without loading them (seconds).
 if TYPE_CHECKING:
     pass
 
-from src.build import _floats, build, check_config, moved_setting, resume_checkpoint, run_fields, user_error
+from src.common.errors import user_error
+from src.runs.build import _floats, build, check_config, moved_setting, resume_checkpoint, run_fields
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test one configuration in its own run dir (src/rundir.py): metrics.json is written whatever
+    """Fit and test one configuration in its own run dir (src/records/rundir.py): metrics.json is written whatever
     happens (status ok or failed) once the dir is claimed; a dir that belongs to another run is not touched."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -136,7 +138,7 @@ def main(cfg: DictConfig) -> float | None:
     console.capture_warnings()
     console.route_lightning_logs()
     if cfg.get("seeds") is not None:
-        from src import seeds
+        from src.runs import seeds
 
         if seeds.wanted(cfg):  # seeds=[...]: every seed trained at once, stacked; `train` runs one seed alone
             return seeds.run(cfg, single=train)

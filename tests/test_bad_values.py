@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from src.build import build
-from src.commands import one_line
-from src.errors import ConfigError, UserError
+from src.common.errors import ConfigError, UserError
+from src.runs.build import build
+from src.runs.commands import one_line
 from src.train import train
 from tests.conftest import run_cli
 

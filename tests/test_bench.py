@@ -89,7 +89,7 @@ def test_unknown_benchmark_or_bad_setting_is_an_error(capsys):
 
 def test_progress_bar_redraws_only_on_logging_steps(cfg_factory):
     """A redraw reads the logged values back from the device (a sync): only every log_every_n_steps."""
-    from src.build import build
+    from src.runs.build import build
 
     cfg = cfg_factory("dataset=digits", "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=7")
     _, _, trainer = build(cfg)

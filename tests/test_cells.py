@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.cells.base import time_loop
 from src.models.cells.fused import FusedRNN
 from src.models.cells.greff import VARIANTS, LSTMVariant

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from src.compare import main as compare
+from src.compare.report import main as compare
 
 
 def make_run(root: Path, name: str, overrides: list[str], curve: list[float] = (), **record) -> Path:
@@ -145,7 +145,7 @@ def test_no_runs_is_a_clear_error(tmp_path, capsys):
 
 def test_gradient_flow_curves_of_a_task_are_overlaid(tmp_path):
     """Runs trained with +diagnostics=gradients get one picture per task: one curve per run."""
-    from src.diagnostics import FLOW_COLUMNS, write_csv
+    from src.diagnostics.report import FLOW_COLUMNS, write_csv
 
     acc = dict(dataset="adding", task="regress", monitor="val/loss", monitor_mode="min")
     for cell, decay in (("rnn", 0.5), ("lstm", 0.98)):
@@ -164,7 +164,7 @@ def test_gradient_flow_curves_of_a_task_are_overlaid(tmp_path):
 
 
 def test_damaged_records_are_skipped_with_their_file_named_and_listed(tmp_path, capsys):
-    from src.compare import main as compare
+    from src.compare.report import main as compare
 
     good = tmp_path / "good"
     good.mkdir()
@@ -297,7 +297,7 @@ def test_setting_column_shows_the_values_that_differ(tmp_path):
     assert {r["setting"] for r in lines} == {"hidden 32, lr 0.01", "hidden 64, lr 0.01", "hidden 32, lr 0.00108"}
     assert "cell.hidden_size=64 optimizer.lr=0.01" in {r["overrides"] for r in lines}  # the raw ones too
 
-    from src.leaderboard import setting_names
+    from src.records.identity import setting_names
 
     assert setting_names(["cell.variant", "dataset.variant", "optimizer.lr"]) == {
         "cell.variant": "cell.variant",
@@ -336,8 +336,8 @@ def test_cross_task_summary_mean_rank_and_wins(tmp_path):
 
 
 def test_plots_share_colours_bands_over_seeds_train_loss_and_error_bars_above_zero(tmp_path):
-    from src.html_dashboard import bars_figure, curves_figure
-    from src.leaderboard import build_sections, error_bars, find_runs, row_curves
+    from src.compare.html_dashboard import bars_figure, curves_figure
+    from src.compare.leaderboard import build_sections, error_bars, find_runs, row_curves
 
     for seed, value in ((1, 0.01), (2, 0.19)):  # mean 0.1, std 0.13: mean - std < 0
         adding_run(tmp_path, f"gru{seed}", "gru", seed, value, curve=[0.3, 0.2 - 0.05 * seed])
@@ -377,7 +377,7 @@ def test_help_imports_no_plotting_library_nor_torch():
     import sys
 
     code = (
-        "import sys, contextlib, io\nfrom src.compare import main\n"
+        "import sys, contextlib, io\nfrom src.compare.report import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['--help'])\n    except SystemExit: pass\n"
         "print(sorted(m for m in ('torch', 'lightning', 'matplotlib', 'plotly', 'playwright') if m in sys.modules))"
@@ -394,7 +394,7 @@ def test_help_imports_no_plotting_library_nor_torch():
 
 
 def test_browser_missing_is_a_clear_error_not_a_skip(monkeypatch, tmp_path):
-    from src.browser import BrowserMissing, find_chromium
+    from src.compare.browser import BrowserMissing, find_chromium
 
     monkeypatch.setenv("RNN_BENCH_CHROMIUM", str(tmp_path / "nowhere"))
     with pytest.raises(BrowserMissing, match="not an executable"):
@@ -408,8 +408,8 @@ def test_browser_missing_is_a_clear_error_not_a_skip(monkeypatch, tmp_path):
 def test_html_dashboard_opens_offline_in_headless_chromium(sweep, tmp_path):
     """The dashboard in a real browser (Debian's chromium via Playwright): no console errors, no network, the
     tables hold the runs, the charts render, sorting and filtering work. Without chromium this fails with how to
-    install it (it never skips). python -m src.browser ... --screenshot docs/dashboard.png is the same check."""
-    from src.browser import check, inspect, open_page
+    install it (it never skips). python -m src.compare.browser ... --screenshot docs/dashboard.png is the same check."""
+    from src.compare.browser import check, inspect, open_page
 
     for seed, loss in ((1, 0.1665), (2, 0.1664)):
         adding_run(sweep, f"adding-rnn{seed}", "rnn", seed, loss, curve=[0.2, 0.17])
@@ -456,7 +456,7 @@ def test_html_dashboard_opens_offline_in_headless_chromium(sweep, tmp_path):
 
 def test_the_browser_check_catches_console_errors_and_network_requests(tmp_path):
     """What the dashboard test relies on: a page that logs an error or reaches for the network is caught."""
-    from src.browser import check
+    from src.compare.browser import check
 
     page = tmp_path / "bad.html"
     page.write_text(
@@ -479,7 +479,7 @@ def test_ci_installs_chromium_before_the_tests():
 
 
 def test_welch_p_value_and_holm_on_fixed_numbers():
-    from src.significance import holm, p_value
+    from src.compare.significance import holm, p_value
 
     a, b = [0.80, 0.90, 0.85, 0.86, 0.87], [0.81, 0.84, 0.83, 0.80, 0.82]
     # Welch by hand: t = (mean a - mean b) / sqrt(var a / n + var b / n) = 0.036 / sqrt((0.00133 + 0.00025) / 5)

@@ -1,6 +1,6 @@
-"""The console and the run's log (conf/hydra/job_logging/quiet.yaml, src/console.py), the progress bar
+"""The console and the run's log (conf/hydra/job_logging/quiet.yaml, src/runs/console.py), the progress bar
 (conf/progress/), TensorBoard and tags=[...] for every logger, and what identifies a run on W&B
-(src/identity.py: name, tags, job type and run.* keys), in sweeps too. W&B offline, as run_cli sets it."""
+(src/records/identity.py: name, tags, job type and run.* keys), in sweeps too. W&B offline, as run_cli sets it."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from src import identity
-from src.build import build
-from src.errors import ConfigError
-from src.sweeps import sweep_names, wandb_sweep
+from src.common.errors import ConfigError
+from src.records import identity
+from src.runs.build import build
+from src.runs.sweeps import sweep_names, wandb_sweep
 from src.train import train
 
 LIBRARY_NOISE = ("wandb:", "litlogger", "LeafSpec", "GPU available", "Seed set to", "Trainer.fit` stopped")
@@ -121,7 +121,7 @@ def test_tensorboard_logger_and_tags_reach_every_logger_and_metrics_json(cfg_fac
 
 
 def test_tensorboard_keeps_fit_scalars_when_test_starts_within_the_same_second(tmp_path):
-    from src.loggers import TensorBoardLogger
+    from src.runs.loggers import TensorBoardLogger
 
     logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
     logger.log_metrics({"val/acc": 0.5}, step=1)
@@ -238,10 +238,10 @@ def test_every_sweep_logs_to_wandb_offline_and_tells_its_jobs_apart(cfg_factory,
 
 
 def test_the_wandb_dashboard_groups_each_task_by_the_settings_that_differ(tmp_path):
-    """src.wandb_dashboard groups a task's runs as the leaderboard rows them: the architecture and every setting
+    """src.compare.wandb_dashboard groups a task's runs as the leaderboard rows them: the architecture and every setting
     that differs between them, under the run.* keys that src.train logs (run.cell_variant)."""
-    from src.leaderboard import build_sections, find_runs
-    from src.wandb_dashboard import GROUP_BY, group_by
+    from src.compare.leaderboard import build_sections, find_runs
+    from src.compare.wandb_dashboard import GROUP_BY, group_by
 
     for variant in ("NIG", "NFG"):
         for seed in (1, 2):

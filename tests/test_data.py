@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from src.common.errors import ConfigError, DataError
 from src.data.mnist import MNIST, FashionMNIST, MNIST5k
 from src.data.sources import UrlArtifact, cached_arrays, read_idx
 from src.data.splits import stratified_split
 from src.data.tensors import Batches
-from src.errors import ConfigError, DataError
 from tests.conftest import CACHE
 
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.tensors import Batch, DataSpec
-from src.diagnostics import FLOW_COLUMNS, main, plot_gradient_flow, read_csv, write_csv
-from src.diagnostics_measure import GradientDiagnostics, gradient_flow, state_statistics
+from src.diagnostics.measure import GradientDiagnostics, gradient_flow, state_statistics
+from src.diagnostics.report import FLOW_COLUMNS, main, plot_gradient_flow, read_csv, write_csv
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack
 from src.models.trace import trace_stack

@@ -43,7 +43,15 @@ def loaded(module: str, *args: str) -> tuple[str, str]:
     return done.stderr.strip().splitlines()[-1], done.stdout
 
 
-COMMANDS = ["src.train", "src.compare", "src.generate", "src.diagnostics", "src.data", "src.sweeps", "src.bench"]
+COMMANDS = [
+    "src.train",
+    "src.compare",
+    "src.generate",
+    "src.diagnostics",
+    "src.data",
+    "src.runs.sweeps",
+    "src.bench",
+]
 BENCHMARKS = ["src.bench cells", "src.bench overhead", "src.bench sweep", "src.bench diagnostics"]
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.errors import ConfigError
-from src.sweeps import check_one_process_per_job, sbatch_script
+from src.common.errors import ConfigError
+from src.runs.sweeps import check_one_process_per_job, sbatch_script
 from tests.conftest import run_cli
 from tests.test_sweeps import as_multirun
 
@@ -72,7 +72,7 @@ def check_sweep_contract(sweep_dir: Path, run, launcher_says: str) -> None:
     assert f"sweep {sweep_dir}: 1 ok, 1 failed (1 skipped: finished before)" in again.stdout
     assert (dirs["1e+30"] / "previous_attempts" / "1" / "metrics.json").exists()
 
-    from src.compare import main as compare
+    from src.compare.report import main as compare
 
     assert compare([str(sweep_dir), "--no-plots"]) == 0
     board = (sweep_dir / "leaderboard.md").read_text()
@@ -127,7 +127,7 @@ def test_the_sbatch_dry_run_renders_what_a_cluster_needs(tmp_path):
             "hydra.launcher.setup=[module load cuda/12]",
         ]
     )
-    # (the sweep's seeds=[1,2] stays in each job; the seed given on the command line wins: src/seeds.py)
+    # (the sweep's seeds=[1,2] stays in each job; the seed given on the command line wins: src/runs/seeds.py)
     assert len(jobs) == 16 * 3 * 2 and jobs[0] == [
         "dataset=smnist5k",
         "cell=rnn",
@@ -177,7 +177,7 @@ def run_cli_sweeps(*args: str):
     from tests.conftest import ROOT
 
     return subprocess.run(
-        [sys.executable, "-m", "src.sweeps", *args],
+        [sys.executable, "-m", "src.runs.sweeps", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -263,8 +263,8 @@ def test_the_ledger_counts_this_multiruns_jobs_from_any_process_and_only_rank_ze
     from lightning.fabric.utilities.rank_zero import rank_zero_only
     from omegaconf import OmegaConf
 
-    from src import commands
-    from src.sweeps import LEDGER, SweepSummary, log_job
+    from src.runs import commands
+    from src.runs.sweeps import LEDGER, SweepSummary, log_job
 
     monkeypatch.setattr(commands, "started", False)  # the summary marks the command as started
     cfg = as_multirun(cfg_factory(out=tmp_path / "job"))

@@ -1,4 +1,4 @@
-"""Each function of src/updates/lightning_internals.py against a real (tiny) Trainer run: a Lightning release that
+"""Each function of src/common/lightning_internals.py against a real (tiny) Trainer run: a Lightning release that
 moves one of the private names they use fails the test named after that function, not a training run."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from src.updates import lightning_internals as internals
+from src.common import lightning_internals as internals
 
 
 def loader(n: int = 6) -> DataLoader:
@@ -159,7 +159,7 @@ def test_keeping_csv_writer(tmp_path):
 
 def test_quiet_wandb_logger(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    from src.updates.lightning_internals import QuietWandbLogger
+    from src.common.lightning_internals import QuietWandbLogger
 
     assert "anonymous" not in QuietWandbLogger(save_dir=str(tmp_path), project="p")._wandb_init
     assert QuietWandbLogger(save_dir=str(tmp_path), project="p", anonymous=True)._wandb_init["anonymous"] == "allow"

@@ -11,9 +11,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from src.common.errors import ConfigError
 from src.data.memory import MQAR, Induction, Parity, SelectiveCopy, constant_baselines
 from src.data.tensors import Batch
-from src.errors import ConfigError
 from src.tasks.steps import IGNORE
 from src.train import train
 from tests.conftest import run_cli

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack, detach_state, last_step, reverse_padded
 from src.train import train

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.cells.attention import Attention
 from src.models.cells.lru import LRU
 from src.models.cells.mamba import Mamba

@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from src.build import build, resume_checkpoint
-from src.callbacks import TrainingDiverged
-from src.checkpoints import AtomicCheckpointIO
-from src.errors import ConfigError
+from src.common.errors import ConfigError
+from src.records.checkpoints import AtomicCheckpointIO
+from src.runs.build import build, resume_checkpoint
+from src.runs.callbacks import TrainingDiverged
 from src.tasks.classify import SequenceClassifier
 from src.train import train
 from tests.conftest import run_cli

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import rundir
-from src.build import resume_checkpoint
-from src.errors import ConfigError
-from src.records import RecordError, find_records, read_record
+from src.common.errors import ConfigError
+from src.records import rundir
+from src.records.record import RecordError, find_records, read_record
+from src.runs.build import resume_checkpoint
 from src.train import train
 from tests.conftest import run_cli
 

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from src.common.errors import ConfigError, DataError
 from src.data.corpora import KJV, PeoplesDaily, Tang
 from src.data.lm_text import TextFiles
 from src.data.seq2seq import TOKENS, DigitTransduction
@@ -16,7 +17,6 @@ from src.data.streams import StreamBatches, batchify
 from src.data.synthetic import Adding, Copy
 from src.data.text_pipeline import Vocabulary
 from src.data.tokens import EOS, PAD, UNK
-from src.errors import ConfigError, DataError
 from tests.conftest import CACHE
 
 

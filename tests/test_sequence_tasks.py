@@ -12,8 +12,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.build import user_error
-from src.errors import ConfigError, UserError
+from src.common.errors import ConfigError, UserError, user_error
 from src.generate import generate, load_language_model
 from src.generate import main as generate_main
 from src.train import train

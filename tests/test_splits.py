@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from src.common.errors import DataError
 from src.data.splits import carve
-from src.errors import DataError
 
 
 def test_in_order_cuts_round_to_nearest_or_down():

@@ -1,4 +1,4 @@
-"""Seeds stacked in one process (src/seeds.py, src/updates/stacked.py, src/models/stacking.py): each member's
+"""Seeds stacked in one process (src/runs/seeds.py, src/updates/stacked.py, src/models/stacking.py): each member's
 parameters after three updates equal the single run with its seed, whatever the cell, clipping and truncation;
 a diverging member changes nothing of the others."""
 
@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from src.build import build
-from src.compare import build_sections, find_runs
-from src.errors import ConfigError
-from src.seeds import build_stacked, check_seeds, train_seeds
+from src.common.errors import ConfigError
+from src.compare.report import build_sections, find_runs
+from src.runs.build import build
+from src.runs.seeds import build_stacked, check_seeds, train_seeds
 from src.train import train
 from src.updates.stacked import NotStackable
 from tests.conftest import run_cli
@@ -108,7 +108,7 @@ def test_a_diverging_member_is_frozen_and_changes_nothing_of_the_others(cfg_fact
 
 
 def test_all_members_diverged_stops_the_run(cfg_factory):
-    from src.callbacks import FiniteLoss, TrainingDiverged
+    from src.runs.callbacks import FiniteLoss, TrainingDiverged
 
     data, host, trainer = build_stacked(cfg_factory(*settings("mingru", "none", False)), SEEDS)
     with torch.no_grad():

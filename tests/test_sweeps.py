@@ -14,9 +14,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from src import gpus
-from src.errors import ConfigError
-from src.sweeps import ROOT, check_one_process_per_job, completed_record, config_hash, render_wandb_sweep, sweep_names
+from src.common.errors import ConfigError
+from src.runs import gpus
+from src.runs.sweeps import (
+    ROOT,
+    check_one_process_per_job,
+    completed_record,
+    config_hash,
+    render_wandb_sweep,
+    sweep_names,
+)
 from tests.conftest import CONF, run_cli
 
 # Options the sweeps already name that other work is adding. Each is checked like any other once its config exists.
@@ -68,7 +75,7 @@ def test_wandb_sweep_file_matches_and_passes_hydra_overrides(cfg_factory, name):
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
     path = ROOT / "sweeps" / f"wandb_{name}.yaml"
-    assert path.read_text() == render_wandb_sweep(name), f"regenerate: python -m src.sweeps wandb {name}"
+    assert path.read_text() == render_wandb_sweep(name), f"regenerate: python -m src.runs.sweeps wandb {name}"
     doc = yaml.safe_load(path.read_text())
     assert doc["command"][:4] == ["${env}", "python", "-m", "src.train"] and "${args_no_hyphens}" in doc["command"]
     # What the agent runs for the first grid point: `python -m src.train sweep=<name> ... key=value ...`
@@ -159,7 +166,7 @@ def test_sweep_with_failing_jobs_records_them_and_a_rerun_skips_finished_jobs(tm
     assert f"sweep {tmp_path}: 1 ok, 3 failed (1 skipped: finished before)" in again.stdout
     assert (diverged / "previous_attempts" / "1" / "metrics.json").exists()  # the first attempt, kept aside
 
-    from src.compare import main as compare  # and the leaderboard of it lists the failures
+    from src.compare.report import main as compare  # and the leaderboard of it lists the failures
 
     assert compare([str(tmp_path), "--no-plots"]) == 0
     board = (tmp_path / "leaderboard.md").read_text()

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import src.data.text as text
+from src.common.errors import ConfigError, DataError
 from src.data.news import NewsZh
 from src.data.pos import PosZh, agreement, parse_tagged, sentences
 from src.data.sentiment import SentimentEn, SentimentZh
 from src.data.tensors import Batch
 from src.data.text import TextSpec, read_labelled
 from src.data.tokens import IGNORE
-from src.errors import ConfigError, DataError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack
 from src.tasks.classify import SequenceClassifier

@@ -12,6 +12,7 @@ import torch
 
 import src.data.lm_text as lm_text
 import src.data.text_pipeline as pipeline
+from src.common.errors import ConfigError, DataError
 from src.data.lm_text import TextFiles
 from src.data.sources import cache_path
 from src.data.text_pipeline import (
@@ -23,7 +24,6 @@ from src.data.text_pipeline import (
     unpack,
 )
 from src.data.tokens import EOS, PAD, PAD_ID, UNK, UNK_ID
-from src.errors import ConfigError, DataError
 from tests.test_text import news
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from src.errors import ConfigError, DataError
+from src.common.errors import ConfigError, DataError
 from src.train import train
 from tests.conftest import run_cli
 
@@ -204,7 +204,7 @@ def test_callbacks_none_writes_no_checkpoint(cfg_factory, tmp_path):
 
 # -- several optimizer updates per Lightning step (update=grouped / graphed) ------------------------------------------------
 def fit_weights(cfg) -> tuple[list[torch.Tensor], L.Trainer]:
-    from src.build import build
+    from src.runs.build import build
 
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule)
@@ -264,7 +264,7 @@ def test_max_steps_stops_at_its_update_with_several_updates_per_step(cfg_factory
 
 
 def test_updates_per_step_auto_and_bad_values(cfg_factory):
-    from src.build import update_strategy
+    from src.runs.build import update_strategy
 
     def updates_per_step(cfg):
         return update_strategy(cfg).setting("per_step", 1)
@@ -301,10 +301,10 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
     ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"],
 )
 def test_the_update_strategy_comes_from_the_config_with_its_reason(cfg_factory, overrides, update, reason):
-    """One place (the update group, built by src.build.update_strategy) gives the strategy; update=auto picks
+    """One place (the update group, built by src.runs.build.update_strategy) gives the strategy; update=auto picks
     from truncation and the device; metrics.json records its `describe()` and `reason`. Clipping is the
     strategy's for every strategy, and the trainer config is left as composed (it holds no clipping)."""
-    from src.build import update_strategy
+    from src.runs.build import update_strategy
 
     cfg = cfg_factory(*overrides, "update.gradient_clip_val=0.5")
     strategy = update_strategy(cfg)
@@ -404,7 +404,7 @@ def test_resume_with_several_updates_per_step_continues_the_same_batches(cfg_fac
     """A checkpoint written after a step of 3 updates (on_train_batch_end: mid-epoch, or the epoch's last step),
     resumed: the same batches in the same order as an uninterrupted run, the same update count, and Throughput
     counts only the batches trained after resuming."""
-    from src.build import build
+    from src.runs.build import build
 
     class Stop(Exception):
         pass

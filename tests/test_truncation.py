@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.build import build
+from src.common.errors import ConfigError
 from src.data.tensors import Batch, DataSpec
-from src.errors import ConfigError
 from src.models.cells.fused import FusedRNN
 from src.models.stack import RecurrentStack, detach_state
+from src.runs.build import build
 from src.tasks.base import RecurrentTask
 from src.updates.auto import pick
 from src.updates.truncated import Truncation

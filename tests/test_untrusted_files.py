@@ -17,13 +17,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from src.common.errors import ConfigError, DataError
 from src.data.embeddings import prepare_vectors
 from src.data.mnist import FashionMNIST
 from src.data.sentiment import SentimentEn
 from src.data.sources import PipArtifact, cached_arrays
-from src.errors import ConfigError, DataError
 from src.generate import main as generate_main
-from src.rebuild import allowed_targets, check_stored_config
+from src.records.rebuild import allowed_targets, check_stored_config
 from tests.conftest import CONF, ROOT
 
 
@@ -149,7 +149,7 @@ def test_a_legitimate_stored_config_passes_and_every_configured_target_is_allowe
         "pathlib.Path.mkdir",
         "torch.load",
         "numpy.load",
-        "src.files.atomic_write_text",
+        "src.common.files.atomic_write_text",
         "src.data.sources.UrlArtifact",
         "subprocess.run",
     ):
@@ -274,7 +274,7 @@ def test_vectors_file_in_another_encoding_names_the_line_and_a_directory_is_refu
 
 
 def test_files_written_atomically_get_the_umask_permissions(tmp_path):
-    from src.files import atomic_write_json
+    from src.common.files import atomic_write_json
 
     old = os.umask(0o022)
     try:

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from src.build import build, moved_setting
-from src.errors import ConfigError
+from src.common.errors import ConfigError
+from src.runs.build import build, moved_setting
 from src.train import train
 from tests.conftest import run_cli
 

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     try:
         return importlib.import_module(f"src.bench.{argv[0]}").main(argv[1:]) or 0
     except Exception as e:  # bad overrides or settings: the one message, as `python -m src.train` prints it
-        from src.build import user_error
+        from src.common.errors import user_error
 
         bad = user_error(e)
         if bad is None:

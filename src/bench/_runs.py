@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.callbacks import step_samples
+from src.runs.callbacks import step_samples
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 WARMUP = 10  # updates before the clock starts (allocator, threads, cuDNN autotuning)
@@ -86,7 +86,7 @@ def build_run(overrides: list[str], out_dir: str):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from src.build import build
+    from src.runs.build import build
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):

@@ -2,7 +2,7 @@
 
 The suite's own cost: the same model (cell-128, row-by-row MNIST shape 28x28, batch 128, Adam) trained
   1. by a plain PyTorch loop over tensors already on the device (the loop the tutorials write by hand), and
-  2. through the suite (`src.build.build`: data module, task module with its metrics, Trainer, CSV logger,
+  2. through the suite (`src.runs.build.build`: data module, task module with its metrics, Trainer, CSV logger,
      progress bar, throughput and NaN callbacks; no checkpoints (callbacks=none); validation off so only training is
      timed; the classifier head a single linear layer, as in the plain loop),
 in the same process, interleaved `--repeats` times; the median of each is reported with their ratio. The suite
@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 from src.bench import report
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 
 
 def update_overrides(per_step: str) -> list[str]:

@@ -11,13 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from src.files import atomic_write_json, atomic_write_text
+from src.common.files import atomic_write_json, atomic_write_text
+from src.common.markdown import markdown_table
 
 OUT_DIR = Path(os.environ.get("RNN_BENCH_BENCHMARKS", "benchmarks"))
 
 
 def environment() -> dict[str, Any]:
-    import torch  # here, not at the top: src.compare writes its tables with this module and needs no torch
+    import torch  # here, not at the top: src.compare.report writes its tables with this module and needs no torch
 
     def ver(name: str) -> str | None:
         try:
@@ -37,17 +38,6 @@ def environment() -> dict[str, Any]:
         "lightning": ver("lightning"),
         "torchmetrics": ver("torchmetrics"),
     }
-
-
-def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
-
-    def cell(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def write(

@@ -56,7 +56,7 @@ def compose(overrides: list[str], out_dir: str):
 
 def members_and_batches(overrides: list[str], seeds: list[int], steps: int, out: str):
     """The task of each seed (built as src.train builds it) and WARMUP + steps training batches."""
-    from src.build import make
+    from src.runs.build import make
 
     cfg = compose(overrides, out)
     datamodule = make(cfg.dataset, "dataset")

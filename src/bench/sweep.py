@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from src.bench import report
-from src.records import find_records
+from src.records.record import find_records
 
 
 def multirun(out_dir: Path, jobs: int, epochs: int, launcher: list[str], extra: list[str]) -> float:

@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from src.common.errors import UserError
 from src.data.sources import default_cache_dir
-from src.errors import UserError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -88,7 +88,7 @@ def data_module(name: str, cache: Path):
 
 def probe(name: str, cache: Path, downloads: bool) -> Status:
     """Run the data set's fetch, recording the pinned artifacts it uses; downloads=False: only what is cached."""
-    from src.build import user_error
+    from src.common.errors import user_error
     from src.data.sources import NotCached, recording
 
     status = Status(name)

@@ -8,10 +8,10 @@ import re
 import subprocess
 from pathlib import Path
 
+from src.common.errors import DataError
 from src.data.lm_text import LanguageModelData
 from src.data.sources import DebArtifact, PipArtifact
 from src.data.splits import carve
-from src.errors import DataError
 
 
 class KJV(LanguageModelData):

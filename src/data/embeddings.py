@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from src.common.errors import ConfigError, DataError
+from src.common.files import sha256_file
 from src.data.text_pipeline import cache_file, cached
-from src.errors import ConfigError, DataError
-from src.files import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.common.errors import ConfigError, DataError
+from src.common.files import sha256_file
 from src.data.splits import carve
 from src.data.streams import StreamDataModule
 from src.data.text_pipeline import (
@@ -28,8 +30,6 @@ from src.data.text_pipeline import (
     unpack_splits,
 )
 from src.data.tokens import EOS, PAD_ID
-from src.errors import ConfigError, DataError
-from src.files import sha256_file
 
 WORD_TOKENIZERS = ("whitespace", "kjv", "jieba")
 

@@ -31,9 +31,9 @@ import hashlib
 
 import numpy as np
 
+from src.common.errors import ConfigError, DataError
 from src.data.synthetic import SPLITS, Synthetic
 from src.data.tokens import IGNORE
-from src.errors import ConfigError, DataError
 
 
 def _integer(name: str, value, minimum: int) -> int:

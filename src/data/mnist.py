@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from src.common.errors import DataError
+from src.common.files import sha256_file
 from src.data.sources import DebArtifact, PipArtifact, UrlArtifact, cached_arrays, read_idx
 from src.data.tensors import TensorDataModule
-from src.errors import DataError
-from src.files import sha256_file
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -4,10 +4,10 @@ cnews.val.txt, cnews.test.txt, each line `label<TAB>article`), the format of the
 
 from __future__ import annotations
 
+from src.common.errors import DataError
+from src.common.files import sha256_file
 from src.data.sources import PipArtifact
 from src.data.text import Records, TextDataModule, read_labelled
-from src.errors import DataError
-from src.files import sha256_file
 
 CNEWS = {"train": "cnews.train.txt", "val": "cnews.val.txt", "test": "cnews.test.txt"}
 

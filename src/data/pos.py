@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from src.common.errors import ConfigError, DataError
+from src.common.files import sha256_file
 from src.data.sources import PipArtifact
 from src.data.text import Records, TextDataModule, read_lines
 from src.data.text_pipeline import clean, jieba, pack, unpack
 from src.data.tokens import IGNORE
-from src.errors import ConfigError, DataError
-from src.files import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import re
 import tarfile
 from pathlib import Path
 
+from src.common.errors import DataError
+from src.common.files import sha256_file, sha256_files
 from src.data.sources import PipArtifact
 from src.data.text import Records, TextDataModule, read_lines
-from src.errors import DataError
-from src.files import sha256_file, sha256_files
 
 log = logging.getLogger(__name__)
 

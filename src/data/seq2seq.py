@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from src.common.errors import ConfigError
 from src.data.tensors import TensorDataModule
 from src.data.tokens import BOS, EOS, PAD, PAD_ID
-from src.errors import ConfigError
 
 TOKENS = [PAD, BOS, EOS, *"0123456789", "+"]
 ID = {t: i for i, t in enumerate(TOKENS)}

@@ -19,11 +19,11 @@ import tarfile
 
 import numpy as np
 
+from src.common.errors import ConfigError, DataError
 from src.data.sources import PipArtifact, cached_arrays
 from src.data.splits import carve
 from src.data.streams import StreamDataModule
 from src.data.tensors import TensorDataModule
-from src.errors import ConfigError, DataError
 
 
 class Forecast(TensorDataModule):

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src.errors import DataError
-from src.files import atomic_save_npz, atomic_write, load_npz, sha256_file
+from src.common.errors import DataError
+from src.common.files import atomic_save_npz, atomic_write, load_npz, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

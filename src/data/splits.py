@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from src.errors import DataError
+from src.common.errors import DataError
 
 PARTS = ("train", "val", "test")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from src.common.errors import ConfigError, DataError
 from src.data.splits import PARTS, carve
 from src.data.tensors import Batch, TensorDataModule
-from src.errors import ConfigError, DataError
 
 
 def batchify(inputs: torch.Tensor, targets: torch.Tensor | None, rows: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
+from src.common.errors import ConfigError
 from src.data.tensors import TensorDataModule
-from src.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 

@@ -16,9 +16,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from src.common.errors import ConfigError, DataError
+from src.common.lightning_internals import trained_batches_this_epoch
 from src.data.splits import PARTS, carve
-from src.errors import ConfigError, DataError
-from src.updates.lightning_internals import trained_batches_this_epoch
 
 
 class Batch(NamedTuple):
@@ -314,3 +314,20 @@ class TensorDataModule(L.LightningDataModule):
 
 def _take(arrays: tuple, idx: np.ndarray) -> tuple:
     return tuple(None if a is None else a[idx] for a in arrays)
+
+
+def check_spec(checkpoint: dict, spec: DataSpec) -> None:
+    """Refuse weights trained on data of another shape (vocabulary, classes, features): a resumed run whose data
+    changed under the same config (another data_dir, another corpus) would otherwise load them silently."""
+    stored = checkpoint.get("rnn_bench", {}).get("spec", {})
+    diffs = [
+        f"{k}: checkpoint {stored.get(k)!r}, this run's data {getattr(spec, k)!r}"
+        for k in spec.SHAPE
+        if stored.get(k) != getattr(spec, k)
+    ]
+    if diffs:
+        raise ConfigError(
+            "the checkpoint was trained on other data: "
+            + "; ".join(diffs)
+            + ". Resume with the data it was trained on, or start afresh without ckpt_path"
+        )

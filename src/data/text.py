@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.common.errors import ConfigError, DataError
 from src.data.splits import PARTS, carve
 from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule
 from src.data.text_pipeline import (
@@ -29,7 +30,6 @@ from src.data.text_pipeline import (
     unpack_splits,
 )
 from src.data.tokens import IGNORE, PAD, UNK, UNK_ID
-from src.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

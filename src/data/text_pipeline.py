@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from src.common.errors import ConfigError, DataError
 from src.data.sources import cache_path, cached_arrays
 from src.data.tokens import PAD, PAD_ID, UNK, UNK_ID
-from src.errors import ConfigError, DataError
 
 logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines per call would drown the run's log
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.common.errors import ConfigError
+from src.common.files import load_npz
 from src.data.tensors import DataSpec
 from src.data.tokens import PAD_ID
-from src.errors import ConfigError
-from src.files import load_npz
 
 
 def token_embedding(spec: DataSpec, dim: int, freeze: bool = False) -> nn.Embedding:

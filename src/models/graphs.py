@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 
 MAX_GRAPHS = 8
 

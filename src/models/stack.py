@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.graphs import GraphedCell, check_mode
 
 

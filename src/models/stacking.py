@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.cells.lstm import LSTMOptions, LSTMWeights, lstm_step
 from src.models.stack import reverse_padded
 

@@ -9,7 +9,7 @@ what the next layer and the head read, the state is what the next step reads. So
 
     d loss / d h_t  =  grad(y_t) + grad(h part of the state_t)
 
-is the total gradient reaching h_t through both paths, for any cell (the diagnostics in src/diagnostics.py).
+is the total gradient reaching h_t through both paths, for any cell (the diagnostics in src/diagnostics/report.py).
 
 torch's fused RNN/LSTM/GRU run as one opaque call over all layers, so here each of their layers is recomputed
 from that layer's own weights (`weight_ih_l{k}[_reverse]`, ...) with the same equations as torch (GRU: reset

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
-from src.checkpoints import check_spec
-from src.data.tensors import Batch, DataSpec
-from src.errors import ConfigError
+from src.common.errors import ConfigError
+from src.data.tensors import Batch, DataSpec, check_spec
 from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack
 from src.updates.automatic import Automatic

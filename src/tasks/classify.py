@@ -8,8 +8,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from src.common.errors import ConfigError
 from src.data.tensors import Batch
-from src.errors import ConfigError
 from src.models.stack import last_step
 from src.tasks.base import RecurrentTask
 

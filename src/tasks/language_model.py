@@ -7,9 +7,9 @@ import math
 
 import torch
 
+from src.common.errors import UserError
+from src.common.files import atomic_write_json
 from src.data.tokens import PAD_ID
-from src.errors import UserError
-from src.files import atomic_write_json
 from src.tasks.steps import StepClassifier
 
 

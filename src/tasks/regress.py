@@ -93,7 +93,7 @@ def plot_rollout(path: Path, context: np.ndarray, truth: np.ndarray, predicted: 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    from src.files import atomic_write
+    from src.common.files import atomic_write
 
     n = len(context)
     fig, ax = plt.subplots(figsize=(8, 3.5))

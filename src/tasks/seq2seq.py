@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from src.common.errors import ConfigError
 from src.data.seq2seq import BOS_ID
 from src.data.tensors import Batch
 from src.data.tokens import PAD_ID
-from src.errors import ConfigError
 from src.models.stack import RecurrentStack
 from src.tasks.base import RecurrentTask
 

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from src.common.errors import ConfigError
 from src.data.tensors import Batch
 from src.data.tokens import IGNORE
-from src.errors import ConfigError
 from src.tasks.base import RecurrentTask
 from src.tasks.streams import StreamEval
 

@@ -14,9 +14,9 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from src.common.errors import ConfigError
 from src.data.tensors import Batch
 from src.data.tokens import IGNORE, UNK_ID
-from src.errors import ConfigError
 from src.tasks.base import RecurrentTask
 
 HEADS = ("softmax", "crf")

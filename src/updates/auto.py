@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.updates.automatic import Automatic
 from src.updates.base import Update
 from src.updates.graphed import Graphed

@@ -1,7 +1,7 @@
 """Lightning's automatic optimization: the task returns the loss, Lightning's loop runs backward, the optimizer
 step and the LR schedulers. Clipping (update.gradient_clip_val / gradient_clip_algorithm) goes through Lightning's
 public hook for it, LightningModule.configure_gradient_clipping, which the loop calls after the fp16 GradScaler has
-unscaled the gradients and after the on_before_optimizer_step hooks (where src/diagnostics.py measures the norms
+unscaled the gradients and after the on_before_optimizer_step hooks (where src/diagnostics/report.py measures the norms
 before clipping): the same place as the manual strategies clip."""
 
 from __future__ import annotations

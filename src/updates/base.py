@@ -26,8 +26,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from src.errors import ConfigError
-from src.updates import lightning_internals as internals
+from src.common import lightning_internals as internals
+from src.common.errors import ConfigError
 from src.updates.schedules import follow_config
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Update:
 
     def setting(self, name: str, default: Any = None) -> Any:
         """A setting of this strategy or of the one it wraps (`truncation`, `gradient_clip_val`, `per_step`): for
-        src/train.py's checks and the callbacks that need to know how updates run (src/diagnostics.py)."""
+        src/train.py's checks and the callbacks that need to know how updates run (src/diagnostics/report.py)."""
         return getattr(self, name, default)
 
     # -- the step --------------------------------------------------------------------------------------------

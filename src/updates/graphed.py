@@ -29,10 +29,10 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.overrides import TorchFunctionMode
 
+from src.common import lightning_internals as internals
+from src.common.errors import ConfigError
 from src.data.tensors import Batch
-from src.errors import ConfigError
 from src.models.graphs import no_collection
-from src.updates import lightning_internals as internals
 from src.updates.base import Wrapper
 from src.updates.manual import Manual
 

@@ -14,8 +14,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from src.errors import ConfigError
-from src.updates import lightning_internals as internals
+from src.common import lightning_internals as internals
+from src.common.errors import ConfigError
 from src.updates.base import Update, Wrapper
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 
 _NOT_SETTINGS = {"self", "optimizer", "last_epoch", "verbose"}
 

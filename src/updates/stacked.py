@@ -4,7 +4,7 @@ optimizer over those stacked tensors.
 
 What makes each member's updates those of a single run with its seed:
 - its own initialisation and batch order: the members are built as single runs build their model, and each
-  takes its batches from its own seeded sampler (src/seeds.py); a batch here holds S batches, [S, B, ...];
+  takes its batches from its own seeded sampler (src/runs/seeds.py); a batch here holds S batches, [S, B, ...];
 - its own optimizer state: one optimizer over [S, ...] tensors is S optimizers when the optimizer is
   element-wise (Adam, AdamW, SGD, ...; refused otherwise), and the LR schedules are the same closed-form
   schedules for every member (ReduceLROnPlateau, which follows each run's own validation loss, is refused);
@@ -24,10 +24,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from src.common import lightning_internals as internals
+from src.common.errors import ConfigError
 from src.data.tensors import Batch
-from src.errors import ConfigError
 from src.models.stack import detach_state
-from src.updates import lightning_internals as internals
 from src.updates.manual import Manual
 from src.updates.truncated import Truncation, continuing
 
@@ -36,7 +36,7 @@ ELEMENTWISE = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "A
 
 
 class NotStackable(ConfigError):
-    """The members cannot train stacked as exactly their single runs (src/seeds.py then runs them one by one)."""
+    """The members cannot train stacked as exactly their single runs (src/runs/seeds.py then runs them one by one)."""
 
 
 class Stacked(Manual):

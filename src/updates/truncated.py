@@ -20,8 +20,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from src.common.errors import ConfigError
 from src.data.tensors import Batch
-from src.errors import ConfigError
 from src.models.stack import detach_state
 from src.updates.manual import Manual
 

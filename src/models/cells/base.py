@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 
 
 def positive_int(name: str, value) -> int:

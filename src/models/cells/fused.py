@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 
 MODES = {
     "rnn": (nn.RNN, {"nonlinearity": "tanh"}),

@@ -5,7 +5,7 @@ The vanilla LSTM (V) there has peepholes; each variant changes exactly one thing
 
 from __future__ import annotations
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.cells.lstm import FORGET_COUPLED, FORGET_NONE, LSTMEngine, Structure
 
 VANILLA = Structure(peepholes=True)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.cells.base import init_uniform_, jit_setting, positive_int, time_loop
 
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.errors import ConfigError
+from src.common.errors import ConfigError
 from src.models.cells.base import a_bool, a_number, positive_int
 from src.models.cells.scan import linear_steps
 

@@ -1,0 +1,118 @@
+"""Every use of Lightning's private or undocumented internals, in one place.
+
+The suite reaches past Lightning's public API only where that API has no way to say what it needs; each function
+says why. tests/test_lightning_internals.py runs each one against a real Trainer, so a Lightning release that
+moves one of these names fails a test named after the function, not a training run. pyproject.toml pins
+`lightning` to the minor versions those tests passed on.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.plugins.precision import Precision
+
+_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """The module's Trainer, or None: the public `module.trainer` raises when none is attached (a module used
+    outside fit, as the commands that evaluate a checkpoint do)."""
+    return module._trainer
+
+
+def should_update_logs(trainer: L.Trainer) -> bool:
+    """Whether the loggers write at this step (every trainer.log_every_n_steps): logging only then saves a
+    device-to-host read per step. Lightning has no public switch for this condition."""
+    return trainer._logger_connector.should_update_logs
+
+
+def is_last_batch(trainer: L.Trainer) -> bool:
+    """Whether this training step is the epoch's last (what metrics.json reports is that step's loss)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
+def trained_batches_this_epoch(trainer: L.Trainer) -> int:
+    """Batches of the current epoch already trained: 0, except right after resuming from a mid-epoch checkpoint,
+    where the data module continues the same seeded order where the interrupted run stopped. `completed`, not
+    `ready`: a grouped step starts iterating inside its first batch, which is already counted ready."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+def count_extra_batches(trainer: L.Trainer, extra: int) -> None:
+    """A grouped step (src/updates/grouped.py) trained `extra` batches beyond the one Lightning counted: count
+    them, so that resuming mid-epoch, the end of an epoch, val_check_interval and the loggers' step stay in
+    batches, as with one batch per step."""
+    loop = trainer.fit_loop.epoch_loop
+    loop.batch_progress.increment_by(extra)
+    loop._batches_that_stepped += extra
+
+
+def count_optimizer_step(trainer: L.Trainer) -> None:
+    """An update replayed from a CUDA graph steps the optimizer without LightningOptimizer.step: count it as that
+    would (trainer.global_step, max_steps, checkpoint names)."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    progress.increment_ready()
+    progress.increment_completed()
+
+
+def preparation_changes_batches(module: L.LightningModule) -> bool:
+    """Whether Lightning's per-batch preparation (precision conversion, the transfer hooks) could change a batch
+    that is already on the module's device; when not, a grouped step skips walking each batch through it."""
+    owners = [(type(module), L.LightningModule)]
+    if module.trainer.datamodule is not None:
+        owners.append((type(module.trainer.datamodule), L.LightningDataModule))
+    return not (
+        type(module.trainer.precision_plugin).convert_input is Precision.convert_input
+        and all(getattr(cls, h) is getattr(base, h) for cls, base in owners for h in _TRANSFER_HOOKS)
+    )
+
+
+def prepare_batch(module: L.LightningModule, batch: Any) -> Any:
+    """What Lightning does to each batch it hands training_step itself (precision, the module's or data module's
+    transfer hooks, the device), for the batches a grouped step takes from the loader's iterator."""
+    trainer = module.trainer
+    batch = trainer.precision_plugin.convert_input(batch)
+    batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
+    return trainer.strategy.batch_to_device(batch)
+
+
+class KeepingCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv when it starts (`_check_log_dir_exists`, private);
+    a run dir holds at most one run (src/records/rundir.py), so an existing file is this run's history before it was
+    resumed: keep its rows, and start from its header so that new rows append under the same columns (a new
+    column makes Lightning rewrite the file with the old rows under the wider header)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class KeepingCSVLogger(CSVLogger):
+    """CSVLogger whose writer is the KeepingCSVWriter (the logger's `_experiment` slot is private)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = KeepingCSVWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class QuietWandbLogger(WandbLogger):
+    """Lightning's WandbLogger always hands wandb.init `anonymous=None`, which wandb (0.19 on) answers with a
+    warning on every run although nothing was asked for; the arguments it passes to wandb.init are private
+    (`_wandb_init`)."""
+
+    def __init__(self, *args: Any, anonymous: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, anonymous=anonymous, **kwargs)
+        if not anonymous:
+            self._wandb_init.pop("anonymous", None)

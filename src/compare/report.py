@@ -1,0 +1,324 @@
+"""python -m src.compare <run or sweep dirs...> [--out DIR] [--metric test/NAME] [--no-plots] [--html [FILE]]
+                        [--significance REF [--test welch|mannwhitney] [--alpha 0.05] [--correction holm|none]]
+
+Reads every metrics.json below the given dirs (and each run's csv/metrics.csv) and writes, per task (data set):
+leaderboard.md, leaderboard.csv and plots/<dataset>_bars.png, plots/<dataset>_curves.png; with --html an offline
+dashboard (one self-contained HTML file); prints the tables.
+
+A row is a cell x depth x direction x truncation, plus any other override that differs between the task's runs
+(`cell.variant=NIG`, `optimizer.lr=...`, shown as "variant NIG", "lr 0.001"): runs that differ only by seed are
+one row, their test metric shown as mean ± std. The metric is the test value of what the task monitors
+(metrics.json `monitor`, e.g. val/acc -> test/acc), better as the task says (`monitor_mode`), so a new task needs
+no change here. The task's trivial baseline (`test/baseline_<metric>` in the records) is a row of its own; a row
+that does not beat it by more than 1% is marked and never gets the star.
+
+--significance REF tests, per task, every row against the reference row (REF: an override such as
+`cell.variant=V`, or a cell name) across seeds, with Welch's t-test or the Mann-Whitney U test (scipy), the p-values
+Holm-corrected over the task's comparisons unless --correction none; leaderboard.md gets a table per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from src.common.files import atomic_write, atomic_write_text
+from src.compare.leaderboard import (
+    BASELINE_COLOUR,
+    BASELINE_MARGIN,
+    TRAIN_LOSS,
+    Run,
+    Section,
+    _num,
+    band,
+    build_sections,
+    cell_summary,
+    error_bars,
+    failures_table,
+    find_runs,
+    label,
+    markdown_table,
+    row_curves,
+    section_heading,
+    section_table,
+    summary_table,
+)
+from src.compare.significance import CORRECTIONS, TESTS, SignificanceOptions, significance_markdown
+from src.records.identity import ARCH
+
+
+def write_markdown(
+    sections: list[Section],
+    runs: list[Run],
+    out: Path,
+    sources: list[str],
+    with_plots: bool,
+    problems: Sequence[tuple[Path, str]] = (),
+    significance: SignificanceOptions | None = None,
+) -> str:
+    ok = sum(r.ok for r in runs)
+    md = [
+        "# Leaderboard",
+        "",
+        f"{len(runs)} runs ({ok} ok, {len(runs) - ok} failed) from {', '.join(sources)}. Per task, one row per "
+        "architecture and setting; the test metric is the mean ± sample std over seeds; ★ marks the best. The "
+        f"baseline row is the task's trivial predictor: a row that does not beat it by more than "
+        f"{BASELINE_MARGIN:.0%} is marked **no** and gets no ★.",
+        "",
+    ]
+    for section in sections:
+        md += [section_heading(section), ""]
+        if section.absent:
+            md += [section.absent_note() + ".", ""]
+            continue
+        md += [section_table(section), ""]
+        if with_plots:
+            md += [
+                f"![{section.dataset} {what}](plots/{section.slug}_{kind}.png)"
+                for kind, what in (("bars", section.metric), ("curves", f"{TRAIN_LOSS} and {section.monitor}"))
+                if (out / "plots" / f"{section.slug}_{kind}.png").exists()
+            ] + [""]
+    if significance:
+        md += significance_markdown(sections, significance)
+    summary = cell_summary(sections)
+    if summary:
+        md += [
+            "## Across tasks",
+            "",
+            "Each cell's rank among the cells of every task it ran (by its best row there; ties share the "
+            "better rank), the mean of those ranks, its wins (tasks where it holds the ★) and the tasks where "
+            "it beats the baseline.",
+            "",
+            summary_table(summary),
+            "",
+        ]
+    if ok < len(runs):
+        md += ["## Failed runs", "", failures_table(runs), ""]
+    if problems:
+        md += [
+            "## Unreadable records (skipped)",
+            "",
+            markdown_table([{"file": str(path), "why": why.replace("|", "\\|")} for path, why in problems]),
+            "",
+        ]
+    text = "\n".join(md)
+    atomic_write_text(out / "leaderboard.md", text)
+    return text
+
+
+def write_csv(sections: list[Section], out: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        [
+            "dataset",
+            "task",
+            "metric",
+            "higher_is_better",
+            *ARCH,
+            "setting",
+            "mean",
+            "std",
+            "seeds",
+            "failed",
+            "params",
+            "train_samples_per_s",
+            "wall_s",
+            "best",
+            "overrides",
+            "baseline",
+            "beats_baseline",
+            "recorded",
+        ]
+    )
+    for s in sections:
+        for row in s.rows:
+            writer.writerow(
+                [
+                    s.dataset,
+                    s.task,
+                    s.metric,
+                    s.higher_is_better,
+                    *row.arch,
+                    row.shown,
+                    _num(row.mean, ".6g"),
+                    _num(row.std, ".6g"),
+                    len(row.values),
+                    sum(not r.ok for r in row.runs),
+                    _num(row.field_mean("params"), ".0f"),
+                    _num(row.field_mean("train_samples_per_s"), ".6g"),
+                    _num(row.field_mean("wall_s"), ".6g"),
+                    row.best,
+                    row.setting,
+                    _num(s.baseline.mean if s.baseline else None, ".6g"),
+                    "" if row.beats_baseline is None else row.beats_baseline,
+                    not s.absent,
+                ]
+            )
+    atomic_write_text(out / "leaderboard.csv", buffer.getvalue())
+
+
+def write_plots(section: Section, out: Path) -> None:
+    """plots/<task>_bars.png (the metric per row, std as error bars, the baseline as a dashed line) and
+    plots/<task>_curves.png (training loss and the monitored validation metric by step, mean ± std over seeds);
+    a row has the same colour in both."""
+    import matplotlib.ticker
+    from matplotlib.figure import Figure  # the object API: no GUI backend, quicker to import than pyplot
+
+    rows = section.ranked_rows()
+    if not rows or section.absent:
+        return
+    plots = out / "plots"
+    fig = Figure(figsize=(8, 1.4 + 0.32 * len(rows)))
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))[::-1]  # the best at the top
+    bars = ax.barh(
+        ys,
+        [r.mean for r in rows],
+        xerr=error_bars(section, rows),
+        capsize=3,
+        color=[r.colour for r in rows],
+        edgecolor=["black" if r.best else "white" for r in rows],
+    )
+    for bar, row in zip(bars, rows):  # (one hatch per bar: a list for `hatch` needs matplotlib 3.10)
+        bar.set_hatch("//" if row.beats_baseline is False else "")
+    ax.set_yticks(ys, [("★ " if r.best else "") + label(r) for r in rows], fontsize=8)
+    if section.baseline is not None:
+        ax.axvline(section.baseline.mean, color=BASELINE_COLOUR, linestyle="--", linewidth=1.2)
+    ax.set_xlabel(
+        f"{section.metric} (mean ± std over seeds; {'higher' if section.higher_is_better else 'lower'} is better)"
+    )
+    ax.set_title(
+        f"{section.dataset} ({section.task})"
+        + (f"; dashed: baseline {section.baseline.mean:.4g}, hatched: not better" if section.baseline else "")
+    )
+    atomic_write(plots / f"{section.slug}_bars.png", lambda tmp: save(fig, tmp))
+
+    # Runs trained with +diagnostics=gradients: their gradient-flow curves overlaid, one line per run (issue 10).
+    from src.diagnostics.report import plot_gradient_flow
+
+    plot_gradient_flow(
+        [run.dir for row in rows for run in row.runs if run.ok],
+        plots / f"{section.slug}_gradient_flow.png",
+        title=f"{section.dataset}: gradient flow",
+    )
+
+    columns = (TRAIN_LOSS, section.monitor)
+    curves = [(row, row_curves(row, columns)) for row in rows]
+    if not any(found for _, found in curves):  # no CSV logs (logger=none): no curves to draw
+        return
+    fig = Figure(figsize=(13, 4.6))
+    fig.subplots_adjust(left=0.06, right=0.76, wspace=0.22)
+    axes = fig.subplots(1, 2)
+    for ax, column in zip(axes, columns):
+        nonnegative = column == TRAIN_LOSS or section.nonnegative
+        for row, found in curves:
+            if column not in found:
+                continue
+            curve = found[column]
+            ax.plot(
+                curve.steps,
+                curve.mean,
+                color=row.colour,
+                marker="." if len(curve.steps) < 30 else None,
+                linewidth=2.5 if row.best else 1.2,
+                label=label(row),
+            )
+            if curve.seeds > 1:
+                ax.fill_between(curve.steps, *band(curve, nonnegative), color=row.colour, alpha=0.18, linewidth=0)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_title(f"{column} (mean ± std over seeds)", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    if len(handles) < len(rows):
+        handles, names = axes[1].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(0.77, 0.5))
+    fig.suptitle(f"{section.dataset} ({section.task})")
+    atomic_write(plots / f"{section.slug}_curves.png", lambda tmp: save(fig, tmp))
+
+
+def save(fig, path: Path) -> None:
+    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")  # "tight": long labels and the legend fit
+
+
+def default_out(dirs: list[Path]) -> Path:
+    return dirs[0] if len(dirs) == 1 else Path(os.path.commonpath([d.resolve() for d in dirs]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.compare", description=__doc__.split("\n\n")[1])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep dirs (searched recursively)")
+    parser.add_argument("--out", type=Path, help="where to write (default: the one dir given, else their parent)")
+    parser.add_argument("--metric", help="compare on this test metric instead of each task's monitored one")
+    parser.add_argument("--no-plots", action="store_true", help="no PNG plots (the HTML dashboard still has charts)")
+    parser.add_argument(
+        "--html",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="also write an offline dashboard: one self-contained HTML file (default: <out>/dashboard.html)",
+    )
+    parser.add_argument(
+        "--significance",
+        metavar="REF",
+        help="test every row against this reference row across seeds (an override such as cell.variant=V, or a cell)",
+    )
+    parser.add_argument("--test", choices=TESTS, default="welch", help="with --significance (default: welch)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="with --significance: the level (default 0.05)")
+    parser.add_argument(
+        "--correction", choices=CORRECTIONS, default="holm", help="with --significance: over a task's comparisons"
+    )
+    args = parser.parse_args(argv)
+    if not 0 < args.alpha < 1:
+        print(f"error: --alpha {args.alpha} is not a level between 0 and 1 (e.g. 0.05)", file=sys.stderr)
+        return 2
+    options = (
+        SignificanceOptions(args.significance, args.test, args.alpha, args.correction) if args.significance else None
+    )
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    problems: list[tuple[Path, str]] = []
+    runs = find_runs(args.dirs, problems)
+    if not runs:
+        found = f"no readable run record ({len(problems)} skipped above)" if problems else "no metrics.json"
+        print(f"error: {found} under {', '.join(map(str, args.dirs))}: run src.train there first", file=sys.stderr)
+        return 2
+    out = args.out or default_out(args.dirs)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write_test").touch()
+        (out / ".write_test").unlink()
+    except OSError as e:
+        print(
+            f"error: cannot write the leaderboard to {out} ({e.strerror or e}); choose another with --out <dir>",
+            file=sys.stderr,
+        )
+        return 2
+    sections = build_sections(runs, args.metric)
+    if not args.no_plots:
+        for section in sections:
+            write_plots(section, out)
+    sources = [str(d) for d in args.dirs]
+    text = write_markdown(
+        sections, runs, out, sources, with_plots=not args.no_plots, problems=problems, significance=options
+    )
+    write_csv(sections, out)
+    wrote = [out / "leaderboard.md", out / "leaderboard.csv"] + ([] if args.no_plots else [f"{out / 'plots'}/"])
+    if args.html is not None:
+        from src.compare.html_dashboard import write_html
+
+        wrote.append(
+            write_html(sections, runs, Path(args.html) if args.html else out / "dashboard.html", sources, problems)
+        )
+    print(re.sub(r"^!\[.*\n?", "", text, flags=re.M))
+    print("wrote " + ", ".join(map(str, wrote)))
+    return 0

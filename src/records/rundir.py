@@ -1,0 +1,188 @@
+"""A run dir belongs to one run: claimed before anything is written into it, locked while the run lives.
+
+    claim(out, config_hash, resuming)   at the start of src.train, on the main process only
+
+- Another live process in the dir (a lock held): refused.
+- The dir holds a finished run (status ok) of another config: refused, naming both; nothing is touched.
+- The dir holds an earlier attempt that is not resumed (a killed or failed run of any config, or a finished run of
+  this same config with skip_completed=false): that attempt's files are moved to previous_attempts/<n>/, said on
+  the console, so its checkpoints never sit beside the new run's and nothing is lost.
+- Files of an unknown origin (no metrics.json): refused.
+- Resuming (ckpt_path): the dir's history continues (csv rows, checkpoints, the W&B run id); the earlier
+  attempt's metrics.json and .hydra/ are moved to previous_attempts/<n>/. The checkpoint itself is checked
+  against the run's architecture by src.records.checkpoints.
+
+The claim writes metrics.json with status "running" and the run's W&B id, and the run's .hydra/ files (Hydra is
+told not to write them itself, so it cannot overwrite another run's before this check).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from src.common.errors import ConfigError
+from src.common.files import atomic_write_json, atomic_write_text
+from src.records.record import ATTEMPTS, RECORD, RecordError, read_record
+
+LOCK = ".rnn_bench.lock"
+# What Hydra itself writes into a job's dir before the run starts (its log), and the lock: not a run's results.
+NOT_RESULTS = (LOCK, ATTEMPTS)
+
+
+@dataclass
+class Claim:
+    dir: Path
+    record: dict[str, Any]  # what metrics.json says while the run lives: status running, wandb_id, ...
+    moved: Path | None = None  # where an earlier attempt went
+    _lock: int | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
+
+
+def _leftovers(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if p.name not in NOT_RESULTS and not p.name.endswith(".log"))
+
+
+def _lock(out: Path) -> int:
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"run dir {out} is in use by another running process (pid {holder}); wait for it to "
+            f"finish or choose another dir with hydra.run.dir=<dir>"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _move_aside(out: Path, paths: list[Path]) -> Path:
+    attempts = out / ATTEMPTS
+    n = 1 + max((int(p.name) for p in attempts.iterdir() if p.name.isdigit()), default=0) if attempts.is_dir() else 1
+    dest = attempts / str(n)
+    dest.mkdir(parents=True)
+    for path in paths:
+        shutil.move(str(path), str(dest / path.name))
+    return dest
+
+
+def _describe(record: dict) -> str:
+    fields = [f"{k}={record[k]}" for k in ("dataset", "cell", "depth", "direction", "seed") if k in record]
+    return f"{' '.join(fields) or 'a run'} (config {record.get('config_hash', '?')}, status {record.get('status')})"
+
+
+def claim(out: str | Path, config_hash: str, resuming: bool, fields: dict[str, Any]) -> Claim:
+    """Lock `out` for this run and decide what its existing files mean (module docstring)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _claim(out, config_hash, resuming, fields, lock)
+    except BaseException:
+        os.close(lock)
+        raise
+
+
+def claim_if_fresh(out: str | Path) -> Claim | None:
+    """For a run that failed before it claimed its dir (a config error): the dir, locked, if it holds nothing of
+    any run, so the failure can be recorded there; None otherwise (nothing is touched)."""
+    out = Path(out)
+    try:
+        if not out.is_dir() or (out / RECORD).exists() or _leftovers(out):
+            return None
+        lock = _lock(out)
+    except (OSError, ConfigError):
+        return None
+    if (out / RECORD).exists() or _leftovers(out):  # another process got there first
+        os.close(lock)
+        return None
+    return Claim(out, {}, None, lock)
+
+
+def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], lock: int) -> Claim:
+    previous: dict | None = None
+    if (out / RECORD).exists():
+        try:
+            previous = read_record(out / RECORD)
+        except RecordError as e:
+            raise ConfigError(
+                f"run dir {out} holds a damaged run record ({e}); move it away or choose another "
+                f"dir with hydra.run.dir=<dir>"
+            ) from None
+    leftovers = _leftovers(out)
+    moved = None
+    if resuming:
+        # The history goes on in place (checkpoints, csv, wandb); the earlier attempt's record and config files
+        # are kept beside it, since this attempt writes its own.
+        kept = [p for p in (out / RECORD, out / ".hydra") if p.exists()]
+        moved = _move_aside(out, kept) if kept else None
+    elif leftovers:
+        if previous is None:
+            names = ", ".join(p.name for p in leftovers[:5])
+            raise ConfigError(
+                f"run dir {out} already holds files of an unknown run ({names}); choose another "
+                f"dir with hydra.run.dir=<dir>, or move them away"
+            )
+        if previous.get("config_hash") != config_hash and previous.get("status") == "ok":
+            raise ConfigError(
+                f"run dir {out} holds a run of another config: {_describe(previous)}; this run "
+                f"(config {config_hash}) would overwrite it. Choose another dir with "
+                f"hydra.run.dir=<dir>, or resume that run with its own settings and ckpt_path=last"
+            )
+        moved = _move_aside(out, leftovers)
+        whose = (
+            "this config" if previous.get("config_hash") == config_hash else f"another config, {_describe(previous)}"
+        )
+        print(
+            f"run dir {out}: the earlier unfinished attempt ({whose}; status {previous.get('status')}) was moved "
+            f"to {moved}",
+            flush=True,
+        )
+    wandb_id = (previous or {}).get("wandb_id") if resuming else None
+    record = {
+        **fields,
+        "config_hash": config_hash,
+        "status": "running",
+        "pid": os.getpid(),
+        "started_at": time.time(),
+        "wandb_id": wandb_id or secrets.token_hex(4),
+    }
+    if resuming and previous is not None:
+        record["resumed"] = int(previous.get("resumed", 0) or 0) + 1
+    atomic_write_json(out / RECORD, record)
+    return Claim(out, record, moved, lock)
+
+
+def write_hydra_files(out: Path, config: Any, hydra_config: Any, overrides: list[str]) -> None:
+    """The run's .hydra/ folder (config.yaml, hydra.yaml, overrides.yaml), as Hydra would write it."""
+    folder = Path(out) / ".hydra"
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(config))
+    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_config}))
+    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+
+
+def job_dir_name(overrides: str) -> str:
+    """A sweep job's folder name from its overrides (Hydra's override_dirname, `cell=gru,seed=1`), so a job's
+    dir follows its config, not its position in the sweep: adding a value to a sweep's list never sends a job
+    into another config's dir. A path separator or a name too long for the file system gets a hash suffix."""
+    name = overrides or "defaults"
+    safe = name.replace("/", "_").replace("\0", "_")
+    if safe != name or len(safe) > 180:
+        safe = f"{safe[:160]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+    return safe

@@ -1,0 +1,293 @@
+"""From a composed config to the objects that run: the config's checks, then the data module, the update strategy,
+the task (handed the data's DataSpec) and the Trainer, each built by Hydra's instantiate from its config group
+(`build`); a value a class refuses becomes one ConfigError line (`make`). src/train.py (one run) and src/runs/seeds.py
+(seeds=[...], stacked) build through here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.common.errors import ConfigError, DataError, user_error
+from src.records import identity
+from src.runs.sweeps import check_one_process_per_job
+
+# torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
+# and a bad command line answer without loading them (seconds).
+if TYPE_CHECKING:
+    import lightning as L
+
+    from src.updates.base import Update
+
+
+def run_fields(cfg: DictConfig) -> dict[str, Any]:
+    """What identifies a run in metrics.json, W&B and the leaderboard: the config groups chosen, depth, seed, the
+    other overrides (its setting) and the user's tags (src/records/identity.py)."""
+    return identity.fields(cfg)
+
+
+# Trainer settings Lightning would accept and then act on wrongly (a negative clip value flips the gradients) or
+# fail on deep inside fit: checked first.
+TRAINER_VALUES = (
+    ("max_epochs", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
+    ("min_epochs", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("max_steps", lambda v: isinstance(v, int) and v >= -1, "an integer >= 1 (or -1: no limit)"),
+    ("log_every_n_steps", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+    ("accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
+    ("check_val_every_n_epoch", lambda v: isinstance(v, int) and v >= 1, "a positive integer (or null)"),
+    (
+        "limit_train_batches",
+        lambda v: isinstance(v, (int, float)) and v > 0,
+        "a fraction in (0, 1] or a count >= 1 (0 would train nothing; use train=false to only evaluate)",
+    ),
+    ("limit_val_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
+    ("limit_test_batches", lambda v: isinstance(v, (int, float)) and v >= 0, "a fraction in [0, 1] or a count"),
+)
+
+
+# The top-level keys a config may have: the config groups (conf/<group>/), the keys of conf/config.yaml, and
+# what sweeps set for the loggers.
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+TOP_LEVEL = (
+    {p.name for p in CONF.iterdir() if p.is_dir()} | set(OmegaConf.load(CONF / "config.yaml")) | {"sweep_name", "hydra"}
+) - {"defaults"}
+
+
+# Settings that moved into the update group (conf/update/), with what replaces them: refused by name, on the
+# command line (before Hydra would call them unknown keys) and in a composed config (a user's own yaml).
+MOVED = {
+    "updates_per_step": "update=grouped update.per_step=K (K batches per Lightning step), or update=auto",
+    "graph_updates": "update=graphed (true) or update=grouped (false)",
+    "trainer.gradient_clip_val": "update.gradient_clip_val",
+    "trainer.gradient_clip_algorithm": "update.gradient_clip_algorithm",
+}
+
+
+def moved_setting(keys: list[str]) -> ConfigError | None:
+    """The error for the first of `keys` (override keys, or dotted config keys) that moved, or None."""
+    for key in keys:
+        key = key.split("=", 1)[0].lstrip("+~")
+        if key in MOVED:
+            return ConfigError(
+                f"{key} is no longer a setting: clipping and how updates run are the update group's; use {MOVED[key]}"
+            )
+    return None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast, before any data is loaded, on the values every run depends on."""
+    present = [k for k in MOVED if OmegaConf.select(cfg, k, default=None) is not None]
+    if (moved := moved_setting(present)) is not None:
+        raise moved
+    if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or cfg.depth < 1:
+        raise ConfigError(f"depth={cfg.depth!r} must be a positive integer (1 = one recurrent layer)")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError(
+            f"seed={cfg.seed!r} must be an integer in [0, 2**32) (Lightning would replace any other "
+            f"value by a random seed)"
+        )
+    for key in ("train", "test", "skip_completed"):
+        if not isinstance(cfg.get(key, True), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r} must be true or false")
+    if not cfg.train and not cfg.ckpt_path:
+        raise ConfigError(
+            "train=false evaluates a trained model: give it with ckpt_path=<a .ckpt file> (or "
+            "ckpt_path=last hydra.run.dir=<its run dir>); without one it would test an untrained model"
+        )
+    unknown = sorted(k for k in cfg if k not in TOP_LEVEL)
+    if unknown:
+        raise ConfigError(
+            f"{', '.join(unknown)}: no such top-level setting (a typo, or a `+key=` override that "
+            f"nothing reads); the settings are {', '.join(sorted(TOP_LEVEL - {'hydra'}))}"
+        )
+    hidden = cfg.cell.get("hidden_size")
+    if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
+        raise ConfigError(f"cell.hidden_size={hidden!r} must be a positive integer")
+    for key, check, what in TRAINER_VALUES:
+        value = cfg.trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not check(value)):
+            raise ConfigError(f"trainer.{key}={value!r} must be {what}")
+    check_one_process_per_job(cfg)
+    out = Path(cfg.paths.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test.{os.getpid()}"  # one per process: a DDP job's ranks may start at once (SLURM)
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            f"the output directory {out} is not writable ({e.strerror}); choose another with "
+            f"hydra.run.dir=<dir> (or paths.log_dir=<dir>)"
+        ) from None
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The data module (set up), the task module and the Trainer that `cfg` describes."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from src.runs.callbacks import FiniteLoss, Throughput, WandbSummary
+    from src.updates.schedules import check_optimization
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = make(cfg.dataset, "dataset")
+    try:
+        datamodule.prepare_data()
+        datamodule.setup()
+    except OSError as e:  # a data file or folder the file system refuses (a directory, a FIFO, no permission)
+        where = e.filename or "a data file"
+        raise DataError(
+            f"dataset={run_fields(cfg)['dataset']}: cannot read {where} ({e.strerror or e}); check "
+            f"dataset.data_dir / dataset.path and the cache folder paths.cache_dir"
+        ) from None
+    spec = datamodule.spec  # all the task learns of the data
+    if cfg.truncation.get("carry_across_batches") is True and not spec.stream:
+        raise ConfigError(
+            f"truncation.carry_across_batches=true needs a stream data set, whose batches continue "
+            f"each other row by row (lm_*, sine, sin2cos); dataset={run_fields(cfg)['dataset']} has "
+            f"independent (shuffled) sequences, so a carried state would leak between them. Set "
+            f"truncation.carry_across_batches=false"
+        )
+    if (cfg.get("embedding") or {}).get("kind", "random") != "random" and spec.input_kind != "tokens":
+        raise ConfigError(
+            f"embedding.kind={cfg.embedding.kind} sets the initial vectors of tokens, but "
+            f"dataset={run_fields(cfg)['dataset']} has feature inputs; drop the embedding override "
+            f"(embedding=random)"
+        )
+    kind = get_class(cfg.task._target_).kind
+    if kind != spec.task:
+        raise ConfigError(
+            f"dataset={run_fields(cfg)['dataset']} is a {spec.task!r} data set but "
+            f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
+            f"drop the task override (each data set's config chooses its task)"
+        )
+    update = update_strategy(cfg)
+    # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
+    # it is (`handed`).
+    model = make(cfg.task, "task", handed={"spec": spec}, update=update, _convert_="object")
+    model.run_config = resolved_config(cfg)
+    if cfg.train and cfg.trainer.get("max_epochs") != 0:
+        check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
+    callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    for c in callbacks:  # EarlyStopping takes any patience and fails (or never stops) only when it is compared
+        if isinstance(c, EarlyStopping) and (
+            not isinstance(c.patience, int) or isinstance(c.patience, bool) or c.patience < 0
+        ):
+            raise ConfigError(
+                f"callbacks.early_stopping.patience={c.patience!r} must be an integer >= 0 "
+                f"(validation epochs without improvement before stopping)"
+            )
+    callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
+    callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
+    # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
+    bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
+    callbacks += [make(cfg.progress, "progress")] if bar else []
+    loggers = [make(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
+    # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
+    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    trainer: L.Trainer = make(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=checkpoints,
+        enable_progress_bar=bar,
+    )
+    return datamodule, model, trainer
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain data, resolved, without the hydra node (which tests compose in)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
+def resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint `ckpt_path` names (`last`: this run dir's checkpoints/last.ckpt), checked against this
+    run's architecture; None without ckpt_path. The same check for `last` as for an explicit path."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt_path=last: {path} does not exist, so there is nothing to resume; run in the "
+                f"dir of the run to resume (hydra.run.dir=<its dir>), give ckpt_path=<a .ckpt file>, "
+                f"or drop ckpt_path to start afresh"
+            )
+    else:
+        path = Path(cfg.ckpt_path).expanduser()
+    from src.records.checkpoints import check_compatible
+
+    check_compatible(path, resolved_config(cfg))
+    return path
+
+
+def make(node: DictConfig, group: str, handed: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """instantiate(node, **kwargs) for the config group `group`: a value the class refuses (torch's, Lightning's
+    or the suite's own) is a ConfigError naming the group, not Hydra's wrapped traceback. `handed` arguments go to
+    the class as they are: passed to instantiate, a dataclass becomes a config node and back (slow for a
+    DataSpec: a language model's vocabulary becomes a node per token)."""
+    try:
+        if handed is None:
+            return instantiate(node, **kwargs)
+        return instantiate(node, _partial_=True, **kwargs)(**handed)
+    except (InstantiationException, ValueError, TypeError, KeyError) as e:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        if (bad := user_error(e)) is not None:
+            raise bad from None
+        cause = (e.__cause__ or e) if isinstance(e, InstantiationException) else e
+        if not isinstance(cause, (ValueError, TypeError, KeyError, ImportError, MisconfigurationException)):
+            raise
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(
+            f"{group}: {message} ({type(cause).__name__} from {node.get('_target_', group)}); fix the {group}.* value"
+        ) from None
+
+
+def update_strategy(cfg: DictConfig) -> Update:
+    """How this run's optimizer updates run: the update group (conf/update/), instantiated, with the reason
+    metrics.json records (update=auto gives its own), checked against the settings it must agree with."""
+    from src.updates.base import Update
+    from src.updates.truncated import Truncation
+
+    node = cfg["update"]  # not cfg.update: that is the mapping's update() method
+    update = make(node, "update")
+    if not isinstance(update, Update):
+        raise ConfigError(
+            f"update: {node.get('_target_')} built a {type(update).__name__}, not an update strategy "
+            f"(src/updates/base.py Update); choose one of conf/update/"
+        )
+    choice = HydraConfig.get().runtime.choices.get("update") if HydraConfig.initialized() else None
+    update.reason = update.reason or f"update={choice or node.get('_target_')}"
+    truncated = Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True)) is not None
+    if truncated and update.setting("truncation") is None:
+        raise ConfigError(
+            f"truncation=tbptt but update={choice or update.describe()} runs full-BPTT updates; use update=auto, "
+            f"update=truncated or update=grouped (which follow truncation), or truncation=none"
+        )
+    accumulate = cfg.trainer.get("accumulate_grad_batches", 1)
+    if accumulate != 1 and not update.automatic:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate} cannot be combined with update={update.describe()}, "
+            f"which steps the optimizer itself (each batch, or window, gets its own update); set one of them to 1 "
+            f"(update=automatic accumulates)"
+        )
+    if update.setting("per_step", 1) > 1 and cfg.get("diagnostics"):
+        raise ConfigError(
+            f"update={update.describe()} ({update.setting('per_step')} updates per Lightning step) cannot be "
+            f"combined with diagnostics, which watch single updates; set update.per_step=1 or update=auto"
+        )
+    return update
+
+
+def _floats(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}

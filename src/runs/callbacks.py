@@ -1,0 +1,114 @@
+"""Callbacks of the suite's own; everything else comes from Lightning's."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+from src.common.errors import UserError
+
+
+def step_samples(outputs, batch) -> int:
+    """Samples a training step took: a step of several batches (update=grouped, graphed) says how many, since the
+    `batch` Lightning passes callbacks then is only its last one."""
+    return outputs["samples"] if isinstance(outputs, dict) and "samples" in outputs else len(batch[0])
+
+
+class Throughput(L.Callback):
+    """Logs `perf/train_samples_per_s`: training samples over time spent in training epochs, validation excluded.
+
+    Logged (not kept on the callback) so it survives ddp_spawn and reaches CSV, W&B and metrics.json alike.
+    """
+
+    def __init__(self):
+        self.samples, self.seconds, self.started, self.paused = 0, 0.0, None, False
+
+    def _sync(self, trainer: L.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def _start(self, trainer: L.Trainer) -> None:
+        self._sync(trainer)
+        self.started = time.perf_counter()
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        if self.started is not None:
+            self._sync(trainer)
+            self.seconds += time.perf_counter() - self.started
+            self.started = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += step_samples(outputs, batch) * trainer.world_size
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if self.started is not None:  # validation inside a training epoch: pause the clock
+            self._stop(trainer)
+            self.paused = True
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if self.paused:
+            self.paused = False
+            self._start(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop(trainer)
+        if self.seconds > 0:
+            pl_module.log("perf/train_samples_per_s", self.samples / self.seconds, sync_dist=False, batch_size=1)
+
+
+class FiniteLoss(L.Callback):
+    """Stops the run with a clear message once the training loss is NaN or inf.
+
+    The check reads the loss on the host only every `every` steps (a sync on GPUs); in between, a device-side
+    flag remembers any non-finite loss. The epoch's last.ckpt is never overwritten by a diverged model, because
+    the run stops before the epoch ends.
+    """
+
+    def __init__(self, every: int = 20):
+        self.every, self.bad, self.first_step = every, None, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        finite = torch.isfinite(loss.detach()).all()
+        self.bad = ~finite if self.bad is None else self.bad | ~finite
+        if (batch_idx + 1) % self.every == 0:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def check(self, trainer) -> None:
+        if self.bad is not None and bool(self.bad):
+            last = getattr(trainer.checkpoint_callbacks[-1], "dirpath", None) if trainer.checkpoint_callbacks else None
+            kept = f"; the last good checkpoint is in {last}" if last else ""
+            raise TrainingDiverged(
+                f"the training loss became NaN or inf in epoch {trainer.current_epoch} (detected by step "
+                f"{trainer.global_step}){kept}. Lower optimizer.lr, set update.gradient_clip_val (e.g. 1.0), "
+                f"or use a gated cell"
+            )
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+class WandbSummary(L.Callback):
+    """Tells W&B to keep the best of the monitored validation metric (max or min, as the task says) beside its last
+    value in the run summary (val/acc.max, val/acc.last). Does nothing without W&B."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                run = logger.experiment
+                # <monitor>_best (logged each epoch) and test/* keep W&B's default, their last value, as plain
+                # summary columns: a W&B sweep's metric (val/acc_best) is looked up there.
+                run.define_metric(pl_module.monitor, summary=f"{pl_module.monitor_mode},last")
