@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from src.common.files import atomic_write_json
 from src.records import identity, rundir
@@ -27,13 +27,22 @@ if TYPE_CHECKING:
     pass
 
 from src.common.errors import user_error
-from src.runs.build import _floats, build, check_config, moved_setting, resume_checkpoint, run_fields
+from src.runs.build import (
+    _floats,
+    build,
+    check_config,
+    moved_setting,
+    resume_checkpoint,
+    run_fields,
+    update_choice,
+)
 
 log = logging.getLogger(__name__)
 
 
-def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
-    datamodule, model, trainer = build(cfg)
+def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str | None = None) -> dict[str, Any]:
+    """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read."""
+    datamodule, model, trainer = build(cfg, wandb_id=wandb_id)
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, "run": identity.wandb_run(cfg), "params": model.num_params})
 
@@ -44,17 +53,17 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "monitor_mode": model.monitor_mode,
     }
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_floats(trainer.callback_metrics))
     if cfg.test:
         # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else cfg.ckpt_path
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else checkpoint
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        metrics["tested_checkpoint"] = best or "final weights"
+        metrics["tested_checkpoint"] = str(best) if best else "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
     metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
-    metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.explain()
+    metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.explain(update_choice(cfg))
     metrics["device"] = str(trainer.strategy.root_device)
     return metrics
 
@@ -77,15 +86,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
             if "resumed" in claim.record:
                 record["resumed"] = claim.record["resumed"]
-        with open_dict(cfg):
-            cfg.ckpt_path = str(checkpoint) if checkpoint else None
-            for logger in (cfg.get("logger") or {}).values():  # one W&B run per run dir, however often resumed
-                if logger and str(logger.get("_target_", "")).endswith("WandbLogger"):
-                    logger.id = record.get("wandb_id") or logger.get("id")
         if claim is not None:
             _write_hydra_files(out, cfg)
         log.info(f"run {identity.name(cfg)} on {fields['dataset']}: {out}")
-        record.update(fit_and_test(cfg))
+        record.update(fit_and_test(cfg, checkpoint, record.get("wandb_id")))
         record["status"] = "ok"
         log.info(f"result: {result_line(record)}")
     except BaseException as e:

@@ -302,13 +302,13 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
 )
 def test_the_update_strategy_comes_from_the_config_with_its_reason(cfg_factory, overrides, update, reason):
     """One place (the update group, built by src.runs.build.update_strategy) gives the strategy; update=auto picks
-    from truncation and the device; metrics.json records its `describe()` and `reason`. Clipping is the
+    from truncation and the device; metrics.json records its `describe()` and `explain()`. Clipping is the
     strategy's for every strategy, and the trainer config is left as composed (it holds no clipping)."""
-    from src.runs.build import update_strategy
+    from src.runs.build import update_choice, update_strategy
 
     cfg = cfg_factory(*overrides, "update.gradient_clip_val=0.5")
     strategy = update_strategy(cfg)
-    assert strategy.describe().startswith(update) and strategy.reason == reason
+    assert strategy.describe().startswith(update) and strategy.explain(update_choice(cfg)) == reason
     assert strategy.automatic == (update == "automatic")
     assert "gradient_clip_val" not in cfg.trainer and "gradient_clip_algorithm" not in cfg.trainer
     assert strategy.setting("gradient_clip_val") == 0.5 and strategy.setting("gradient_clip_algorithm") == "norm"
@@ -346,7 +346,7 @@ def test_update_graphs_stay_off_where_not_exact_and_checkpoints_stay_portable(cf
     )
     recorder = trainer.lightning_module.update.inner  # grouped(graphed(manual))
     assert recorder.off == "not on a GPU" and not recorder.graphs and trainer.global_step == 4
-    explained = trainer.lightning_module.update.explain()  # metrics.json `update_reason`
+    explained = trainer.lightning_module.update.explain("update=graphed")  # metrics.json `update_reason`
     assert explained == "update=graphed; graphs off: not on a GPU"
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters(), lr=torch.tensor(0.01), capturable=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from src.common.errors import ConfigError
-from src.runs.build import build, moved_setting
+from src.runs.build import build, moved_setting, update_choice
 from src.train import train
 from tests.conftest import run_cli
 
@@ -158,4 +158,7 @@ def test_a_new_strategy_is_one_python_file_and_one_yaml(cfg_factory, tmp_path, m
     trainer.fit(model, datamodule=datamodule)
     assert type(model.update).__name__ == "Counting" and model.update.every == 2
     assert model.update.seen == trainer.global_step == 3 and not model.automatic_optimization
-    assert model.update.setting("gradient_clip_val") == 0.5 and model.update.reason == "update=counting"
+    assert (
+        model.update.setting("gradient_clip_val") == 0.5
+        and model.update.explain(update_choice(cfg)) == "update=counting"
+    )

@@ -13,10 +13,11 @@ import os
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.utilities import rank_zero_only
 
 _TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
@@ -116,3 +117,18 @@ class QuietWandbLogger(WandbLogger):
         super().__init__(*args, anonymous=anonymous, **kwargs)
         if not anonymous:
             self._wandb_init.pop("anonymous", None)
+
+
+class PhasedTensorBoardLogger(TensorBoardLogger):
+    """Lightning's, closing its event writer when a phase (fit, test) ends and opening the next phase's under
+    another file name. Lightning's finalize closes the writer and the next phase reopens one named by the second,
+    so a test that starts within the same second as fit ended truncated the fit's file; a flush instead of the
+    close leaves the events still queued for the writer's thread unwritten when the process exits. The writer's
+    arguments (`_kwargs`) and handle (`_experiment`) are private."""
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)  # closes the writer: every queued event is on disk
+        self._phases = getattr(self, "_phases", 0) + 1
+        self._kwargs["filename_suffix"] = f".{self._phases}"
+        self._experiment = None  # the next phase's first log opens a new file

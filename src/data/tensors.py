@@ -38,6 +38,7 @@ class DataSpec:
     input_size: int  # features per step, or vocabulary size for tokens
     num_classes: int
     stream: bool = False  # batches continue each other row by row (src/data/streams.py): evaluation carries state
+    padded: bool = False  # sequences of several lengths, padded to a batch's longest (batches carry `lengths`)
     # test/baseline_<name>: what a trivial predictor scores on the test split (none if the data set knows none)
     baselines: dict[str, float] = field(default_factory=dict, compare=False)
     # (context [window, 1], truth [steps, 1]) of a series: an autoregressive rollout test; None for none
@@ -243,6 +244,7 @@ class TensorDataModule(L.LightningDataModule):
             input_size=size,
             num_classes=classes,
             stream=self.stream,
+            padded=self.splits["train"][1] is not None,
             baselines=self.baselines(),
             rollout=self.rollout(),
             generation=self.generation_info(),

@@ -129,8 +129,10 @@ def check_config(cfg: DictConfig) -> None:
         ) from None
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """The data module (set up), the task module and the Trainer that `cfg` describes."""
+def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The data module (set up), the task module and the Trainer that `cfg` describes; `wandb_id`: the W&B run
+    this run dir logs to (one per run dir, however often resumed: src/records/rundir.py keeps it). `cfg` is only
+    read."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -172,8 +174,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     update = update_strategy(cfg)
     # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
     # it is (`handed`).
-    model = make(cfg.task, "task", handed={"spec": spec}, update=update, _convert_="object")
-    model.run_config = resolved_config(cfg)
+    handed = {"spec": spec, "run_config": resolved_config(cfg)}
+    model = make(cfg.task, "task", handed=handed, update=update, _convert_="object")
     if cfg.train and cfg.trainer.get("max_epochs") != 0:
         check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
     callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
@@ -190,7 +192,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
     callbacks += [make(cfg.progress, "progress")] if bar else []
-    loggers = [make(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
+    loggers = [
+        make(c, f"logger.{k}", **({"id": wandb_id} if wandb_id and is_wandb(c) else {}))
+        for k, c in (cfg.get("logger") or {}).items()
+        if c
+    ]
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer: L.Trainer = make(
@@ -202,6 +208,17 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         enable_progress_bar=bar,
     )
     return datamodule, model, trainer
+
+
+def is_wandb(node: DictConfig) -> bool:
+    return str(node.get("_target_", "")).endswith("WandbLogger")
+
+
+def update_choice(cfg: DictConfig) -> str:
+    """How the config named the update strategy (`update=<choice>`): metrics.json's `update_reason` where the
+    strategy gives no reason of its own."""
+    choice = HydraConfig.get().runtime.choices.get("update") if HydraConfig.initialized() else None
+    return f"update={choice or cfg['update'].get('_target_')}"
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -234,7 +251,10 @@ def make(node: DictConfig, group: str, handed: dict[str, Any] | None = None, **k
     """instantiate(node, **kwargs) for the config group `group`: a value the class refuses (torch's, Lightning's
     or the suite's own) is a ConfigError naming the group, not Hydra's wrapped traceback. `handed` arguments go to
     the class as they are: passed to instantiate, a dataclass becomes a config node and back (slow for a
-    DataSpec: a language model's vocabulary becomes a node per token)."""
+    DataSpec: a language model's vocabulary becomes a node per token). Instantiated from a resolved copy: Hydra
+    resolves the node it is given in place, and a `${stack}` inside the task would write the run's resolved values
+    into the composed config, which is only read."""
+    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
     try:
         if handed is None:
             return instantiate(node, **kwargs)
@@ -266,12 +286,11 @@ def update_strategy(cfg: DictConfig) -> Update:
             f"update: {node.get('_target_')} built a {type(update).__name__}, not an update strategy "
             f"(src/updates/base.py Update); choose one of conf/update/"
         )
-    choice = HydraConfig.get().runtime.choices.get("update") if HydraConfig.initialized() else None
-    update.reason = update.reason or f"update={choice or node.get('_target_')}"
+    choice = update_choice(cfg)
     truncated = Truncation.from_config(OmegaConf.to_container(cfg.truncation, resolve=True)) is not None
     if truncated and update.setting("truncation") is None:
         raise ConfigError(
-            f"truncation=tbptt but update={choice or update.describe()} runs full-BPTT updates; use update=auto, "
+            f"truncation=tbptt but {choice} runs full-BPTT updates; use update=auto, "
             f"update=truncated or update=grouped (which follow truncation), or truncation=none"
         )
     accumulate = cfg.trainer.get("accumulate_grad_batches", 1)

@@ -265,7 +265,7 @@ def build_stacked(
 ) -> tuple[StackedData, StackedTask, L.Trainer]:
     """The members of `seeds` (their configs: `members`, default member_config(cfg, seed)), each built as its
     single run builds its model, stacked; and the Trainer (cfg's, with cfg's callbacks and loggers)."""
-    from src.runs.build import build, resolved_config
+    from src.runs.build import build
 
     update, trainer_cfg = stacked_update(cfg)
     datamodules, tasks = [], []
@@ -281,7 +281,6 @@ def build_stacked(
             member.logger = _resolved(cfg.get("logger")) if not i else None
         datamodule, task, member_trainer = build(member)
         trainer = trainer or member_trainer
-        task.run_config = resolved_config(member)
         task.update = Automatic()  # the host's update runs; a member's own hooks must not step anything
         task.update.attach(task)
         datamodules.append(datamodule)

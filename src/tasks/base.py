@@ -54,6 +54,7 @@ class RecurrentTask(L.LightningModule):
         monitor: str = "val/loss",
         monitor_mode: str = "min",
         update: Update | None = None,
+        run_config: dict | None = None,
     ):
         super().__init__()
         self.spec, self.monitor, self.monitor_mode = spec, monitor, monitor_mode
@@ -79,7 +80,8 @@ class RecurrentTask(L.LightningModule):
             )
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.val_best.persistent(True)  # kept in checkpoints, so a resumed run still knows its best epoch
-        self.run_config: dict = {}  # the resolved config, stored in checkpoints so commands can rebuild the model
+        # The resolved config, stored in checkpoints so that commands can rebuild the model (src/records/rebuild.py).
+        self.run_config: dict = run_config or {}
         self.update = update or Automatic()
         self.update.attach(self)
 
@@ -141,6 +143,20 @@ class RecurrentTask(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.update.on_before_optimizer_step(optimizer)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        # Lightning's loop calls this under automatic optimization only; the Trainer's own clipping arguments stay
+        # unset (src/runs/build.py refuses trainer.gradient_clip_*): clipping is the update strategy's setting.
+        self.update.configure_gradient_clipping(optimizer)
+
+    def truncation_refusal(self) -> str | None:
+        """Why this task cannot train on windows of its sequences (truncation=tbptt), or None: asked when a truncating
+        strategy attaches, so the refusal comes before any data is trained on."""
+        if not self.supports_truncation:
+            return f"truncation=tbptt means nothing for the {type(self).__name__} task; use truncation=none"
+        return None
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

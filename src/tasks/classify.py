@@ -42,10 +42,10 @@ class SequenceClassifier(RecurrentTask):
         monitor_mode: str = "max",
         **kwargs,
     ):
-        super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         if pool not in POOLS:
             raise ConfigError(f"task.pool={pool!r} is not one of {POOLS}")
-        self.pool = pool
+        self.pool = pool  # before the base class attaches the update strategy, which asks truncation_refusal()
+        super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         classes = self.spec.num_classes
         if head_hidden < 0:
             raise ConfigError(f"task.head_hidden={head_hidden} must be >= 0 (0 = a single linear layer)")
@@ -67,6 +67,16 @@ class SequenceClassifier(RecurrentTask):
         self.register_buffer("train_seen", torch.zeros((), dtype=torch.long), persistent=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
+    def truncation_refusal(self) -> str | None:
+        if self.spec.padded:
+            return (
+                "truncation=tbptt needs equal-length sequences for classification: in a padded batch each "
+                "sequence's last step falls in a different chunk; use truncation=none"
+            )
+        if self.pool != "last":
+            return f"task.pool={self.pool} summarises every step; it needs truncation=none"
+        return super().truncation_refusal()
+
     def head(self, outputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if self.pool == "last":
             return self.classifier(last_step(outputs, lengths, self.stack.bidirectional))
@@ -75,13 +85,6 @@ class SequenceClassifier(RecurrentTask):
     def loss(self, logits: torch.Tensor, batch: Batch, t0: int, t1: int):
         if t1 < batch.x.shape[1]:
             return None  # the one target sits after the last step
-        if batch.lengths is not None and t0 > 0:
-            raise ConfigError(
-                "truncation=tbptt needs equal-length sequences for classification: in a padded "
-                "batch each sequence's last step falls in a different chunk; use truncation=none"
-            )
-        if t0 > 0 and self.pool != "last":
-            raise ConfigError(f"task.pool={self.pool} summarises every step; it needs truncation=none")
         if self.training:  # read (a sync) once per epoch
             self.train_right += (logits.detach().argmax(-1) == batch.y).sum()
             self.train_seen += len(batch.y)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 
 from src.updates.base import Update
@@ -18,18 +17,9 @@ class Automatic(Update):
     automatic = True
     name = "automatic"
 
-    def attach(self, task: L.LightningModule) -> None:
-        super().attach(task)
-        # The task's hook, as grouped.py replaces its training_step: the task itself knows nothing of clipping.
-        task.configure_gradient_clipping = self.configure_gradient_clipping
-
     def train_on(self, batch: Any) -> torch.Tensor:
         return self.task.batch_loss(batch)  # not detached: Lightning's loop runs its backward
 
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
-    ) -> None:
-        # The Trainer's own settings (the arguments) stay unset: clipping is this strategy's (src/train.py refuses
-        # trainer.gradient_clip_*).
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer) -> None:
         if self.gradient_clip_val:
             self.task.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)

@@ -6,7 +6,9 @@ The task (src/tasks/base.py) calls, and only calls:
                                         task.automatic_optimization (and anything else Lightning must see)
     training_step(batch, batch_idx)     the task's training_step
     on_train_start(), on_train_epoch_start(), on_train_epoch_end(), on_before_optimizer_step(optimizer),
-    on_save_checkpoint(checkpoint)      the task's Lightning hooks of the same names
+    on_save_checkpoint(checkpoint),
+    configure_gradient_clipping(optimizer)
+                                        the task's Lightning hooks of the same names
     describe(), explain()               what metrics.json records as `update` and `update_reason`
     setting(name)                       a setting (`truncation`, `gradient_clip_val`, `per_step`) for src.train's
                                         checks and the callbacks that need it
@@ -53,10 +55,11 @@ class Update:
     def describe(self) -> str:
         return self.name
 
-    def explain(self) -> str:
-        """Why this strategy runs as it does: the reason it was chosen, and what it found out while running (the
-        graphed strategy: why its graphs are off). metrics.json `update_reason`."""
-        return "; ".join(note for note in (self.reason, *self.notes()) if note)
+    def explain(self, chosen: str = "") -> str:
+        """Why this strategy runs as it does: the reason it was chosen (update=auto says what it picked; otherwise
+        `chosen`, how the config named it), and what it found out while running (the graphed strategy: why its
+        graphs are off). metrics.json `update_reason`."""
+        return "; ".join(note for note in (self.reason or chosen, *self.notes()) if note)
 
     def notes(self) -> list[str]:
         return []
@@ -108,6 +111,9 @@ class Update:
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         pass
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer) -> None:
+        pass  # Lightning calls it only where its loop steps the optimizer: the automatic strategy's
 
 
 def check_clipping(value: Any, algorithm: Any) -> tuple[float | None, str]:
@@ -184,3 +190,6 @@ class Wrapper(Update):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.inner.on_save_checkpoint(checkpoint)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer) -> None:
+        self.inner.configure_gradient_clipping(optimizer)

@@ -80,10 +80,8 @@ class Stacked(Manual):
                     "truncation=tbptt cannot be combined with direction=bi: the backward direction "
                     "would read across chunk boundaries; use direction=uni or truncation=none"
                 )
-            if not getattr(first, "supports_truncation", True):
-                raise ConfigError(
-                    f"truncation=tbptt means nothing for the {type(first).__name__} task; use truncation=none"
-                )
+            if (refusal := first.truncation_refusal()) is not None:
+                raise ConfigError(refusal)
         super().attach(task)
 
     # -- the step --------------------------------------------------------------------------------------------

@@ -109,8 +109,8 @@ class Truncated(Manual):
                 "truncation=tbptt cannot be combined with direction=bi: the backward direction "
                 "would read across chunk boundaries; use direction=uni or truncation=none"
             )
-        if not getattr(task, "supports_truncation", True):
-            raise ConfigError(f"truncation=tbptt means nothing for the {type(task).__name__} task; use truncation=none")
+        if (refusal := task.truncation_refusal()) is not None:
+            raise ConfigError(refusal)
         super().attach(task)
 
     def train_on(self, batch: Batch) -> torch.Tensor | None:
