@@ -140,7 +140,9 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     from src.updates.schedules import check_optimization
 
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = make(cfg.dataset, "dataset")
+    update = update_strategy(cfg)
+    grouping = batch_groups(cfg, update.setting("per_step", 1))
+    datamodule = make(cfg.dataset, "dataset", **grouping.get("dataset", {}))
     try:
         datamodule.prepare_data()
         datamodule.setup()
@@ -171,7 +173,6 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
             f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
             f"drop the task override (each data set's config chooses its task)"
         )
-    update = update_strategy(cfg)
     # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
     # it is (`handed`).
     handed = {"spec": spec, "run_config": resolved_config(cfg)}
@@ -206,8 +207,32 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
         logger=loggers or False,
         enable_checkpointing=checkpoints,
         enable_progress_bar=bar,
+        **grouping.get("trainer", {}),
     )
     return datamodule, model, trainer
+
+
+def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, dict[str, Any]]:
+    """The arguments that make a Lightning step a group of `per_step` batches (update=grouped): the data module's
+    training loader hands the groups and applies trainer.limit_train_batches itself, in batches; the Trainer's
+    other counts in batches become counts of steps (rounded up). {} for one batch per step."""
+    from src.data.tensors import TensorDataModule
+
+    if per_step == 1:
+        return {}
+    if not issubclass(get_class(cfg.dataset._target_), TensorDataModule):
+        raise ConfigError(
+            f"update.per_step={per_step}: the groups of batches come from the suite's loader "
+            f"(src/data/tensors.py TensorDataModule), and dataset={cfg.dataset._target_} has its own; "
+            f"set update.per_step=1 (or update=automatic)"
+        )
+    trainer = {"limit_train_batches": None}
+    for key in ("val_check_interval", "log_every_n_steps"):
+        value = cfg.trainer.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            trainer[key] = -(-value // per_step)
+    limit = cfg.trainer.get("limit_train_batches")
+    return {"dataset": {"batches_per_step": per_step, "train_batch_limit": limit}, "trainer": trainer}
 
 
 def is_wandb(node: DictConfig) -> bool:
