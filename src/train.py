@@ -103,7 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["wall_s"] = round(time.perf_counter() - started, 3)
         record["finished_at"] = time.time()
         if claim is not None:
-            atomic_write_json(out / RECORD, record)
+            atomic_write_json(out / RECORD, record, within=out)
             claim.release()
         _finish_wandb()
     return record

@@ -33,10 +33,12 @@ IGNORED = (
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to a temporary file, then rename: a crash never leaves a truncated .ckpt behind."""
+    """torch.save to a temporary file, then rename: a crash never leaves a truncated .ckpt behind. Neither the file
+    nor its folder (a run dir's checkpoints/) may be a symbolic link: a write never goes out of the run dir."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options: Any | None = None) -> None:
-        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        path = Path(path)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), within=path.parent.parent)
 
 
 def load(path: str | Path, source: str | None = None) -> dict:

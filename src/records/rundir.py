@@ -14,6 +14,11 @@
 
 The claim writes metrics.json with status "running" and the run's W&B id, and the run's .hydra/ files (Hydra is
 told not to write them itself, so it cannot overwrite another run's before this check).
+
+Nothing in a run dir is followed out of it: the claim refuses a symbolic link anywhere in the dir (but inside
+wandb/, where W&B keeps links of its own), the lock is opened without following one, and every record is written
+with the links on its way refused (src/common/files.py), so a planted link cannot make a run overwrite a file
+elsewhere.
 """
 
 from __future__ import annotations
@@ -31,12 +36,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from src.common.errors import ConfigError
-from src.common.files import atomic_write_json, atomic_write_text
+from src.common.files import atomic_write_json, atomic_write_text, link_error, open_nofollow
 from src.records.record import ATTEMPTS, RECORD, RecordError, read_record
 
 LOCK = ".rnn_bench.lock"
 # What Hydra itself writes into a job's dir before the run starts (its log), and the lock: not a run's results.
 NOT_RESULTS = (LOCK, ATTEMPTS)
+WANDB = "wandb"  # W&B's folder: it makes links of its own inside (latest-run, debug.log)
 
 
 @dataclass
@@ -56,8 +62,18 @@ def _leftovers(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.name not in NOT_RESULTS and not p.name.endswith(".log"))
 
 
+def refuse_links_in(out: Path) -> None:
+    """LinkError naming the first symbolic link in the run dir `out` (not below wandb/, W&B's own)."""
+    for folder, dirs, files in os.walk(out):
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(folder, name)):
+                raise link_error(os.path.join(folder, name))
+        if Path(folder) == out and WANDB in dirs:
+            dirs.remove(WANDB)
+
+
 def _lock(out: Path) -> int:
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_nofollow(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -93,6 +109,7 @@ def claim(out: str | Path, config_hash: str, resuming: bool, fields: dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
+        refuse_links_in(out)
         return _claim(out, config_hash, resuming, fields, lock)
     except BaseException:
         os.close(lock)
@@ -165,16 +182,16 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
     }
     if resuming and previous is not None:
         record["resumed"] = int(previous.get("resumed", 0) or 0) + 1
-    atomic_write_json(out / RECORD, record)
+    atomic_write_json(out / RECORD, record, within=out)
     return Claim(out, record, moved, lock)
 
 
 def write_hydra_files(out: Path, config: Any, hydra_config: Any, overrides: list[str]) -> None:
     """The run's .hydra/ folder (config.yaml, hydra.yaml, overrides.yaml), as Hydra would write it."""
     folder = Path(out) / ".hydra"
-    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(config))
-    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_config}))
-    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(config), within=out)
+    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_config}), within=out)
+    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(overrides)), within=out)
 
 
 def job_dir_name(overrides: str) -> str:

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.common.errors import ConfigError
-from src.common.files import atomic_write_text
+from src.common.files import atomic_write_text, probe_writable
 from src.runs import commands
 
 log = logging.getLogger(__name__)
@@ -256,9 +256,7 @@ class OutputDirCheck(Callback):
         path = Path(str(directory))
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write_test"
-            probe.touch()
-            probe.unlink()
+            probe_writable(path)
         except OSError as e:
             print(
                 f"error: the output directory {path} cannot be created or written ({e.strerror or e}); choose "
