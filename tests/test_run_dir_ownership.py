@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from src.common.errors import ConfigError
 from src.common.files import LinkError, atomic_write_json
@@ -173,3 +176,178 @@ def test_records_keep_working_in_a_run_dir_that_is_itself_a_link(cfg_factory, tm
     assert record["status"] == "ok" and read_record(real / "metrics.json")["status"] == "ok"
     atomic_write_json(tmp_path / "run" / "x.json", {"a": 1}, within=tmp_path / "run")
     assert json.loads((real / "x.json").read_text()) == {"a": 1}
+
+
+# -- class 2: every checkpoint a run tests or resumes is its own -------------------------------------------------
+
+
+def finished(cfg_factory, run: Path, *extra: str) -> dict:
+    record = train(cfg_factory(*SAVED, *extra, out=run))
+    assert record["status"] == "ok"
+    return record
+
+
+def test_a_moved_run_dir_tests_its_own_best_checkpoint_not_the_old_location(cfg_factory, tmp_path):
+    old, moved = tmp_path / "old", tmp_path / "moved"
+    first = finished(cfg_factory, old)
+    old.rename(moved)
+    finished(cfg_factory, old, "seed=7", "cell.hidden_size=16")  # another run now lives at the old location
+    # Resumed where it now lies, with nothing left to train: only the test runs.
+    record = train(cfg_factory(*SAVED, "ckpt_path=last", out=moved))
+    assert record["tested_checkpoint"] == str(moved / "checkpoints" / "best.ckpt")  # main: old/checkpoints/...
+    assert record["test/loss"] == first["test/loss"] and record["test/acc"] == first["test/acc"]
+    # The resume succeeded: the earlier attempt's record and .hydra/ are kept, no copy of its history.
+    assert sorted(p.name for p in (moved / "previous_attempts" / "1").iterdir()) == [".hydra", "metrics.json"]
+
+
+def test_a_moved_run_dir_without_its_best_checkpoint_tests_the_final_weights_and_says_so(cfg_factory, tmp_path):
+    old, moved = tmp_path / "old", tmp_path / "moved"
+    finished(cfg_factory, old)
+    old.rename(moved)
+    (moved / "checkpoints" / "best.ckpt").unlink()
+    finished(cfg_factory, old, "seed=7", "cell.hidden_size=16")
+    record = train(cfg_factory(*SAVED, "ckpt_path=last", out=moved))
+    assert record["tested_checkpoint"] == "final weights"  # main tested old/checkpoints/best.ckpt, another run's
+
+
+def test_resuming_with_another_seed_is_refused_and_nothing_changes(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    finished(cfg_factory, run)
+    before = snapshot(run)
+    refused = refusal(lambda: train(cfg_factory(*SAVED, "seed=7", "trainer.max_epochs=3", "ckpt_path=last", out=run)))
+    assert snapshot(run) == before  # main trained on and recorded the run as seed 7
+    assert re.fullmatch(
+        rf"ckpt_path={run}/checkpoints/last\.ckpt belongs to another run: seed: checkpoint 42, this run 7\. To "
+        r"resume it, use its settings \(seed=42\); to start a new run with these settings, drop ckpt_path and choose "
+        r"a new dir \(hydra\.run\.dir=<new dir>\)",
+        refused,
+    ), refused
+
+
+def test_evaluating_a_checkpoint_under_another_seed_is_refused(cfg_factory, tmp_path):
+    finished(cfg_factory, tmp_path / "run")
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    refused = refusal(
+        lambda: train(cfg_factory(*QUICK, "train=false", "seed=3", f"ckpt_path={best}", out=tmp_path / "e"))
+    )
+    assert "belongs to another run: seed: checkpoint 42, this run 3. To evaluate it, use its settings (seed=42)" in (
+        refused
+    )
+    assert read_record(tmp_path / "e" / "metrics.json")["status"] == "failed"  # main recorded seed 3's "result"
+
+
+def test_a_checkpoint_of_another_run_planted_in_the_run_dir_is_not_tested(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    finished(cfg_factory, run)
+    finished(cfg_factory, tmp_path / "other", "seed=7")
+    shutil.copy(tmp_path / "other" / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.ckpt")
+    refused = refusal(lambda: train(cfg_factory(*SAVED, "ckpt_path=last", out=run)))
+    assert "checkpoints/best.ckpt belongs to another run: seed: checkpoint 7, this run 42" in refused, refused
+
+
+def test_resuming_with_another_optimizer_is_one_line_naming_the_option(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    finished(cfg_factory, run)
+    before = snapshot(run)
+    refused = refusal(
+        lambda: train(cfg_factory(*SAVED, "optimizer=sgd", "trainer.max_epochs=3", "ckpt_path=last", out=run))
+    )
+    assert "belongs to another run: optimizer._target_: checkpoint Adam, this run SGD" in refused, refused
+    assert "use its settings (optimizer=adam)" in refused  # main: a KeyError from inside torch's SGD
+    assert snapshot(run) == before
+
+
+def test_an_lr_given_on_resume_is_refused_not_silently_ignored(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    finished(cfg_factory, run)
+    refused = refusal(
+        lambda: train(cfg_factory(*SAVED, "optimizer.lr=0.05", "trainer.max_epochs=3", "ckpt_path=last", out=run))
+    )
+    # main resumed at the checkpoint's lr (0.002) and recorded the run under optimizer.lr=0.05
+    assert "optimizer.lr: checkpoint 0.002, this run 0.05" in refused and "(optimizer.lr=0.002)" in refused
+
+
+# -- class 3: a damaged checkpoint is never read; a failed resume never replaces a finished record ---------------
+
+
+def damage(path: Path, member: str = "data/0", where: str = "data") -> None:
+    """Flip one bit of a checkpoint: in the bytes of a member (a weight tensor, the pickled structure), or in the
+    CRC-32 the zip's central directory records for it."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("/" + member))
+    if where == "data":
+        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+        raw[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= 0x40
+    else:
+        entry = raw.index(b"PK\x01\x02")
+        while raw[entry + 46 : entry + 46 + len(info.filename)] != info.filename.encode():
+            entry = raw.index(b"PK\x01\x02", entry + 4)
+        raw[entry + 16] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("member, where", [("data/0", "data"), ("data.pkl", "data"), ("data/0", "directory")])
+def test_a_damaged_checkpoint_is_refused_before_anything_is_read(cfg_factory, tmp_path, member, where):
+    finished(cfg_factory, tmp_path / "run")
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    damage(best, member, where)
+    refused = refusal(lambda: train(cfg_factory(*QUICK, "train=false", f"ckpt_path={best}", out=tmp_path / "e")))
+    assert refused == (
+        f"ckpt_path={best} is damaged (its {member} fails the zip's CRC check: it changed after it was written); "
+        f"nothing was read from it. Restore it from a copy, use another checkpoint of the run, or train afresh"
+    )  # main evaluated the changed weights as a result
+    assert read_record(tmp_path / "e" / "metrics.json")["status"] == "failed"
+
+
+def test_a_damaged_last_checkpoint_is_not_resumed_and_the_finished_run_stays(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    finished(cfg_factory, run)
+    damage(run / "checkpoints" / "last.ckpt")
+    before = snapshot(run)
+    refused = refusal(lambda: train(cfg_factory(*SAVED, "trainer.max_epochs=3", "ckpt_path=last", out=run)))
+    assert snapshot(run) == before  # main resumed the changed weights and replaced the finished record
+    assert "last.ckpt is damaged (its data/0 fails the zip's CRC check" in refused, refused
+
+
+def test_every_checkpoint_lightning_reads_is_verified(tmp_path):
+    """The checkpoint a run tests after fitting is read by Lightning, through the suite's checkpoint IO."""
+    path = tmp_path / "checkpoints" / "best.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.arange(64.0)}}, path)
+    damage(path)
+    refused = refusal(lambda: AtomicCheckpointIO().load_checkpoint(path, weights_only=True))
+    assert refused.startswith(f"checkpoint {path} is damaged (its data/0 fails the zip's CRC check"), refused
+
+
+def test_generate_refuses_a_damaged_checkpoint(tmp_path):
+    from src.generate import load_language_model
+
+    path = tmp_path / "checkpoints" / "best.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.arange(64.0)}, "rnn_bench": {}}, path)
+    damage(path)
+    refused = refusal(lambda: load_language_model(path))
+    assert refused.startswith(f"ckpt={path} is damaged (its data/0 fails"), refused
+
+
+def test_a_failed_resume_never_replaces_the_finished_run(cfg_factory, tmp_path, monkeypatch):
+    import src.train
+
+    run = tmp_path / "run"
+    finished(cfg_factory, run)
+    before = snapshot(run)
+    real = src.train.fit_and_test
+
+    def fails_after_training(*args, **kwargs):  # the resumed epochs run (and write checkpoints), then it fails
+        real(*args, **kwargs)
+        raise FloatingPointError("the training loss became NaN")
+
+    monkeypatch.setattr(src.train, "fit_and_test", fails_after_training)
+    with pytest.raises(FloatingPointError):
+        train(cfg_factory(*SAVED, "trainer.max_epochs=4", "ckpt_path=last", out=run))
+    after = snapshot(run)
+    attempt = run / "previous_attempts" / "1"
+    failed = read_record(attempt / "metrics.json")
+    assert failed["status"] == "failed" and "NaN" in failed["error"] and failed["resumed"] == 1
+    assert torch.load(attempt / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3  # kept, not lost
+    kept = {k: v for k, v in after.items() if not k.startswith("previous_attempts/")}
+    assert kept == before  # the finished record, .hydra/, checkpoints and csv rows as they were (main: "failed")

@@ -241,7 +241,7 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
         path = Path(cfg.ckpt_path).expanduser()
     from src.records.checkpoints import check_compatible
 
-    check_compatible(path, resolved_config(cfg))
+    check_compatible(path, resolved_config(cfg), resuming=bool(cfg.train))
     return path
 
 
