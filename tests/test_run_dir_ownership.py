@@ -191,7 +191,7 @@ def test_a_moved_run_dir_tests_its_own_best_checkpoint_not_the_old_location(cfg_
     old, moved = tmp_path / "old", tmp_path / "moved"
     first = finished(cfg_factory, old)
     old.rename(moved)
-    finished(cfg_factory, old, "seed=7", "cell.hidden_size=16")  # another run now lives at the old location
+    finished(cfg_factory, old, "seed=7")  # another run (another seed) now lives at the old location
     # Resumed where it now lies, with nothing left to train: only the test runs.
     record = train(cfg_factory(*SAVED, "ckpt_path=last", out=moved))
     assert record["tested_checkpoint"] == str(moved / "checkpoints" / "best.ckpt")  # main: old/checkpoints/...
@@ -205,7 +205,7 @@ def test_a_moved_run_dir_without_its_best_checkpoint_tests_the_final_weights_and
     finished(cfg_factory, old)
     old.rename(moved)
     (moved / "checkpoints" / "best.ckpt").unlink()
-    finished(cfg_factory, old, "seed=7", "cell.hidden_size=16")
+    finished(cfg_factory, old, "seed=7")
     record = train(cfg_factory(*SAVED, "ckpt_path=last", out=moved))
     assert record["tested_checkpoint"] == "final weights"  # main tested old/checkpoints/best.ckpt, another run's
 
