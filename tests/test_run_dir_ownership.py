@@ -113,6 +113,25 @@ def test_previous_attempts_planted_as_a_link_keeps_the_earlier_attempt_in_the_ru
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
 
 
+def test_a_sweep_job_is_not_skipped_on_a_record_linked_from_another_dir(cfg_factory, tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from src.runs.sweeps import completed_record
+
+    train(cfg_factory(*QUICK, out=tmp_path / "other"))  # a finished run of the same config, in another dir
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "metrics.json").symlink_to(tmp_path / "other" / "metrics.json")
+    cfg = cfg_factory(*QUICK, out=job)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    assert completed_record(cfg) is None  # main skipped the job as finished, on the other dir's record
+    assert re.search(rf"job/metrics\.json {LINK}", refusal(lambda: train(cfg)))
+
+
 @pytest.mark.parametrize("planted", ["checkpoints", "csv/metrics.csv", "checkpoints/last.ckpt", "wandb"])
 def test_a_link_in_a_resumed_run_dir_is_refused_and_nothing_changes(cfg_factory, tmp_path, planted):
     run = tmp_path / "run"

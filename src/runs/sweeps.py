@@ -52,8 +52,11 @@ def completed_record(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    if path.is_symlink():  # another dir's record, not this job's: the job runs, and its claim refuses the link
+        return None
     try:
-        record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if record.get("status") == "ok" and record.get("config_hash") == config_hash(cfg):
