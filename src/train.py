@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 
 def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str | None = None) -> dict[str, Any]:
-    """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read."""
+    """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read. The
+    checkpoint tested is this run's own (`own_best`), checked like the one it resumed from."""
     datamodule, model, trainer = build(cfg, wandb_id=wandb_id)
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, "run": identity.wandb_run(cfg), "params": model.num_params})
@@ -58,7 +59,11 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
         metrics.update(_floats(trainer.callback_metrics))
     if cfg.test:
         # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else checkpoint
+        best = own_best(trainer, Path(cfg.paths.output_dir)) if cfg.train else checkpoint
+        if cfg.train and best:
+            from src.records.checkpoints import check_compatible
+
+            check_compatible(best, model.run_config, resuming=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics["tested_checkpoint"] = str(best) if best else "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
@@ -66,6 +71,23 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
     metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.explain(update_choice(cfg))
     metrics["device"] = str(trainer.strategy.root_device)
     return metrics
+
+
+def own_best(trainer: Any, out: Path) -> str:
+    """The best checkpoint of this run, to test: Lightning's best_model_path where it lies in the run dir `out`.
+    A run resumed in a moved or copied dir gets back the path Lightning stored, the old location, which may hold
+    another run's checkpoint by now: never followed; the dir's own file of that name is tested instead (none:
+    the final weights, and metrics.json says so)."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") or ""
+    if not path or Path(path).resolve().is_relative_to(out.resolve()):
+        return path
+    own = Path(callback.dirpath) / Path(path).name
+    if own.is_file() and own.resolve().is_relative_to(out.resolve()):
+        log.warning(f"the best checkpoint Lightning had stored, {path}, is not in this run dir; testing {own}")
+        return str(own)
+    log.warning(f"the best checkpoint Lightning had stored, {path}, is not in this run dir; testing the final weights")
+    return ""
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -103,7 +125,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["wall_s"] = round(time.perf_counter() - started, 3)
         record["finished_at"] = time.time()
         if claim is not None:
-            atomic_write_json(out / RECORD, record)
+            if record["status"] != "ok" and claim.history:  # a resume of a finished run failed: that run stays
+                failed = claim.keep_finished(record)
+                log.warning(
+                    f"the resumed attempt failed; its record and files are in {failed}, and the finished run "
+                    f"in {out} is as it was before"
+                )
+            else:
+                atomic_write_json(out / RECORD, record, within=out)
+                claim.drop_history()
             claim.release()
         _finish_wandb()
     return record

@@ -5,7 +5,6 @@ the task (handed the data's DataSpec) and the Trainer, each built by Hydra's ins
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import ConfigError, DataError, user_error
+from src.common.files import probe_writable
 from src.records import identity
 from src.runs.sweeps import check_one_process_per_job
 
@@ -119,9 +119,7 @@ def check_config(cfg: DictConfig) -> None:
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_test.{os.getpid()}"  # one per process: a DDP job's ranks may start at once (SLURM)
-        probe.touch()
-        probe.unlink()
+        probe_writable(out)
     except OSError as e:
         raise ConfigError(
             f"the output directory {out} is not writable ({e.strerror}); choose another with "
@@ -268,7 +266,7 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
         path = Path(cfg.ckpt_path).expanduser()
     from src.records.checkpoints import check_compatible
 
-    check_compatible(path, resolved_config(cfg))
+    check_compatible(path, resolved_config(cfg), resuming=bool(cfg.train))
     return path
 
 

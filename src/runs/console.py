@@ -6,6 +6,7 @@ Everything still reaches <run dir>/train.log: the filters here apply to the cons
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 # Logged at INFO on the console: the run's own loggers and Hydra's (its launcher names each job of a multirun).
@@ -55,3 +56,23 @@ def route_lightning_logs() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+
+
+class RunLogFile(logging.FileHandler):
+    """<run dir>/train.log (conf/hydra/job_logging/quiet.yaml), opened without following a symbolic link. Hydra
+    opens the log before the run has claimed its dir; a link planted there is never written through: the handler
+    stays closed and the claim then refuses the dir, naming the link (src/records/rundir.py)."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None, delay: bool = False, errors=None):
+        self.linked = os.path.islink(filename)
+        super().__init__(filename, mode, encoding=encoding, delay=delay or self.linked, errors=errors)
+
+    def _open(self):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if "a" in self.mode else os.O_TRUNC)
+        return os.fdopen(
+            os.open(self.baseFilename, flags, 0o666), self.mode, encoding=self.encoding, errors=self.errors
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.linked:
+            super().emit(record)
