@@ -108,6 +108,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
             if "resumed" in claim.record:
                 record["resumed"] = claim.record["resumed"]
+        console.release_run_log(keep=True)
         if claim is not None:
             _write_hydra_files(out, cfg)
         log.info(f"run {identity.name(cfg)} on {fields['dataset']}: {out}")
@@ -120,6 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             claim = rundir.claim_if_fresh(out)  # record the failure where that overwrites nothing
             if claim is not None:
                 _write_hydra_files(out, cfg)
+        console.release_run_log(keep=claim is not None or rank_zero_only.rank != 0)
         raise
     finally:
         record["wall_s"] = round(time.perf_counter() - started, 3)
@@ -176,6 +178,7 @@ def main(cfg: DictConfig) -> float | None:
 
         if seeds.wanted(cfg):  # seeds=[...]: every seed trained at once, stacked; `train` runs one seed alone
             return seeds.run(cfg, single=train)
+    console.hold_run_log()  # released by train() once the run dir is its own
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")

@@ -311,7 +311,7 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
             "grouped(truncated(k2=7, k1=5), K=3)",
             "update=grouped",
         ),
-        (["truncation=tbptt", "update=truncated"], "truncated(k2=", "update=truncated"),
+        (["truncation=tbptt", "truncation.steps=4", "update=truncated"], "truncated(k2=4", "update=truncated"),
     ],
     ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"],
 )

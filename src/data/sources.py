@@ -78,6 +78,11 @@ def _note(artifact: object, path: Path | None) -> None:
 def _verify(path: Path, sha256: str, what: str) -> None:
     got = sha256_file(path)
     if got != sha256:
+        if not _downloads:  # `src.data list` only looks: the file is kept, and said to be damaged
+            raise DataError(
+                f"{what}: sha256 mismatch for {path} (expected {sha256}, got {got}); kept as it is: "
+                f"python -m src.data fetch replaces it"
+            )
         path.unlink(missing_ok=True)
         raise DataError(
             f"{what}: sha256 mismatch for {path.name} (expected {sha256}, got {got}); "

@@ -179,11 +179,14 @@ def claim(out: str | Path, config_hash: str, resuming: bool, fields: dict[str, A
     """Lock `out` for this run and decide what its existing files mean (module docstring)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    new_lock = not (out / LOCK).exists()
     lock = _lock(out)
     try:
         refuse_links_in(out)
         return _claim(out, config_hash, resuming, fields, lock)
     except BaseException:
+        if new_lock:  # refused: the lock this run made goes too (the dir is not its own)
+            (out / LOCK).unlink(missing_ok=True)
         os.close(lock)
         raise
 

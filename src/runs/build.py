@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.common.errors import ConfigError, DataError, user_error
 from src.common.files import probe_writable
 from src.records import identity
+from src.runs.ranges import check_ranges, check_truncation_length
 from src.runs.sweeps import check_one_process_per_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
@@ -115,6 +116,7 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.trainer.get(key)
         if value is not None and (isinstance(value, bool) or not check(value)):
             raise ConfigError(f"trainer.{key}={value!r} must be {what}")
+    check_ranges(cfg)
     check_one_process_per_job(cfg)
     out = Path(cfg.paths.output_dir)
     try:
@@ -171,6 +173,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
             f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
             f"drop the task override (each data set's config chooses its task)"
         )
+    check_truncation_length(cfg, datamodule, run_fields(cfg)["dataset"])
     # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
     # it is (`handed`).
     handed = {"spec": spec, "run_config": resolved_config(cfg)}
