@@ -132,3 +132,10 @@ class PhasedTensorBoardLogger(TensorBoardLogger):
         self._phases = getattr(self, "_phases", 0) + 1
         self._kwargs["filename_suffix"] = f".{self._phases}"
         self._experiment = None  # the next phase's first log opens a new file
+
+    @rank_zero_only
+    def log_results(self, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """TensorBoard's HParams tab: the run's settings beside its final metrics, written as a last phase of its
+        own (closed at once: nothing of it is left queued when the process exits)."""
+        self.log_hyperparams(params, metrics, step=step)
+        self.finalize("success")
