@@ -18,6 +18,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 _TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
@@ -82,6 +83,22 @@ def prepare_batch(module: L.LightningModule, batch: Any) -> Any:
     batch = trainer.precision_plugin.convert_input(batch)
     batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
     return trainer.strategy.batch_to_device(batch)
+
+
+def model_summary_table(
+    columns: list[tuple[str, list[str]]],
+    total_parameters: int,
+    trainable_parameters: int,
+    model_size: float,
+    training_modes: dict[str, int],
+    total_flops: int,
+) -> str:
+    """Lightning's plain-text model summary (its formatter is private) of the given columns; without the closing
+    "Total Flops" line when no FLOPs were counted."""
+    table = _format_summary_table(
+        total_parameters, trainable_parameters, model_size, training_modes, total_flops, *columns
+    )
+    return table if total_flops else table.rsplit("\n", 1)[0]
 
 
 class KeepingCSVWriter(ExperimentWriter):

@@ -136,7 +136,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from src.runs.callbacks import FiniteLoss, LoggingInterval, Throughput, WandbSummary
+    from src.runs.callbacks import FiniteLoss, LoggingInterval, ModelSummary, Throughput, WandbSummary
     from src.updates.schedules import check_optimization
 
     L.seed_everything(cfg.seed, workers=True)
@@ -189,6 +189,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary(), LoggingInterval()]
+    callbacks += [ModelSummary()] if cfg.trainer.get("enable_model_summary", True) else []  # no FLOPs column of 0s
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
     callbacks += [make(cfg.progress, "progress")] if bar else []
