@@ -51,3 +51,84 @@ def test_tensorboard_hparams_of_a_multirun_hold_each_runs_settings_and_final_met
     # 4 batches an epoch (debug=limit), fewer than trainer.log_every_n_steps=20: still logged once per epoch
     assert sorted(curves["train/loss"]) == [3, 7]
     assert curves["val/acc"] == scalars(run.dir / "tensorboard", ["val/acc"])["val/acc"]
+
+
+# -- Optuna ---------------------------------------------------------------------------------------------------------
+
+
+def test_an_optuna_sweep_run_again_extends_its_persisted_study(tmp_path):
+    """sweep=optuna keeps its study in <sweep dir>/optuna.db: the same command with 2 more trials continues it
+    (4 trials in one study), the new trials in run dirs of their own (2, 3) with parameters of their own."""
+    import optuna
+
+    sweep = tmp_path / "optuna"
+    command = (
+        "-m",
+        "sweep=optuna",
+        "dataset=digits",
+        "cell=rnn",
+        "debug=limit",
+        "logger=csv",
+        "callbacks=none",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    for _ in range(2):
+        done = run_cli(*command)
+        assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="digits-rnn", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert len(study.trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # no trial proposed again
+    records = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in range(4)]
+    assert all(r["status"] == "ok" for r in records)
+    # each trial's value is its run's best monitored value, in the run dir of its own number
+    for trial in study.trials:
+        assert abs(trial.value - records[trial.number]["val/acc_best"]) < 1e-9
+
+
+# -- the W&B report -------------------------------------------------------------------------------------------------
+
+
+def test_the_wandb_report_dry_run_says_what_it_would_create_without_entity_or_extra(tmp_path, capsys):
+    import sys
+
+    import yaml
+
+    from src.compare import wandb_dashboard
+
+    for variant in ("NIG", "NFG"):
+        for seed in (1, 2):
+            run = tmp_path / f"{variant}-{seed}"
+            (run / ".hydra").mkdir(parents=True)
+            overrides = ["cell=lstm_variant", f"cell.variant={variant}", f"seed={seed}"]
+            (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            record = {"status": "ok", "dataset": "digits", "task": "classify", "cell": "lstm_variant", "depth": 1}
+            record |= {"direction": "uni", "truncation": "none", "seed": seed, "monitor": "val/acc"}
+            record |= {"monitor_mode": "max", "test/acc": 0.5 + seed / 10}
+            (run / "metrics.json").write_text(json.dumps(record))
+    assert wandb_dashboard.main(["--dry-run", "--sweep", "quick", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "wandb_workspaces" not in sys.modules  # the dashboard extra is not needed for a dry run
+    assert out.splitlines()[0] == (
+        "Would create in the W&B project rnn-bench (of the --entity given when saving) (nothing is saved with "
+        "--dry-run):"
+    )
+    assert "- a report 'rnn-bench comparison (quick)' with 1 panel grid(s), one per task" in out
+    assert "of job type 'quick'" in out
+    assert (
+        "  - digits (classify): 4 local run(s) in 2 group(s), grouped by run.cell, run.depth, run.direction, "
+        "run.truncation, run.cell_variant" in out
+    )
+    assert "    - bar chart 'test/acc (higher is better)': mean and std over the seeds of each group" in out
+    assert "    - scatter plot 'test/acc by run.cell_variant'" in out
+    assert (
+        "a saved workspace view 'rnn-bench comparison (quick)'" in out and "section per task: digits: test/acc" in out
+    )
+    assert "<" not in out and "(" + "entity=" not in out  # words, not Python reprs
+
+    # saving needs an entity: said in one line, exit 2, before anything is built
+    assert wandb_dashboard.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: saving the report needs --entity <your W&B user or team> (--dry-run does not)"
+    )
