@@ -132,3 +132,21 @@ def test_the_wandb_report_dry_run_says_what_it_would_create_without_entity_or_ex
     assert capsys.readouterr().err.strip() == (
         "error: saving the report needs --entity <your W&B user or team> (--dry-run does not)"
     )
+
+
+# -- --help ---------------------------------------------------------------------------------------------------------
+
+
+def test_help_puts_the_first_commands_then_the_groups_and_fits_a_screen():
+    done = run_cli("--help")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) <= 45, len(lines)  # Hydra's stock help with the whole config: 176
+    first, groups = lines.index("== First commands =="), lines.index("== Config groups (group=option) ==")
+    assert 0 < first < groups
+    commands = lines[first + 1 : groups]
+    assert sum(line.startswith("python -m src.") for line in commands) >= 8
+    assert any("debug=limit" in line for line in commands) and any("sweep=quick" in line for line in commands)
+    assert any(line.startswith("cell: ") and "mamba" in line for line in lines[groups:])
+    assert any(line.startswith("dataset: ") and "smnist5k" in line for line in lines[groups:])
+    assert "_target_" not in done.stdout  # the composed config is `--cfg job`, not --help
