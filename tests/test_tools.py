@@ -150,3 +150,26 @@ def test_help_puts_the_first_commands_then_the_groups_and_fits_a_screen():
     assert any(line.startswith("cell: ") and "mamba" in line for line in lines[groups:])
     assert any(line.startswith("dataset: ") and "smnist5k" in line for line in lines[groups:])
     assert "_target_" not in done.stdout  # the composed config is `--cfg job`, not --help
+
+
+# -- the front door ---------------------------------------------------------------------------------------------------
+
+
+def test_the_docs_home_lists_every_page_of_the_nav_and_the_readme_names_the_roster():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "mkdocs.yml").read_text(encoding="utf-8"))
+    nav = {page: title for entry in config["nav"] for title, page in entry.items()}
+    home = (root / "docs" / "index.md").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"^\| \[([^\]]+)\]\(([^)#]+)\) \|", home, re.M))
+    listed = {page: title for title, page in listed.items()}
+    assert set(listed) == set(nav) - {"index.md"}, set(nav) ^ set(listed)
+    assert all(listed[page] == nav[page] for page in listed)  # named as the site's navigation names it
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    opening = readme.split("\n\n")[2]  # after the title and the two commands
+    for name in ("LSTM", "GRU", "minGRU", "minLSTM", "sLSTM", "mLSTM", "LRU", "RG-LRU", "Mamba", "attention", "memory"):
+        assert name in opening, name
