@@ -58,7 +58,8 @@ def test_tensorboard_hparams_of_a_multirun_hold_each_runs_settings_and_final_met
 
 def test_an_optuna_sweep_run_again_extends_its_persisted_study(tmp_path):
     """sweep=optuna keeps its study in <sweep dir>/optuna.db: the same command with 2 more trials continues it
-    (4 trials in one study), the new trials in run dirs of their own (2, 3) with parameters of their own."""
+    (4 trials in one study), the new trials with parameters of their own (the seeded sampler would propose the
+    first two again) in run dirs of their own."""
     import optuna
 
     sweep = tmp_path / "optuna"
@@ -80,11 +81,12 @@ def test_an_optuna_sweep_run_again_extends_its_persisted_study(tmp_path):
     assert len(study.trials) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # no trial proposed again
-    records = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in range(4)]
-    assert all(r["status"] == "ok" for r in records)
-    # each trial's value is its run's best monitored value, in the run dir of its own number
+    runs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs.values())
+    # each trial's value is the best monitored value of the run dir named by its parameters
     for trial in study.trials:
-        assert abs(trial.value - records[trial.number]["val/acc_best"]) < 1e-9
+        [record] = [r for name, r in runs.items() if f"optimizer.lr={trial.params['optimizer.lr']}," in name]
+        assert abs(trial.value - record["val/acc_best"]) < 1e-9
 
 
 # -- the W&B report -------------------------------------------------------------------------------------------------
