@@ -140,7 +140,7 @@ def _finish_wandb() -> None:
         log.info(f"W&B run: {run.url}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
     console.capture_warnings()

@@ -175,3 +175,65 @@ def test_the_docs_home_lists_every_page_of_the_nav_and_the_readme_names_the_rost
     opening = readme.split("\n\n")[2]  # after the title and the two commands
     for name in ("LSTM", "GRU", "minGRU", "minLSTM", "sLSTM", "mLSTM", "LRU", "RG-LRU", "Mamba", "attention", "memory"):
         assert name in opening, name
+
+
+# -- pip install ------------------------------------------------------------------------------------------------------
+
+
+def test_the_wheel_holds_the_configs_and_runs_from_any_directory(tmp_path):
+    """`pip install .` (or `pip install "rnn-bench @ git+<repo url>"`) into an environment that has its own torch:
+    the wheel carries conf/ inside the package and the Optuna sweeper plugin, not the tests, and the installed
+    suite composes its configs from a directory that is not the checkout (no Makefile, no .venv)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
+    for name in ("src", "conf", "hydra_plugins"):
+        shutil.copytree(root / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    built = subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (tmp_path / "dist").glob("rnn_bench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = {p.relative_to(root).as_posix() for p in (root / "conf").rglob("*.yaml")}
+    assert {f"src/{c}" for c in configs} <= names, sorted({f"src/{c}" for c in configs} - names)[:5]
+    assert "hydra_plugins/rnn_bench/optuna_study.py" in names and "src/train.py" in names
+    assert not any(n.startswith("tests/") for n in names)
+
+    target = tmp_path / "site"
+    installed = subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run(
+        [sys.executable, "-m", "src.train", "--cfg", "job", "dataset=digits", "cell=gru"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "_target_: src.data.digits." in done.stdout and "_target_: src.models.cells." in done.stdout
+    where = subprocess.run(
+        [sys.executable, "-c", "import src.common.paths as p; print(p.CONF_DIR, p.REPO_ROOT)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.split() == [str(target / "src" / "conf"), "None"]  # the installed copy, not the checkout

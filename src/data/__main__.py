@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.common.errors import UserError
+from src.common.paths import CONF_DIR
 from src.data.sources import default_cache_dir
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONF_DIR
 
 
 def dataset_names() -> list[str]:

@@ -15,6 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import ConfigError, DataError, user_error
+from src.common.paths import CONF_DIR
 from src.records import identity
 from src.runs.sweeps import check_one_process_per_job
 
@@ -53,7 +54,7 @@ TRAINER_VALUES = (
 
 # The top-level keys a config may have: the config groups (conf/<group>/), the keys of conf/config.yaml, and
 # what sweeps set for the loggers.
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONF_DIR
 
 
 TOP_LEVEL = (
