@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli
+from test_compare import sweep  # noqa: F401 (the comparison tests' finished runs, a fixture)
 
 from src.compare import leaderboard
 from src.records.events import hparams, scalars
@@ -14,7 +15,7 @@ from src.records.events import hparams, scalars
 
 
 def test_tensorboard_hparams_of_a_multirun_hold_each_runs_settings_and_final_metrics(tmp_path):
-    sweep = tmp_path / "sweep"
+    runs_dir = tmp_path / "sweep"
     done = run_cli(
         "-m",
         "dataset=digits",
@@ -24,11 +25,11 @@ def test_tensorboard_hparams_of_a_multirun_hold_each_runs_settings_and_final_met
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
         "cell.hidden_size=8,16",
-        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweep.dir={runs_dir}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "logging interval" not in done.stderr  # Lightning's warning, wrong once the interval follows the epoch
-    runs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
+    runs = sorted(p for p in runs_dir.iterdir() if (p / "metrics.json").exists())
     assert len(runs) == 2
     seen = {}
     for run in runs:
@@ -45,7 +46,7 @@ def test_tensorboard_hparams_of_a_multirun_hold_each_runs_settings_and_final_met
     assert set(seen) == {8, 16}
 
     # logger=tensorboard alone: the comparison's curves come from the event files
-    run = leaderboard.find_runs([sweep])[0]
+    run = leaderboard.find_runs([runs_dir])[0]
     curves = leaderboard.read_curves(run, ["val/acc", "train/loss"])
     assert len(curves["val/acc"]) == 2  # an epoch each
     # 4 batches an epoch (debug=limit), fewer than trainer.log_every_n_steps=20: still logged once per epoch
@@ -62,7 +63,7 @@ def test_an_optuna_sweep_run_again_extends_its_persisted_study(tmp_path):
     first two again) in run dirs of their own."""
     import optuna
 
-    sweep = tmp_path / "optuna"
+    runs_dir = tmp_path / "optuna"
     command = (
         "-m",
         "sweep=optuna",
@@ -72,16 +73,16 @@ def test_an_optuna_sweep_run_again_extends_its_persisted_study(tmp_path):
         "logger=csv",
         "callbacks=none",
         "hydra.sweeper.n_trials=2",
-        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweep.dir={runs_dir}",
     )
     for _ in range(2):
         done = run_cli(*command)
         assert done.returncode == 0, done.stderr[-3000:]
-    study = optuna.load_study(study_name="digits-rnn", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    study = optuna.load_study(study_name="digits-rnn", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
     assert len(study.trials) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # no trial proposed again
-    runs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    runs = {p.parent.name: json.loads(p.read_text()) for p in runs_dir.glob("*/metrics.json")}
     assert len(runs) == 4 and all(r["status"] == "ok" for r in runs.values())
     # each trial's value is the best monitored value of the run dir named by its parameters
     for trial in study.trials:
@@ -237,3 +238,36 @@ def test_the_wheel_holds_the_configs_and_runs_from_any_directory(tmp_path):
         text=True,
     )
     assert where.stdout.split() == [str(target / "src" / "conf"), "None"]  # the installed copy, not the checkout
+
+
+# -- the HTML dashboard's toolbar -------------------------------------------------------------------------------------
+
+# Each chart's toolbar (Plotly's modebar, shown on hover) against its titles: the pairs whose boxes intersect.
+OVERLAPS = """() => {
+  const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const found = [];
+  document.querySelectorAll('.chart.js-plotly-plot').forEach(chart => {
+    const bar = chart.querySelector('.modebar');
+    if (!bar) { found.push(chart.id + ': no toolbar'); return; }
+    const box = bar.getBoundingClientRect();
+    chart.querySelectorAll('.gtitle, .annotation-text').forEach(t => {
+      if (hit(box, t.getBoundingClientRect())) found.push(chart.id + ': ' + t.textContent);
+    });
+  });
+  return found;
+}"""
+
+
+def test_the_dashboard_toolbar_covers_no_chart_title(sweep, tmp_path):  # noqa: F811 (the fixture)
+    from src.compare.browser import open_page
+    from src.compare.report import main as compare
+
+    page_path = tmp_path / "out" / "board.html"
+    assert compare([str(sweep), "--no-plots", "--html", str(page_path), "--out", str(tmp_path / "out")]) == 0
+    for width in (1400, 900):  # two charts side by side, and one above the other
+        with open_page(page_path, width=width) as (page, log):
+            for chart in page.query_selector_all(".chart.js-plotly-plot"):
+                chart.hover()  # the toolbar appears on hover
+            assert page.evaluate("document.querySelectorAll('.chart .gtitle').length") >= 2
+            assert page.evaluate(OVERLAPS) == [], width
+            assert not log.errors
