@@ -271,3 +271,20 @@ def test_the_dashboard_toolbar_covers_no_chart_title(sweep, tmp_path):  # noqa: 
             assert page.evaluate("document.querySelectorAll('.chart .gtitle').length") >= 2
             assert page.evaluate(OVERLAPS) == [], width
             assert not log.errors
+
+
+def test_a_stacked_members_curves_come_from_its_runs_csv(tmp_path):
+    """seeds=[1,2] logs both members in the run's csv/metrics.csv as seed=<s>/<metric>; each member's dir
+    (seed=<s>/, with its metrics.json) has no CSV of its own, and its curves in the comparison are its columns."""
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "epoch,seed=1/train/loss,seed=2/train/loss,seed=1/val/acc,step,train/loss\n"
+        "0,0.9,0.8,,19,0.85\n"
+        "0,,,0.5,19,\n"
+        "1,0.7,0.6,,39,0.65\n"
+    )
+    member = leaderboard.Run(dir=tmp_path / "seed=1", record={"status": "ok"})
+    curves = leaderboard.read_curves(member, ["train/loss", "val/acc"])
+    assert curves == {"train/loss": {19: 0.9, 39: 0.7}, "val/acc": {19: 0.5}}
+    other = leaderboard.read_curves(leaderboard.Run(dir=tmp_path / "seed=2", record={}), ["train/loss"])
+    assert other == {"train/loss": {19: 0.8, 39: 0.6}}

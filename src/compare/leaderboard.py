@@ -169,15 +169,20 @@ def read_overrides(run_dir: Path) -> dict[str, str]:
 
 def read_curves(run: Run, columns: Sequence[str]) -> dict[str, dict[int, float]]:
     """column -> {step: the logged value}, from the run's csv/metrics.csv (Lightning's CSVLogger: a `step`
-    column, one line per logging call); a line whose step or value is not a number is skipped. A run logged with
-    logger=tensorboard alone has its curves read from its TensorBoard event files instead."""
-    path = run.dir / "csv" / "metrics.csv"
+    column, one line per logging call); a line whose step or value is not a number is skipped. A member of a
+    stacked run (seeds=[...], <run dir>/seed=<s>/) has its curves in the run's file, as `seed=<s>/<column>`. A run
+    logged with logger=tensorboard alone has its curves read from its TensorBoard event files instead."""
+    logged, prefix = run.dir, ""
+    if re.fullmatch(r"seed=-?\d+", run.dir.name) and not (run.dir / "csv").exists():
+        logged, prefix = run.dir.parent, f"{run.dir.name}/"
+    path = logged / "csv" / "metrics.csv"
     curves: dict[str, dict[int, float]] = {c: {} for c in columns}
     if not path.exists():
-        if (run.dir / "tensorboard").is_dir():
+        if (logged / "tensorboard").is_dir():
             from src.records.events import scalars
 
-            curves.update(scalars(run.dir / "tensorboard", list(columns)))
+            found = scalars(logged / "tensorboard", [prefix + c for c in columns])
+            curves.update({c: found[prefix + c] for c in columns})
         return curves
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         for line in csv.DictReader(f):
@@ -187,7 +192,7 @@ def read_curves(run: Run, columns: Sequence[str]) -> dict[str, dict[int, float]]
                 continue
             for column in columns:
                 try:
-                    value = float(line.get(column) or "nan")
+                    value = float(line.get(prefix + column) or "nan")
                 except (TypeError, ValueError):
                     continue
                 if math.isfinite(value):

@@ -73,7 +73,7 @@ def one_line(report: str) -> str:
         close = difflib.get_close_matches(wanted.group(1), options, n=4, cutoff=0.5) if wanted else []
         if close:
             return f"{', '.join(close)} (the closest of {len(options)}; --help lists them all)"
-        return f"{len(options)}, listed by --help"
+        return f"{', '.join(options[:MAX_OPTIONS])}, ... ({len(options)}; --help lists them all)"
 
     for line in (line.strip() for line in report.splitlines()):
         if not line or "HYDRA_FULL_ERROR" in line or line.startswith(("Config search path", "provider=")):
