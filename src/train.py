@@ -43,9 +43,12 @@ log = logging.getLogger(__name__)
 def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str | None = None) -> dict[str, Any]:
     """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read. The
     checkpoint tested is this run's own (`own_best`), checked like the one it resumed from."""
+    from src.runs.loggers import log_results
+
     datamodule, model, trainer = build(cfg, wandb_id=wandb_id)
+    settings = {**model.run_config, "run": identity.wandb_run(cfg), "params": model.num_params}
     for logger in trainer.loggers:
-        logger.log_hyperparams({**model.run_config, "run": identity.wandb_run(cfg), "params": model.num_params})
+        logger.log_hyperparams(settings)
 
     metrics: dict[str, Any] = {
         "task": model.spec.task,
@@ -70,6 +73,7 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
     metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
     metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.explain(update_choice(cfg))
     metrics["device"] = str(trainer.strategy.root_device)
+    log_results(trainer.loggers, settings, metrics, trainer.global_step)
     return metrics
 
 
@@ -168,7 +172,7 @@ def _finish_wandb() -> None:
         log.info(f"W&B run: {run.url}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
     console.capture_warnings()

@@ -105,3 +105,16 @@ def test_hydras_report_is_joined_into_one_line():
         "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
     )
     assert one_line(report) == "In 'config': Could not find 'cell/nope'; Available options in 'cell': gru, lstm"
+
+
+def test_a_long_list_of_options_is_cut_to_the_closest_names():
+    cells = ["attention", "gru", "gru_ref", "indrnn", "lru", "lstm", "lstm_ref", "lstmp", "mamba", "rnn", "slstm"]
+    report = "In 'config': Could not find 'cell/lstn'\nAvailable options in 'cell':\n" + "\n".join(cells) + "\n"
+    line = one_line(report)
+    assert line.startswith("In 'config': Could not find 'cell/lstn'; Available options in 'cell': lstm, ")
+    assert "the closest of 11; --help lists them all" in line and "attention" not in line
+    nothing_close = one_line(report.replace("cell/lstn", "cell/zzzzzz"))
+    assert nothing_close.endswith(
+        "Available options in 'cell': attention, gru, gru_ref, indrnn, lru, lstm, lstm_ref, lstmp, ... (11; --help "
+        "lists them all)"
+    )

@@ -26,15 +26,14 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from src.bench import report
+from src.common.paths import CONF_DIR
 from src.data.tensors import Batch
 from src.models.stacking import Members, loopable
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 WARMUP = 3  # updates before the clock starts (allocator, threads)
 
 

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
@@ -48,6 +49,22 @@ def count_optimizer_step(trainer: L.Trainer) -> None:
     progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
     progress.increment_ready()
     progress.increment_completed()
+
+
+def model_summary_table(
+    columns: list[tuple[str, list[str]]],
+    total_parameters: int,
+    trainable_parameters: int,
+    model_size: float,
+    training_modes: dict[str, int],
+    total_flops: int,
+) -> str:
+    """Lightning's plain-text model summary (its formatter is private) of the given columns; without the closing
+    "Total Flops" line when no FLOPs were counted."""
+    table = _format_summary_table(
+        total_parameters, trainable_parameters, model_size, training_modes, total_flops, *columns
+    )
+    return table if total_flops else table.rsplit("\n", 1)[0]
 
 
 class KeepingCSVWriter(ExperimentWriter):
@@ -98,3 +115,10 @@ class PhasedTensorBoardLogger(TensorBoardLogger):
         self._phases = getattr(self, "_phases", 0) + 1
         self._kwargs["filename_suffix"] = f".{self._phases}"
         self._experiment = None  # the next phase's first log opens a new file
+
+    @rank_zero_only
+    def log_results(self, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """TensorBoard's HParams tab: the run's settings beside its final metrics, written as a last phase of its
+        own (closed at once: nothing of it is left queued when the process exits)."""
+        self.log_hyperparams(params, metrics, step=step)
+        self.finalize("success")

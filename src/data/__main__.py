@@ -27,9 +27,10 @@ from pathlib import Path
 
 from src.common.errors import UserError
 from src.common.files import atomic_write_json
+from src.common.paths import CONF_DIR
 from src.data.sources import default_cache_dir
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONF_DIR
 
 
 def dataset_names() -> list[str]:

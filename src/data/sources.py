@@ -4,7 +4,8 @@ Every artifact is verified by sha256 before anything is read from it, and only t
 extracted into the cache. Parsed results are cached as .npz (never pickle), keyed by what produced them.
 
 The cache is one folder whatever directory a command starts in: $RNN_BENCH_CACHE, else $RNN_BENCH_ROOT/.cache,
-else the repository's .cache/ (`default_cache_dir`; conf/paths/default.yaml reads it as ${rnn_bench_cache:}).
+else the repository's .cache/, or ~/.cache/rnn-bench for a suite installed without a checkout (`default_cache_dir`;
+conf/paths/default.yaml reads it as ${rnn_bench_cache:}).
 `python -m src.data list|fetch` (src/data/__main__.py) shows and fills it.
 """
 
@@ -29,8 +30,7 @@ import numpy as np
 
 from src.common.errors import DataError
 from src.common.files import atomic_save_npz, atomic_write, load_npz, refuse_links, sha256_file
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from src.common.paths import REPO_ROOT
 
 
 def default_cache_dir() -> Path:
@@ -39,7 +39,10 @@ def default_cache_dir() -> Path:
         return Path(os.environ["RNN_BENCH_CACHE"]).expanduser().absolute()
     if os.environ.get("RNN_BENCH_ROOT"):
         return Path(os.environ["RNN_BENCH_ROOT"]).expanduser().absolute() / ".cache"
-    return REPO_ROOT / ".cache"
+    if REPO_ROOT is not None:
+        return REPO_ROOT / ".cache"
+    # installed as a package (pip install, no checkout): the user's cache folder, not site-packages
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser().absolute() / "rnn-bench"
 
 
 class NotCached(DataError):

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import ConfigError, DataError, user_error
 from src.common.files import probe_writable
+from src.common.paths import CONF_DIR
 from src.records import identity
 from src.runs.ranges import check_ranges, check_truncation_length
 from src.runs.sweeps import check_one_process_per_job
@@ -54,7 +55,7 @@ TRAINER_VALUES = (
 
 # The top-level keys a config may have: the config groups (conf/<group>/), the keys of conf/config.yaml, and
 # what sweeps set for the loggers.
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONF_DIR
 
 
 TOP_LEVEL = (
@@ -136,13 +137,13 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from src.runs.callbacks import FiniteLoss, Throughput, WandbSummary
+    from src.runs.callbacks import FiniteLoss, ModelSummary, Throughput, WandbSummary
     from src.updates.schedules import check_optimization
 
     L.seed_everything(cfg.seed, workers=True)
     update = update_strategy(cfg)
-    grouping = batch_groups(cfg, update.setting("per_step", 1))
-    datamodule = make(cfg.dataset, "dataset", **grouping.get("dataset", {}))
+    per_step = update.setting("per_step", 1)
+    datamodule = make(cfg.dataset, "dataset", **batch_groups(cfg, per_step))
     try:
         datamodule.prepare_data()
         datamodule.setup()
@@ -191,6 +192,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
+    callbacks += [ModelSummary()] if cfg.trainer.get("enable_model_summary", True) else []  # no FLOPs column of 0s
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
     callbacks += [make(cfg.progress, "progress")] if bar else []
@@ -208,15 +210,15 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
         logger=loggers or False,
         enable_checkpointing=checkpoints,
         enable_progress_bar=bar,
-        **grouping.get("trainer", {}),
+        **step_counts(cfg, per_step, datamodule),
     )
     return datamodule, model, trainer
 
 
-def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, dict[str, Any]]:
-    """The arguments that make a Lightning step a group of `per_step` batches (update=grouped): the data module's
-    training loader hands the groups and applies trainer.limit_train_batches itself, in batches; the Trainer's
-    other counts in batches become counts of steps (rounded up). {} for one batch per step."""
+def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:
+    """The data module's arguments that make a Lightning step a group of `per_step` batches (update=grouped): its
+    training loader hands the groups and applies trainer.limit_train_batches itself, in batches. {} for one batch
+    per step."""
     from src.data.tensors import TensorDataModule
 
     if per_step == 1:
@@ -227,13 +229,32 @@ def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, dict[str, Any]]:
             f"(src/data/tensors.py TensorDataModule), and dataset={cfg.dataset._target_} has its own; "
             f"set update.per_step=1 (or update=automatic)"
         )
-    trainer = {"limit_train_batches": None}
+    return {"batches_per_step": per_step, "train_batch_limit": cfg.trainer.get("limit_train_batches")}
+
+
+def step_counts(cfg: DictConfig, per_step: int, datamodule: Any) -> dict[str, Any]:
+    """The Trainer's counts in its own steps. With groups of `per_step` batches the loader applies the batch limit
+    and counts given in batches become counts of steps (rounded up). The logging interval never exceeds the
+    steps of an epoch, so a short epoch's train/ curves are not empty (and Lightning does not warn that they
+    would be)."""
+    counts: dict[str, Any] = {"limit_train_batches": None} if per_step > 1 else {}
     for key in ("val_check_interval", "log_every_n_steps"):
         value = cfg.trainer.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            trainer[key] = -(-value // per_step)
-    limit = cfg.trainer.get("limit_train_batches")
-    return {"dataset": {"batches_per_step": per_step, "train_batch_limit": limit}, "trainer": trainer}
+        if per_step > 1 and isinstance(value, int) and not isinstance(value, bool):
+            counts[key] = -(-value // per_step)
+    try:
+        steps = len(datamodule.train_dataloader())
+    except TypeError:  # a loader of the user's own without a length: Lightning's interval as configured
+        return counts
+    limit = None if per_step > 1 else cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        steps = min(steps, limit)
+    elif isinstance(limit, float):
+        steps = int(steps * limit)
+    interval = counts.get("log_every_n_steps", cfg.trainer.get("log_every_n_steps") or 50)
+    if 0 < steps < interval:
+        counts["log_every_n_steps"] = steps
+    return counts
 
 
 def is_wandb(node: DictConfig) -> bool:

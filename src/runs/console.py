@@ -24,6 +24,17 @@ NOISE = re.compile(
 )
 
 
+# Lightning's notices that are not about the run at all, kept out of train.log too: an advertisement for a cloud
+# service, and the note that the suite's own model summary (src/runs/callbacks.py) replaces Lightning's default.
+NOT_ABOUT_THE_RUN = re.compile(r"try installing \[litlogger\]|Trainer already configured with model summary callbacks")
+LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")  # rank_zero_info's
+
+
+class NotAboutTheRun(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not NOT_ABOUT_THE_RUN.search(record.getMessage())
+
+
 class OwnInfo(logging.Filter):
     """Below WARNING, only the run's own records (warnings and errors go to the stderr handler)."""
 
@@ -57,6 +68,10 @@ def route_lightning_logs() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    for name in LIGHTNING_INFO:
+        notices = logging.getLogger(name)
+        if not any(isinstance(f, NotAboutTheRun) for f in notices.filters):
+            notices.addFilter(NotAboutTheRun())
 
 
 class RunLogFile(logging.FileHandler):

@@ -34,6 +34,7 @@ from torch import nn
 
 from src.common.errors import ConfigError
 from src.common.files import atomic_write_json
+from src.common.paths import CONF_DIR
 from src.data.tensors import Batch
 from src.models.stacking import Members, loopable
 from src.records import rundir
@@ -44,7 +45,7 @@ from src.updates.stacked import NotStackable, Stacked
 from src.updates.truncated import Truncation
 
 log = logging.getLogger(__name__)
-AUTO_UPDATE = Path(__file__).resolve().parents[2] / "conf" / "update" / "auto.yaml"
+AUTO_UPDATE = CONF_DIR / "update" / "auto.yaml"
 
 
 def wanted(cfg: DictConfig) -> bool:
