@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.common.files import atomic_write_json
-from src.records import identity, rundir
-from src.records.record import RECORD
+from src.records import identity
 from src.runs import commands, console
-from src.runs.sweeps import completed_record, config_hash, log_job
+from src.runs.recorder import Recorder
+from src.runs.sweeps import completed_record, log_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
 # and a bad command line answer without loading them (seconds).
@@ -33,7 +31,6 @@ from src.runs.build import (
     check_config,
     moved_setting,
     resume_checkpoint,
-    run_fields,
     update_choice,
 )
 
@@ -71,40 +68,21 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration in its own run dir (src/records/rundir.py): metrics.json is written whatever
     happens (status ok or failed) once the dir is claimed; a dir that belongs to another run is not touched."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    started = time.perf_counter()
-    fields = run_fields(cfg)
-    record: dict[str, Any] = {**fields, "config_hash": config_hash(cfg), "status": "failed"}
-    out = Path(cfg.paths.output_dir)
-    claim: rundir.Claim | None = None
+    recorder = Recorder(cfg)
+    record = recorder.record
     try:
         check_config(cfg)
         checkpoint = resume_checkpoint(cfg)
-        if rank_zero_only.rank == 0:  # DDP's other processes share the dir that rank 0 claimed
-            claim = rundir.claim(out, record["config_hash"], resuming=bool(cfg.train and checkpoint), fields=fields)
-            record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
-            if "resumed" in claim.record:
-                record["resumed"] = claim.record["resumed"]
-        if claim is not None:
-            _write_hydra_files(out, cfg)
-        log.info(f"run {identity.name(cfg)} on {fields['dataset']}: {out}")
+        recorder.claim(resuming=bool(cfg.train and checkpoint))
+        log.info(f"run {identity.name(cfg)} on {recorder.fields['dataset']}: {cfg.paths.output_dir}")
         record.update(fit_and_test(cfg, checkpoint, record.get("wandb_id")))
         record["status"] = "ok"
         log.info(f"result: {result_line(record)}")
     except BaseException as e:
-        record["error"] = f"{type(e).__name__}: {user_error(e) or e}"
-        if claim is None and rank_zero_only.rank == 0:
-            claim = rundir.claim_if_fresh(out)  # record the failure where that overwrites nothing
-            if claim is not None:
-                _write_hydra_files(out, cfg)
+        recorder.fail(e)
         raise
     finally:
-        record["wall_s"] = round(time.perf_counter() - started, 3)
-        record["finished_at"] = time.time()
-        if claim is not None:
-            atomic_write_json(out / RECORD, record)
-            claim.release()
+        recorder.close()
         _finish_wandb()
     return record
 
@@ -113,12 +91,6 @@ def result_line(record: dict[str, Any]) -> str:
     """The best monitored value and the test metrics, as the run's log states its result."""
     keys = [f"{record['monitor']}_best"] + sorted(k for k in record if k.startswith("test/") and "baseline" not in k)
     return ", ".join(f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), float))
-
-
-def _write_hydra_files(out: Path, cfg: DictConfig) -> None:
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        rundir.write_hydra_files(out, cfg, hydra_cfg, hydra_cfg.overrides.task)
 
 
 def _finish_wandb() -> None:

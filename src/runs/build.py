@@ -133,10 +133,15 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     """The data module (set up), the task module and the Trainer that `cfg` describes; `wandb_id`: the W&B run
     this run dir logs to (one per run dir, however often resumed: src/records/rundir.py keeps it). `cfg` is only
     read."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    datamodule, model = build_model(cfg)
+    return datamodule, model, build_trainer(cfg, wandb_id)
 
-    from src.runs.callbacks import FiniteLoss, Throughput, WandbSummary
+
+def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The data module (set up) and the task module of `cfg`, seeded with cfg.seed: what a run trains, without the
+    Trainer that runs it (a stacked job's members: src/runs/seeds.py)."""
+    import lightning as L
+
     from src.updates.schedules import check_optimization
 
     L.seed_everything(cfg.seed, workers=True)
@@ -178,6 +183,15 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     model = make(cfg.task, "task", handed=handed, update=update, _convert_="object")
     if cfg.train and cfg.trainer.get("max_epochs") != 0:
         check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
+    return datamodule, model
+
+
+def build_trainer(cfg: DictConfig, wandb_id: str | None = None) -> L.Trainer:
+    """The Trainer of `cfg`: its callbacks (the suite's own added) and loggers (`wandb_id`: see build)."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from src.runs.callbacks import FiniteLoss, Throughput, WandbSummary
+
     callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
     for c in callbacks:  # EarlyStopping takes any patience and fails (or never stops) only when it is compared
         if isinstance(c, EarlyStopping) and (
@@ -207,7 +221,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
         enable_checkpointing=checkpoints,
         enable_progress_bar=bar,
     )
-    return datamodule, model, trainer
+    return trainer
 
 
 def is_wandb(node: DictConfig) -> bool:
