@@ -117,7 +117,10 @@ def main(cfg: DictConfig) -> float | None:
         from src.runs import seeds
 
         if seeds.wanted(cfg):  # seeds=[...]: every seed trained at once, stacked; `train` runs one seed alone
-            return seeds.run(cfg, single=train)
+            try:
+                return seeds.run(cfg, single=train)
+            except Exception as e:
+                return failed(cfg, e)
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")
@@ -126,24 +129,30 @@ def main(cfg: DictConfig) -> float | None:
     try:
         record = train(cfg)
     except Exception as e:
-        bad = user_error(e)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
-            # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
-            # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
-            log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
-            if bad is not None:
-                log.error(f"job failed: {bad} (run dir {out})")
-            else:
-                log.exception(f"job failed, run dir {out}")
-            return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
-        if bad is not None:
-            print(f"error: {bad}", file=sys.stderr)
-            sys.exit(2)
-        raise
+        return failed(cfg, e)
     log_job(cfg, "ok")
     print(f"run dir: {out}")
     return record.get(f"{record['monitor']}_best")
+
+
+def failed(cfg: DictConfig, e: Exception) -> float:
+    """A job's failure said: in a multirun, logged and the worst value returned (the sweep goes on); otherwise a
+    user's error as one line and exit status 2, anything else raised."""
+    bad, out = user_error(e), cfg.paths.output_dir
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
+        # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
+        # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
+        log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
+        if bad is not None:
+            log.error(f"job failed: {bad} (run dir {out})")
+        else:
+            log.exception(f"job failed, run dir {out}")
+        return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
+    if bad is not None:
+        print(f"error: {bad}", file=sys.stderr)
+        sys.exit(2)
+    raise
 
 
 if __name__ == "__main__":

@@ -186,13 +186,17 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
     return datamodule, model
 
 
-def build_trainer(cfg: DictConfig, wandb_id: str | None = None) -> L.Trainer:
-    """The Trainer of `cfg`: its callbacks (the suite's own added) and loggers (`wandb_id`: see build)."""
+def build_trainer(cfg: DictConfig, wandb_id: str | None = None, callbacks: list[L.Callback] = ()) -> L.Trainer:
+    """The Trainer of `cfg`: its callbacks (the suite's own and `callbacks` added) and loggers (`wandb_id`: see
+    build)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from src.runs.callbacks import FiniteLoss, Throughput, WandbSummary
 
-    callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    extra, callbacks = (
+        list(callbacks),
+        [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c],
+    )
     for c in callbacks:  # EarlyStopping takes any patience and fails (or never stops) only when it is compared
         if isinstance(c, EarlyStopping) and (
             not isinstance(c.patience, int) or isinstance(c.patience, bool) or c.patience < 0
@@ -202,7 +206,7 @@ def build_trainer(cfg: DictConfig, wandb_id: str | None = None) -> L.Trainer:
                 f"(validation epochs without improvement before stopping)"
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
-    callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
+    callbacks += [Throughput(), FiniteLoss(), WandbSummary(), *extra]
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
     callbacks += [make(cfg.progress, "progress")] if bar else []
