@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.common.files import atomic_write_json
-from src.records import identity, rundir
-from src.records.record import RECORD
+from src.records import identity
 from src.runs import commands, console
-from src.runs.sweeps import completed_record, config_hash, log_job
+from src.runs.recorder import Recorder
+from src.runs.sweeps import completed_record, log_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
 # and a bad command line answer without loading them (seconds).
@@ -33,7 +31,6 @@ from src.runs.build import (
     check_config,
     moved_setting,
     resume_checkpoint,
-    run_fields,
     update_choice,
 )
 
@@ -97,50 +94,21 @@ def own_best(trainer: Any, out: Path) -> str:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration in its own run dir (src/records/rundir.py): metrics.json is written whatever
     happens (status ok or failed) once the dir is claimed; a dir that belongs to another run is not touched."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    started = time.perf_counter()
-    fields = run_fields(cfg)
-    record: dict[str, Any] = {**fields, "config_hash": config_hash(cfg), "status": "failed"}
-    out = Path(cfg.paths.output_dir)
-    claim: rundir.Claim | None = None
+    recorder = Recorder(cfg)
+    record = recorder.record
     try:
         check_config(cfg)
         checkpoint = resume_checkpoint(cfg)
-        if rank_zero_only.rank == 0:  # DDP's other processes share the dir that rank 0 claimed
-            claim = rundir.claim(out, record["config_hash"], resuming=bool(cfg.train and checkpoint), fields=fields)
-            record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
-            if "resumed" in claim.record:
-                record["resumed"] = claim.record["resumed"]
-        console.release_run_log(keep=True)
-        if claim is not None:
-            _write_hydra_files(out, cfg)
-        log.info(f"run {identity.name(cfg)} on {fields['dataset']}: {out}")
+        recorder.claim(resuming=bool(cfg.train and checkpoint))
+        log.info(f"run {identity.name(cfg)} on {recorder.fields['dataset']}: {cfg.paths.output_dir}")
         record.update(fit_and_test(cfg, checkpoint, record.get("wandb_id")))
         record["status"] = "ok"
         log.info(f"result: {result_line(record)}")
     except BaseException as e:
-        record["error"] = f"{type(e).__name__}: {user_error(e) or e}"
-        if claim is None and rank_zero_only.rank == 0:
-            claim = rundir.claim_if_fresh(out)  # record the failure where that overwrites nothing
-            if claim is not None:
-                _write_hydra_files(out, cfg)
-        console.release_run_log(keep=claim is not None or rank_zero_only.rank != 0)
+        recorder.fail(e)
         raise
     finally:
-        record["wall_s"] = round(time.perf_counter() - started, 3)
-        record["finished_at"] = time.time()
-        if claim is not None:
-            if record["status"] != "ok" and claim.history:  # a resume of a finished run failed: that run stays
-                failed = claim.keep_finished(record)
-                log.warning(
-                    f"the resumed attempt failed; its record and files are in {failed}, and the finished run "
-                    f"in {out} is as it was before"
-                )
-            else:
-                atomic_write_json(out / RECORD, record, within=out)
-                claim.drop_history()
-            claim.release()
+        recorder.close()
         _finish_wandb()
     return record
 
@@ -149,12 +117,6 @@ def result_line(record: dict[str, Any]) -> str:
     """The best monitored value and the test metrics, as the run's log states its result."""
     keys = [f"{record['monitor']}_best"] + sorted(k for k in record if k.startswith("test/") and "baseline" not in k)
     return ", ".join(f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), float))
-
-
-def _write_hydra_files(out: Path, cfg: DictConfig) -> None:
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        rundir.write_hydra_files(out, cfg, hydra_cfg, hydra_cfg.overrides.task)
 
 
 def _finish_wandb() -> None:
@@ -181,7 +143,10 @@ def main(cfg: DictConfig) -> float | None:
         from src.runs import seeds
 
         if seeds.wanted(cfg):  # seeds=[...]: every seed trained at once, stacked; `train` runs one seed alone
-            return seeds.run(cfg, single=train)
+            try:
+                return seeds.run(cfg, single=train)
+            except Exception as e:
+                return failed(cfg, e)
     console.hold_run_log()  # released by train() once the run dir is its own
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
@@ -191,24 +156,30 @@ def main(cfg: DictConfig) -> float | None:
     try:
         record = train(cfg)
     except Exception as e:
-        bad = user_error(e)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
-            # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
-            # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
-            log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
-            if bad is not None:
-                log.error(f"job failed: {bad} (run dir {out})")
-            else:
-                log.exception(f"job failed, run dir {out}")
-            return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
-        if bad is not None:
-            print(f"error: {bad}", file=sys.stderr)
-            sys.exit(2)
-        raise
+        return failed(cfg, e)
     log_job(cfg, "ok")
     print(f"run dir: {out}")
     return record.get(f"{record['monitor']}_best")
+
+
+def failed(cfg: DictConfig, e: Exception) -> float:
+    """A job's failure said: in a multirun, logged and the worst value returned (the sweep goes on); otherwise a
+    user's error as one line and exit status 2, anything else raised."""
+    bad, out = user_error(e), cfg.paths.output_dir
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
+        # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
+        # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
+        log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
+        if bad is not None:
+            log.error(f"job failed: {bad} (run dir {out})")
+        else:
+            log.exception(f"job failed, run dir {out}")
+        return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
+    if bad is not None:
+        print(f"error: {bad}", file=sys.stderr)
+        sys.exit(2)
+    raise
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Seeds stacked in one process (src/runs/seeds.py, src/updates/stacked.py, src/models/stacking.py): each member's
-parameters after three updates equal the single run with its seed, whatever the cell, clipping and truncation;
-a diverging member changes nothing of the others."""
+parameters after three updates equal its single run, whatever the cell (torch's fused LSTM, a custom LSTM, a min
+cell, a modern one), clipping and truncation, also where the members differ in learning rate, clipping and weight
+decay; a diverging member changes nothing of the others; nothing is patched on any instance."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import json
 import lightning as L
 import pytest
 import torch
+from torchmetrics import Metric
 
 from src.common.errors import ConfigError
 from src.compare.report import build_sections, find_runs
 from src.runs.build import build
 from src.runs.seeds import build_stacked, check_seeds, train_seeds
 from src.train import train
-from src.updates.stacked import NotStackable
 from tests.conftest import run_cli
+from tests.test_no_patching import instance_callables
 
 SEEDS = [1, 2, 3]
 # digits: 8 steps, classification (one target, at the end); sin2cos: a target at every step, so truncation
@@ -46,26 +48,76 @@ def single_run(cfg_factory, overrides: list[str], seed: int) -> dict[str, torch.
     return model.state_dict()
 
 
-# mingru's paper block without its GELU MLP here: with the MLP, under tbptt, Adam's normalised step carries the
-# float32 rounding of the batched matmuls into the weights (1.5e-5 after three updates; with SGD, or under full
-# BPTT, the members equal their single runs to 1e-8): test_the_min_cells_block_mlp_under_truncation below.
+def assert_members_equal_single_runs(cfg_factory, host, overrides: list[str], members: list[list[str]]) -> None:
+    for s, extra in enumerate(members):
+        single = single_run(cfg_factory, [*overrides, *extra[1:]], int(extra[0].split("=")[1]))
+        for name, value in host.tasks[s].state_dict().items():
+            torch.testing.assert_close(value, single[name], rtol=0, atol=1e-5, msg=f"{extra}: {name}")
+
+
+CELLS = {  # torch's fused LSTM, a custom LSTM-family cell, a min cell, a modern cell
+    "lstm": [],
+    "peephole_lstm": [],
+    # mingru's paper block without its GELU MLP here: with the MLP, under tbptt, Adam's normalised step carries
+    # the float32 rounding of the batched matmuls into the weights (1.5e-5 after three updates; with SGD, or under
+    # full BPTT, the members equal their single runs to 1e-8): test_the_min_cells_block_mlp_under_truncation.
+    "mingru": ["cell.mlp_factor=0"],
+    "lru": [],
+}
+
+
 @pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
 @pytest.mark.parametrize("truncation", ["none", "tbptt"])
-@pytest.mark.parametrize("cell", ["lstm", "peephole_lstm", "mingru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_each_member_equals_its_single_run_after_three_updates(cfg_factory, cell, truncation, clip):
-    overrides = settings(cell, truncation, clip) + (["cell.mlp_factor=0"] if cell == "mingru" else [])
+    overrides = settings(cell, truncation, clip) + CELLS[cell]
     data, host, trainer = build_stacked(cfg_factory(*overrides), SEEDS)
     trainer.fit(host, datamodule=data)
     assert trainer.global_step == 3  # optimizer updates (under truncation: 3 windows of 4 steps of one batch)
     assert host.update.diverged() == {}
-    for s, seed in enumerate(SEEDS):
-        single = single_run(cfg_factory, overrides, seed)
-        member = host.members.state_dict(s)
-        for name, value in member.items():
-            torch.testing.assert_close(value, single[name], rtol=0, atol=1e-5, msg=f"seed {seed}: {name}")
+    assert_members_equal_single_runs(cfg_factory, host, overrides, [[f"seed={s}"] for s in SEEDS])
     # and the members did train apart: different seeds, different parameters
-    first, second = host.members.state_dict(0), host.members.state_dict(1)
+    first, second = host.tasks[0].state_dict(), host.tasks[1].state_dict()
     assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("truncation", ["none", "tbptt"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_members_differing_in_learning_rate_clipping_and_weight_decay(cfg_factory, cell, truncation):
+    """One job of members that differ in any setting that keeps the shapes: each equals its own single run."""
+    overrides = settings(cell, truncation, False) + CELLS[cell]
+    members = [
+        ["seed=1", "optimizer.lr=0.05"],
+        ["seed=1", "optimizer.lr=0.01", "update.gradient_clip_val=0.05"],
+        ["seed=2", "optimizer.lr=0.02", "optimizer.weight_decay=0.1", "update.gradient_clip_val=0.01"],
+        ["seed=2", "optimizer.lr=0.05", "update.gradient_clip_val=0.05", "update.gradient_clip_algorithm=value"],
+    ]
+    configs = [cfg_factory(*overrides, *m) for m in members]
+    names = [",".join(m) for m in members]
+    data, host, trainer = build_stacked(configs[0], members=configs, names=names)
+    trainer.fit(host, datamodule=data)
+    assert trainer.global_step == 3 and host.update.diverged() == {}
+    assert_members_equal_single_runs(cfg_factory, host, overrides, members)
+    lrs = [o.param_groups[0]["lr"] for o in host.optimizers(use_pl_optimizer=False).optimizers]
+    assert lrs[0] != lrs[1]  # each member's own optimizer, with its own learning rate
+
+
+def test_a_stacked_job_replaces_no_method_on_any_instance(cfg_factory):
+    """The host, its Trainer and data, every member task, member data module and torch module keep the methods
+    their classes give them through fit and test."""
+    data, host, trainer = build_stacked(
+        cfg_factory(*settings("lstm", "none", True), "trainer.limit_val_batches=1"), SEEDS
+    )
+    objects = {"host": host, "trainer": trainer, "data": data}
+    objects |= {f"data {i}": dm for i, dm in enumerate(data.datamodules)}
+    objects |= {f"module {name}": m for name, m in host.named_modules() if name and not isinstance(m, Metric)}
+    before = {name: instance_callables(obj) for name, obj in objects.items()}
+    trainer.fit(host, datamodule=data)
+    trainer.test(host, datamodule=data)
+    assert {name: instance_callables(obj) for name, obj in objects.items()} == before
+    for name, obj in objects.items():
+        shadowed = sorted(k for k in instance_callables(obj) if callable(getattr(type(obj), k, None)))
+        assert not shadowed, f"{name}: {shadowed}"
 
 
 @pytest.mark.parametrize("truncation", ["none", "tbptt"])
@@ -75,10 +127,7 @@ def test_the_min_cells_block_mlp_under_truncation(cfg_factory, truncation):
     overrides = settings("mingru", truncation, False) + ["optimizer=sgd"]
     data, host, trainer = build_stacked(cfg_factory(*overrides), SEEDS)
     trainer.fit(host, datamodule=data)
-    for s, seed in enumerate(SEEDS):
-        single = single_run(cfg_factory, overrides, seed)
-        for name, value in host.members.state_dict(s).items():
-            torch.testing.assert_close(value, single[name], rtol=0, atol=1e-5, msg=f"seed {seed}: {name}")
+    assert_members_equal_single_runs(cfg_factory, host, overrides, [[f"seed={s}"] for s in SEEDS])
 
 
 class Poison(L.Callback):
@@ -87,8 +136,8 @@ class Poison(L.Callback):
     def on_train_batch_end(self, trainer, host, outputs, batch, batch_idx) -> None:
         if trainer.global_step == 1:
             with torch.no_grad():
-                for p in host.members.params.values():
-                    p[1].fill_(float("nan"))
+                for p in host.tasks[1].parameters():
+                    p.fill_(float("nan"))
 
 
 @pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
@@ -99,11 +148,10 @@ def test_a_diverging_member_is_frozen_and_changes_nothing_of_the_others(cfg_fact
     trainer.fit(host, datamodule=data)
     assert trainer.global_step == 3
     assert host.update.diverged() == {1: 1}  # member 1 (seed 2), at its second update
-    frozen = host.members.state_dict(1)
-    assert all(torch.isnan(v).all() for k, v in frozen.items() if k in host.members.params)  # not moved since
+    assert all(torch.isnan(p).all() for p in host.tasks[1].parameters())  # not moved since
     for s in (0, 2):
         single = single_run(cfg_factory, overrides, SEEDS[s])
-        for name, value in host.members.state_dict(s).items():
+        for name, value in host.tasks[s].state_dict().items():
             torch.testing.assert_close(value, single[name], rtol=0, atol=1e-5, msg=f"seed {SEEDS[s]}: {name}")
 
 
@@ -112,7 +160,7 @@ def test_all_members_diverged_stops_the_run(cfg_factory):
 
     data, host, trainer = build_stacked(cfg_factory(*settings("mingru", "none", False)), SEEDS)
     with torch.no_grad():
-        for p in host.members.params.values():
+        for p in host.parameters():
             p.fill_(float("nan"))
     trainer.callbacks.append(FiniteLoss(every=1))
     with pytest.raises(TrainingDiverged):
@@ -151,9 +199,16 @@ def test_bad_seeds_are_refused(seeds, match):
         check_seeds(seeds)
 
 
-def test_a_plateau_schedule_is_not_stacked(cfg_factory):
-    with pytest.raises(NotStackable, match="scheduler=plateau"):
-        build_stacked(cfg_factory(*settings("mingru", "none", False), "scheduler=plateau"), SEEDS)
+def test_a_plateau_schedule_follows_each_members_own_validation_value(cfg_factory):
+    """scheduler=plateau (patience 0) steps each member's learning rate on its own seed=<s>/val/loss."""
+    overrides = [*settings("gru", "none", False), "scheduler=plateau", "scheduler.patience=0", "trainer.max_steps=-1"]
+    overrides += ["trainer.max_epochs=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    data, host, trainer = build_stacked(cfg_factory(*overrides), SEEDS)
+    trainer.fit(host, datamodule=data)
+    for s, seed in enumerate(SEEDS):
+        single = single_run(cfg_factory, overrides, seed)
+        for name, value in host.tasks[s].state_dict().items():
+            torch.testing.assert_close(value, single[name], rtol=0, atol=1e-5, msg=f"seed {seed}: {name}")
 
 
 def test_members_that_cannot_stack_exactly_train_one_after_another(cfg_factory, tmp_path):
@@ -185,7 +240,8 @@ def test_update_stacked_config_sets_the_members_clipping(cfg_factory):
     """conf/update/stacked.yaml: update.gradient_clip_val is what each member's gradient is clipped to."""
     cfg = cfg_factory(*settings("mingru", "tbptt", False), "update=stacked", "update.gradient_clip_val=0.25")
     _, host, _ = build_stacked(cfg, [1, 2])
-    assert host.update.gradient_clip_val == 0.25 and host.update.truncation.steps == 4
+    assert [t.update.setting("gradient_clip_val") for t in host.tasks] == [0.25, 0.25]
+    assert host.update.truncation.steps == 4
     assert host.update.describe() == "stacked(S=2, truncated(k2=4, k1=4))"
 
 

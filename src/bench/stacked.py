@@ -1,15 +1,15 @@
 """python -m src.bench stacked [--sizes 32,128] [--members 1,2,4,8] [--steps 20] [--repeats 3] [overrides...]
 
-S seeds of one config trained stacked (src/models/stacking.py: one vmap over the stacked parameters, one Adam
-step for all, the divergence guard of src/updates/stacked.py) against the same S seeds trained one after another
-in the same process, at each hidden size and S, interleaved `--repeats` times; medians. The training step only
+S seeds of one config trained stacked (src/models/stacking.py: one call for all members, vmapped or once per member
+as the cell allows; each member's own Adam, stepped together; the divergence guard of src/updates/stacked.py)
+against the same S seeds trained one after another in the same process, at each hidden size and S, interleaved
+`--repeats` times; medians. The training step only
 (forward, backward, optimizer step on batches already in memory): Lightning's per-step cost, which one after
 another pays S times and stacked once, is left out, so the speedup through `python -m src.train` is at least
 this. Reported per S and size:
 
     member samples/s        training samples of all members per second
-    fused / loops           one after another with the cell as configured (torch's fused LSTM) / with the loop
-                            equivalent that stacking runs (src/models/stacking.py FusedLoop)
+    fused                   one after another with the cell as configured (torch's fused LSTM)
     speedup                 stacked over one after another with the fused cell
     MB per member           parameters, gradients, Adam's two moments and the tensors saved for backward (each
                             storage once), stacked divided by S, and of a single model
@@ -32,7 +32,8 @@ import torch
 from src.bench import report
 from src.common.paths import CONF_DIR
 from src.data.tensors import Batch
-from src.models.stacking import Members, loopable
+from src.models.stacking import Members
+from src.updates.stacked import member_optimizers
 
 WARMUP = 3  # updates before the clock starts (allocator, threads)
 
@@ -90,8 +91,8 @@ def one_after_another(tasks: list, batches: list[Batch]) -> float:
 def stacked(tasks: list, batches: list[Batch]) -> float:
     """Member samples/s of the tasks stacked: the step src/updates/stacked.py runs (without clipping)."""
     members = Members(tasks)
-    params = list(members.params.values())
-    optimizer = tasks[0].optimizer_factory(params=params)
+    optimizer = member_optimizers(tasks)
+    params = [list(t.parameters()) for t in tasks]
     alive = torch.ones(len(tasks), dtype=torch.bool)
     for i, batch in enumerate(batches):
         if i == WARMUP:
@@ -101,11 +102,12 @@ def stacked(tasks: list, batches: list[Batch]) -> float:
         alive = alive & torch.isfinite(losses.detach())
         optimizer.zero_grad(set_to_none=True)
         torch.where(alive, losses, 0).sum().backward()
-        before = [p.detach().clone() for p in params]
+        before = [[p.detach().clone() for p in member] for member in params]
         optimizer.step()
         with torch.no_grad():
-            for p, old in zip(params, before):
-                p.copy_(torch.where(alive.view(-1, *[1] * (p.dim() - 1)), p, old))
+            for s, (member, olds) in enumerate(zip(params, before)):
+                for p, old in zip(member, olds):
+                    p.copy_(torch.where(alive[s], p, old))
     return len(tasks) * (len(batches) - WARMUP) * len(batches[0].x) / (time.perf_counter() - start)
 
 
@@ -139,32 +141,28 @@ def main(argv: list[str]) -> int:
                 for s in args.members:
                     overrides = [*recipe, f"cell.hidden_size={hidden}"]
                     tasks, batches = members_and_batches(overrides, list(range(1, s + 1)), args.steps, tmp)
-                    entry = results.setdefault((hidden, s), {k: [] for k in ("fused", "loops", "stacked")})
-                    loops = [copy.deepcopy(t) for t in tasks]
-                    for t in loops:
-                        loopable(t)
-                    fresh = copy.deepcopy(loops)
+                    entry = results.setdefault((hidden, s), {k: [] for k in ("fused", "stacked")})
+                    fresh = [copy.deepcopy(t) for t in tasks]
                     entry["fused"].append(one_after_another(tasks, batches))
-                    entry["loops"].append(one_after_another(loops, batches))
                     entry["stacked"].append(stacked(fresh, batches))
                     progress = {k: round(v[-1], 2) for k, v in entry.items()}
                     print(f"hidden={hidden} S={s}: {progress}", file=sys.stderr, flush=True)
                     if "mb" not in entry:
-                        members = Members([copy.deepcopy(t) for t in loops])
+                        copies = [copy.deepcopy(t) for t in tasks]
+                        members = Members(copies)
                         stack = Batch(*(None if t is None else t.expand(s, *t.shape) for t in batches[0]))
                         run = functools.partial(members.call, "batch_loss", stack)
-                        entry["mb"] = [megabytes(run, list(members.params.values()), s)]
+                        entry["mb"] = [megabytes(run, [p for t in copies for p in t.parameters()], s)]
                         run = functools.partial(tasks[0].batch_loss, batches[0])
                         entry["mb single"] = [megabytes(run, list(tasks[0].parameters()), 1)]
     rows = []
     for (hidden, s), entry in results.items():
-        fused, loops, stk = (statistics.median(entry[k]) for k in ("fused", "loops", "stacked"))
+        fused, stk = (statistics.median(entry[k]) for k in ("fused", "stacked"))
         rows.append(
             {
                 "hidden": hidden,
                 "S": s,
                 "one after another (fused), samples/s": round(fused),
-                "one after another (loops), samples/s": round(loops),
                 "stacked, samples/s": round(stk),
                 "speedup": round(stk / fused, 2),
                 "MB per member stacked": round(entry["mb"][0], 2),

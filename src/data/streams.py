@@ -11,6 +11,7 @@ still sees continuing rows. Every process gets the same number of windows, the l
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import torch
 
@@ -125,8 +126,8 @@ class StreamDataModule(TensorDataModule):
             return "features", int(x.shape[-1]), int(self.splits["train"][2].shape[-1])
         return "tokens", self.vocab_size, self.vocab_size
 
-    def _batches(self, split: str, train: bool) -> StreamBatches:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        inputs, _, targets = self._tensors(split)
+    def batches(self, split: str, train: bool, trainer: L.Trainer | None) -> StreamBatches:
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        inputs, _, targets = self._tensors(split, trainer)
         x, y = batchify(inputs, targets, self.batch_size if train else self.eval_batch_size)
         return StreamBatches(x, y, self.bptt, rank, world, even=train)

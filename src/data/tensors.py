@@ -7,6 +7,7 @@ Batches are cut by indexing whole tensors, so a training step does no per-sample
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,9 +320,9 @@ class TensorDataModule(L.LightningDataModule):
         """What src.generate needs to map text to ids and back (language models); {} for others."""
         return {}
 
-    def _tensors(self, split: str) -> tuple:
+    def _tensors(self, split: str, trainer: L.Trainer | None) -> tuple:
         """The split's tensors, moved once to the training device if they fit under max_device_bytes."""
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         key = f"{split}@{device}"
         if key not in self._placed:
             tensors = self.splits[split]
@@ -331,38 +332,45 @@ class TensorDataModule(L.LightningDataModule):
             self._placed[key] = tensors
         return self._placed[key]
 
-    def _batches(self, split: str, train: bool) -> Batches:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+    def batches(self, split: str, train: bool, trainer: L.Trainer | None) -> Batches:
+        """The split's batches for the run `trainer` runs (its device, process rank and, resumed mid-epoch, the
+        batches of the epoch already trained): what this module's loaders are for its own Trainer, and a stacked
+        job's loaders for each member's data (src/runs/seeds.py)."""
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        skip = functools.partial(self.trained_batches, trainer) if trainer is not None else None
         return Batches(
-            self._tensors(split),
+            self._tensors(split, trainer),
             self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             drop_last=train,
             seed=self.shuffle_seed,
             rank=rank,
             world_size=world,
-            skip=self._trained_batches_this_epoch if train else None,
+            # Read when an epoch's iteration starts: 0, except right after resuming from a mid-epoch checkpoint,
+            # where Lightning has restored how many batches of this epoch were trained; the same seeded order
+            # then continues where the interrupted run stopped.
+            skip=skip if train else None,
         )
 
-    def _trained_batches_this_epoch(self) -> int:
-        """Read when an epoch's iteration starts: 0, except right after resuming from a mid-epoch checkpoint,
-        where Lightning has restored how many steps of this epoch were trained; the same seeded order then
-        continues where the interrupted run stopped. A step is a group of `batches_per_step` batches (every group
-        but an epoch's last is whole, and a checkpoint is written between steps)."""
-        steps = 0 if self.trainer is None else trained_batches_this_epoch(self.trainer)
-        return steps * self.batches_per_step
+    def trained_batches(self, trainer: L.Trainer | None) -> int:
+        """Batches of this epoch `trainer` has trained: 0, except right after resuming from a mid-epoch
+        checkpoint, where Lightning has restored how many steps of this epoch were trained. A step is a group of
+        `batches_per_step` batches (every group but an epoch's last is whole, and a checkpoint is written between
+        steps)."""
+        return 0 if trainer is None else trained_batches_this_epoch(trainer) * self.batches_per_step
 
     def train_dataloader(self) -> Batches | BatchGroups:
-        batches = self._batches("train", train=True)
+        batches = self.batches("train", True, self.trainer)
         if self.batches_per_step == 1:
             return batches
-        return BatchGroups(batches, self.batches_per_step, self.train_batch_limit, self._trained_batches_this_epoch)
+        trained = functools.partial(self.trained_batches, self.trainer)
+        return BatchGroups(batches, self.batches_per_step, self.train_batch_limit, trained)
 
     def val_dataloader(self) -> Batches:
-        return self._batches("val", train=False)
+        return self.batches("val", False, self.trainer)
 
     def test_dataloader(self) -> Batches:
-        return self._batches("test", train=False)
+        return self.batches("test", False, self.trainer)
 
 
 def _take(arrays: tuple, idx: np.ndarray) -> tuple:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 
 from src.common.errors import ConfigError, DataError
@@ -332,8 +333,8 @@ class TextDataModule(TensorDataModule):
             if value:
                 log.info("%s: %s = %s", self.NAME, key, value)
 
-    def _batches(self, split: str, train: bool) -> TrimmedBatches:
-        return TrimmedBatches(super()._batches(split, train))
+    def batches(self, split: str, train: bool, trainer: L.Trainer | None) -> TrimmedBatches:
+        return TrimmedBatches(super().batches(split, train, trainer))
 
     @property
     def spec(self) -> TextSpec:

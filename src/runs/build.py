@@ -134,10 +134,15 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     """The data module (set up), the task module and the Trainer that `cfg` describes; `wandb_id`: the W&B run
     this run dir logs to (one per run dir, however often resumed: src/records/rundir.py keeps it). `cfg` is only
     read."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    datamodule, model = build_model(cfg)
+    return datamodule, model, build_trainer(cfg, wandb_id, datamodule=datamodule)
 
-    from src.runs.callbacks import FiniteLoss, ModelSummary, Throughput, WandbSummary
+
+def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The data module (set up) and the task module of `cfg`, seeded with cfg.seed: what a run trains, without the
+    Trainer that runs it (a stacked job's members: src/runs/seeds.py)."""
+    import lightning as L
+
     from src.updates.schedules import check_optimization
 
     L.seed_everything(cfg.seed, workers=True)
@@ -181,7 +186,22 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     model = make(cfg.task, "task", handed=handed, update=update, _convert_="object")
     if cfg.train and cfg.trainer.get("max_epochs") != 0:
         check_optimization(model.optimizer_factory, model.scheduler_factory, step=True)
-    callbacks = [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c]
+    return datamodule, model
+
+
+def build_trainer(
+    cfg: DictConfig, wandb_id: str | None = None, callbacks: list[L.Callback] = (), datamodule: Any = None
+) -> L.Trainer:
+    """The Trainer of `cfg`: its callbacks (the suite's own and `callbacks` added) and loggers (`wandb_id`: see
+    build); its step counts follow `datamodule`'s training loader where given (step_counts)."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from src.runs.callbacks import FiniteLoss, ModelSummary, Throughput, WandbSummary
+
+    extra, callbacks = (
+        list(callbacks),
+        [make(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c],
+    )
     for c in callbacks:  # EarlyStopping takes any patience and fails (or never stops) only when it is compared
         if isinstance(c, EarlyStopping) and (
             not isinstance(c.patience, int) or isinstance(c.patience, bool) or c.patience < 0
@@ -191,7 +211,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
                 f"(validation epochs without improvement before stopping)"
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
-    callbacks += [Throughput(), FiniteLoss(), WandbSummary()]
+    callbacks += [Throughput(), FiniteLoss(), WandbSummary(), *extra]
     callbacks += [ModelSummary()] if cfg.trainer.get("enable_model_summary", True) else []  # no FLOPs column of 0s
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
@@ -210,9 +230,9 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
         logger=loggers or False,
         enable_checkpointing=checkpoints,
         enable_progress_bar=bar,
-        **step_counts(cfg, per_step, datamodule),
+        **(step_counts(cfg, getattr(datamodule, "batches_per_step", 1), datamodule) if datamodule else {}),
     )
-    return datamodule, model, trainer
+    return trainer
 
 
 def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ and the hooks around updates are delegated to it. Full BPTT calls head and loss 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -136,6 +137,7 @@ class RecurrentTask(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.update.on_train_epoch_end()
+        self.log_dict(self.epoch_values("train"), sync_dist=True, batch_size=1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.update.on_before_optimizer_step(optimizer)
@@ -168,17 +170,35 @@ class RecurrentTask(L.LightningModule):
         self.evaluate(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
-        values = self.eval_values("val")
-        self.log_dict(values, prog_bar=True)
-        if not self.trainer.sanity_checking and self.monitor in values:  # `<monitor>_best` so far
-            self.val_best.update(values[self.monitor])
-            self.log(f"{self.monitor}_best", self.val_best.compute())
+        self.log_dict(self.epoch_values("val", self.trainer.sanity_checking), prog_bar=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.evaluate(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.eval_values("test"))
+        self.log_dict(self.epoch_values("test"))
+        if self.trainer.is_global_zero:
+            self.write_files("test", Path(self.trainer.default_root_dir), self.trainer.loggers)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.is_global_zero:
+            self.write_files("fit", Path(self.trainer.default_root_dir), self.trainer.loggers)
+
+    # -- what the hooks above log and write: also what a stacked job logs and writes for each member --------------
+    def epoch_values(self, split: str, sanity_checking: bool = False) -> dict[str, Any]:
+        """What the task logs at the end of an epoch of `split` (train, val, test), its metric objects then reset:
+        the split's metrics, and for val `<monitor>_best` so far (not while Lightning's sanity check runs)."""
+        if split == "train":
+            return {}
+        values = self.eval_values(split)
+        if split == "val" and not sanity_checking and self.monitor in values:
+            self.val_best.update(values[self.monitor])
+            values[f"{self.monitor}_best"] = self.val_best.compute()
+        return values
+
+    def write_files(self, stage: str, out: Path, loggers: list) -> None:
+        """Files the task leaves in its run dir `out` at the start of fitting (`stage` fit) or after testing
+        (test), shown to `loggers` where they take files: none by default."""
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict) -> None:

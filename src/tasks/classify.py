@@ -90,12 +90,13 @@ class SequenceClassifier(RecurrentTask):
             self.train_seen += len(batch.y)
         return F.cross_entropy(logits, batch.y), len(batch.y)
 
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        if self.train_seen > 0:
-            self.log("train/acc", self.train_right / self.train_seen, sync_dist=True, batch_size=1)
+    def epoch_values(self, split: str, sanity_checking: bool = False) -> dict:
+        if split != "train":
+            return super().epoch_values(split, sanity_checking)
+        values = {"train/acc": self.train_right / self.train_seen} if self.train_seen > 0 else {}
         self.train_right.zero_()
         self.train_seen.zero_()
+        return values
 
     def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         logits = self(batch.x, batch.lengths)

@@ -4,6 +4,7 @@ and sampling from the trained model (python -m src.generate)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -23,7 +24,8 @@ class LanguageModel(StepClassifier):
     def __init__(self, level: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.level = level
-        self.generation: dict = {}  # vocab, level, tokenizer: stored in checkpoints for src.generate
+        # vocab, level, tokenizer: stored in checkpoints for src.generate
+        self.generation: dict = dict(self.spec.generation or {})
 
     def eval_values(self, split: str) -> dict[str, torch.Tensor]:
         values = super().eval_values(split)
@@ -35,12 +37,10 @@ class LanguageModel(StepClassifier):
         return values
 
     # -- the vocabulary travels with the run -----------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        info = self.spec.generation
-        if info:
-            self.generation = info
-            if self.trainer.is_global_zero:
-                atomic_write_json(f"{self.trainer.default_root_dir}/vocab.json", info)
+    def write_files(self, stage: str, out: Path, loggers: list) -> None:
+        super().write_files(stage, out, loggers)
+        if stage == "fit" and self.spec.generation:
+            atomic_write_json(out / "vocab.json", self.spec.generation)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

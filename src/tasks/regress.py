@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric
 from src.data.tensors import Batch
 from src.models.stack import last_step
 from src.tasks.base import RecurrentTask
-from src.tasks.steps import log_baselines
+from src.tasks.steps import baselines
 from src.tasks.streams import StreamEval
 
 
@@ -29,6 +29,7 @@ class Regressor(StreamEval, RecurrentTask):
 
     def __init__(self, many_to_one: bool = False, monitor: str = "val/loss", monitor_mode: str = "min", **kwargs):
         super().__init__(monitor=monitor, monitor_mode=monitor_mode, **kwargs)
+        self.rolled_out: np.ndarray | None = None  # the test pass's rollout (test/rollout_mse), for its plot
         self.many_to_one = many_to_one
         self.regressor = nn.Linear(self.stack.output_size, self.spec.num_classes)
         for split in ("val", "test"):
@@ -60,17 +61,21 @@ class Regressor(StreamEval, RecurrentTask):
         values[f"{split}/loss"] = values[f"{split}/mse"]
         return values
 
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        log_baselines(self)
+    def epoch_values(self, split: str, sanity_checking: bool = False) -> dict:
+        values = super().epoch_values(split, sanity_checking)
+        if split != "test":
+            return values
+        values.update(baselines(self))
         if self.spec.rollout is not None:
             context, truth = self.spec.rollout
-            predicted = self.rollout(torch.as_tensor(context), len(truth))
-            self.log("test/rollout_mse", float(np.mean((predicted - truth) ** 2)))
-            if self.trainer.is_global_zero:
-                plot_rollout(
-                    Path(self.trainer.default_root_dir) / "rollout.png", context, truth, predicted, self.trainer.loggers
-                )
+            self.rolled_out = self.rollout(torch.as_tensor(context), len(truth))
+            values["test/rollout_mse"] = float(np.mean((self.rolled_out - truth) ** 2))
+        return values
+
+    def write_files(self, stage: str, out: Path, loggers: list) -> None:
+        if stage == "test" and self.rolled_out is not None:  # the plot of the rollout the test pass ran
+            context, truth = self.spec.rollout
+            plot_rollout(out / "rollout.png", context, truth, self.rolled_out, loggers)
 
     @torch.no_grad()
     def rollout(self, context: torch.Tensor, steps: int) -> np.ndarray:

@@ -97,12 +97,11 @@ class StepClassifier(StreamEval, RecurrentTask):
         """This split's metrics over the whole evaluation (synced across processes); resets them."""
         return self.computed(split, self.metric_names)
 
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        log_baselines(self)
+    def epoch_values(self, split: str, sanity_checking: bool = False) -> dict:
+        values = super().epoch_values(split, sanity_checking)
+        return {**values, **baselines(self)} if split == "test" else values
 
 
-def log_baselines(task: RecurrentTask) -> None:
+def baselines(task: RecurrentTask) -> dict[str, float]:
     """`test/baseline_<metric>`: what a trivial predictor scores on the test split, if the data set knows one."""
-    if task.spec.baselines:
-        task.log_dict({f"test/baseline_{k}": float(v) for k, v in task.spec.baselines.items()})
+    return {f"test/baseline_{k}": float(v) for k, v in (task.spec.baselines or {}).items()}

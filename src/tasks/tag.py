@@ -123,8 +123,10 @@ class SequenceTagger(RecurrentTask):
             getattr(self, f"{split}_{name}").reset()
         return values
 
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        if self.crf is None:  # (with a CRF, training would need a Viterbi pass per step just for this)
-            self.log_dict(self.train_metrics.compute(), batch_size=1)
+    def epoch_values(self, split: str, sanity_checking: bool = False) -> dict:
+        if split != "train":
+            return super().epoch_values(split, sanity_checking)
+        # (with a CRF, training would need a Viterbi pass per step just for this)
+        values = self.train_metrics.compute() if self.crf is None else {}
         self.train_metrics.reset()
+        return values

@@ -1,24 +1,28 @@
-"""S members (the same config, one seed each) updated as one stacked computation: every forward and backward is
-one vmap over the members' stacked parameters (src/models/stacking.py), every optimizer step one step of one
-optimizer over those stacked tensors.
+"""The update of a stacked job: S members (each built as its single run builds it: src/runs/seeds.py) trained on
+one stacked batch per step, every forward and backward one call for all members (src/models/stacking.py), every
+member stepped by its own optimizer.
 
-What makes each member's updates those of a single run with its seed:
+What makes each member's updates those of its single run:
 - its own initialisation and batch order: the members are built as single runs build their model, and each
   takes its batches from its own seeded sampler (src/runs/seeds.py); a batch here holds S batches, [S, B, ...];
-- its own optimizer state: one optimizer over [S, ...] tensors is S optimizers when the optimizer is
-  element-wise (Adam, AdamW, SGD, ...; refused otherwise), and the LR schedules are the same closed-form
-  schedules for every member (ReduceLROnPlateau, which follows each run's own validation loss, is refused);
-- its own gradient clipping: the norm (or value) clip of each member's own gradients, as torch's clip_grad_norm_
-  computes it over one model;
-- its own divergence: a member whose loss is not finite is frozen (its gradients zeroed, its parameters restored
-  after the shared step, so the element-wise optimizer's momentum cannot move it) and recorded as diverged with the
-  step; the others' slices are never touched by it. All of this stays on the device: no host read per step.
+- its own parameters, optimizer and LR schedule: each member's optimizer and scheduler are the ones its own
+  configure_optimizers builds (its learning rate, weight decay, schedule), stepped together as one optimizer that
+  Lightning holds (`MemberOptimizers`); ReduceLROnPlateau follows the member's own validation value;
+- its own gradient: the backward of the sum of the members' losses gives each member's parameters the gradient of
+  its own loss alone;
+- its own gradient clipping: its update's gradient_clip_val / gradient_clip_algorithm, clipped by
+  torch.nn.utils.clip_grad_norm_ (or clip_grad_value_) over its own parameters, as Lightning clips a single run;
+- its own divergence: a member whose loss is not finite is frozen (its gradient zeroed, its parameters restored
+  after the step, so its optimizer's momentum cannot move it) and recorded as diverged with the step; the others
+  are never touched by it. All of this stays on the device: no host read per step.
 
-Full BPTT (truncation=None) or BPTT(k1, k2) windows (src/updates/truncated.py's Truncation) per batch.
+Full BPTT (truncation=None) or BPTT(k1, k2) windows (src/updates/truncated.py's train_windows, the member dim
+first) per batch.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import lightning as L
@@ -29,17 +33,62 @@ from src.common.errors import ConfigError
 from src.data.tensors import Batch
 from src.models.stack import detach_state
 from src.updates.manual import Manual
-from src.updates.truncated import Truncation, continuing
-
-# One optimizer over stacked tensors equals one per member only when every update is element-wise.
-ELEMENTWISE = ("SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "Adadelta", "ASGD", "Rprop")
+from src.updates.truncated import Truncation, check_truncatable, continuing, train_windows
 
 
 class NotStackable(ConfigError):
     """The members cannot train stacked as exactly their single runs (src/runs/seeds.py then runs them one by one)."""
 
 
+class MemberOptimizers(torch.optim.Optimizer):
+    """The members' own optimizers (and LR schedulers, or None), stepped as one optimizer: what Lightning holds for a
+    stacked job. Its parameter groups are the members' (so Lightning's precision plugin unscales every member's
+    gradients); its state is each member's optimizer's state, one entry per member."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer], schedulers: list[Any]) -> None:
+        self.optimizers, self.schedulers = optimizers, schedulers
+        super().__init__([p for o in optimizers for g in o.param_groups for p in g["params"]], {})
+        self.param_groups = [g for o in optimizers for g in o.param_groups]
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:  # Lightning's: the on_before_optimizer_step hooks (clipping, freezing)
+            with torch.enable_grad():
+                loss = closure()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"members": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for optimizer, state in zip(self.optimizers, state_dict["members"]):
+            optimizer.load_state_dict(state)
+
+
+def member_optimizers(tasks: list[L.LightningModule]) -> MemberOptimizers:
+    """Each task's own configure_optimizers (its optimizer over its own parameters, its scheduler), as one."""
+    optimizers, schedulers = [], []
+    for task in tasks:
+        configured = task.configure_optimizers()
+        if isinstance(configured, dict):
+            optimizers.append(configured["optimizer"])
+            schedulers.append(configured["lr_scheduler"]["scheduler"])
+        else:
+            optimizers.append(configured)
+            schedulers.append(None)
+    return MemberOptimizers(optimizers, schedulers)
+
+
 class Stacked(Manual):
+    """`gradient_clip_val` / `gradient_clip_algorithm` (update=stacked's own settings) are what the job's members
+    are built with (each member clips as its own update says: src/runs/seeds.py)."""
+
     name = "stacked"
 
     def __init__(
@@ -49,8 +98,6 @@ class Stacked(Manual):
         truncation: Truncation | dict | None = None,
     ) -> None:
         super().__init__(gradient_clip_val, gradient_clip_algorithm)
-        if gradient_clip_algorithm not in (None, "norm", "value"):
-            raise ConfigError(f"gradient_clip_algorithm={gradient_clip_algorithm!r} must be 'norm' or 'value'")
         self.truncation = truncation if isinstance(truncation, Truncation) or truncation is None else None
         if isinstance(truncation, dict):
             self.truncation = Truncation.from_config(truncation)
@@ -69,19 +116,14 @@ class Stacked(Manual):
         members = len(self.task.members) if self.task is not None else "?"
         return f"stacked(S={members}, {inner})"
 
+    def notes(self) -> list[str]:
+        return list(self.task.members.notes) if self.task is not None else []
+
     def attach(self, task: L.LightningModule) -> None:
         if not hasattr(task, "members"):
-            raise ConfigError("update=stacked trains several seeds at once: run it with seeds=[s1,s2,...]")
-        check_exact(task.optimizer_factory, task.scheduler_factory)
+            raise ConfigError("update=stacked trains several members at once: run it with seeds=[s1,s2,...]")
         if self.truncation is not None:
-            first = task.members.tasks[0]
-            if first.stack.bidirectional:
-                raise ConfigError(
-                    "truncation=tbptt cannot be combined with direction=bi: the backward direction "
-                    "would read across chunk boundaries; use direction=uni or truncation=none"
-                )
-            if (refusal := first.truncation_refusal()) is not None:
-                raise ConfigError(refusal)
+            check_truncatable(task.members.tasks[0])
         super().attach(task)
 
     # -- the step --------------------------------------------------------------------------------------------
@@ -106,11 +148,15 @@ class Stacked(Manual):
             n, device = len(self.task.members), batch.x.device
             self.alive = torch.ones(n, dtype=torch.bool, device=device)
             self.diverged_at = torch.full((n,), -1, dtype=torch.long, device=device)
+        members = self.task.members
         if self.truncation is None:
-            losses = self.task.members.call("batch_loss", batch)
+            losses = members.call("batch_loss", batch)
             self.step(losses)
             return losses.detach()
-        losses, state = self.windows(batch, self.carried_state(batch.x.shape[1]))
+        call = members.call
+        encode, head, loss = (functools.partial(call, m) for m in ("encode", "head", "loss"))
+        state = self.carried_state(batch.x.shape[1])
+        losses, state = train_windows(self.truncation, batch, state, encode, head, loss, self.step, time_dim=2)
         if self.truncation.carry_across_batches:
             self.state = detach_state(state)
         return losses
@@ -124,35 +170,45 @@ class Stacked(Manual):
         self.alive = self.alive & finite
         optimizer = task.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        # The sum: each member's slice of the gradient is the gradient of its own loss alone.
+        # The sum: each member's parameters get the gradient of its own loss alone.
         task.manual_backward(torch.where(self.alive, losses, 0).sum())
-        params = list(task.members.params.values())
-        before = [p.detach().clone() for p in params]
+        members = [list(t.parameters()) for t in task.members.tasks]
+        before = [[p.detach().clone() for p in params] for params in members]
         optimizer.step()  # clipping and freezing in on_before_optimizer_step, after fp16 unscaling
-        with torch.no_grad():  # a frozen member keeps its last finite parameters whatever the optimizer's state
-            for p, old in zip(params, before):
-                p.copy_(torch.where(_along(self.alive, p), p, old))
+        with torch.no_grad():  # a frozen member keeps its last finite parameters whatever its optimizer's state
+            for alive, params, olds in zip(self.alive, members, before):
+                for p, old in zip(params, olds):
+                    p.copy_(torch.where(alive, p, old))
         self.step_schedulers("step")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.task.members.params.values() if p.grad is not None]
-        if not grads:
-            return
         with torch.no_grad():
-            for g in grads:  # where, not a product: a diverged member's gradient may hold NaN
-                g.copy_(torch.where(_along(self.alive, g), g, 0))
-            if not self.gradient_clip_val:
-                return
-            if self.gradient_clip_algorithm == "value":
-                for g in grads:
-                    g.clamp_(-self.gradient_clip_val, self.gradient_clip_val)
-                return
-            # torch.nn.utils.clip_grad_norm_ per member: the 2-norm of the per-tensor norms, coefficient
-            # max_norm / (norm + 1e-6) clamped to 1.
-            norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
-            coef = (self.gradient_clip_val / (norms + 1e-6)).clamp(max=1.0)
-            for g in grads:
-                g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
+            for alive, task in zip(self.alive, self.task.members.tasks):
+                grads = [p.grad for p in task.parameters() if p.grad is not None]
+                for g in grads:  # where, not a product: a diverged member's gradient may hold NaN
+                    g.copy_(torch.where(alive, g, 0))
+                clip = task.update.setting("gradient_clip_val")
+                if not clip:
+                    continue
+                if task.update.setting("gradient_clip_algorithm") == "value":
+                    torch.nn.utils.clip_grad_value_(task.parameters(), clip)
+                else:  # as Lightning clips a single run: torch's norm clip over the member's parameters
+                    torch.nn.utils.clip_grad_norm_(task.parameters(), clip)
+
+    def step_schedulers(self, interval: str) -> None:
+        optimizers = self.task.optimizers(use_pl_optimizer=False)
+        for s, (task, scheduler) in enumerate(zip(self.task.members.tasks, optimizers.schedulers)):
+            if scheduler is None or task.scheduler_interval != interval:
+                continue
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                value = self.task.trainer.callback_metrics.get(f"{self.task.prefix(s)}{task.monitor}")
+                if value is not None:  # the member's own monitored value
+                    scheduler.step(value)
+            else:
+                scheduler.step()
+
+    def on_train_start(self) -> None:
+        pass  # (a stacked job starts afresh: src/runs/seeds.py refuses ckpt_path)
 
     def diverged(self) -> dict[int, int]:
         """{member index: the optimizer step its loss became NaN or inf at} (a host read)."""
@@ -160,7 +216,7 @@ class Stacked(Manual):
             return {}
         return {s: int(step) for s, step in enumerate(self.diverged_at.tolist()) if step >= 0}
 
-    # -- truncated BPTT (src/updates/truncated.py, on [S, ...] tensors) ----------------------------------------
+    # -- truncated BPTT: the windows of src/updates/truncated.py on [S, ...] tensors ---------------------------
     def carried_state(self, batch_size: int) -> Any:
         # member dim first; then the batch is dim -2 of a fused stack's state, dim 1 of every layered cell's
         batch_dim = -2 if getattr(self.task.members.tasks[0].stack, "fused", False) else 1
@@ -168,57 +224,3 @@ class Stacked(Manual):
 
     def on_train_epoch_start(self) -> None:
         self.state = None
-
-    def windows(self, batch: Batch, state: Any = None) -> tuple[torch.Tensor | None, Any]:
-        members, trunc = self.task.members, self.truncation
-        total = batch.x.shape[2]
-        saved: dict[int, Any] = {0: detach_state(state)}
-        losses, counts = [], []
-        for start, t0, t1 in trunc.windows(total):
-            state = saved[start]
-            outputs, pieces = [], [start]
-            next_start = max(0, t1 + trunc.stride - trunc.steps)
-            if start < next_start < t1:
-                pieces.append(next_start)
-            pieces.append(t1)
-            for a, b in zip(pieces, pieces[1:]):
-                out, state = members.call("encode", batch.x[:, :, a:b], None, state)
-                outputs.append(out)
-                if b == next_start:
-                    saved[next_start] = detach_state(state)
-            saved[t1] = detach_state(state)
-            out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-            predictions = members.call("head", out[:, :, t0 - start :], None)
-            result = members.call("loss", predictions, batch, t0, t1)
-            if result is None:
-                continue
-            loss, n = result
-            self.step(loss)
-            losses.append(loss.detach() * n)
-            counts.append(n)
-        final = saved[total]
-        if not losses:
-            return None, final
-        return torch.stack(losses).sum(0) / torch.stack(counts).sum(0), final
-
-
-def check_exact(optimizer: Any, scheduler: Any) -> None:
-    """Refuse an optimizer or schedule under which stacked members would not each train as their single run."""
-    func = getattr(optimizer, "func", optimizer)
-    name = getattr(func, "__name__", str(func))
-    if name not in ELEMENTWISE:
-        raise NotStackable(
-            f"optimizer {name} is not known to update each parameter element on its own, so one optimizer over "
-            f"stacked members might mix them; use one of {', '.join(ELEMENTWISE)}, or train the seeds one by one"
-        )
-    sched = getattr(scheduler, "func", scheduler) if scheduler else None
-    if sched is not None and getattr(sched, "__name__", "") == "ReduceLROnPlateau":
-        raise NotStackable(
-            "scheduler=plateau follows each run's own validation loss, but stacked members share one learning "
-            "rate; use scheduler=cosine, step or none, or train the seeds one by one"
-        )
-
-
-def _along(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[S] -> [S, 1, ...] broadcastable against `like` ([S, ...])."""
-    return mask.view(-1, *[1] * (like.dim() - 1))

@@ -14,6 +14,7 @@ carries its own state: src/tasks/streams.py). Every task gets truncation through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,17 @@ class Truncation:
         return [(max(0, t0 - (self.steps - self.stride)), t0, min(t0 + self.stride, total)) for t0 in t0s]
 
 
+def check_truncatable(task: L.LightningModule) -> None:
+    """Refuse a task that cannot train on windows of its sequences, before any data is trained on."""
+    if task.stack.bidirectional:
+        raise ConfigError(
+            "truncation=tbptt cannot be combined with direction=bi: the backward direction "
+            "would read across chunk boundaries; use direction=uni or truncation=none"
+        )
+    if (refusal := task.truncation_refusal()) is not None:
+        raise ConfigError(refusal)
+
+
 def continuing(state: Any, batch_size: int, carry: bool, batch_dim: int) -> Any:
     """`state` if it carries into a batch of `batch_size` rows (its first tensor's batch at `batch_dim`), else None."""
     if state is None or not carry:
@@ -104,13 +116,7 @@ class Truncated(Manual):
         return f"truncated(k2={t.steps}, k1={t.stride}{', carried' if t.carry_across_batches else ''})"
 
     def attach(self, task: L.LightningModule) -> None:
-        if task.stack.bidirectional:
-            raise ConfigError(
-                "truncation=tbptt cannot be combined with direction=bi: the backward direction "
-                "would read across chunk boundaries; use direction=uni or truncation=none"
-            )
-        if (refusal := task.truncation_refusal()) is not None:
-            raise ConfigError(refusal)
+        check_truncatable(task)
         super().attach(task)
 
     def train_on(self, batch: Batch) -> torch.Tensor | None:
@@ -132,35 +138,51 @@ class Truncated(Manual):
 
     def windows(self, batch: Batch, state: Any = None) -> tuple[torch.Tensor | None, Any]:
         """Run one batch as BPTT(k1, k2) updates; returns (mean loss over the updates or None, final state)."""
-        task, trunc = self.task, self.truncation
-        total = batch.x.shape[1]
-        # Detached states at the positions where later windows will start.
-        saved: dict[int, Any] = {0: detach_state(state)}
-        losses, counts = [], []
-        for start, t0, t1 in trunc.windows(total):
-            state = saved[start]  # a window starts where an earlier one kept its state (or at 0)
-            outputs, pieces = [], [start]
-            # The next window starts inside this one when windows overlap: split the forward there to keep that
-            # state.
-            next_start = max(0, t1 + trunc.stride - trunc.steps)
-            if start < next_start < t1:
-                pieces.append(next_start)
-            pieces.append(t1)
-            for a, b in zip(pieces, pieces[1:]):
-                out, state = task.encode(batch.x[:, a:b], None, state)
-                outputs.append(out)
-                if b == next_start:
-                    saved[next_start] = detach_state(state)
-            saved[t1] = detach_state(state)
-            out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
-            result = task.loss(task.head(out[:, t0 - start :], None), batch, t0, t1)
-            if result is None:
-                continue  # no target in this window (many-to-one before its last step): nothing to learn from
-            loss, n = result
-            self.step(loss)
-            losses.append(loss.detach() * n)
-            counts.append(n)
-        final = saved[total]
-        if not losses:
-            return None, final
-        return torch.stack(losses).sum() / sum(counts), final
+        task = self.task
+        return train_windows(self.truncation, batch, state, task.encode, task.head, task.loss, self.step)
+
+
+def train_windows(
+    trunc: Truncation,
+    batch: Batch,
+    state: Any,
+    encode: Callable,
+    head: Callable,
+    loss_of: Callable,
+    step: Callable[[torch.Tensor], None],
+    time_dim: int = 1,
+) -> tuple[torch.Tensor | None, Any]:
+    """One batch as BPTT(k1, k2) updates: `encode(x, lengths, state)`, `head(outputs, lengths)` and
+    `loss_of(predictions, batch, t0, t1)` of each window (a task's, or a stacked job's members' with the member
+    dim first: `time_dim` 2), `step(loss)` after each. Returns (the mean loss over the updates, weighted by their
+    targets, or None where no window held a target; the final state)."""
+    total = batch.x.shape[time_dim]
+    # Detached states at the positions where later windows will start.
+    saved: dict[int, Any] = {0: detach_state(state)}
+    losses, counts = [], []
+    for start, t0, t1 in trunc.windows(total):
+        state = saved[start]  # a window starts where an earlier one kept its state (or at 0)
+        outputs, pieces = [], [start]
+        # The next window starts inside this one when windows overlap: split the forward there to keep that state.
+        next_start = max(0, t1 + trunc.stride - trunc.steps)
+        if start < next_start < t1:
+            pieces.append(next_start)
+        pieces.append(t1)
+        for a, b in zip(pieces, pieces[1:]):
+            out, state = encode(batch.x.narrow(time_dim, a, b - a), None, state)
+            outputs.append(out)
+            if b == next_start:
+                saved[next_start] = detach_state(state)
+        saved[t1] = detach_state(state)
+        out = torch.cat(outputs, dim=time_dim) if len(outputs) > 1 else outputs[0]
+        result = loss_of(head(out.narrow(time_dim, t0 - start, t1 - t0), None), batch, t0, t1)
+        if result is None:
+            continue  # no target in this window (many-to-one before its last step): nothing to learn from
+        loss, n = result
+        step(loss)
+        losses.append(loss.detach() * n)
+        counts.append(n)
+    final = saved[total]
+    if not losses:
+        return None, final
+    return torch.stack(losses).sum(0) / sum(counts), final

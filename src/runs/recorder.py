@@ -1,0 +1,88 @@
+"""A run's record (<run dir>/metrics.json) from its start to its end, for a single run (src/train.py) and for each
+member of a stacked job (src/runs/seeds.py) alike:
+
+    recorder = Recorder(cfg)          the run's identity (src/records/identity.py) and config_hash, status failed
+    recorder.claim(resuming)          the run dir locked and claimed (src/records/rundir.py), its .hydra/ written
+    recorder.record.update(...)       what the run found; status "ok" once it is done
+    recorder.fail(error)              the error said in the record (and, where the dir was never claimed, the
+                                      failure recorded there if that overwrites nothing)
+    recorder.close()                  wall_s and finished_at; metrics.json written (a failed resume of a
+                                      finished run is filed aside and the finished record stays); released
+The run's log (train.log) is held until the dir is claimed (src/runs/console.py): a run refused a dir that is
+not its own leaves no log there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from src.common.errors import user_error
+from src.common.files import atomic_write_json
+from src.records import identity, rundir
+from src.records.record import RECORD
+from src.runs import console
+from src.runs.sweeps import config_hash
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    def __init__(self, cfg: DictConfig, overrides: list[str] | None = None, hashed: DictConfig | None = None):
+        """`overrides`: what the run's .hydra/overrides.yaml names (default: the command line's); `hashed`: the
+        config whose hash identifies the run (default `cfg`; a stacked member: the single run it equals)."""
+        self.started = time.perf_counter()
+        self.cfg, self.overrides = cfg, overrides
+        self.fields = identity.fields(cfg)
+        self.record: dict[str, Any] = {**self.fields, "config_hash": config_hash(hashed or cfg), "status": "failed"}
+        self.out = Path(cfg.paths.output_dir)
+        self.claimed: rundir.Claim | None = None
+
+    def claim(self, resuming: bool) -> None:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:  # DDP's other processes share the dir that rank 0 claimed
+            self.claimed = rundir.claim(self.out, self.record["config_hash"], resuming=resuming, fields=self.fields)
+            self.record.update(wandb_id=self.claimed.record["wandb_id"], started_at=self.claimed.record["started_at"])
+            if "resumed" in self.claimed.record:
+                self.record["resumed"] = self.claimed.record["resumed"]
+        console.release_run_log(keep=True)  # the dir is the run's own: its log gets the lines held so far
+        if self.claimed is not None:
+            self.write_hydra_files()
+
+    def fail(self, error: BaseException) -> None:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        self.record["error"] = self.record.get("error") or f"{type(error).__name__}: {user_error(error) or error}"
+        if self.claimed is None and rank_zero_only.rank == 0:
+            self.claimed = rundir.claim_if_fresh(self.out)  # record the failure where that overwrites nothing
+            if self.claimed is not None:
+                self.write_hydra_files()
+        console.release_run_log(keep=self.claimed is not None or rank_zero_only.rank != 0)
+
+    def close(self) -> None:
+        self.record["wall_s"] = round(time.perf_counter() - self.started, 3)
+        self.record["finished_at"] = time.time()
+        if self.claimed is None:
+            return
+        if self.record["status"] != "ok" and self.claimed.history:  # a resume of a finished run failed: it stays
+            failed = self.claimed.keep_finished(self.record)
+            log.warning(
+                f"the resumed attempt failed; its record and files are in {failed}, and the finished run in "
+                f"{self.out} is as it was before"
+            )
+        else:
+            atomic_write_json(self.out / RECORD, self.record, within=self.out)
+            self.claimed.drop_history()
+        self.claimed.release()
+
+    def write_hydra_files(self) -> None:
+        if HydraConfig.initialized():
+            hydra_cfg = HydraConfig.get()
+            overrides = hydra_cfg.overrides.task if self.overrides is None else self.overrides
+            rundir.write_hydra_files(self.out, self.cfg, hydra_cfg, overrides)
