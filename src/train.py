@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 
 def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str | None = None) -> dict[str, Any]:
-    """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read."""
+    """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read. The
+    checkpoint tested is this run's own (`own_best`), checked like the one it resumed from."""
     from src.runs.loggers import log_results
 
     datamodule, model, trainer = build(cfg, wandb_id=wandb_id)
@@ -61,7 +62,11 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
         metrics.update(_floats(trainer.callback_metrics))
     if cfg.test:
         # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else checkpoint
+        best = own_best(trainer, Path(cfg.paths.output_dir)) if cfg.train else checkpoint
+        if cfg.train and best:
+            from src.records.checkpoints import check_compatible
+
+            check_compatible(best, model.run_config, resuming=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics["tested_checkpoint"] = str(best) if best else "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
@@ -70,6 +75,23 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
     metrics["device"] = str(trainer.strategy.root_device)
     log_results(trainer.loggers, settings, metrics, trainer.global_step)
     return metrics
+
+
+def own_best(trainer: Any, out: Path) -> str:
+    """The best checkpoint of this run, to test: Lightning's best_model_path where it lies in the run dir `out`.
+    A run resumed in a moved or copied dir gets back the path Lightning stored, the old location, which may hold
+    another run's checkpoint by now: never followed; the dir's own file of that name is tested instead (none:
+    the final weights, and metrics.json says so)."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") or ""
+    if not path or Path(path).resolve().is_relative_to(out.resolve()):
+        return path
+    own = Path(callback.dirpath) / Path(path).name
+    if own.is_file() and own.resolve().is_relative_to(out.resolve()):
+        log.warning(f"the best checkpoint Lightning had stored, {path}, is not in this run dir; testing {own}")
+        return str(own)
+    log.warning(f"the best checkpoint Lightning had stored, {path}, is not in this run dir; testing the final weights")
+    return ""
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -90,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record.update(wandb_id=claim.record["wandb_id"], started_at=claim.record["started_at"])
             if "resumed" in claim.record:
                 record["resumed"] = claim.record["resumed"]
+        console.release_run_log(keep=True)
         if claim is not None:
             _write_hydra_files(out, cfg)
         log.info(f"run {identity.name(cfg)} on {fields['dataset']}: {out}")
@@ -102,12 +125,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             claim = rundir.claim_if_fresh(out)  # record the failure where that overwrites nothing
             if claim is not None:
                 _write_hydra_files(out, cfg)
+        console.release_run_log(keep=claim is not None or rank_zero_only.rank != 0)
         raise
     finally:
         record["wall_s"] = round(time.perf_counter() - started, 3)
         record["finished_at"] = time.time()
         if claim is not None:
-            atomic_write_json(out / RECORD, record)
+            if record["status"] != "ok" and claim.history:  # a resume of a finished run failed: that run stays
+                failed = claim.keep_finished(record)
+                log.warning(
+                    f"the resumed attempt failed; its record and files are in {failed}, and the finished run "
+                    f"in {out} is as it was before"
+                )
+            else:
+                atomic_write_json(out / RECORD, record, within=out)
+                claim.drop_history()
             claim.release()
         _finish_wandb()
     return record
@@ -150,6 +182,7 @@ def main(cfg: DictConfig) -> float | None:
 
         if seeds.wanted(cfg):  # seeds=[...]: every seed trained at once, stacked; `train` runs one seed alone
             return seeds.run(cfg, single=train)
+    console.hold_run_log()  # released by train() once the run dir is its own
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")

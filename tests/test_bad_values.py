@@ -17,7 +17,7 @@ QUICK = ["dataset=digits", "debug=limit"]
 
 REFUSED = {
     # values torch refuses, checked before any data is loaded
-    "optimizer.lr=-1": "Invalid learning rate",
+    "optimizer.lr=-1": "optimizer.lr=-1 must be > 0",
     "optimizer.lr=abc": "optimizer: torch.optim.adam.Adam(lr='abc'",
     "optimizer.weight_decay=-1": "Invalid weight_decay",
     "scheduler.T_max=0": "scheduler: torch.optim.lr_scheduler.CosineAnnealingLR(T_max=0)",
@@ -85,7 +85,7 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path):
     for args, expected in (
         (["cell=nope"], "Could not find 'cell/nope'; Available options in 'cell': "),
         (["cell.nope=1"], "Could not override 'cell.nope'"),
-        (["optimizer.lr=-1"], "Invalid learning rate: -1"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be > 0"),
         (["trainer.gradient_clip_val=1"], "use update.gradient_clip_val"),
         ([f"hydra.run.dir={tmp_path / 'file' / 'x'}"], "cannot be created or written"),
     ):

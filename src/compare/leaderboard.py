@@ -23,11 +23,11 @@ from typing import Any
 import yaml
 
 from src.common.markdown import markdown_table
+from src.common.metrics import better as metric_direction
 from src.records.identity import ARCH, NOT_SETTINGS, NOT_SETTINGS_PREFIXES, setting_names, short_value
 from src.records.record import find_records
 
 # Only for a metric that is not the monitored one (--metric) or a record without monitor_mode: lower is better.
-LOWER_IS_BETTER = re.compile(r"loss|ppl|perplexity|bpc|mse|mae|rmse|nll|error|cer|wer", re.I)
 # Metrics that can be negative although every value seen is not: their error bars and bands are not cut at 0.
 SIGNED = re.compile(r"r2|corr|lik|elbo|reward|score|gain", re.I)
 # A row beats the task's trivial baseline when its mean is better by more than this fraction of the baseline:
@@ -238,7 +238,7 @@ def metric_of(record: dict, forced: str | None) -> tuple[str, bool]:
     mode = record.get("monitor_mode")
     if name.split("/", 1)[-1] == monitor.split("/", 1)[-1] and mode in ("max", "min"):
         return name, mode == "max"
-    return name, not LOWER_IS_BETTER.search(name)
+    return name, metric_direction(name) != "min"
 
 
 def _number(value: Any) -> float | None:

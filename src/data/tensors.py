@@ -112,6 +112,46 @@ class Batches:
                 yield Batch(*(None if t is None else t[idx] for t in self.tensors))
 
 
+class BatchGroups:
+    """The training loader of a strategy that makes several updates per Lightning step (update=grouped): lists
+    of up to `per_step` consecutive batches of `batches`, one list per step, so the step takes them the ordinary
+    way (training_step(batch, batch_idx)). Lightning counts steps; the batches of the epoch, `limit` (as
+    trainer.limit_train_batches would count them: an int, or a fraction of the epoch) and a resumed epoch's
+    trained batches (`trained`) are counted here in batches, so K > 1 trains the same batches as K = 1."""
+
+    batch_sampler = None
+
+    def __init__(self, batches, per_step: int, limit: int | float | None, trained: Callable[[], int]):
+        self.batches, self.per_step, self.limit, self.trained = batches, per_step, limit, trained
+
+    @property
+    def sampler(self):
+        return self.batches.sampler  # set_epoch reaches the batches' shuffling
+
+    def epoch_batches(self) -> int:
+        """Batches in a whole epoch, after the limit (Lightning's rule: an int caps, a float is a fraction)."""
+        n = len(self.batches)
+        if self.limit is None or isinstance(self.limit, bool):
+            return n
+        return min(n, self.limit) if isinstance(self.limit, int) else int(n * self.limit)
+
+    def __len__(self) -> int:
+        return -(-self.epoch_batches() // self.per_step)
+
+    def __iter__(self):
+        left, group = self.epoch_batches() - self.trained(), []
+        for batch in self.batches:  # starts after the batches a resumed epoch already trained
+            if left <= 0:
+                break
+            group.append(batch)
+            left -= 1
+            if len(group) == self.per_step:
+                yield group
+                group = []
+        if group:
+            yield group
+
+
 Arrays = tuple  # (x, y) or (x, lengths, y): numpy arrays; lengths may be None
 
 
@@ -140,7 +180,12 @@ class TensorDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         on_device: bool = True,
         max_device_bytes: int = 2 << 30,
+        batches_per_step: int = 1,
+        train_batch_limit: int | float | None = None,
     ):
+        """`batches_per_step` and `train_batch_limit` are handed by src/runs/build.py, not configured: K > 1 (an
+        update strategy with several updates per Lightning step, update=grouped) makes the training loader hand
+        groups of K batches (BatchGroups), and the limit is then the loader's, in batches."""
         super().__init__()
         for name, value in (
             ("batch_size", batch_size),
@@ -166,6 +211,7 @@ class TensorDataModule(L.LightningDataModule):
         self.vocab_size: int | None = None
         self.num_classes: int | None = None
         self._placed: dict[str, tuple] = {}
+        self.batches_per_step, self.train_batch_limit = batches_per_step, train_batch_limit
 
     # -- to implement --------------------------------------------------------------------------------------
     def fetch(self) -> None:
@@ -300,12 +346,17 @@ class TensorDataModule(L.LightningDataModule):
 
     def _trained_batches_this_epoch(self) -> int:
         """Read when an epoch's iteration starts: 0, except right after resuming from a mid-epoch checkpoint,
-        where Lightning has restored how many batches of this epoch were trained; the same seeded order then
-        continues where the interrupted run stopped."""
-        return 0 if self.trainer is None else trained_batches_this_epoch(self.trainer)
+        where Lightning has restored how many steps of this epoch were trained; the same seeded order then
+        continues where the interrupted run stopped. A step is a group of `batches_per_step` batches (every group
+        but an epoch's last is whole, and a checkpoint is written between steps)."""
+        steps = 0 if self.trainer is None else trained_batches_this_epoch(self.trainer)
+        return steps * self.batches_per_step
 
-    def train_dataloader(self) -> Batches:
-        return self._batches("train", train=True)
+    def train_dataloader(self) -> Batches | BatchGroups:
+        batches = self._batches("train", train=True)
+        if self.batches_per_step == 1:
+            return batches
+        return BatchGroups(batches, self.batches_per_step, self.train_batch_limit, self._trained_batches_this_epoch)
 
     def val_dataloader(self) -> Batches:
         return self._batches("val", train=False)

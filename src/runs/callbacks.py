@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 
 import lightning as L
 import torch
@@ -65,21 +64,6 @@ class Throughput(L.Callback):
         self._stop(trainer)
         if self.seconds > 0:
             pl_module.log("perf/train_samples_per_s", self.samples / self.seconds, sync_dist=False, batch_size=1)
-
-
-class LoggingInterval(L.Callback):
-    """Logs at least once per training epoch: trainer.log_every_n_steps is lowered to the epoch's number of
-    training batches when that is smaller (a small data set, limit_train_batches), so the train/ curves are never
-    empty. Lightning's warning that the interval is longer than the epoch, emitted before this applies, is then
-    wrong and not shown."""
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        batches = trainer.num_training_batches
-        if isinstance(batches, int) and 0 < batches < trainer.log_every_n_steps:
-            trainer.log_every_n_steps = batches
 
 
 class ModelSummary(LightningModelSummary):

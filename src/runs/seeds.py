@@ -455,7 +455,7 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         for record, claim, run_dir in zip(records, claims, dirs):
             record["wall_s"] = round(time.perf_counter() - started, 3)
             record["finished_at"] = time.time()
-            atomic_write_json(run_dir / RECORD, record)
+            atomic_write_json(run_dir / RECORD, record, within=run_dir)
             claim.release()
     return records
 
@@ -503,7 +503,7 @@ def one_by_one(
         if path.is_file():
             record = json.loads(path.read_text())
             record["stacked"] = {"seeds": seeds, "dir": str(cfg.paths.output_dir), "not_stacked": why}
-            atomic_write_json(path, record)
+            atomic_write_json(path, record, within=run_dir)
             records.append(record)
     if error is not None and not records:
         raise error

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.common.errors import ConfigError
-from src.common.files import atomic_write_text
+from src.common.files import atomic_write_text, probe_writable
 from src.common.paths import CONF_DIR
 from src.runs import commands
 
@@ -53,8 +53,11 @@ def completed_record(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    if path.is_symlink():  # another dir's record, not this job's: the job runs, and its claim refuses the link
+        return None
     try:
-        record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if record.get("status") == "ok" and record.get("config_hash") == config_hash(cfg):
@@ -257,9 +260,7 @@ class OutputDirCheck(Callback):
         path = Path(str(directory))
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write_test"
-            probe.touch()
-            probe.unlink()
+            probe_writable(path)
         except OSError as e:
             print(
                 f"error: the output directory {path} cannot be created or written ({e.strerror or e}); choose "
