@@ -30,6 +30,13 @@ def command_line_keys() -> set[str]:
     return {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
 
 
+def sweep_params() -> set[str]:
+    """The keys a multirun's sweep config sweeps (hydra.sweeper.params)."""
+    if not HydraConfig.initialized():
+        return set()
+    return set((HydraConfig.get().sweeper.get("params") or {}).keys())
+
+
 def check_ranges(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer") or {}
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
@@ -92,7 +99,10 @@ def check_ranges(cfg: DictConfig) -> None:
             f"tags={OmegaConf.to_container(tags) if isinstance(tags, DictConfig) else tags!r} must "
             f"be a list of labels, e.g. tags=[baseline] or tags=[a,b]"
         )
-    if cfg.get("seeds") is not None and {"seed", "seeds"} <= command_line_keys():
+    # A sweep config's seeds=[...] (hydra.sweeper.params) give way to a seed= on the command line, as documented
+    # (`make sweep SWEEP=quick ARGS="seed=3"`: one single run per job, src/runs/seeds.py wanted); both typed by
+    # the user, one would silently win.
+    if cfg.get("seeds") is not None and {"seed", "seeds"} <= command_line_keys() and "seeds" not in sweep_params():
         raise ConfigError(
             f"seeds={OmegaConf.to_container(cfg.seeds) if isinstance(cfg.seeds, ListConfig) else cfg.seeds} and "
             f"seed={cfg.seed} were both given, and one would silently win; give seeds=[...] (every seed, trained "
