@@ -5,6 +5,7 @@ what is not the run's own (7). The bad inputs are made here; each test fails on 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,50 @@ def test_a_refused_sweep_job_does_not_write_into_a_finished_runs_log(tmp_path):
     assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file() and p.name != ".rnn_bench.lock"} == {
         k: v for k, v in before.items() if k != ".rnn_bench.lock"
     }
+
+
+# Class 5: what was a traceback is one line. Class 6: a refusal names the key at fault.
+
+
+def stored_task(tmp_path: Path, name: str, change) -> Path:
+    from tests.test_untrusted_files import legit_task, lm_checkpoint
+
+    task = legit_task()
+    change(task)
+    return lm_checkpoint(tmp_path / f"{name}.ckpt", task)
+
+
+@pytest.mark.parametrize(
+    "name, change, expected",
+    [
+        (
+            "target-list",
+            lambda t: t["stack"]["cell"].update(_target_=["src.models.cells.fused.FusedRNN"]),
+            "stack.cell._target_ holds a list where a class name belongs",
+        ),
+        ("target-dict", lambda t: t["stack"].update(_target_={"a": 1}), "stack._target_ holds a dict where a class"),
+        ("target-int", lambda t: t.update(_target_=3), "_target_ holds a int where a class name belongs"),
+        (
+            "hidden-abc",
+            lambda t: t["stack"]["cell"].update(hidden_size="abc"),
+            "stack.cell.hidden_size='abc' does not fit src.models.cells.fused.FusedRNN's hidden_size (int)",
+        ),
+        (
+            "stack-str",
+            lambda t: t.update(stack="x"),
+            "stack='x' does not fit src.tasks.language_model.LanguageModel's stack (a config node with a _target_)",
+        ),
+        (
+            "mode-banana",
+            lambda t: t["stack"]["cell"].update(mode="banana"),
+            "the stored config does not build: Error in call to target 'src.tasks.language_model.LanguageModel': "
+            "ConfigError: cell.mode='banana' is not one of",
+        ),
+    ],
+)
+def test_a_stored_config_of_the_wrong_type_is_one_line_naming_the_key(tmp_path, name, change, expected):
+    from tests.test_untrusted_files import generate_cli
+
+    done = generate_cli(f"ckpt={stored_task(tmp_path, name, change)}", "length=3")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
