@@ -130,3 +130,29 @@ def test_a_stored_config_of_the_wrong_type_is_one_line_naming_the_key(tmp_path, 
     done = generate_cli(f"ckpt={stored_task(tmp_path, name, change)}", "length=3")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        # Hydra fails on these with a stack trace (an assertion, a ValueError inside its defaults list)
+        ("+=gru", "error: the override '+=gru' names no key before '='; write key=value"),
+        ("=2", "error: the override '=2' names no key before '='"),
+        ("~=2", "error: the override '~=2' names no key before '='"),
+        ("cell+=gru", "error: the override 'cell+=gru': '+=' is no operator; write cell=gru to set cell, or +cell=gru"),
+        # Hydra's grammar errors: now with the quoting that works, as it can be typed in a shell
+        ("tags=[naïve]", """; quote the value, typed as shown: 'tags=["naïve"]'"""),
+        ("+tags=é", """; quote the value, typed as shown: '+tags="é"'"""),
+        ("hydra.run.dir=/tmp/x=y", """; quote the value, typed as shown: 'hydra.run.dir="/tmp/x=y"'"""),
+    ],
+)
+def test_a_malformed_override_is_one_line_with_the_fix(override, expected):
+    done = run_cli(override)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+
+
+def test_the_quoting_the_hint_suggests_reads_as_meant():
+    done = run_cli('hydra.run.dir="/tmp/x=y"', 'tags=["naïve"]', "--cfg", "all")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dir: /tmp/x=y" in done.stdout and "- naïve" in done.stdout
