@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.common.errors import ConfigError, UserError
+from src.common.errors import ConfigError, UserError, not_there
 from src.runs import commands
 
 # torch and the model's modules are imported where they are used, so that `--help` and a bad option answer
@@ -91,6 +91,8 @@ def checkpoint_path(path: str | Path) -> Path:
     checkpoints/last.ckpt."""
     path = Path(path).expanduser()
     if not path.is_dir():
+        if path.exists() and not path.is_file():  # /dev/null, a FIFO: not "no such file"
+            raise ConfigError(f"ckpt={path} {not_there(path)}; give a language model's run dir or its .ckpt file")
         return path
     for name in ("best.ckpt", "last.ckpt"):
         if (path / "checkpoints" / name).is_file():

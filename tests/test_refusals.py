@@ -156,3 +156,43 @@ def test_the_quoting_the_hint_suggests_reads_as_meant():
     done = run_cli('hydra.run.dir="/tmp/x=y"', 'tags=["naïve"]', "--cfg", "all")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dir: /tmp/x=y" in done.stdout and "- naïve" in done.stdout
+
+
+# Class 6: a folder where a file belongs, a device (/dev/null) or a file where a folder belongs, named as such.
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["dataset=lm_text", "dataset.path={dir}"], "dataset.path={dir} is a folder, not a file"),
+        (["dataset=lm_text", "dataset.path=/dev/null"], "dataset.path=/dev/null is a character device, not a regular"),
+        (["dataset=lm_text", "dataset.data_dir={file}"], "dataset.data_dir={file} is a file, not a folder"),
+        (["dataset=smnist", "dataset.data_dir=/dev/null"], "dataset.data_dir=/dev/null is a character device, not a"),
+        (["dataset=smnist", "dataset.data_dir={file}"], "dataset.data_dir={file} is a file, not a folder"),
+        (
+            ["dataset=sentiment_en", "embedding=pretrained", "embedding.path=/dev/null"],
+            "embedding.path=/dev/null is a character device, not a regular file",
+        ),
+    ],
+)
+def test_what_is_there_instead_of_a_file_or_folder_is_named(cfg_factory, tmp_path, overrides, expected):
+    from src.common.errors import UserError
+    from src.runs.build import build
+
+    folder, a_file = tmp_path / "a-folder", tmp_path / "a-file.txt"
+    folder.mkdir()
+    a_file.write_text("some text\n")
+    fill = {"dir": folder, "file": a_file}
+    with pytest.raises(UserError) as refused:
+        build(cfg_factory(*QUICK, *(o.format(**fill) for o in overrides), out=tmp_path / "run"))
+    assert expected.format(**fill) in str(refused.value) and "does not exist" not in str(refused.value)
+
+
+def test_a_checkpoint_path_that_is_a_device_is_named_as_such(cfg_factory, tmp_path):
+    from src.runs.build import resume_checkpoint
+    from tests.test_untrusted_files import generate_cli
+
+    with pytest.raises(ConfigError, match=r"ckpt_path=/dev/null is a character device, not a regular file"):
+        resume_checkpoint(cfg_factory(*QUICK, "ckpt_path=/dev/null"))
+    done = generate_cli("ckpt=/dev/null")
+    assert done.returncode == 2 and done.stderr.startswith("error: ckpt=/dev/null is a character device"), done.stderr

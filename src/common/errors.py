@@ -25,3 +25,23 @@ def user_error(e: BaseException) -> UserError | None:
             return ConfigError(f"{str(e).strip().splitlines()[0]} (Lightning); fix the trainer.* or callbacks.* value")
         e = e.__cause__ or e.__context__
     return None
+
+
+def not_there(path, want: str = "file") -> str:
+    """Why `path` is not the `want` ("file" or "folder") a setting needs, for its message: missing, or what is
+    there instead (a folder where a file belongs, a file or a device such as /dev/null where a folder does)."""
+    import stat
+    from pathlib import Path
+
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file" if want == "file" else "is a folder"
+    if stat.S_ISREG(mode):
+        return "is a file, not a folder" if want == "folder" else "is a file"
+    kind = "a character device" if stat.S_ISCHR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+    return f"is {kind}, not a {'regular file' if want == 'file' else 'folder'}"

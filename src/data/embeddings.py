@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.common.errors import ConfigError, DataError
+from src.common.errors import ConfigError, DataError, not_there
 from src.common.files import sha256_file
 from src.data.text_pipeline import cache_file, cached
 
@@ -50,7 +50,7 @@ def prepare_vectors(
                 f"GloVe text, or word2vec binary)"
             )
         if not path.is_file():
-            raise ConfigError(f"embedding.path={path} does not exist")
+            raise ConfigError(f"embedding.path={path} {not_there(path)}; give the vectors file itself")
         # The content, not size + mtime: an edited file of the same size must not reuse the old vectors.
         key = {
             **key,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.common.errors import ConfigError, DataError
+from src.common.errors import ConfigError, DataError, not_there
 from src.data.splits import PARTS, carve
 from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule
 from src.data.text_pipeline import (
@@ -63,7 +63,7 @@ def read_lines(path: Path, data: bytes | None = None) -> Iterator[tuple[int, str
     path = Path(path)
     if data is None:
         if not path.is_file():
-            raise DataError(f"{path} does not exist")
+            raise DataError(f"{path} {not_there(path)}")
         data = path.read_bytes()
     if not data.strip():
         raise DataError(f"{path} is empty; it should hold one text per line")
