@@ -196,3 +196,50 @@ def test_a_checkpoint_path_that_is_a_device_is_named_as_such(cfg_factory, tmp_pa
         resume_checkpoint(cfg_factory(*QUICK, "ckpt_path=/dev/null"))
     done = generate_cli("ckpt=/dev/null")
     assert done.returncode == 2 and done.stderr.startswith("error: ckpt=/dev/null is a character device"), done.stderr
+
+
+GREEK = ["Η ταινία ήταν υπέροχη", "Δεν μου άρεσε καθόλου", "Πολύ καλή ερμηνεία των ηθοποιών", "Βαρετή και μεγάλη"]
+
+
+def test_the_encoding_hint_names_the_files_real_encoding(tmp_path):
+    """A Greek file in ISO-8859-7: the hint was a fixed `iconv -f GBK`, which turns it into Chinese mojibake."""
+    from src.common.errors import DataError
+    from src.data.text import read_labelled
+
+    path = tmp_path / "reviews.txt"
+    path.write_bytes("".join(f"{i % 2}\t{t}\n" for i, t in enumerate(GREEK * 3)).encode("iso-8859-7"))
+    with pytest.raises(DataError) as refused:
+        read_labelled(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}:1: byte 0xc7 at column 3 is not UTF-8; it reads as Greek in "), message
+    command = message.split("`")[1]
+    assert command.split()[:2] == ["iconv", "-f"] and command.split()[2] in ("CP1253", "ISO8859-7"), command
+    assert "GBK" not in message and "GB18030" not in message
+
+
+def test_a_vectors_file_in_another_encoding_gets_the_same_hint(tmp_path):
+    from src.common.errors import DataError
+    from src.data.embeddings import read_keyed_vectors
+
+    path = tmp_path / "vectors.txt"
+    path.write_bytes("".join(f"{w} 0.1 0.2\n" for t in GREEK for w in t.split()).encode("iso-8859-7"))
+    with pytest.raises(DataError, match=r"vectors\.txt:1: byte 0x\w\w is not UTF-8; it reads as Greek in CP1253"):
+        read_keyed_vectors(path, None, None)
+
+
+@pytest.mark.parametrize(
+    "content", ["2 3\ngood 0.1 0.2 0.3\nbad 0.1 0.2\n", "good 0.1 0.2 0.3\nok 0.1 0.2 0.3\nbad 0.1\n"]
+)
+def test_a_vectors_line_with_missing_values_is_named_not_taken_for_binary(tmp_path, content):
+    """gensim refused the first (and the advice was to set embedding.binary=true) and silently filled the second
+    (GloVe, no header) with values of its own."""
+    from src.common.errors import DataError
+    from src.data.embeddings import read_keyed_vectors
+
+    path = tmp_path / "vectors.txt"
+    path.write_text(content)
+    with pytest.raises(DataError) as refused:
+        read_keyed_vectors(path, None, None)
+    message = str(refused.value)
+    assert message.startswith(f"{path}:3: the word 'bad' has ") and "where the file's vectors have 3" in message
+    assert "binary" not in message
