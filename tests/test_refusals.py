@@ -243,3 +243,14 @@ def test_a_vectors_line_with_missing_values_is_named_not_taken_for_binary(tmp_pa
     message = str(refused.value)
     assert message.startswith(f"{path}:3: the word 'bad' has ") and "where the file's vectors have 3" in message
     assert "binary" not in message
+
+
+def test_a_divergence_names_only_checkpoints_that_exist(cfg_factory, tmp_path):
+    """In the first epoch no checkpoint exists: the message pointed at a checkpoints folder never created."""
+    from src.runs.callbacks import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged) as diverged:
+        train(cfg_factory(*QUICK, "callbacks=default", "optimizer=sgd", "optimizer.lr=1e30"))
+    message = str(diverged.value)
+    assert "no checkpoint was saved before it diverged" in message and "checkpoints" not in message, message
+    assert not (tmp_path / "checkpoints").exists()
