@@ -254,3 +254,44 @@ def test_a_divergence_names_only_checkpoints_that_exist(cfg_factory, tmp_path):
     message = str(diverged.value)
     assert "no checkpoint was saved before it diverged" in message and "checkpoints" not in message, message
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_the_leaderboard_writes_a_hostile_records_strings_as_plain_text(tmp_path):
+    """Strings from a metrics.json (a cell name, a data set, an error) become markup no more: no HTML, no link, no
+    extra table cell or line."""
+    from src.compare.report import main as compare
+    from tests.test_compare import make_run
+
+    script = "<script>alert(1)</script>"
+    link = "[click](javascript:alert(1))"
+    hostile = dict(task="classify", monitor="val/acc", monitor_mode="max")
+    make_run(
+        tmp_path,
+        "ok",
+        ["cell=gru"],
+        dataset=f"digits{script}",
+        cell=f"gru|{link}",
+        seed=1,
+        **{"test/acc": 0.9},
+        **hostile,
+    )
+    make_run(
+        tmp_path,
+        "failed",
+        ["cell=lstm"],
+        dataset="digits",
+        cell="lstm",
+        seed=1,
+        status="failed",
+        error=f"boom\n## Owned | {script} ![x](http://evil/x.png)",
+        **hostile,
+    )
+    assert compare([str(tmp_path), "--no-plots"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "<script" not in board and "&lt;script&gt;" in board  # no HTML
+    assert "[click]" not in board and "\\[click\\](javascript" in board  # no link
+    assert "![x](" not in board and "!\\[x\\](" in board  # no image
+    assert not any(line.startswith("## Owned") for line in board.splitlines())  # the error's line break is a space
+    header = next(line for line in board.splitlines() if line.startswith("| cell"))
+    row = next(line for line in board.splitlines() if line.startswith("| gru"))
+    assert row.replace("\\|", "").count("|") == header.count("|")  # the | in the name made no cell
