@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.common.errors import ConfigError, UserError
+from src.common.errors import ConfigError, UserError, not_there
 from src.common.paths import CONF_DIR
 from src.runs import commands
 
@@ -92,6 +92,8 @@ def checkpoint_path(path: str | Path) -> Path:
     checkpoints/last.ckpt."""
     path = Path(path).expanduser()
     if not path.is_dir():
+        if path.exists() and not path.is_file():  # /dev/null, a FIFO: not "no such file"
+            raise ConfigError(f"ckpt={path} {not_there(path)}; give a language model's run dir or its .ckpt file")
         return path
     for name in ("best.ckpt", "last.ckpt"):
         if (path / "checkpoints" / name).is_file():

@@ -137,6 +137,7 @@ def _finish_wandb() -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
+    console.scratch_home()
     console.capture_warnings()
     console.route_lightning_logs()
     if cfg.get("seeds") is not None:

@@ -47,8 +47,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(cfg_factory, 
     cfg = cfg_factory("dataset=digits", "callbacks=default", "trainer.max_epochs=3")
     datamodule, model, trainer = build(cfg)
     trainer.callbacks.append(PoisonAtEpoch(1))
-    with pytest.raises(TrainingDiverged, match="NaN or inf in epoch 1.*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="NaN or inf in epoch 1.*last good checkpoint") as diverged:
         trainer.fit(model, datamodule=datamodule)
+    assert str(tmp_path / "checkpoints" / "last.ckpt") in str(diverged.value)  # a file that exists
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())

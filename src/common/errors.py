@@ -25,3 +25,51 @@ def user_error(e: BaseException) -> UserError | None:
             return ConfigError(f"{str(e).strip().splitlines()[0]} (Lightning); fix the trainer.* or callbacks.* value")
         e = e.__cause__ or e.__context__
     return None
+
+
+def not_there(path, want: str = "file") -> str:
+    """Why `path` is not the `want` ("file" or "folder") a setting needs, for its message: missing, or what is
+    there instead (a folder where a file belongs, a file or a device such as /dev/null where a folder does)."""
+    import stat
+    from pathlib import Path
+
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file" if want == "file" else "is a folder"
+    if stat.S_ISREG(mode):
+        return "is a file, not a folder" if want == "folder" else "is a file"
+    kind = "a character device" if stat.S_ISCHR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+    return f"is {kind}, not a {'regular file' if want == 'file' else 'folder'}"
+
+
+def encoding_hint(data: bytes, path) -> str:
+    """How to convert a file that is not UTF-8, as a command that can be typed: its encoding guessed from the whole
+    file by charset_normalizer (a short line alone is easily taken for another script's multi-byte code), else
+    how to find it out."""
+    import shlex
+    from pathlib import Path
+
+    path = Path(path)
+    out = shlex.quote(str(path.with_name(f"{path.stem}.utf8{path.suffix}")))
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data[: 1 << 20].replace(b"\t", b" ")).best()  # it counts tabs as noise
+    except Exception:  # not installed, or nothing it can tell: say how to find out
+        best = None
+    if best is None or best.language in ("", "Unknown"):
+        return (
+            f"find its encoding (e.g. `file -i {shlex.quote(str(path))}`), then convert it: "
+            f"`iconv -f <encoding> -t UTF-8 {shlex.quote(str(path))} > {out}`"
+        )
+    names = [n.replace("_", "-").upper() for n in dict.fromkeys([best.encoding, *best.could_be_from_charset])]
+    others = f" (or {', '.join(names[1:3])})" if len(names) > 1 else ""
+    return (
+        f"it reads as {best.language} in {names[0]}{others}; convert it: "
+        f"`iconv -f {names[0]} -t UTF-8 {shlex.quote(str(path))} > {out}`"
+    )

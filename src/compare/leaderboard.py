@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from src.common.markdown import markdown_table
+from src.common.markdown import Markdown, markdown_table, md_text
 from src.common.metrics import better as metric_direction
 from src.records.identity import ARCH, NOT_SETTINGS, NOT_SETTINGS_PREFIXES, setting_names, short_value
 from src.records.record import find_records
@@ -413,9 +413,9 @@ def table_lines(section: Section) -> list[dict]:
         line: dict[str, Any] = dict(zip(ARCH, row.arch))
         if with_setting:
             line["setting"] = row.shown
-        line[section.metric] = f"**{value}** ★" if row.best else value
+        line[section.metric] = Markdown(f"**{value}** ★") if row.best else value
         if section.baseline is not None:
-            line["beats baseline"] = {True: "yes", False: "**no**", None: ""}[row.beats_baseline]
+            line["beats baseline"] = {True: "yes", False: Markdown("**no**"), None: ""}[row.beats_baseline]
         params = row.field_mean("params")
         line.update(
             {
@@ -431,15 +431,15 @@ def table_lines(section: Section) -> list[dict]:
     if section.baseline is not None:
         at = sum(bool(row.beats_baseline) for row in section.rows)
         line = {key: "" for key in lines[0]} if lines else {}
-        line.update({"cell": "*baseline*", section.metric: f"*{baseline_text(section.baseline)}*"})
+        line.update({"cell": Markdown("*baseline*"), section.metric: Markdown(f"*{baseline_text(section.baseline)}*")})
         if with_setting:
-            line["setting"] = "*trivial predictor*"
+            line["setting"] = Markdown("*trivial predictor*")
         lines.insert(at, line)
     return lines
 
 
 def section_table(section: Section) -> str:
-    return markdown_table(table_lines(section))
+    return markdown_table(table_lines(section), escape=True)
 
 
 def summary_table(summary: Sequence[CellSummary]) -> str:
@@ -453,7 +453,8 @@ def summary_table(summary: Sequence[CellSummary]) -> str:
                 "beats baseline": f"{s.beats_baseline} of {s.with_baseline}" if s.with_baseline else "",
             }
             for s in summary
-        ]
+        ],
+        escape=True,
     )
 
 
@@ -462,19 +463,19 @@ def failures_table(runs: list[Run]) -> str:
     rows = [
         {
             **{k: r.record.get(k) for k in ("dataset", *ARCH, "seed")},
-            "error": str(r.record.get("error", "")).replace("|", "\\|").replace("\n", " "),
+            "error": str(r.record.get("error", "")),
             "run dir": str(r.dir),
         }
         for r in failed
     ]
-    return markdown_table(rows)
+    return markdown_table(rows, escape=True)
 
 
 def section_heading(section: Section) -> str:
     if section.absent:
-        return f"## {section.dataset} ({section.task}): {section.metric} not recorded"
+        return f"## {md_text(section.dataset)} ({md_text(section.task)}): {md_text(section.metric)} not recorded"
     return (
-        f"## {section.dataset} ({section.task}): {section.metric}, "
+        f"## {md_text(section.dataset)} ({md_text(section.task)}): {md_text(section.metric)}, "
         f"{'higher' if section.higher_is_better else 'lower'} is better"
     )
 

@@ -44,6 +44,7 @@ from src.compare.leaderboard import (
     find_runs,
     label,
     markdown_table,
+    md_text,
     row_curves,
     section_heading,
     section_table,
@@ -80,7 +81,7 @@ def write_markdown(
         md += [section_table(section), ""]
         if with_plots:
             md += [
-                f"![{section.dataset} {what}](plots/{section.slug}_{kind}.png)"
+                f"![{md_text(section.dataset)} {md_text(what)}](plots/{section.slug}_{kind}.png)"
                 for kind, what in (("bars", section.metric), ("curves", f"{TRAIN_LOSS} and {section.monitor}"))
                 if (out / "plots" / f"{section.slug}_{kind}.png").exists()
             ] + [""]
@@ -104,7 +105,7 @@ def write_markdown(
         md += [
             "## Unreadable records (skipped)",
             "",
-            markdown_table([{"file": str(path), "why": why.replace("|", "\\|")} for path, why in problems]),
+            markdown_table([{"file": str(path), "why": why} for path, why in problems], escape=True),
             "",
         ]
     text = "\n".join(md)

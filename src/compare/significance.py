@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from src.common.markdown import Markdown, md_text
 from src.compare.leaderboard import Row, Section, _num, better, label, markdown_table, value_text
 
 TESTS = ("welch", "mannwhitney")
@@ -98,7 +99,7 @@ def significance(section: Section, options: SignificanceOptions) -> tuple[Row | 
                 else ("constant samples: no test" if constant else "fewer than 2 seeds: no test")
             )
         elif q is not None and q < options.alpha:
-            verdict = "**better**" if better(row.mean, ref.mean, section.higher_is_better) else "**worse**"
+            verdict = Markdown("**better**" if better(row.mean, ref.mean, section.higher_is_better) else "**worse**")
         else:
             verdict = "no significant difference"
         found.append(Comparison(row, len(row.values), diff, p, q, verdict))
@@ -119,7 +120,7 @@ def significance_markdown(sections: Sequence[Section], options: SignificanceOpti
         if section.absent:
             continue
         ref, found, note = significance(section, options)
-        md += [f"### {section.dataset}: {section.metric}", ""]
+        md += [f"### {md_text(section.dataset)}: {md_text(section.metric)}", ""]
         if ref is None:
             md += [note + ".", ""]
             continue
@@ -136,9 +137,9 @@ def significance_markdown(sections: Sequence[Section], options: SignificanceOpti
             for c in found
         ]
         md += [
-            f"Reference: {label(ref)}, {value_text(ref)} over {len(ref.values)} seeds.",
+            f"Reference: {md_text(label(ref))}, {value_text(ref)} over {len(ref.values)} seeds.",
             "",
-            markdown_table(lines) if lines else "(no other row)",
+            markdown_table(lines, escape=True) if lines else "(no other row)",
             "",
         ]
     return md

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.common.errors import ConfigError, DataError
+from src.common.errors import ConfigError, DataError, encoding_hint, not_there
 from src.common.files import sha256_file
 from src.data.text_pipeline import cache_file, cached
 
@@ -50,7 +50,7 @@ def prepare_vectors(
                 f"GloVe text, or word2vec binary)"
             )
         if not path.is_file():
-            raise ConfigError(f"embedding.path={path} does not exist")
+            raise ConfigError(f"embedding.path={path} {not_there(path)}; give the vectors file itself")
         # The content, not size + mtime: an edited file of the same size must not reuse the old vectors.
         key = {
             **key,
@@ -133,6 +133,9 @@ def read_keyed_vectors(path: Path, binary, limit):
         if not first:
             raise DataError(f"{path}:1: empty; expected `<count> <dim>` (word2vec) or `<word> <values...>` (GloVe)")
         no_header = not (len(first) == 2 and all(v.isdigit() for v in first))
+        # gensim fills a GloVe line that is cut short with values of its own: checked here, line by line
+        if (short := _short_line(path, no_header)) is not None:
+            raise short
     try:
         return KeyedVectors.load_word2vec_format(
             str(path), binary=bool(binary), no_header=no_header, limit=limit, unicode_errors="strict"
@@ -142,9 +145,41 @@ def read_keyed_vectors(path: Path, binary, limit):
             DataError(f"{path}: a word is not UTF-8; convert the file to UTF-8") if binary else _not_utf8(path)
         ) from None
     except (ValueError, EOFError, OSError) as e:
-        raise DataError(
-            f"{path}: not a word2vec/GloVe vectors file ({e}); set embedding.binary=true for binary word2vec files"
-        ) from None
+        short = None if binary else _short_line(path, no_header)
+        if short is not None:
+            raise short from None
+        advice = (
+            "check the file is word2vec binary, or set embedding.binary=false for a text file"
+            if binary
+            else "set embedding.binary=true for binary word2vec files"
+        )
+        raise DataError(f"{path}: not a word2vec/GloVe vectors file ({e}); {advice}") from None
+
+
+def _short_line(path: Path, no_header: bool) -> DataError | None:
+    """The error for a text vectors file's first line whose number of values differs from the file's dimension
+    (the header's, else the first line's): a line cut short is named, not answered with advice for binary files."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    dim = None
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.rstrip("\n").rstrip("\r").split(" ")
+            fields = [v for v in fields if v]
+            if number == 1 and not no_header:
+                dim = int(fields[1])
+                continue
+            if not fields:
+                continue
+            if dim is None:
+                dim = len(fields) - 1
+            if len(fields) - 1 != dim:
+                return DataError(
+                    f"{path}:{number}: the word {fields[0]!r} has {len(fields) - 1} values where the file's vectors "
+                    f"have {dim}; the line is cut short or damaged: fix or delete it"
+                )
+    return None
 
 
 def _not_utf8(path: Path) -> DataError:
@@ -153,14 +188,12 @@ def _not_utf8(path: Path) -> DataError:
 
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return DataError(
-                    f"{path}:{number}: byte {raw[e.start]:#04x} is not UTF-8; convert the file, e.g. "
-                    f"`iconv -f LATIN1 -t UTF-8 {path.name} > vectors.utf8.txt`"
-                )
+        data = f.read()
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return DataError(f"{path}:{number}: byte {raw[e.start]:#04x} is not UTF-8; {encoding_hint(data, path)}")
     return DataError(f"{path}: not UTF-8; convert the file to UTF-8")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.common.errors import ConfigError, DataError
+from src.common.errors import ConfigError, DataError, not_there
 from src.common.files import sha256_file
 from src.data.splits import carve
 from src.data.streams import StreamDataModule
@@ -194,7 +194,7 @@ class TextFiles(LanguageModelData):
     def files(self) -> dict[str, Path]:
         if self.path is not None:
             if not self.path.is_file():
-                raise DataError(f"dataset.path={self.path} is not a file")
+                raise DataError(f"dataset.path={self.path} {not_there(self.path)}; give a UTF-8 text file")
             return {"train": self.path}
         if self.data_dir is None:
             raise DataError(
@@ -202,7 +202,7 @@ class TextFiles(LanguageModelData):
                 "ptb.{train,valid,test}.txt, wiki.{train,valid,test}.tokens or {train,valid,test}.txt>"
             )
         if not self.data_dir.is_dir():
-            raise DataError(f"dataset.data_dir={self.data_dir} does not exist")
+            raise DataError(f"dataset.data_dir={self.data_dir} {not_there(self.data_dir, 'folder')}")
         for layout in self.LAYOUTS:
             if all((self.data_dir / name).is_file() for name in layout):
                 return {split: self.data_dir / name for split, name in zip(("train", "val", "test"), layout)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.common.errors import DataError
+from src.common.errors import DataError, not_there
 from src.common.files import sha256_file
 from src.data.sources import DebArtifact, PipArtifact, UrlArtifact, cached_arrays, read_idx
 from src.data.tensors import TensorDataModule
@@ -82,7 +82,7 @@ class IdxImages(ImageSequences):
         if self.data_dir is None:
             raise DataError(f"{self.NAME} needs dataset.data_dir=<folder with the IDX files>. {self.HOWTO}")
         if not self.data_dir.is_dir():
-            raise DataError(f"dataset.data_dir={self.data_dir} does not exist. {self.HOWTO}")
+            raise DataError(f"dataset.data_dir={self.data_dir} {not_there(self.data_dir, 'folder')}. {self.HOWTO}")
         return self.data_dir
 
     def find(self, stem: str) -> Path:

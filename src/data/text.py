@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from src.common.errors import ConfigError, DataError
+from src.common.errors import ConfigError, DataError, encoding_hint, not_there
 from src.data.splits import PARTS, carve
 from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule
 from src.data.text_pipeline import (
@@ -64,7 +64,7 @@ def read_lines(path: Path, data: bytes | None = None) -> Iterator[tuple[int, str
     path = Path(path)
     if data is None:
         if not path.is_file():
-            raise DataError(f"{path} does not exist")
+            raise DataError(f"{path} {not_there(path)}")
         data = path.read_bytes()
     if not data.strip():
         raise DataError(f"{path} is empty; it should hold one text per line")
@@ -78,7 +78,7 @@ def read_lines(path: Path, data: bytes | None = None) -> Iterator[tuple[int, str
         except UnicodeDecodeError as e:
             raise DataError(
                 f"{path}:{number}: byte {raw[e.start]:#04x} at column {e.start + 1} is not UTF-8; "
-                f"convert the file, e.g. `iconv -f GBK -t UTF-8 {path.name} > fixed.txt`"
+                f"{encoding_hint(data, path)}"
             ) from None
         if number == 1:
             line = line.lstrip("\ufeff")  # a byte-order mark

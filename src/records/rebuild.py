@@ -13,13 +13,17 @@ module is for what the suite reads back.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import importlib
 import inspect
 import pkgutil
+import types
+import typing
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from torch import nn
 
 from src.common.errors import ConfigError
@@ -74,6 +78,11 @@ def check_stored_config(node: Any, source: str, where: str = "") -> None:
                     f"{source}: stored config key {key!r} is not a plain name; refusing to build "
                     f"from it (the file was not written by rnn-bench, or was edited)"
                 )
+            if key == "_target_" and not isinstance(value, str):
+                raise ConfigError(
+                    f"{source}: {path} holds a {type(value).__name__} where a class name belongs; refusing to "
+                    f"build from it (the file was not written by rnn-bench, or was edited)"
+                )
             if key == "_target_" and value not in allowed_targets():
                 raise ConfigError(
                     f"{source}: {path}={value!r} is not one of the suite's classes (cells, stack, "
@@ -106,7 +115,64 @@ def rebuild(node: dict, source: str, **kwargs: Any) -> Any:
             f"{source}: the stored config is a {type(node).__name__}, not a mapping; refusing to build from it"
         )
     check_stored_config(node, source)
+    check_stored_types(node, source)
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
-        raise ConfigError(f"{source}: the stored config does not build ({str(e).splitlines()[0]})") from None
+        cause = e.__cause__ or e
+        first = str(e).splitlines()[0].rstrip(":")
+        raise ConfigError(
+            f"{source}: the stored config does not build: {first}: {type(cause).__name__}: "
+            f"{str(cause).strip().splitlines()[0] if str(cause).strip() else '(no message)'}"
+        ) from None
+
+
+def _accepts(hint: Any, value: Any) -> bool | None:
+    """Whether `value` (as read from a file) fits the annotation `hint`; None where the hint says nothing checkable."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_accepts(h, value) for h in typing.get_args(hint)]
+        return None if None in verdicts else any(verdicts)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is collections.abc.Callable or origin is collections.abc.Callable:
+        return isinstance(value, dict) and "_target_" in value  # a class to build: a node with its _target_
+    return None
+
+
+def check_stored_types(node: Any, source: str, where: str = "") -> None:
+    """Each value of a node with a `_target_` (already checked to be one of the suite's classes) against the
+    type its class's __init__ declares: a wrong type is refused naming its key, before instantiate would fail
+    deep inside the class with a message that names none."""
+    if isinstance(node, list):
+        for i, value in enumerate(node):
+            check_stored_types(value, source, f"{where}[{i}]")
+        return
+    if not isinstance(node, dict):
+        return
+    hints: dict[str, Any] = {}
+    if isinstance(node.get("_target_"), str):
+        for cls in get_class(node["_target_"]).__mro__:  # a subclass may pass its settings on as **kwargs
+            try:
+                hints = {**typing.get_type_hints(cls.__init__), **hints}
+            except Exception:  # a hint that does not resolve: nothing to check against
+                continue
+    for key, value in node.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key in hints and _accepts(hints[key], value) is False:
+            wanted = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
+            if _accepts(collections.abc.Callable, value) is False and "Callable" in wanted:
+                wanted = "a config node with a _target_"
+            raise ConfigError(
+                f"{source}: {path}={value!r} does not fit {node['_target_']}'s {key} ({wanted}); refusing to "
+                f"build from it (the file was not written by rnn-bench, or was edited)"
+            )
+        check_stored_types(value, source, path)

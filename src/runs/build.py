@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.common.errors import ConfigError, DataError, user_error
+from src.common.errors import ConfigError, DataError, not_there, user_error
 from src.common.files import probe_writable
 from src.common.paths import CONF_DIR
 from src.records import identity
@@ -308,6 +308,8 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
             )
     else:
         path = Path(cfg.ckpt_path).expanduser()
+        if path.exists() and not path.is_file() and not path.is_dir():  # /dev/null, a FIFO: not "no such file"
+            raise ConfigError(f"ckpt_path={path} {not_there(path)}; give a .ckpt file (or ckpt_path=last)")
     from src.records.checkpoints import check_compatible
 
     check_compatible(path, resolved_config(cfg), resuming=bool(cfg.train))

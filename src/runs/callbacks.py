@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -113,8 +114,7 @@ class FiniteLoss(L.Callback):
 
     def check(self, trainer) -> None:
         if self.bad is not None and bool(self.bad):
-            last = getattr(trainer.checkpoint_callbacks[-1], "dirpath", None) if trainer.checkpoint_callbacks else None
-            kept = f"; the last good checkpoint is in {last}" if last else ""
+            kept = _last_good(trainer)
             raise TrainingDiverged(
                 f"the training loss became NaN or inf in epoch {trainer.current_epoch} (detected by step "
                 f"{trainer.global_step}){kept}. Lower optimizer.lr, set update.gradient_clip_val (e.g. 1.0), "
@@ -124,6 +124,19 @@ class FiniteLoss(L.Callback):
 
 class TrainingDiverged(UserError):
     pass
+
+
+def _last_good(trainer) -> str:
+    """The checkpoints written before the loss diverged, as files that exist (a folder named before any
+    checkpoint was saved does not: in the first epoch there is none)."""
+    saved = []
+    for callback in trainer.checkpoint_callbacks:
+        for path in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")):
+            if path and Path(path).is_file() and path not in saved:
+                saved.append(path)
+    if not saved:
+        return "; no checkpoint was saved before it diverged"
+    return f"; the last good checkpoint{'s are' if len(saved) > 1 else ' is'} {', '.join(saved)}"
 
 
 class WandbSummary(L.Callback):

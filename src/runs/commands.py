@@ -13,10 +13,13 @@ import difflib
 import io
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 
 started = False  # set by the command's own function (see mark_started)
+# What Hydra's override grammar says of a value it cannot read unquoted.
+GRAMMAR = ("LexerNoViableAltException", "mismatched input", "no viable alternative", "token recognition error")
 
 
 def mark_started() -> None:
@@ -62,7 +65,10 @@ MAX_OPTIONS = 8
 def one_line(report: str) -> str:
     """Hydra's report in one line: its sentences joined, a list of available options as a comma list (only the
     names closest to the one asked for when there are more than MAX_OPTIONS), and no search path or stack-trace
-    hint."""
+    hint. A stack trace (an override Hydra fails on inside, e.g. an assertion) is its last line."""
+    if "Traceback (most recent call last)" in report:
+        last = [line.strip() for line in report.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+        return f"Hydra could not read the command line ({last[-1] if last else 'no message'})"
     parts: list[str] = []
     options: list[str] = []
     wanted = re.search(r"Could not find '[^'/]+/([^']+)'", report)
@@ -90,6 +96,39 @@ def one_line(report: str) -> str:
     return "; ".join(parts)
 
 
+def _quoted(value: str) -> str:
+    """`value` as Hydra's grammar reads it verbatim: in double quotes, a list's elements each quoted."""
+    if value.startswith("[") and value.endswith("]"):
+        items = [v.strip() for v in value[1:-1].split(",") if v.strip()]
+        return "[" + ",".join(v if v[:1] in "\"'" else _quoted(v) for v in items) + "]"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def override_hint(args: list[str]) -> str | None:
+    """For a command line Hydra refused: an override with no key ("=2", "+=gru": Hydra fails on them with a
+    stack trace), a `key+=value` typo, or a value Hydra's grammar cannot read unquoted (a non-ASCII letter, an
+    `=` inside a path), the message or hint that names it, with the fix written as it can be typed in a shell."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        bare = key.lstrip("+~")
+        if not bare:
+            return (
+                f"the override {arg!r} names no key before '='; write key=value, e.g. cell=gru, depth=2 or "
+                f"+tags=[a] (python -m src.train --help lists the settings)"
+            )
+        if bare.endswith("+"):
+            name = bare.rstrip("+")
+            return (
+                f"the override {arg!r}: '+=' is no operator; write {name}={value} to set {name}, or "
+                f"+{name}={value} to add it"
+            )
+        if ("=" in value or not value.isascii()) and value[:1] not in "\"'":
+            return f"quote the value, typed as shown: {shlex.quote(f'{key}={_quoted(value)}')}"
+    return None
+
+
 def run(main: Callable[[], object]) -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
@@ -103,7 +142,11 @@ def run(main: Callable[[], object]) -> None:
             held.released, sys.stderr = True, held.real
             report = "".join(held.buffer_text)
             if e.code == 1 and not started:
-                print(f"error: {one_line(report) or 'bad command line'}", file=sys.stderr)
+                hint = override_hint(sys.argv[1:])
+                message = hint if hint and hint.startswith("the override") else one_line(report) or "bad command line"
+                if hint and not hint.startswith("the override") and any(m in report for m in GRAMMAR):
+                    message += f"; {hint}"
+                print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             sys.stderr.write(report)
         raise

@@ -9,6 +9,8 @@ import logging
 import logging.handlers
 import os
 import re
+import tempfile
+from pathlib import Path
 
 # Logged at INFO on the console: the run's own loggers and Hydra's (its launcher names each job of a multirun).
 OWN = ("src", "__main__", "hydra")
@@ -127,3 +129,37 @@ def release_run_log(keep: bool) -> None:
             else:
                 handler.buffer.clear()
                 handler.file.close()
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def scratch_home() -> Path | None:
+    """A home the user cannot write (read-only, or not a folder: a container, a CI job) makes W&B's service print
+    its log lines on the console (it cannot create its log folder) and matplotlib its warnings, on every run.
+    Their folders then go to a scratch folder (XDG_CACHE_HOME, XDG_CONFIG_HOME, MPLCONFIGDIR, WANDB_*_DIR, each
+    only where the user has not set it); the scratch folder, or None where the home is writable."""
+    home = Path(os.environ.get("HOME") or Path.home())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    if _writable(cache) and _writable(config):
+        return None
+    scratch = Path(tempfile.gettempdir()) / f"rnn-bench-home-{os.getuid()}"
+    for var, sub in (
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_CONFIG_HOME", "config"),
+        ("MPLCONFIGDIR", "matplotlib"),
+        ("WANDB_CACHE_DIR", "wandb-cache"),
+        ("WANDB_CONFIG_DIR", "wandb-config"),
+        ("WANDB_DATA_DIR", "wandb-data"),
+    ):
+        if not os.environ.get(var) or not _writable(Path(os.environ[var])):
+            os.environ[var] = str(scratch / sub)
+            (scratch / sub).mkdir(parents=True, exist_ok=True)
+    return scratch
