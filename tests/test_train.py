@@ -406,7 +406,7 @@ def test_update_graphs_are_used_only_where_exact(cfg_factory, overrides, reason)
         )
     )
     task = trainer.lightning_module
-    batch = next(iter(trainer.datamodule.train_dataloader()))
+    batch = next(iter(trainer.datamodule.batches("train", True, None)))  # one batch (the loader hands groups)
     task._device = torch.device("cuda", 0)
     graphed = task.update.inner
     assert isinstance(graphed, Graphed)
