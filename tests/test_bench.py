@@ -11,7 +11,7 @@ import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.bench import __main__ as bench_main
-from src.bench import overhead, report
+from src.bench import overhead, report, stacked_kernels
 from src.bench import stacked as stacked_bench
 from src.bench import sweep as sweep_bench
 
@@ -44,6 +44,15 @@ def test_stacked_benchmark_times_a_stacked_job_against_its_single_runs(bench_dir
     assert rows[0]["whole job (median, min-max)"].startswith(f"{last['whole_job']['hidden=8']:.2f}")
     # the members trained as their single runs: the same test metrics
     assert rows[0]["largest test metric difference"] < 1e-5
+
+
+def test_stacked_kernels_benchmark_times_every_candidate(bench_dir, capsys):
+    assert stacked_kernels.main(["--sizes", "4", "--members", "2", "--batch", "4", "--repeats", "1"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = json.loads((bench_dir / "stacked-kernels-cpu.json").read_text())["rows"]
+    names = ["per member fused", "batched loop", "batched loop, scripted"]
+    assert [r["candidate"] for r in rows] == names and last["hidden=4,per member fused"] == 1.0
+    assert all(r["ms (median)"] > 0 for r in rows)
 
 
 def test_sweep_benchmark_runs_both_modes_through_the_cli(bench_dir, capsys):
