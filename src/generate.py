@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import ConfigError, UserError
+from src.common.paths import CONF_DIR
 from src.runs import commands
 
 # torch and the model's modules are imported where they are used, so that `--help` and a bad option answer
@@ -25,7 +26,7 @@ from src.runs import commands
 if TYPE_CHECKING:
     from src.tasks.language_model import LanguageModel
 
-CONFIG = Path(__file__).resolve().parents[1] / "conf" / "generate.yaml"
+CONFIG = CONF_DIR / "generate.yaml"
 OPTIONS = tuple(k for k in OmegaConf.load(CONFIG) if k not in ("defaults", "hydra"))
 
 

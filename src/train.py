@@ -38,10 +38,14 @@ log = logging.getLogger(__name__)
 
 
 def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str | None = None) -> dict[str, Any]:
-    """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read."""
+    """Build, fit (resuming from `checkpoint` where given) and test; the run's results. `cfg` is only read. The
+    checkpoint tested is this run's own (`own_best`), checked like the one it resumed from."""
+    from src.runs.loggers import log_results
+
     datamodule, model, trainer = build(cfg, wandb_id=wandb_id)
+    settings = {**model.run_config, "run": identity.wandb_run(cfg), "params": model.num_params}
     for logger in trainer.loggers:
-        logger.log_hyperparams({**model.run_config, "run": identity.wandb_run(cfg), "params": model.num_params})
+        logger.log_hyperparams(settings)
 
     metrics: dict[str, Any] = {
         "task": model.spec.task,
@@ -55,14 +59,36 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
         metrics.update(_floats(trainer.callback_metrics))
     if cfg.test:
         # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.train else checkpoint
+        best = own_best(trainer, Path(cfg.paths.output_dir)) if cfg.train else checkpoint
+        if cfg.train and best:
+            from src.records.checkpoints import check_compatible
+
+            check_compatible(best, model.run_config, resuming=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics["tested_checkpoint"] = str(best) if best else "final weights"
         metrics.update({k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")})
     metrics["train_samples_per_s"] = metrics.pop("perf/train_samples_per_s", None)
     metrics["update"], metrics["update_reason"] = model.update.describe(), model.update.explain(update_choice(cfg))
     metrics["device"] = str(trainer.strategy.root_device)
+    log_results(trainer.loggers, settings, metrics, trainer.global_step)
     return metrics
+
+
+def own_best(trainer: Any, out: Path) -> str:
+    """The best checkpoint of this run, to test: Lightning's best_model_path where it lies in the run dir `out`.
+    A run resumed in a moved or copied dir gets back the path Lightning stored, the old location, which may hold
+    another run's checkpoint by now: never followed; the dir's own file of that name is tested instead (none:
+    the final weights, and metrics.json says so)."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") or ""
+    if not path or Path(path).resolve().is_relative_to(out.resolve()):
+        return path
+    own = Path(callback.dirpath) / Path(path).name
+    if own.is_file() and own.resolve().is_relative_to(out.resolve()):
+        log.warning(f"the best checkpoint Lightning had stored, {path}, is not in this run dir; testing {own}")
+        return str(own)
+    log.warning(f"the best checkpoint Lightning had stored, {path}, is not in this run dir; testing the final weights")
+    return ""
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -108,7 +134,7 @@ def _finish_wandb() -> None:
         log.info(f"W&B run: {run.url}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     commands.mark_started()
     console.capture_warnings()
@@ -121,6 +147,7 @@ def main(cfg: DictConfig) -> float | None:
                 return seeds.run(cfg, single=train)
             except Exception as e:
                 return failed(cfg, e)
+    console.hold_run_log()  # released by train() once the run dir is its own
     out = cfg.paths.output_dir
     if (done := completed_record(cfg)) is not None:  # a sweep run again: this job already finished
         print(f"run dir: {out} (skipped: it holds a completed run of this config)")

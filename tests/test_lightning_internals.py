@@ -3,8 +3,6 @@ moves one of the private names they use fails the test named after that function
 
 from __future__ import annotations
 
-import csv
-
 import lightning as L
 import torch
 from torch import nn
@@ -13,8 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from src.common import lightning_internals as internals
 
 
-def loader(n: int = 6) -> DataLoader:
-    return DataLoader(TensorDataset(torch.randn(n, 2), torch.randn(n, 1)), batch_size=1)
+def loader(n: int = 6, batch_size: int = 1) -> DataLoader:
+    return DataLoader(TensorDataset(torch.randn(n, 2), torch.randn(n, 1)), batch_size=batch_size)
 
 
 def trainer(**kwargs) -> L.Trainer:
@@ -72,28 +70,21 @@ def test_trained_batches_this_epoch():
 
 
 class TwoPerStep(L.LightningModule):
-    """Takes two batches per training step (as src/updates/grouped.py does) and steps its optimizer by hand,
-    without LightningOptimizer, as a replayed CUDA graph does."""
+    """Trains a group of batches per training step (as src/updates/grouped.py does) and steps its optimizer by
+    hand, without LightningOptimizer, as a replayed CUDA graph does."""
 
     def __init__(self):
         super().__init__()
         self.net = nn.Linear(2, 1)
         self.automatic_optimization = False
 
-    def training_step(self, dataloader_iter):
-        optimizer, taken = self.optimizers().optimizer, 0
-        for _ in range(2):
-            try:
-                batch, _, _ = next(dataloader_iter)
-            except StopIteration:
-                break
+    def training_step(self, group, batch_idx):
+        optimizer = self.optimizers().optimizer
+        for x, y in zip(*group):  # a batch of 2 samples, taken as two batches of one
             optimizer.zero_grad()
-            nn.functional.mse_loss(self.net(batch[0]), batch[1]).backward()
+            nn.functional.mse_loss(self.net(x[None]), y[None]).backward()
             optimizer.step()
             internals.count_optimizer_step(self.trainer)
-            taken += 1
-        if taken > 1:
-            internals.count_extra_batches(self.trainer, taken - 1)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
@@ -101,65 +92,5 @@ class TwoPerStep(L.LightningModule):
 
 def test_count_optimizer_step():
     run = trainer()
-    run.fit(TwoPerStep(), loader(6))
-    assert run.global_step == 6  # one per update, though LightningOptimizer.step never ran
-
-
-def test_count_extra_batches():
-    run = trainer(max_epochs=2)
-    run.fit(TwoPerStep(), loader(6))
-    loop = run.fit_loop.epoch_loop
-    assert loop.batch_progress.total.completed == 12 and loop._batches_that_stepped == 12
-    assert run.current_epoch == 2
-
-
-class Shifted(Probe):
-    def on_before_batch_transfer(self, batch, dataloader_idx):
-        return [t + 1 for t in batch]
-
-
-def test_preparation_changes_batches():
-    for module, settings, changes in (
-        (Probe(), {}, False),
-        (Shifted(), {}, True),
-        (Probe(), {"precision": "64-true"}, True),
-    ):
-        module.look = lambda t: internals.preparation_changes_batches(t.lightning_module)
-        trainer(max_steps=1, **settings).fit(module, loader(2))
-        assert module.seen == [changes], (type(module).__name__, settings)
-
-
-def test_prepare_batch():
-    batch = [torch.zeros(1, 2), torch.zeros(1, 1)]
-    shifted = Shifted(look=lambda t: internals.prepare_batch(t.lightning_module, batch))
-    trainer(max_steps=1).fit(shifted, loader(2))
-    assert all(torch.equal(t, torch.ones_like(t)) for t in shifted.seen[0])  # the module's transfer hook ran
-    double = Probe(look=lambda t: internals.prepare_batch(t.lightning_module, batch))
-    trainer(max_steps=1, precision="64-true").fit(double, loader(2))
-    assert all(t.dtype == torch.float64 for t in double.seen[0])  # the precision plugin converted the inputs
-
-
-def test_keeping_csv_writer(tmp_path):
-    """KeepingCSVLogger (with its KeepingCSVWriter): a second run into the same CSV log dir (a resumed run) keeps
-    the first run's rows."""
-
-    class Logging(Probe):
-        def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            self.log("loss", loss)
-            return loss
-
-    for _ in range(2):
-        logger = internals.KeepingCSVLogger(tmp_path, name="", version="")
-        trainer(logger=logger, log_every_n_steps=1).fit(Logging(), loader(3))
-    with open(tmp_path / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and all(row["loss"] for row in rows)
-
-
-def test_quiet_wandb_logger(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    from src.common.lightning_internals import QuietWandbLogger
-
-    assert "anonymous" not in QuietWandbLogger(save_dir=str(tmp_path), project="p")._wandb_init
-    assert QuietWandbLogger(save_dir=str(tmp_path), project="p", anonymous=True)._wandb_init["anonymous"] == "allow"
+    run.fit(TwoPerStep(), loader(12, batch_size=2))
+    assert run.global_step == 12  # one per update, though LightningOptimizer.step never ran

@@ -37,8 +37,9 @@ def watched(datamodule, model, trainer) -> dict[str, object]:
         ["update=automatic", "update.gradient_clip_val=0.5"],
         ["update=manual"],
         ["truncation=tbptt", "truncation.steps=4"],
+        ["update=grouped", "update.per_step=3"],
     ],
-    ids=["automatic-clipped", "manual", "truncated"],
+    ids=["automatic-clipped", "manual", "truncated", "grouped"],
 )
 def test_a_run_replaces_no_method_on_any_instance(cfg_factory, overrides):
     cfg = cfg_factory(*SMALL, *overrides)

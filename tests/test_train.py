@@ -245,15 +245,30 @@ def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, se
     assert trainer.global_step == one_trainer.global_step
     for a, b in zip(one, three):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
-    # Lightning's batch counts and the loggers' step count batches and updates, as with one update per step
-    # (what resuming, the end of an epoch and val_check_interval rely on)
+    # Lightning counts steps: a group of 3 batches is one (3, 3, 1 an epoch); its limit_train_batches=7 counted
+    # batches, as with one update per step, because the loader applied it (src/data/tensors.py BatchGroups)
     loops = one_trainer.fit_loop.epoch_loop, trainer.fit_loop.epoch_loop
-    assert loops[1].batch_progress.total.completed == loops[0].batch_progress.total.completed == 14
-    assert loops[1]._batches_that_stepped == loops[0]._batches_that_stepped
+    assert loops[0].batch_progress.total.completed == 14 and loops[1].batch_progress.total.completed == 6
     throughput = next(c for c in trainer.callbacks if type(c).__name__ == "Throughput")
     clock = next(c for c in one_trainer.callbacks if type(c).__name__ == "Throughput")
     assert throughput.samples == clock.samples > 0
     assert "train/loss" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize("limit", [8, 0.5, None])
+def test_the_epoch_is_counted_in_batches_with_several_updates_per_step(cfg_factory, limit):
+    """trainer.limit_train_batches counts batches with update=grouped too, as Lightning counts them with one per
+    step: an int caps them, a fraction takes int(share * batches)."""
+    limit_arg = [] if limit is None else [f"trainer.limit_train_batches={limit}"]
+    cfg = cfg_factory(
+        *["dataset=digits", "dataset.batch_size=40", "update=grouped", "update.per_step=3", *limit_arg],
+        *["trainer.max_epochs=1", "trainer.limit_val_batches=1", "test=false"],
+    )
+    _, trainer = fit_weights(cfg)
+    batches = len(trainer.datamodule.train_dataloader().batches)  # the whole epoch's
+    updates = {8: 8, 0.5: int(batches * 0.5), None: batches}[limit]
+    assert trainer.global_step == updates
+    assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == -(-updates // 3)  # Lightning's steps
 
 
 def test_max_steps_stops_at_its_update_with_several_updates_per_step(cfg_factory):
@@ -296,7 +311,7 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
             "grouped(truncated(k2=7, k1=5), K=3)",
             "update=grouped",
         ),
-        (["truncation=tbptt", "update=truncated"], "truncated(k2=", "update=truncated"),
+        (["truncation=tbptt", "truncation.steps=4", "update=truncated"], "truncated(k2=4", "update=truncated"),
     ],
     ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"],
 )

@@ -226,7 +226,7 @@ def test_bad_truncation_settings_are_refused(truncation, match):
 
 def test_bidirectional_truncation_is_refused_with_the_reason(cfg_factory):
     with pytest.raises(Exception) as info:
-        build(cfg_factory("truncation=tbptt", "direction=bi"))
+        build(cfg_factory("truncation=tbptt", "truncation.steps=4", "direction=bi"))
     assert "direction=bi" in str(info.value) and "chunk boundaries" in str(info.value)
 
 

@@ -5,16 +5,15 @@ command lines so that their `--help` loads neither torch nor Lightning; not a be
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.common.paths import CONF_DIR
 from src.runs.callbacks import step_samples
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 WARMUP = 10  # updates before the clock starts (allocator, threads, cuDNN autotuning)
 BATCH = 128
 

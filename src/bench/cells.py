@@ -23,12 +23,12 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 from src.bench import report
+from src.common.paths import CONF_DIR
 
 # torch and the models are imported in the functions that use them: `--help` answers without them.
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from src.models.stack import RecurrentStack
 
-CELL_CONF = Path(__file__).resolve().parents[2] / "conf" / "cell"
+CELL_CONF = CONF_DIR / "cell"
 SIZES = {"fastrnns": dict(T=100, B=64, I=512, H=512), "tutorial": dict(T=50, B=100, I=16, H=32)}
 LONG = dict(B=64, I=256, H=256)
 FUSED = {"rnn", "rnn_relu", "lstm", "gru"}  # torch's own (cuDNN on GPU, oneDNN/ATen on CPU)

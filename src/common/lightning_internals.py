@@ -16,10 +16,8 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import rank_zero_only
-
-_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
@@ -41,18 +39,8 @@ def is_last_batch(trainer: L.Trainer) -> bool:
 
 def trained_batches_this_epoch(trainer: L.Trainer) -> int:
     """Batches of the current epoch already trained: 0, except right after resuming from a mid-epoch checkpoint,
-    where the data module continues the same seeded order where the interrupted run stopped. `completed`, not
-    `ready`: a grouped step starts iterating inside its first batch, which is already counted ready."""
+    where the data module continues the same seeded order where the interrupted run stopped."""
     return trainer.fit_loop.epoch_loop.batch_progress.current.completed
-
-
-def count_extra_batches(trainer: L.Trainer, extra: int) -> None:
-    """A grouped step (src/updates/grouped.py) trained `extra` batches beyond the one Lightning counted: count
-    them, so that resuming mid-epoch, the end of an epoch, val_check_interval and the loggers' step stay in
-    batches, as with one batch per step."""
-    loop = trainer.fit_loop.epoch_loop
-    loop.batch_progress.increment_by(extra)
-    loop._batches_that_stepped += extra
 
 
 def count_optimizer_step(trainer: L.Trainer) -> None:
@@ -63,25 +51,20 @@ def count_optimizer_step(trainer: L.Trainer) -> None:
     progress.increment_completed()
 
 
-def preparation_changes_batches(module: L.LightningModule) -> bool:
-    """Whether Lightning's per-batch preparation (precision conversion, the transfer hooks) could change a batch
-    that is already on the module's device; when not, a grouped step skips walking each batch through it."""
-    owners = [(type(module), L.LightningModule)]
-    if module.trainer.datamodule is not None:
-        owners.append((type(module.trainer.datamodule), L.LightningDataModule))
-    return not (
-        type(module.trainer.precision_plugin).convert_input is Precision.convert_input
-        and all(getattr(cls, h) is getattr(base, h) for cls, base in owners for h in _TRANSFER_HOOKS)
+def model_summary_table(
+    columns: list[tuple[str, list[str]]],
+    total_parameters: int,
+    trainable_parameters: int,
+    model_size: float,
+    training_modes: dict[str, int],
+    total_flops: int,
+) -> str:
+    """Lightning's plain-text model summary (its formatter is private) of the given columns; without the closing
+    "Total Flops" line when no FLOPs were counted."""
+    table = _format_summary_table(
+        total_parameters, trainable_parameters, model_size, training_modes, total_flops, *columns
     )
-
-
-def prepare_batch(module: L.LightningModule, batch: Any) -> Any:
-    """What Lightning does to each batch it hands training_step itself (precision, the module's or data module's
-    transfer hooks, the device), for the batches a grouped step takes from the loader's iterator."""
-    trainer = module.trainer
-    batch = trainer.precision_plugin.convert_input(batch)
-    batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
-    return trainer.strategy.batch_to_device(batch)
+    return table if total_flops else table.rsplit("\n", 1)[0]
 
 
 class KeepingCSVWriter(ExperimentWriter):
@@ -132,3 +115,10 @@ class PhasedTensorBoardLogger(TensorBoardLogger):
         self._phases = getattr(self, "_phases", 0) + 1
         self._kwargs["filename_suffix"] = f".{self._phases}"
         self._experiment = None  # the next phase's first log opens a new file
+
+    @rank_zero_only
+    def log_results(self, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """TensorBoard's HParams tab: the run's settings beside its final metrics, written as a last phase of its
+        own (closed at once: nothing of it is left queued when the process exits)."""
+        self.log_hyperparams(params, metrics, step=step)
+        self.finalize("success")

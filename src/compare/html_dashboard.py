@@ -37,6 +37,11 @@ from src.compare.leaderboard import (
 from src.records.identity import ARCH
 
 TITLE = "rnn-bench comparison"
+# Plotly's toolbar (the modebar, shown on hover) sits in the top right corner of a chart, where a centred title of a
+# half-width chart reaches: each chart's top margin gets a band of its own for the toolbar, and the title is placed
+# under that band rather than in the middle of the margin.
+TOOLBAR_PX = 26
+BELOW_TOOLBAR = {"yref": "container", "y": 1, "yanchor": "top", "pad": {"t": TOOLBAR_PX + 8}}
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -86,9 +91,10 @@ def bars_figure(section: Section) -> dict:
             "text": f"{section.metric} ({'higher' if section.higher_is_better else 'lower'} is better; "
             "mean ± std over seeds)",
             "font": {"size": 14},
+            **BELOW_TOOLBAR,
         },
-        "height": 140 + 30 * len(rows),
-        "margin": {"l": 10, "r": 20, "t": 50, "b": 40},
+        "height": 166 + 30 * len(rows),
+        "margin": {"l": 10, "r": 20, "t": 50 + TOOLBAR_PX, "b": 40},
         "yaxis": {"autorange": "reversed", "automargin": True, "categoryorder": "array", "categoryarray": names},
         "xaxis": {"title": {"text": section.metric}, "rangemode": "tozero" if section.nonnegative else "normal"},
         "barmode": "overlay",
@@ -176,9 +182,9 @@ def curves_figure(section: Section) -> dict | None:
     return {
         "data": data,
         "layout": {
-            "title": {"text": "by step (mean ± std over seeds)", "font": {"size": 14}},
-            "height": 480,
-            "margin": {"l": 50, "r": 10, "t": 70, "b": 40},
+            "title": {"text": "by step (mean ± std over seeds)", "font": {"size": 14}, **BELOW_TOOLBAR},
+            "height": 506,
+            "margin": {"l": 50, "r": 10, "t": 70 + TOOLBAR_PX, "b": 40},
             "legend": {"font": {"size": 10}, "orientation": "h", "y": -0.18, "yanchor": "top"},
             "xaxis": {"domain": [0, 0.44], "title": {"text": "step"}, "anchor": "y"},
             "yaxis": {"title": {"text": TRAIN_LOSS}, "anchor": "x"},

@@ -1,6 +1,8 @@
 """The leaderboard of finished runs: which runs form a row, the task's metric and its trivial baseline, mean ±
 std over seeds, the settings that tell rows apart, the cross-task summary, and the tables and curves built from
-them. It reads only JSON and CSV (src/records/record.py), so comparing finished runs starts without torch.
+them. It reads only JSON and CSV (src/records/record.py), so comparing finished runs starts without torch; a run
+logged with logger=tensorboard alone has its curves read from its event files (src/records/events.py), whose
+reader, tensorboardX, loads torch.
 
 Written out by src/compare/report.py (markdown, CSV, plots) and src/compare/html_dashboard.py (the offline dashboard).
 """
@@ -21,11 +23,11 @@ from typing import Any
 import yaml
 
 from src.common.markdown import markdown_table
+from src.common.metrics import better as metric_direction
 from src.records.identity import ARCH, NOT_SETTINGS, NOT_SETTINGS_PREFIXES, setting_names, short_value
 from src.records.record import find_records
 
 # Only for a metric that is not the monitored one (--metric) or a record without monitor_mode: lower is better.
-LOWER_IS_BETTER = re.compile(r"loss|ppl|perplexity|bpc|mse|mae|rmse|nll|error|cer|wer", re.I)
 # Metrics that can be negative although every value seen is not: their error bars and bands are not cut at 0.
 SIGNED = re.compile(r"r2|corr|lik|elbo|reward|score|gain", re.I)
 # A row beats the task's trivial baseline when its mean is better by more than this fraction of the baseline:
@@ -167,10 +169,20 @@ def read_overrides(run_dir: Path) -> dict[str, str]:
 
 def read_curves(run: Run, columns: Sequence[str]) -> dict[str, dict[int, float]]:
     """column -> {step: the logged value}, from the run's csv/metrics.csv (Lightning's CSVLogger: a `step`
-    column, one line per logging call); a line whose step or value is not a number is skipped."""
-    path = run.dir / "csv" / "metrics.csv"
+    column, one line per logging call); a line whose step or value is not a number is skipped. A member of a
+    stacked run (seeds=[...], <run dir>/seed=<s>/) has its curves in the run's file, as `seed=<s>/<column>`. A run
+    logged with logger=tensorboard alone has its curves read from its TensorBoard event files instead."""
+    logged, prefix = run.dir, ""
+    if re.fullmatch(r"seed=-?\d+", run.dir.name) and not (run.dir / "csv").exists():
+        logged, prefix = run.dir.parent, f"{run.dir.name}/"
+    path = logged / "csv" / "metrics.csv"
     curves: dict[str, dict[int, float]] = {c: {} for c in columns}
     if not path.exists():
+        if (logged / "tensorboard").is_dir():
+            from src.records.events import scalars
+
+            found = scalars(logged / "tensorboard", [prefix + c for c in columns])
+            curves.update({c: found[prefix + c] for c in columns})
         return curves
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         for line in csv.DictReader(f):
@@ -180,7 +192,7 @@ def read_curves(run: Run, columns: Sequence[str]) -> dict[str, dict[int, float]]
                 continue
             for column in columns:
                 try:
-                    value = float(line.get(column) or "nan")
+                    value = float(line.get(prefix + column) or "nan")
                 except (TypeError, ValueError):
                     continue
                 if math.isfinite(value):
@@ -226,7 +238,7 @@ def metric_of(record: dict, forced: str | None) -> tuple[str, bool]:
     mode = record.get("monitor_mode")
     if name.split("/", 1)[-1] == monitor.split("/", 1)[-1] and mode in ("max", "min"):
         return name, mode == "max"
-    return name, not LOWER_IS_BETTER.search(name)
+    return name, metric_direction(name) != "min"
 
 
 def _number(value: Any) -> float | None:

@@ -1,4 +1,4 @@
-"""python -m src.compare.wandb_dashboard --entity <you> [--project rnn-bench] [--sweep quick] [--dry-run] <run or sweep dirs...>
+"""python -m src.compare.wandb_dashboard [--entity <you>] [--project rnn-bench] [--sweep quick] [--dry-run] <run or sweep dirs...>
 
 The comparison on W&B, for runs logged online (logger.wandb.offline=false, or `wandb sync`): a report with one
 panel grid per task (data set) whose runs are grouped by architecture — config run.cell, run.depth,
@@ -7,7 +7,8 @@ run.optimizer_lr, ...: src/records/identity.py), with the test metric as a bar c
 group), the validation curves, and the metric against each such setting (scatter and parallel coordinates); and a
 saved workspace view grouped the same way. The tasks and their metrics are read
 from the local metrics.json files, as src.compare reads them. Needs `pip install -e ".[dashboard]"` and W&B access
-(`wandb login`); --dry-run prints what would be saved and needs neither the network nor an account.
+(`wandb login`; --entity, your W&B user or team); --dry-run says in words what it would create and needs none of
+these: no extra, no network, no account, no entity.
 """
 
 from __future__ import annotations
@@ -53,6 +54,43 @@ def setting_panels(section: Section) -> list:
 def runs_filter(dataset: str, sweep: str | None) -> str:
     text = f"Config('run.dataset') = '{dataset}'"
     return text + (f" and JobType = '{sweep}'" if sweep else "")
+
+
+def report_panels(section: Section) -> list[str]:
+    """The panels of a task's grid in the report, in words and in order (build_report makes the same)."""
+    better = "higher" if section.higher_is_better else "lower"
+    keys = setting_keys(section)
+    return [
+        f"bar chart '{section.metric} ({better} is better)': mean and std over the seeds of each group",
+        f"line chart '{section.monitor} by epoch': mean and std band",
+        "bar chart 'train samples/s'",
+        *(f"scatter plot '{section.metric} by {key}'" for key in keys),
+        *([f"parallel coordinates '{section.metric} by setting': {', '.join(keys)}"] if keys else []),
+    ]
+
+
+def describe(sections: list[Section], entity: str | None, project: str, sweep: str | None) -> str:
+    """What main() would save, in words: the report, its grid per task, and the workspace view."""
+    where = f"{entity}/{project}" if entity else f"{project} (of the --entity given when saving)"
+    runs_of = f"the runs of job type {sweep!r}" if sweep else "all its runs"
+    title = f"rnn-bench comparison{f' ({sweep})' if sweep else ''}"
+    lines = [
+        f"Would create in the W&B project {where} (nothing is saved with --dry-run):",
+        f"- a report {title!r} with {len(sections)} panel grid(s), one per task, each over {runs_of} of that task:",
+    ]
+    for s in sections:
+        runs = sum(len(row.runs) for row in s.rows)
+        lines.append(
+            f"  - {s.dataset} ({s.task}): {runs} local run(s) in {len(s.rows)} group(s), grouped by "
+            f"{', '.join(group_by(s))}"
+        )
+        lines += [f"    - {panel}" for panel in report_panels(s)]
+    keys = list(dict.fromkeys(k for s in sections for k in group_by(s)))
+    lines.append(
+        f"- a saved workspace view {title!r} of {runs_of}, grouped by run.dataset, {', '.join(keys)}, with a "
+        f"section per task: {', '.join(f'{s.dataset}: {s.metric}' for s in sections)}"
+    )
+    return "\n".join(lines)
 
 
 def build_report(sections: list[Section], entity: str, project: str, sweep: str | None):
@@ -145,26 +183,28 @@ def build_workspace(sections: list[Section], entity: str, project: str, sweep: s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.compare.wandb_dashboard", description=__doc__.split("\n\n")[1])
     parser.add_argument("dirs", nargs="+", type=Path, help="the local run or sweep dirs of the runs on W&B")
-    parser.add_argument("--entity", required=True, help="your W&B user or team")
+    parser.add_argument("--entity", help="your W&B user or team (needed to save; not for --dry-run)")
     parser.add_argument("--project", default="rnn-bench")
     parser.add_argument("--sweep", help="only runs of this sweep (its W&B job type, e.g. quick)")
-    parser.add_argument("--dry-run", action="store_true", help="print the report and workspace; save nothing")
+    parser.add_argument("--dry-run", action="store_true", help="say what it would create; save nothing")
     args = parser.parse_args(argv)
     runs = find_runs(args.dirs)
     if not runs:
         print(f"error: no metrics.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
     sections = build_sections(runs)
+    if args.dry_run:
+        print(describe(sections, args.entity, args.project, args.sweep))
+        return 0
+    if not args.entity:
+        print("error: saving the report needs --entity <your W&B user or team> (--dry-run does not)", file=sys.stderr)
+        return 2
     try:
         report = build_report(sections, args.entity, args.project, args.sweep)
         workspace = build_workspace(sections, args.entity, args.project, args.sweep)
     except ImportError:
         print('error: needs wandb-workspaces: pip install -e ".[dashboard]"', file=sys.stderr)
         return 2
-    if args.dry_run:
-        # The objects as built: serialising them for the API (._to_model) already needs W&B access.
-        print(f"report:\n{report!r}\n\nworkspace:\n{workspace!r}")
-        return 0
     report.save()
     workspace.save()
     print(f"report: {report.url}\nworkspace: {workspace.url}")

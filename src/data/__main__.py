@@ -7,22 +7,30 @@
 
 The cache is $RNN_BENCH_CACHE, else $RNN_BENCH_ROOT/.cache, else the repository's .cache/ (any working directory);
 --cache-dir chooses another. What a data set needs is found by running its data module's own `fetch` (the step
-every training run takes first) while src.data.sources records the artifacts it asks for; `list` runs it with
-downloads off, so it only reads and verifies what is there.
+every training run takes first) while src.data.sources records the artifacts it asks for. `fetch` writes what it
+found and verified to <cache>/listing.json, with each file's size and modification time; `list` reads that
+record and only looks at the files' sizes and times, so it hashes nothing (verification is fetch's). A data set
+that is not in the record, whose files changed since, or whose code changed, is probed again with downloads off
+(read and verified, never deleted) and recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.common.errors import UserError
+from src.common.files import atomic_write_json
+from src.common.paths import CONF_DIR
 from src.data.sources import default_cache_dir
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONF_DIR
 
 
 def dataset_names() -> list[str]:
@@ -54,18 +62,6 @@ class Status:
         if self.error:  # its first clause, e.g. "dataset.data_dir=data/mnist does not exist"
             return "your own files: " + re.split(r"[.;:] ", self.error)[0][:100]
         return "nothing to fetch (generated, an installed package, or your own files)"
-
-    def size(self, cache: Path) -> int:
-        """Bytes in the cache: each archive and the folder its members were extracted to."""
-        total = 0
-        for artifact, path in self.artifacts:
-            if path is not None and path.is_file():
-                total += path.stat().st_size
-            name = getattr(artifact, "name", None) or getattr(artifact, "package", None)
-            folder = cache / f"{name}-{getattr(artifact, 'version', '')}"
-            if name and folder.is_dir():
-                total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        return total
 
 
 def human(size: int) -> str:
@@ -106,12 +102,91 @@ def probe(name: str, cache: Path, downloads: bool) -> Status:
     return status
 
 
-def table(statuses: list[Status], cache: Path) -> str:
-    rows = [("data set", "cached", "size", "source")]
-    for s in statuses:
-        rows.append((s.name, s.cached, human(s.size(cache)) if s.cached == "yes" else "-", s.source()))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join(" ".join(r[i].ljust(widths[i]) for i in range(3)) + " " + r[3] for r in rows)
+LISTING = "listing.json"  # in the cache: what fetch (or a list that had to probe) found, per data set
+
+
+def code_hash() -> str:
+    """One sha256 over the data modules' code and the data sets' configs: a record made by other code (another
+    pin, another member) is not trusted."""
+    digest = hashlib.sha256()
+    for path in sorted([*Path(__file__).parent.glob("*.py"), *(CONF / "dataset").glob("*.yaml")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def stamp(path: Path) -> dict | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def entry(status: Status, cache: Path) -> dict:
+    """A data set's row of the record: what its probe found, with the size and time of each file it verified."""
+    folders = []
+    for artifact, _ in status.artifacts:
+        name = getattr(artifact, "name", None) or getattr(artifact, "package", None)
+        if name:
+            folders.append(f"{name}-{getattr(artifact, 'version', '')}")
+    members = [p for name in set(folders) if (cache / name).is_dir() for p in sorted((cache / name).rglob("*"))]
+    return {
+        "cached": status.cached,
+        "source": status.source(),
+        "error": status.error,
+        "pinned": status.pinned,
+        "files": [stamp(path) for _, path in status.artifacts if path is not None],
+        "folders": sorted(set(folders)),
+        "members": [stamp(p) for p in members if p.is_file()],  # extracted: a changed one is checked again
+        "archives": stamp(cache / "archives"),  # a download adds a file there: a "no" is probed again
+        "cwd": os.getcwd() if status.error and not status.pinned else None,  # dataset.data_dir is relative
+    }
+
+
+def still_true(row: dict, cache: Path) -> bool:
+    """Whether a recorded row still describes the cache: every file it verified has the same size and
+    modification time (a changed file is verified again), and a data set that lacked files has no new download."""
+    if any(f is None or stamp(Path(f["path"])) != f for f in [*row.get("files", []), *row.get("members", [])]):
+        return False
+    if row.get("cached") == "no" and row.get("archives") != stamp(cache / "archives"):
+        return False
+    return row.get("cwd") in (None, os.getcwd())
+
+
+def read_listing(cache: Path) -> dict:
+    try:
+        record = json.loads((cache / LISTING).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or record.get("code") != code_hash() or not isinstance(record.get("rows"), dict):
+        return {}
+    return {k: v for k, v in record["rows"].items() if isinstance(v, dict)}
+
+
+def write_listing(cache: Path, rows: dict[str, dict]) -> None:
+    """Best effort for list (a read-only cache is still listed); fetch has written to the cache already."""
+    try:
+        atomic_write_json(cache / LISTING, {"code": code_hash(), "rows": rows})
+    except OSError:
+        pass
+
+
+def size(row: dict, cache: Path) -> int:
+    """Bytes in the cache: each archive and the folders its members were extracted to."""
+    total = sum(f["size"] for f in row.get("files", []) if f)
+    for name in row.get("folders", []):
+        folder = cache / name
+        if folder.is_dir():
+            total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return total
+
+
+def table(rows: dict[str, dict], cache: Path) -> str:
+    lines = [("data set", "cached", "size", "source")]
+    for name, row in rows.items():
+        lines.append((name, row["cached"], human(size(row, cache)) if row["cached"] == "yes" else "-", row["source"]))
+    widths = [max(len(r[i]) for r in lines) for i in range(3)]
+    return "\n".join(" ".join(r[i].ljust(widths[i]) for i in range(3)) + " " + r[3] for r in lines)
 
 
 def cache_total(cache: Path) -> str:
@@ -119,10 +194,24 @@ def cache_total(cache: Path) -> str:
     return f"cache {cache}: {human(size)} in all"
 
 
+def warn_damaged(rows: dict[str, dict]) -> None:
+    """A pinned data set whose files are there but fail their check: said, never silently shown as missing."""
+    for name, row in rows.items():
+        if row["pinned"] and row["error"]:
+            print(f"warning: {name}: {row['error']}", file=sys.stderr)
+
+
 def list_command(cache: Path) -> int:
-    statuses = [probe(name, cache, downloads=False) for name in dataset_names()]
-    print(table(statuses, cache))
+    recorded = read_listing(cache)
+    rows: dict[str, dict] = {}
+    for name in dataset_names():
+        row = recorded.get(name)
+        rows[name] = row if row is not None and still_true(row, cache) else entry(probe(name, cache, False), cache)
+    if rows != recorded and cache.is_dir():
+        write_listing(cache, rows)
+    print(table(rows, cache))
     print(cache_total(cache))
+    warn_damaged(rows)
     return 0
 
 
@@ -133,19 +222,36 @@ def fetch_command(names: list[str], cache: Path) -> int:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UserError(f"unknown data set {', '.join(map(repr, unknown))}; the data sets are {', '.join(known)}")
+    cache.mkdir(parents=True, exist_ok=True)  # a cache that cannot be written is said before anything is fetched
+    recorded = read_listing(cache)
     if not names:  # every data set with pinned artifacts
-        names = [n for n in known if probe(n, cache, downloads=False).pinned]
-    statuses = []
+        for name in known:
+            recorded[name] = entry(probe(name, cache, downloads=False), cache)
+        names = [n for n in known if recorded[n]["pinned"]]
+    rows = {}
     with tqdm(names, desc="fetch", unit="data set", file=sys.stderr) as bar:
         for name in bar:
             bar.set_postfix_str(name)
-            statuses.append(probe(name, cache, downloads=True))
-    print(table(statuses, cache))
+            rows[name] = recorded[name] = entry(probe(name, cache, downloads=True), cache)
+    atomic_write_json(cache / LISTING, {"code": code_hash(), "rows": recorded})
+    print(table(rows, cache))
     print(cache_total(cache))
-    failed = [s for s in statuses if s.error]
-    for s in failed:
-        print(f"error: {s.name}: {s.error}", file=sys.stderr)
+    failed = [(n, r) for n, r in rows.items() if r["error"]]
+    for name, row in failed:
+        print(f"error: {name}: {row['error']}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def check_cache(cache: Path) -> None:
+    """A cache path that is not a folder is said as such (listed, it would look like an empty cache)."""
+    for parent in (cache, *cache.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file, not a folder" if parent == cache else f"cannot be a folder: {parent} is a file"
+                raise UserError(
+                    f"the cache {cache} {what}; choose a folder with --cache-dir <dir> or RNN_BENCH_CACHE=<dir>"
+                )
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,11 +271,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dir":
             print(cache)
             return 0
+        check_cache(cache)
         if args.command == "list":
             return list_command(cache)
         return fetch_command(args.names, cache)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the cache (or a folder in it) cannot be created or written
+        where = "" if e.filename in (None, str(cache)) else f"{e.filename}: "
+        print(
+            f"error: cannot write the cache {cache}: {where}{e.strerror or e}; choose a writable folder with "
+            f"--cache-dir <dir> or RNN_BENCH_CACHE=<dir>",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -4,7 +4,8 @@ Every artifact is verified by sha256 before anything is read from it, and only t
 extracted into the cache. Parsed results are cached as .npz (never pickle), keyed by what produced them.
 
 The cache is one folder whatever directory a command starts in: $RNN_BENCH_CACHE, else $RNN_BENCH_ROOT/.cache,
-else the repository's .cache/ (`default_cache_dir`; conf/paths/default.yaml reads it as ${rnn_bench_cache:}).
+else the repository's .cache/, or ~/.cache/rnn-bench for a suite installed without a checkout (`default_cache_dir`;
+conf/paths/default.yaml reads it as ${rnn_bench_cache:}).
 `python -m src.data list|fetch` (src/data/__main__.py) shows and fills it.
 """
 
@@ -28,9 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from src.common.errors import DataError
-from src.common.files import atomic_save_npz, atomic_write, load_npz, sha256_file
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from src.common.files import atomic_save_npz, atomic_write, load_npz, refuse_links, sha256_file
+from src.common.paths import REPO_ROOT
 
 
 def default_cache_dir() -> Path:
@@ -39,7 +39,10 @@ def default_cache_dir() -> Path:
         return Path(os.environ["RNN_BENCH_CACHE"]).expanduser().absolute()
     if os.environ.get("RNN_BENCH_ROOT"):
         return Path(os.environ["RNN_BENCH_ROOT"]).expanduser().absolute() / ".cache"
-    return REPO_ROOT / ".cache"
+    if REPO_ROOT is not None:
+        return REPO_ROOT / ".cache"
+    # installed as a package (pip install, no checkout): the user's cache folder, not site-packages
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser().absolute() / "rnn-bench"
 
 
 class NotCached(DataError):
@@ -78,6 +81,11 @@ def _note(artifact: object, path: Path | None) -> None:
 def _verify(path: Path, sha256: str, what: str) -> None:
     got = sha256_file(path)
     if got != sha256:
+        if not _downloads:  # `src.data list` only looks: the file is kept, and said to be damaged
+            raise DataError(
+                f"{what}: sha256 mismatch for {path} (expected {sha256}, got {got}); kept as it is: "
+                f"python -m src.data fetch replaces it"
+            )
         path.unlink(missing_ok=True)
         raise DataError(
             f"{what}: sha256 mismatch for {path.name} (expected {sha256}, got {got}); "
@@ -111,8 +119,9 @@ def _download_archive(folder: Path, sha256: str, what: str, cmd: list[str], prod
         return Path(shutil.move(str(files[0]), folder / files[0].name))
 
 
-def _copy_member(archive: Path, member: str, dest: Path) -> Path:
-    """Extract one member of a .whl/.zip, .tar.gz or .deb into dest (atomically)."""
+def _copy_member(archive: Path, member: str, dest: Path, cache_dir: Path) -> Path:
+    """Extract one member of a .whl/.zip, .tar.gz or .deb into dest (atomically, never through a link in the
+    cache)."""
 
     def write(tmp: Path) -> None:
         if archive.suffix in (".whl", ".zip"):
@@ -133,16 +142,19 @@ def _copy_member(archive: Path, member: str, dest: Path) -> Path:
                 _copy_tar_member(tf, member, tmp)
 
     try:
-        return atomic_write(dest, write)
+        return atomic_write(dest, write, within=cache_dir)
     except KeyError:
         raise DataError(f"{archive.name} has no member {member!r}") from None
 
 
-def _extracted(fetch: Callable[[], Path], member: str, dest: Path) -> Path:
+def _extracted(fetch: Callable[[], Path], member: str, dest: Path, cache_dir: Path) -> Path:
     """The member `member` of the archive `fetch()` returns (verified by its pinned sha256), extracted to `dest`.
     The extracted copy's own sha256 is kept beside it (`<name>.sha256`) and checked on every use: a copy that
-    changed since (a flipped byte, an edit) is extracted again from the verified archive, never read."""
+    changed since (a flipped byte, an edit) is extracted again from the verified archive, never read. A link in
+    the cache on the way to either is refused (LinkError), never followed."""
     stamp = dest.with_name(dest.name + ".sha256")
+    refuse_links(dest, cache_dir)
+    refuse_links(stamp, cache_dir)
     if dest.is_file() and stamp.is_file():
         if sha256_file(dest) == stamp.read_text().strip():
             return dest
@@ -151,8 +163,8 @@ def _extracted(fetch: Callable[[], Path], member: str, dest: Path) -> Path:
             f"the verified archive",
             file=sys.stderr,
         )
-    _copy_member(fetch(), member, dest)
-    atomic_write(stamp, lambda tmp: tmp.write_text(sha256_file(dest) + "\n"))
+    _copy_member(fetch(), member, dest, cache_dir)
+    atomic_write(stamp, lambda tmp: tmp.write_text(sha256_file(dest) + "\n"), within=cache_dir)
     return dest
 
 
@@ -194,6 +206,7 @@ class PipArtifact:
             f"{self.name}=={self.version}",
         ]
         folder = Path(cache_dir) / "archives"
+        refuse_links(folder, cache_dir)
         # the name as pip writes it: name-version followed by a tag (.tar.gz, .zip, -py3-none-any.whl, ...)
         stem = f"{self.name.replace('-', '_')}-{self.version}"
         cached = _cached_archive(folder, stem, "[.-]*", self)
@@ -215,7 +228,7 @@ class PipArtifact:
         dest = Path(cache_dir) / f"{self.name}-{self.version}" / member
         if _recorded is not None:  # src.data list/fetch: the archive itself is checked, even if extracted before
             self.fetch(cache_dir)
-        return _extracted(lambda: self.fetch(cache_dir), member, dest)
+        return _extracted(lambda: self.fetch(cache_dir), member, dest, Path(cache_dir))
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,7 @@ class DebArtifact:
 
     def fetch(self, cache_dir: Path) -> Path:
         folder = Path(cache_dir) / "archives"
+        refuse_links(folder, cache_dir)
         what = f"{self.package}={self.version}"
         # Debian's file name: package_version_architecture.deb, an epoch's colon written %3a
         stem = f"{self.package}_{self.version.replace(':', '%3a')}_"
@@ -256,7 +270,7 @@ class DebArtifact:
         dest = Path(cache_dir) / f"{self.package}-{self.version}" / member.lstrip("/")
         if _recorded is not None:  # src.data list/fetch: the archive itself is checked, even if extracted before
             self.fetch(cache_dir)
-        return _extracted(lambda: self.fetch(cache_dir), member, dest)
+        return _extracted(lambda: self.fetch(cache_dir), member, dest, Path(cache_dir))
 
 
 @dataclass(frozen=True)
@@ -299,6 +313,7 @@ def cached_arrays(
 ) -> dict[str, np.ndarray]:
     """Parsed arrays cached as .npz; `key` (source checksum + preprocessing settings) names the cache file."""
     path = cache_path(cache_dir, name, key)
+    refuse_links(path, cache_dir)
     if path.exists():
         try:
             return load_npz(path)
@@ -306,7 +321,7 @@ def cached_arrays(
             path.unlink(missing_ok=True)  # a corrupt cache is rebuilt, never trusted
             print(f"warning: cache {path} was unreadable ({e}); rebuilt it", file=sys.stderr)
     arrays = build()
-    atomic_save_npz(path, **arrays)
+    atomic_save_npz(path, within=cache_dir, **arrays)
     return arrays
 
 

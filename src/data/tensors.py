@@ -113,6 +113,46 @@ class Batches:
                 yield Batch(*(None if t is None else t[idx] for t in self.tensors))
 
 
+class BatchGroups:
+    """The training loader of a strategy that makes several updates per Lightning step (update=grouped): lists
+    of up to `per_step` consecutive batches of `batches`, one list per step, so the step takes them the ordinary
+    way (training_step(batch, batch_idx)). Lightning counts steps; the batches of the epoch, `limit` (as
+    trainer.limit_train_batches would count them: an int, or a fraction of the epoch) and a resumed epoch's
+    trained batches (`trained`) are counted here in batches, so K > 1 trains the same batches as K = 1."""
+
+    batch_sampler = None
+
+    def __init__(self, batches, per_step: int, limit: int | float | None, trained: Callable[[], int]):
+        self.batches, self.per_step, self.limit, self.trained = batches, per_step, limit, trained
+
+    @property
+    def sampler(self):
+        return self.batches.sampler  # set_epoch reaches the batches' shuffling
+
+    def epoch_batches(self) -> int:
+        """Batches in a whole epoch, after the limit (Lightning's rule: an int caps, a float is a fraction)."""
+        n = len(self.batches)
+        if self.limit is None or isinstance(self.limit, bool):
+            return n
+        return min(n, self.limit) if isinstance(self.limit, int) else int(n * self.limit)
+
+    def __len__(self) -> int:
+        return -(-self.epoch_batches() // self.per_step)
+
+    def __iter__(self):
+        left, group = self.epoch_batches() - self.trained(), []
+        for batch in self.batches:  # starts after the batches a resumed epoch already trained
+            if left <= 0:
+                break
+            group.append(batch)
+            left -= 1
+            if len(group) == self.per_step:
+                yield group
+                group = []
+        if group:
+            yield group
+
+
 Arrays = tuple  # (x, y) or (x, lengths, y): numpy arrays; lengths may be None
 
 
@@ -141,7 +181,12 @@ class TensorDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         on_device: bool = True,
         max_device_bytes: int = 2 << 30,
+        batches_per_step: int = 1,
+        train_batch_limit: int | float | None = None,
     ):
+        """`batches_per_step` and `train_batch_limit` are handed by src/runs/build.py, not configured: K > 1 (an
+        update strategy with several updates per Lightning step, update=grouped) makes the training loader hand
+        groups of K batches (BatchGroups), and the limit is then the loader's, in batches."""
         super().__init__()
         for name, value in (
             ("batch_size", batch_size),
@@ -167,6 +212,7 @@ class TensorDataModule(L.LightningDataModule):
         self.vocab_size: int | None = None
         self.num_classes: int | None = None
         self._placed: dict[str, tuple] = {}
+        self.batches_per_step, self.train_batch_limit = batches_per_step, train_batch_limit
 
     # -- to implement --------------------------------------------------------------------------------------
     def fetch(self) -> None:
@@ -291,7 +337,7 @@ class TensorDataModule(L.LightningDataModule):
         batches of the epoch already trained): what this module's loaders are for its own Trainer, and a stacked
         job's loaders for each member's data (src/runs/seeds.py)."""
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        skip = functools.partial(trained_batches_this_epoch, trainer) if trainer is not None else None
+        skip = functools.partial(self.trained_batches, trainer) if trainer is not None else None
         return Batches(
             self._tensors(split, trainer),
             self.batch_size if train else self.eval_batch_size,
@@ -306,8 +352,19 @@ class TensorDataModule(L.LightningDataModule):
             skip=skip if train else None,
         )
 
-    def train_dataloader(self) -> Batches:
-        return self.batches("train", True, self.trainer)
+    def trained_batches(self, trainer: L.Trainer | None) -> int:
+        """Batches of this epoch `trainer` has trained: 0, except right after resuming from a mid-epoch
+        checkpoint, where Lightning has restored how many steps of this epoch were trained. A step is a group of
+        `batches_per_step` batches (every group but an epoch's last is whole, and a checkpoint is written between
+        steps)."""
+        return 0 if trainer is None else trained_batches_this_epoch(trainer) * self.batches_per_step
+
+    def train_dataloader(self) -> Batches | BatchGroups:
+        batches = self.batches("train", True, self.trainer)
+        if self.batches_per_step == 1:
+            return batches
+        trained = functools.partial(self.trained_batches, self.trainer)
+        return BatchGroups(batches, self.batches_per_step, self.train_batch_limit, trained)
 
     def val_dataloader(self) -> Batches:
         return self.batches("val", False, self.trainer)

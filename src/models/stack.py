@@ -60,7 +60,11 @@ STACK_OWNED = {
     "num_layers": "depth=",
     "bidirectional": "direction=",
     "dropout": "stack.dropout=",
+    "block_index": "depth= (the stack numbers its layers)",
+    "num_blocks": "depth=",
 }
+# Cells whose initialisation depends on the layer's place in the stack (xLSTM's forget-gate biases) take these.
+PLACE = ("block_index", "num_blocks")
 
 
 def check_cell_settings(cell: Callable[..., nn.Module]) -> None:
@@ -113,8 +117,10 @@ class RecurrentStack(nn.Module):
         directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList()
         size = input_size
-        for _ in range(depth):
-            layer = nn.ModuleList(cell(input_size=size) for _ in range(directions))
+        takes_place = all(k in inspect.signature(cls).parameters for k in PLACE)
+        for i in range(depth):
+            place = {"block_index": i, "num_blocks": depth} if takes_place else {}
+            layer = nn.ModuleList(cell(input_size=size, **place) for _ in range(directions))
             self.layers.append(layer)
             size = layer[0].output_size * directions
         self.output_size = size

@@ -1,7 +1,10 @@
-"""Checkpoints: written atomically, loaded weights-only, and checked against the run before resuming."""
+"""Checkpoints: written atomically, verified before anything is read from them (the zip's CRC of every member),
+loaded weights-only, and checked against the run before resuming or testing."""
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,38 @@ IGNORED = (
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to a temporary file, then rename: a crash never leaves a truncated .ckpt behind."""
+    """torch.save to a temporary file, then rename: a crash never leaves a truncated .ckpt behind. Neither the file
+    nor its folder (a run dir's checkpoints/) may be a symbolic link: a write never goes out of the run dir."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options: Any | None = None) -> None:
-        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        path = Path(path)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), within=path.parent.parent)
+
+    def load_checkpoint(self, path, *args: Any, **kwargs: Any) -> dict:
+        """Lightning reads every checkpoint through here (the one it resumes from, the one it tests): verified
+        first, so a damaged file is refused before a byte of it is used."""
+        verify(path, f"checkpoint {path}")
+        return super().load_checkpoint(path, *args, **kwargs)
+
+
+def verify(path: str | Path, source: str) -> None:
+    """ConfigError if the checkpoint at `path` changed after it was written: torch.save writes a zip whose
+    members each carry a CRC-32 that torch.load never checks (a flipped byte in the weights loads as another
+    number). Each member is read and checked (zipfile.testzip). A file that is not a zip at all is left to
+    torch.load's own refusal."""
+    if not zipfile.is_zipfile(path):
+        return
+    damaged = "; nothing was read from it. Restore it from a copy, use another checkpoint of the run, or train afresh"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise ConfigError(f"{source} is damaged (its zip structure is broken: {e})" + damaged) from None
+    if bad is not None:
+        member = bad.split("/", 1)[-1]  # torch.save puts every member under a folder named for the file
+        raise ConfigError(
+            f"{source} is damaged (its {member} fails the zip's CRC check: it changed after it was written)" + damaged
+        )
 
 
 def load(path: str | Path, source: str | None = None) -> dict:
@@ -48,6 +79,7 @@ def load(path: str | Path, source: str | None = None) -> dict:
         raise ConfigError(f"{source} is a directory; give the checkpoint file, e.g. {path}/checkpoints/best.ckpt")
     if not path.is_file():
         raise ConfigError(f"{source}: no such file")
+    verify(path, source)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt or foreign file: torch raises many kinds (unpickling, zip, EOF, OS)
@@ -100,8 +132,32 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
-def check_compatible(path: str | Path, run_config: dict) -> None:
-    """Refuse to resume from a checkpoint of another architecture or task, naming each setting that differs."""
+# What makes a checkpoint this run's, beyond its architecture: the seed (a checkpoint of another seed is another
+# run's result) and, when resuming, the optimizer, whose restored state would override the config's (an lr given on
+# resume was silently ignored; another optimizer class failed inside torch on the restored state).
+IDENTITY_KEYS = ("seed",)
+RESUME_KEYS = ("optimizer",)
+OPTIMIZERS = Path(__file__).resolve().parents[2] / "conf" / "optimizer"
+
+
+def _override(key: str, value: Any) -> str:
+    """The override that gives `key` the value `value` (an optimizer class as its config group's option)."""
+    if key == "optimizer._target_":
+        from omegaconf import OmegaConf
+
+        for option in sorted(OPTIMIZERS.glob("*.yaml")):
+            if OmegaConf.load(option).get("_target_") == value:
+                return f"optimizer={option.stem}"
+    return f"{key}={value}"
+
+
+def _shown(value: Any) -> Any:
+    return value.rsplit(".", 1)[-1] if isinstance(value, str) and value.startswith("torch.") else value
+
+
+def check_compatible(path: str | Path, run_config: dict, resuming: bool = True) -> None:
+    """Refuse a checkpoint of another architecture or task, naming each setting that differs; then one of another
+    run (another seed; when resuming, other optimizer settings), naming the settings to use."""
     saved = load(path)["rnn_bench"]["config"]
 
     def architecture(config: dict) -> dict[str, Any]:
@@ -109,13 +165,30 @@ def check_compatible(path: str | Path, run_config: dict) -> None:
         # The task node repeats the stack and carries optimizer settings, which may change on resume.
         return {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
 
+    def differ(a: dict, b: dict) -> list[str]:
+        return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
     a, b = architecture(saved), architecture(run_config)
-    diffs = [
-        f"{k}: checkpoint {a.get(k)!r}, this run {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
-    ]
-    if diffs:
+    if diffs := differ(a, b):
         raise ConfigError(
             f"ckpt_path={path} was trained with another configuration: "
-            + "; ".join(diffs)
+            + "; ".join(f"{k}: checkpoint {a.get(k)!r}, this run {b.get(k)!r}" for k in diffs)
             + ". Resume with the checkpoint's settings, or start afresh without ckpt_path"
+        )
+
+    def identity(config: dict) -> dict[str, Any]:
+        keys = IDENTITY_KEYS + (RESUME_KEYS if resuming else ())
+        return {k: v for key in keys for k, v in _flat(config.get(key), key).items()}
+
+    a, b = identity(saved), identity(run_config)
+    diffs = differ(a, b)
+    if "optimizer._target_" in diffs:  # another class: its other settings follow from it
+        diffs = [k for k in diffs if not k.startswith("optimizer.") or k == "optimizer._target_"]
+    if diffs:
+        use = " ".join(_override(k, a[k]) for k in diffs if k in a)
+        raise ConfigError(
+            f"ckpt_path={path} belongs to another run: "
+            + "; ".join(f"{k}: checkpoint {_shown(a.get(k))}, this run {_shown(b.get(k))}" for k in diffs)
+            + f". To {'resume' if resuming else 'evaluate'} it, use its settings ({use}); to start a new run with "
+            f"these settings, drop ckpt_path and choose a new dir (hydra.run.dir=<new dir>)"
         )

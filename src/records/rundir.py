@@ -11,13 +11,23 @@
 - Resuming (ckpt_path): the dir's history continues (csv rows, checkpoints, the W&B run id); the earlier
   attempt's metrics.json and .hydra/ are moved to previous_attempts/<n>/. The checkpoint itself is checked
   against the run's architecture by src.records.checkpoints.
+- Resuming a finished run (status ok): its history (checkpoints, csv, ...) is also kept in previous_attempts/<n>/
+  (checkpoints hard-linked: their writes replace a file, never change it), so that a resume that fails puts the
+  finished run back as it was (`Claim.keep_finished`) and files its own record and files in previous_attempts/;
+  a resume that succeeds drops that copy (`Claim.drop_history`).
 
 The claim writes metrics.json with status "running" and the run's W&B id, and the run's .hydra/ files (Hydra is
 told not to write them itself, so it cannot overwrite another run's before this check).
+
+Nothing in a run dir is followed out of it: the claim refuses a symbolic link anywhere in the dir (but inside
+wandb/, where W&B keeps links of its own), the lock is opened without following one, and every record is written
+with the links on its way refused (src/common/files.py), so a planted link cannot make a run overwrite a file
+elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -31,12 +41,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from src.common.errors import ConfigError
-from src.common.files import atomic_write_json, atomic_write_text
+from src.common.files import atomic_write_json, atomic_write_text, link_error, open_nofollow
 from src.records.record import ATTEMPTS, RECORD, RecordError, read_record
 
 LOCK = ".rnn_bench.lock"
 # What Hydra itself writes into a job's dir before the run starts (its log), and the lock: not a run's results.
 NOT_RESULTS = (LOCK, ATTEMPTS)
+WANDB = "wandb"  # W&B's folder: it makes links of its own inside (latest-run, debug.log)
 
 
 @dataclass
@@ -45,19 +56,61 @@ class Claim:
     record: dict[str, Any]  # what metrics.json says while the run lives: status running, wandb_id, ...
     moved: Path | None = None  # where an earlier attempt went
     _lock: int | None = field(default=None, repr=False)
+    history: list[Path] = field(default_factory=list)  # a finished run's files, kept in `moved` while it resumes
 
     def release(self) -> None:
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor drops the flock
             self._lock = None
 
+    def drop_history(self) -> None:
+        """The resume succeeded: its files are the run's history now; the finished run's copy is not needed."""
+        if not self.history or self.moved is None:
+            return
+        for rel in self.history:
+            (self.moved / rel).unlink(missing_ok=True)
+        _prune_empty(self.moved)
+        self.history = []
+
+    def keep_finished(self, record: dict[str, Any]) -> Path:
+        """A resume of a finished run failed: its record (`record`), .hydra/ and every file it wrote or changed
+        go to a new previous_attempts/<n>/, and the finished run's record, .hydra/ and files come back."""
+        out, finished = self.dir, self.moved
+        assert finished is not None
+        failed = _move_aside(out, [p for p in (out / ".hydra",) if p.exists()])
+        for rel in _history(out):  # what the failed attempt left (changed, new or untouched files alike)
+            (failed / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / rel, failed / rel)
+        for rel in self.history:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(finished / rel, out / rel)
+        atomic_write_json(failed / RECORD, record, within=out)
+        for name in (RECORD, ".hydra"):
+            if (finished / name).exists():
+                os.replace(finished / name, out / name)
+        _prune_empty(finished)
+        if not finished.exists():  # the number the finished run's record had while away: the failed attempt's
+            failed = Path(shutil.move(str(failed), str(finished)))
+        self.history = []
+        return failed
+
 
 def _leftovers(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.name not in NOT_RESULTS and not p.name.endswith(".log"))
 
 
+def refuse_links_in(out: Path) -> None:
+    """LinkError naming the first symbolic link in the run dir `out` (not below wandb/, W&B's own)."""
+    for folder, dirs, files in os.walk(out):
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(folder, name)):
+                raise link_error(os.path.join(folder, name))
+        if Path(folder) == out and WANDB in dirs:
+            dirs.remove(WANDB)
+
+
 def _lock(out: Path) -> int:
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_nofollow(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -70,6 +123,41 @@ def _lock(out: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _history(out: Path) -> list[Path]:
+    """The run's files that a resume continues (checkpoints, csv, diagnostics, ...), relative to `out`: not its
+    record, .hydra/, lock, logs, earlier attempts, or W&B's folder (the W&B run goes on, whatever happens here)."""
+    skip = {RECORD, ".hydra", LOCK, ATTEMPTS, WANDB}
+    found = []
+    for folder, dirs, files in os.walk(out):
+        here = Path(folder).relative_to(out)
+        if here == Path("."):
+            dirs[:] = [d for d in dirs if d not in skip]
+            files = [f for f in files if f not in skip and not f.endswith(".log")]
+        found += [here / f for f in files]
+    return sorted(found)
+
+
+def _keep_history(out: Path, dest: Path) -> list[Path]:
+    """A copy of the run's history files in `dest`: checkpoints hard-linked (a checkpoint is replaced by a new
+    file, never written in place), others copied (csv rows are appended in place)."""
+    kept = _history(out)
+    for rel in kept:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if rel.suffix != ".ckpt":
+                raise OSError
+            os.link(out / rel, dest / rel)
+        except OSError:
+            shutil.copy2(out / rel, dest / rel)
+    return kept
+
+
+def _prune_empty(folder: Path) -> None:
+    for sub, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(sub)  # only empty folders go
 
 
 def _move_aside(out: Path, paths: list[Path]) -> Path:
@@ -91,10 +179,14 @@ def claim(out: str | Path, config_hash: str, resuming: bool, fields: dict[str, A
     """Lock `out` for this run and decide what its existing files mean (module docstring)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    new_lock = not (out / LOCK).exists()
     lock = _lock(out)
     try:
+        refuse_links_in(out)
         return _claim(out, config_hash, resuming, fields, lock)
     except BaseException:
+        if new_lock:  # refused: the lock this run made goes too (the dir is not its own)
+            (out / LOCK).unlink(missing_ok=True)
         os.close(lock)
         raise
 
@@ -126,12 +218,14 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
                 f"dir with hydra.run.dir=<dir>"
             ) from None
     leftovers = _leftovers(out)
-    moved = None
+    moved, history = None, []
     if resuming:
         # The history goes on in place (checkpoints, csv, wandb); the earlier attempt's record and config files
         # are kept beside it, since this attempt writes its own.
         kept = [p for p in (out / RECORD, out / ".hydra") if p.exists()]
         moved = _move_aside(out, kept) if kept else None
+        if moved is not None and (previous or {}).get("status") == "ok":
+            history = _keep_history(out, moved)
     elif leftovers:
         if previous is None:
             names = ", ".join(p.name for p in leftovers[:5])
@@ -165,16 +259,16 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
     }
     if resuming and previous is not None:
         record["resumed"] = int(previous.get("resumed", 0) or 0) + 1
-    atomic_write_json(out / RECORD, record)
-    return Claim(out, record, moved, lock)
+    atomic_write_json(out / RECORD, record, within=out)
+    return Claim(out, record, moved, lock, history)
 
 
 def write_hydra_files(out: Path, config: Any, hydra_config: Any, overrides: list[str]) -> None:
     """The run's .hydra/ folder (config.yaml, hydra.yaml, overrides.yaml), as Hydra would write it."""
     folder = Path(out) / ".hydra"
-    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(config))
-    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_config}))
-    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(config), within=out)
+    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_config}), within=out)
+    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(overrides)), within=out)
 
 
 def job_dir_name(overrides: str) -> str:

@@ -5,7 +5,6 @@ the task (handed the data's DataSpec) and the Trainer, each built by Hydra's ins
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import ConfigError, DataError, user_error
+from src.common.files import probe_writable
+from src.common.paths import CONF_DIR
 from src.records import identity
+from src.runs.ranges import check_ranges, check_truncation_length
 from src.runs.sweeps import check_one_process_per_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
@@ -53,7 +55,7 @@ TRAINER_VALUES = (
 
 # The top-level keys a config may have: the config groups (conf/<group>/), the keys of conf/config.yaml, and
 # what sweeps set for the loggers.
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = CONF_DIR
 
 
 TOP_LEVEL = (
@@ -115,13 +117,12 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.trainer.get(key)
         if value is not None and (isinstance(value, bool) or not check(value)):
             raise ConfigError(f"trainer.{key}={value!r} must be {what}")
+    check_ranges(cfg)
     check_one_process_per_job(cfg)
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_test.{os.getpid()}"  # one per process: a DDP job's ranks may start at once (SLURM)
-        probe.touch()
-        probe.unlink()
+        probe_writable(out)
     except OSError as e:
         raise ConfigError(
             f"the output directory {out} is not writable ({e.strerror}); choose another with "
@@ -134,7 +135,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     this run dir logs to (one per run dir, however often resumed: src/records/rundir.py keeps it). `cfg` is only
     read."""
     datamodule, model = build_model(cfg)
-    return datamodule, model, build_trainer(cfg, wandb_id)
+    return datamodule, model, build_trainer(cfg, wandb_id, datamodule=datamodule)
 
 
 def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
@@ -145,7 +146,9 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
     from src.updates.schedules import check_optimization
 
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = make(cfg.dataset, "dataset")
+    update = update_strategy(cfg)
+    per_step = update.setting("per_step", 1)
+    datamodule = make(cfg.dataset, "dataset", **batch_groups(cfg, per_step))
     try:
         datamodule.prepare_data()
         datamodule.setup()
@@ -176,7 +179,7 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
             f"task={run_fields(cfg).get('task') or cfg.task._target_} trains {kind!r} models; "
             f"drop the task override (each data set's config chooses its task)"
         )
-    update = update_strategy(cfg)
+    check_truncation_length(cfg, datamodule, run_fields(cfg)["dataset"])
     # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
     # it is (`handed`).
     handed = {"spec": spec, "run_config": resolved_config(cfg)}
@@ -196,14 +199,18 @@ def build_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb: bool = Tr
 
 
 def build_trainer(
-    cfg: DictConfig, wandb_id: str | None = None, callbacks: list[L.Callback] = (), loggers: list = ()
+    cfg: DictConfig,
+    wandb_id: str | None = None,
+    callbacks: list[L.Callback] = (),
+    datamodule: Any = None,
+    loggers: list = (),
 ) -> L.Trainer:
     """The Trainer of `cfg`: its callbacks (the suite's own and `callbacks` added) and loggers (`loggers` added;
-    `wandb_id`: see build)."""
+    `wandb_id`: see build); its step counts follow `datamodule`'s training loader where given (step_counts)."""
     extra_loggers = list(loggers)
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from src.runs.callbacks import FiniteLoss, Throughput, WandbSummary
+    from src.runs.callbacks import FiniteLoss, ModelSummary, Throughput, WandbSummary
 
     extra, callbacks = (
         list(callbacks),
@@ -219,6 +226,7 @@ def build_trainer(
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
     callbacks += [Throughput(), FiniteLoss(), WandbSummary(), *extra]
+    callbacks += [ModelSummary()] if cfg.trainer.get("enable_model_summary", True) else []  # no FLOPs column of 0s
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
     callbacks += [make(cfg.progress, "progress")] if bar else []
@@ -232,8 +240,51 @@ def build_trainer(
         logger=loggers or False,
         enable_checkpointing=checkpoints,
         enable_progress_bar=bar,
+        **(step_counts(cfg, getattr(datamodule, "batches_per_step", 1), datamodule) if datamodule else {}),
     )
     return trainer
+
+
+def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:
+    """The data module's arguments that make a Lightning step a group of `per_step` batches (update=grouped): its
+    training loader hands the groups and applies trainer.limit_train_batches itself, in batches. {} for one batch
+    per step."""
+    from src.data.tensors import TensorDataModule
+
+    if per_step == 1:
+        return {}
+    if not issubclass(get_class(cfg.dataset._target_), TensorDataModule):
+        raise ConfigError(
+            f"update.per_step={per_step}: the groups of batches come from the suite's loader "
+            f"(src/data/tensors.py TensorDataModule), and dataset={cfg.dataset._target_} has its own; "
+            f"set update.per_step=1 (or update=automatic)"
+        )
+    return {"batches_per_step": per_step, "train_batch_limit": cfg.trainer.get("limit_train_batches")}
+
+
+def step_counts(cfg: DictConfig, per_step: int, datamodule: Any) -> dict[str, Any]:
+    """The Trainer's counts in its own steps. With groups of `per_step` batches the loader applies the batch limit
+    and counts given in batches become counts of steps (rounded up). The logging interval never exceeds the
+    steps of an epoch, so a short epoch's train/ curves are not empty (and Lightning does not warn that they
+    would be)."""
+    counts: dict[str, Any] = {"limit_train_batches": None} if per_step > 1 else {}
+    for key in ("val_check_interval", "log_every_n_steps"):
+        value = cfg.trainer.get(key)
+        if per_step > 1 and isinstance(value, int) and not isinstance(value, bool):
+            counts[key] = -(-value // per_step)
+    try:
+        steps = len(datamodule.train_dataloader())
+    except TypeError:  # a loader of the user's own without a length: Lightning's interval as configured
+        return counts
+    limit = None if per_step > 1 else cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        steps = min(steps, limit)
+    elif isinstance(limit, float):
+        steps = int(steps * limit)
+    interval = counts.get("log_every_n_steps", cfg.trainer.get("log_every_n_steps") or 50)
+    if 0 < steps < interval:
+        counts["log_every_n_steps"] = steps
+    return counts
 
 
 def is_wandb(node: DictConfig) -> bool:
@@ -269,7 +320,7 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
         path = Path(cfg.ckpt_path).expanduser()
     from src.records.checkpoints import check_compatible
 
-    check_compatible(path, resolved_config(cfg))
+    check_compatible(path, resolved_config(cfg), resuming=bool(cfg.train))
     return path
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 
 from src.common.errors import UserError
+from src.common.lightning_internals import model_summary_table
+
+log = logging.getLogger(__name__)
 
 
 def step_samples(outputs, batch) -> int:
@@ -59,6 +64,28 @@ class Throughput(L.Callback):
         self._stop(trainer)
         if self.seconds > 0:
             pl_module.log("perf/train_samples_per_s", self.samples / self.seconds, sync_dist=False, batch_size=1)
+
+
+class ModelSummary(LightningModelSummary):
+    """Lightning's model summary, as a plain table on the console and in train.log, without the FLOPs column and
+    total: Lightning counts FLOPs only for a module with an example_input_array (the suite's have none), so they
+    would all read 0."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs,
+    ) -> None:
+        columns = [(name, values) for name, values in summary_data if total_flops or name != "FLOPs"]
+        table = model_summary_table(
+            columns, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops
+        )
+        log.info("model summary:\n" + table)
 
 
 class FiniteLoss(L.Callback):

@@ -9,8 +9,10 @@ Hydra's own output is left as it is.
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -53,11 +55,26 @@ class _Held(io.TextIOBase):
         self.real.flush()
 
 
+# A longer list of a group's options (cell= has over 20) is cut to the closest names, so the line fits a terminal.
+MAX_OPTIONS = 8
+
+
 def one_line(report: str) -> str:
-    """Hydra's report in one line: its sentences joined, a list of available options as a comma list, and no
-    search path or stack-trace hint."""
+    """Hydra's report in one line: its sentences joined, a list of available options as a comma list (only the
+    names closest to the one asked for when there are more than MAX_OPTIONS), and no search path or stack-trace
+    hint."""
     parts: list[str] = []
     options: list[str] = []
+    wanted = re.search(r"Could not find '[^'/]+/([^']+)'", report)
+
+    def listed() -> str:
+        if len(options) <= MAX_OPTIONS:
+            return ", ".join(options)
+        close = difflib.get_close_matches(wanted.group(1), options, n=4, cutoff=0.5) if wanted else []
+        if close:
+            return f"{', '.join(close)} (the closest of {len(options)}; --help lists them all)"
+        return f"{', '.join(options[:MAX_OPTIONS])}, ... ({len(options)}; --help lists them all)"
+
     for line in (line.strip() for line in report.splitlines()):
         if not line or "HYDRA_FULL_ERROR" in line or line.startswith(("Config search path", "provider=")):
             continue
@@ -65,11 +82,11 @@ def one_line(report: str) -> str:
             options.append(line)
             continue
         if options:
-            parts[-1] += " " + ", ".join(options)
+            parts[-1] += " " + listed()
             options = []
         parts.append(line)
     if options:
-        parts[-1] += " " + ", ".join(options)
+        parts[-1] += " " + listed()
     return "; ".join(parts)
 
 

@@ -6,6 +6,8 @@ Everything still reaches <run dir>/train.log: the filters here apply to the cons
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import re
 
 # Logged at INFO on the console: the run's own loggers and Hydra's (its launcher names each job of a multirun).
@@ -20,6 +22,17 @@ NOISE = re.compile(
         )
     )
 )
+
+
+# Lightning's notices that are not about the run at all, kept out of train.log too: an advertisement for a cloud
+# service, and the note that the suite's own model summary (src/runs/callbacks.py) replaces Lightning's default.
+NOT_ABOUT_THE_RUN = re.compile(r"try installing \[litlogger\]|Trainer already configured with model summary callbacks")
+LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")  # rank_zero_info's
+
+
+class NotAboutTheRun(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not NOT_ABOUT_THE_RUN.search(record.getMessage())
 
 
 class OwnInfo(logging.Filter):
@@ -55,3 +68,62 @@ def route_lightning_logs() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    for name in LIGHTNING_INFO:
+        notices = logging.getLogger(name)
+        if not any(isinstance(f, NotAboutTheRun) for f in notices.filters):
+            notices.addFilter(NotAboutTheRun())
+
+
+class RunLogFile(logging.FileHandler):
+    """<run dir>/train.log (conf/hydra/job_logging/quiet.yaml), opened without following a symbolic link. Hydra
+    opens the log before the run has claimed its dir; a link planted there is never written through: the handler
+    stays closed and the claim then refuses the dir, naming the link (src/records/rundir.py)."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None, delay: bool = False, errors=None):
+        self.linked = os.path.islink(filename)
+        super().__init__(filename, mode, encoding=encoding, delay=delay or self.linked, errors=errors)
+
+    def _open(self):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if "a" in self.mode else os.O_TRUNC)
+        return os.fdopen(
+            os.open(self.baseFilename, flags, 0o666), self.mode, encoding=self.encoding, errors=self.errors
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.linked:
+            super().emit(record)
+
+
+class _HeldLog(logging.handlers.MemoryHandler):
+    """The run's log file, held in memory until the run dir is known to be the run's own (`release_run_log`)."""
+
+    def __init__(self, file: logging.FileHandler):
+        super().__init__(capacity=1 << 30, flushLevel=logging.CRITICAL + 1, target=None, flushOnClose=False)
+        self.file = file
+
+
+def hold_run_log() -> None:
+    """A job's log file (<run dir>/train.log, opened only at its first line: conf/hydra/job_logging/quiet.yaml)
+    takes no line before the run dir is claimed: a run refused a dir that is not its own (another config's
+    finished run, a live run, files of unknown origin) must leave no log in it, nor add lines to its log."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            root.addHandler(_HeldLog(handler))
+
+
+def release_run_log(keep: bool) -> None:
+    """keep: the run dir is the run's own, and its log gets every line held so far and the rest; else the lines
+    are dropped and the file is never opened."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _HeldLog):
+            root.removeHandler(handler)
+            if keep:
+                handler.setTarget(handler.file)
+                handler.flush()
+                root.addHandler(handler.file)
+            else:
+                handler.buffer.clear()
+                handler.file.close()

@@ -6,11 +6,15 @@ member of a stacked job (src/runs/seeds.py) alike:
     recorder.record.update(...)       what the run found; status "ok" once it is done
     recorder.fail(error)              the error said in the record (and, where the dir was never claimed, the
                                       failure recorded there if that overwrites nothing)
-    recorder.close()                  wall_s and finished_at; metrics.json written; the dir released
+    recorder.close()                  wall_s and finished_at; metrics.json written (a failed resume of a
+                                      finished run is filed aside and the finished record stays); released
+The run's log (train.log) is held until the dir is claimed (src/runs/console.py): a run refused a dir that is
+not its own leaves no log there.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,10 @@ from src.common.errors import user_error
 from src.common.files import atomic_write_json
 from src.records import identity, rundir
 from src.records.record import RECORD
+from src.runs import console
 from src.runs.sweeps import config_hash
+
+log = logging.getLogger(__name__)
 
 
 class Recorder:
@@ -39,13 +46,14 @@ class Recorder:
     def claim(self, resuming: bool) -> None:
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-        if rank_zero_only.rank != 0:  # DDP's other processes share the dir that rank 0 claimed
-            return
-        self.claimed = rundir.claim(self.out, self.record["config_hash"], resuming=resuming, fields=self.fields)
-        self.record.update(wandb_id=self.claimed.record["wandb_id"], started_at=self.claimed.record["started_at"])
-        if "resumed" in self.claimed.record:
-            self.record["resumed"] = self.claimed.record["resumed"]
-        self.write_hydra_files()
+        if rank_zero_only.rank == 0:  # DDP's other processes share the dir that rank 0 claimed
+            self.claimed = rundir.claim(self.out, self.record["config_hash"], resuming=resuming, fields=self.fields)
+            self.record.update(wandb_id=self.claimed.record["wandb_id"], started_at=self.claimed.record["started_at"])
+            if "resumed" in self.claimed.record:
+                self.record["resumed"] = self.claimed.record["resumed"]
+        console.release_run_log(keep=True)  # the dir is the run's own: its log gets the lines held so far
+        if self.claimed is not None:
+            self.write_hydra_files()
 
     def fail(self, error: BaseException) -> None:
         from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -55,13 +63,23 @@ class Recorder:
             self.claimed = rundir.claim_if_fresh(self.out)  # record the failure where that overwrites nothing
             if self.claimed is not None:
                 self.write_hydra_files()
+        console.release_run_log(keep=self.claimed is not None or rank_zero_only.rank != 0)
 
     def close(self) -> None:
         self.record["wall_s"] = round(time.perf_counter() - self.started, 3)
         self.record["finished_at"] = time.time()
-        if self.claimed is not None:
-            atomic_write_json(self.out / RECORD, self.record)
-            self.claimed.release()
+        if self.claimed is None:
+            return
+        if self.record["status"] != "ok" and self.claimed.history:  # a resume of a finished run failed: it stays
+            failed = self.claimed.keep_finished(self.record)
+            log.warning(
+                f"the resumed attempt failed; its record and files are in {failed}, and the finished run in "
+                f"{self.out} is as it was before"
+            )
+        else:
+            atomic_write_json(self.out / RECORD, self.record, within=self.out)
+            self.claimed.drop_history()
+        self.claimed.release()
 
     def write_hydra_files(self) -> None:
         if HydraConfig.initialized():

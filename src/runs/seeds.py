@@ -31,6 +31,7 @@ from torch import nn
 
 from src.common.errors import ConfigError
 from src.common.files import atomic_write_json
+from src.common.paths import CONF_DIR
 from src.data.tensors import Batch
 from src.models.stacking import Members
 from src.records import rundir
@@ -41,7 +42,7 @@ from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
 
 log = logging.getLogger(__name__)
-AUTO_UPDATE = Path(__file__).resolve().parents[2] / "conf" / "update" / "auto.yaml"
+AUTO_UPDATE = CONF_DIR / "update" / "auto.yaml"
 
 
 def wanted(cfg: DictConfig) -> bool:
@@ -474,7 +475,7 @@ def one_by_one(
         if path.is_file():
             record = json.loads(path.read_text())
             record["stacked"] = {"seeds": seeds, "dir": str(cfg.paths.output_dir), "not_stacked": why}
-            atomic_write_json(path, record)
+            atomic_write_json(path, record, within=run_dir)
             records.append(record)
     if error is not None and not records:
         raise error

@@ -24,13 +24,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.common.errors import ConfigError
-from src.common.files import atomic_write_text
+from src.common.files import atomic_write_text, probe_writable
+from src.common.paths import CONF_DIR
 from src.runs import commands
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP_CONFIGS = ROOT / "conf" / "sweep"
+SWEEP_CONFIGS = CONF_DIR / "sweep"
 WANDB_DIR = ROOT / "sweeps"
 # Where outputs go, the switch itself, the progress bar and the tags do not change what a job computes.
 NOT_HASHED = ("hydra", "paths", "skip_completed", "progress", "tags")
@@ -52,8 +53,11 @@ def completed_record(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    if path.is_symlink():  # another dir's record, not this job's: the job runs, and its claim refuses the link
+        return None
     try:
-        record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if record.get("status") == "ok" and record.get("config_hash") == config_hash(cfg):
@@ -256,9 +260,7 @@ class OutputDirCheck(Callback):
         path = Path(str(directory))
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write_test"
-            probe.touch()
-            probe.unlink()
+            probe_writable(path)
         except OSError as e:
             print(
                 f"error: the output directory {path} cannot be created or written ({e.strerror or e}); choose "
@@ -279,7 +281,7 @@ def wandb_sweep(name: str) -> dict[str, Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
     searched = cfg.hydra.sweeper.get("params") or {}
     parser = OverridesParser.create()
@@ -376,7 +378,7 @@ def sbatch_script(overrides: list[str]) -> tuple[str, list[list[str]]]:
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     task = [o.input_line for o in parsed if not o.is_hydra_override()]  # what the sweeper gets (and each job)
     setup_globals()  # Hydra's resolvers (now:)
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf"), job_name="train"):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="train"):
         cfg = compose("config", overrides=fixed, return_hydra_config=True)
     launcher = cfg.hydra.launcher
     if not str(launcher.get("_target_", "")).endswith(SLURM_LAUNCHER):

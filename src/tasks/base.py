@@ -15,7 +15,6 @@ and the hooks around updates are delegated to it. Full BPTT calls head and loss 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,13 @@ from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
 from src.common.errors import ConfigError
+from src.common.metrics import better as metric_direction
 from src.data.tensors import Batch, DataSpec, check_spec
 from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack
 from src.updates.automatic import Automatic
 from src.updates.base import Update
 from src.updates.schedules import check_optimization
-
-# Metric names whose direction is known: a monitor_mode against it would keep the worst epoch as the best.
-LOWER_IS_BETTER = re.compile(r"^(loss|mse|mae|rmse|ppl|perplexity|bpc|nll|error|cer|wer)(_|$)")
-HIGHER_IS_BETTER = re.compile(r"^(acc|f1|exact_match|accuracy)(_|$)")
 
 
 class RecurrentTask(L.LightningModule):
@@ -72,8 +68,8 @@ class RecurrentTask(L.LightningModule):
         self.stack = stack(input_size=size)
         if monitor_mode not in ("min", "max"):
             raise ConfigError(f"task.monitor_mode={monitor_mode!r} must be 'min' or 'max'")
-        name = str(monitor).rsplit("/", 1)[-1]
-        better = "min" if LOWER_IS_BETTER.search(name) else "max" if HIGHER_IS_BETTER.search(name) else None
+        # a monitor_mode against the metric's known direction would keep the worst epoch as the best
+        better = metric_direction(str(monitor))
         if better and better != monitor_mode:
             raise ConfigError(
                 f"task.monitor={monitor} with task.monitor_mode={monitor_mode}: the best checkpoint "

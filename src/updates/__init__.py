@@ -17,14 +17,14 @@ whose `_target_` names a class or factory here), instantiated by src/train.py's 
 
 The task (src/tasks/base.py) holds its strategy as `task.update` and delegates its training step and the hooks
 around updates to it; it knows nothing else about them. Every strategy takes update.gradient_clip_val and
-update.gradient_clip_algorithm (the Trainer's are refused by src/train.py).
+update.gradient_clip_algorithm (the Trainer's are refused by src/runs/build.py).
 
 To add a strategy (e.g. several models trained stacked in one process): write src/updates/<name>.py with a
 subclass of `Update` (or `Wrapper`, to run around another strategy) implementing `train_on(batch)` and whichever
-hooks it needs -- `attach(task)` may replace `task.training_step` as grouped.py does, when the step must take
-something other than one batch -- and conf/update/<name>.yaml with its `_target_` and settings (the clipping
+hooks it needs (`training_step(batch, batch_idx)` where a step takes something other than one batch: grouped.py
+takes the list of batches its loader hands, `per_step` > 1) -- and conf/update/<name>.yaml with its `_target_` and settings (the clipping
 pair included). `python -m src.train update=<name>` runs it; no edit of the task, of auto.py or of src/train.py
-(tests/test_updates.py adds one from a temporary folder through hydra.searchpath). What src/train.py checks of
+(tests/test_updates.py adds one from a temporary folder through hydra.searchpath). What src/runs/build.py checks of
 any strategy it reads through `setting(name)`: `truncation` (None: full BPTT, refused with truncation=tbptt),
-`per_step` (> 1: refused with diagnostics) and `automatic` (False: refused with gradient accumulation).
+`per_step` (> 1: the loader hands groups of that many batches; refused with diagnostics) and `automatic` (False: refused with gradient accumulation).
 """

@@ -88,6 +88,7 @@ class _MinRNN(nn.Module):
         mlp_factor: int,
         scan: str,
         compile: bool | str,
+        forget_bias: float | None = None,
     ):
         super().__init__()
         self.hidden_size = self.output_size = positive_int("hidden_size", hidden_size)
@@ -112,16 +113,35 @@ class _MinRNN(nn.Module):
         if not block:
             self.state_size = H
             self.linear = nn.Linear(input_size, (self.gates + 1) * H)
+            self.gate_bias = None
+            if forget_bias is not None:  # the map's own bias, its gate part set (the candidate's keeps torch's init)
+                with torch.no_grad():
+                    self.linear.bias[: self.gates * H] = self.initial_gates(forget_bias, H)
             return
         self.state_size = max(1, round(expansion * H))
         self.embed = nn.Linear(input_size, H) if input_size != H else None
         self.norm = nn.RMSNorm(H)
         # Bias-free, as in the reference implementation the block follows (lucidrains' minGRU-pytorch).
         self.linear = nn.Linear(H, (self.gates + 1) * self.state_size, bias=False)
+        # The gates' bias, initialised so that 1 - z (minGRU) and f / (f + i) (minLSTM) start at sigmoid(forget_bias):
+        # without it the gates start at about 1/2 at every row, so the state halves each step, and a summary read
+        # at a sequence's end (or, backward, its start) holds little of what came before (docs/cells.md).
+        self.gate_bias = None
+        if forget_bias is not None:
+            self.gate_bias = nn.Parameter(self.initial_gates(forget_bias, self.state_size))
         self.down = nn.Linear(self.state_size, H, bias=False) if self.state_size != H else None
         if mlp_factor:
             self.mlp_norm = nn.RMSNorm(H)
             self.mlp = nn.Sequential(nn.Linear(H, mlp_factor * H), nn.GELU(), nn.Linear(mlp_factor * H, H))
+
+    @staticmethod
+    def initial_gate_bias(forget_bias: float) -> list[float]:
+        """The initial bias of each gate's pre-activation (in the order of the linear map's chunks)."""
+        raise NotImplementedError
+
+    def initial_gates(self, forget_bias: float, width: int) -> Tensor:
+        values = self.initial_gate_bias(a_number("forget_bias", forget_bias))
+        return torch.tensor(values, dtype=torch.float32).repeat_interleave(width)
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """a, b of h_t = a_t h_{t-1} + b_t from the linear map's output k."""
@@ -138,6 +158,8 @@ class _MinRNN(nn.Module):
     def recurrence(self, x: Tensor, state: Tensor | None) -> Tensor:
         """The bare min cell: h for every step of x (its width is state_size)."""
         k = self.linear(x)
+        if self.gate_bias is not None:  # the candidate's part of the map stays bias-free
+            k = k + F.pad(self.gate_bias, (0, self.state_size))
         dtype = torch.promote_types(k.dtype, torch.float32)  # float16/bfloat16 -> float32; float64 stays
         k, h0 = k.to(dtype), None if state is None else state.to(dtype)
         if self.uses_parallel_scan(x):
@@ -175,8 +197,13 @@ class MinGRU(_MinRNN):
         mlp_factor: int = 4,
         scan: str = "auto",
         compile: bool | str = "auto",
+        forget_bias: float | None = 2.0,
     ):
-        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile)
+        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile, forget_bias)
+
+    @staticmethod
+    def initial_gate_bias(forget_bias: float) -> list[float]:
+        return [-forget_bias]  # k_z: 1 - z = sigmoid(-k_z) = sigmoid(forget_bias)
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         k_z, k_h = k.chunk(2, -1)
@@ -200,8 +227,14 @@ class MinLSTM(_MinRNN):
         mlp_factor: int = 4,
         scan: str = "auto",
         compile: bool | str = "auto",
+        forget_bias: float | None = 2.0,
     ):
-        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile)
+        super().__init__(input_size, hidden_size, block, expansion, mlp_factor, scan, compile, forget_bias)
+
+    @staticmethod
+    def initial_gate_bias(forget_bias: float) -> list[float]:
+        # k_f, k_i: d = softplus(-k_f) - softplus(-k_i) = -forget_bias, so f / (f + i) = sigmoid(forget_bias)
+        return [forget_bias, -forget_bias]
 
     @staticmethod
     def log_ratio(k_f: Tensor, k_i: Tensor) -> Tensor:
