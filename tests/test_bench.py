@@ -11,7 +11,7 @@ import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.bench import __main__ as bench_main
-from src.bench import overhead, report
+from src.bench import overhead, report, stacked_kernels
 from src.bench import stacked as stacked_bench
 from src.bench import sweep as sweep_bench
 
@@ -33,19 +33,26 @@ def test_overhead_benchmark_ends_with_its_json_line(bench_dir, capsys):
     assert (bench_dir / "overhead-lstm-cpu.md").read_text().startswith("# overhead-lstm-cpu")
 
 
-def test_stacked_benchmark_runs_stacked_and_one_after_another(bench_dir, capsys):
-    args = ["--sizes", "8", "--members", "1,2", "--steps", "2", "--repeats", "1", "--batch", "16", "dataset=digits"]
+def test_stacked_benchmark_times_a_stacked_job_against_its_single_runs(bench_dir, capsys):
+    args = ["--sizes", "8", "--members", "2", "--epochs", "1", "--repeats", "1", "dataset=digits"]
+    args += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
     assert stacked_bench.main(args) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = json.loads((bench_dir / "stacked-cpu.json").read_text())["rows"]
-    assert [(r["hidden"], r["S"]) for r in rows] == [(8, 1), (8, 2)]
-    for row in rows:
-        ratio = row["stacked, samples/s"] / row["one after another (fused), samples/s"]
-        assert row["speedup"] == pytest.approx(ratio, rel=0.05, abs=0.006)  # (rounded to 2 decimals)
-        assert last["speedup"][f"hidden=8,S={row['S']}"] == row["speedup"]
-        assert row["MB per member stacked"] > 0 and row["MB single"] > 0
-    # a member's memory stacked is that of one model (the same parameters and saved tensors), within 2x
-    assert rows[1]["MB per member stacked"] < 2 * rows[1]["MB single"]
+    assert [(r["hidden"], r["S"]) for r in rows] == [(8, 2)]
+    assert last["whole_job"]["hidden=8"] > 0 and last["compute_only"]["hidden=8"] > 0
+    assert rows[0]["whole job (median, min-max)"].startswith(f"{last['whole_job']['hidden=8']:.2f}")
+    # the members trained as their single runs: the same test metrics
+    assert rows[0]["largest test metric difference"] < 1e-5
+
+
+def test_stacked_kernels_benchmark_times_every_candidate(bench_dir, capsys):
+    assert stacked_kernels.main(["--sizes", "4", "--members", "2", "--batch", "4", "--repeats", "1"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = json.loads((bench_dir / "stacked-kernels-cpu.json").read_text())["rows"]
+    names = ["per member fused", "batched loop", "batched loop, scripted"]
+    assert [r["candidate"] for r in rows] == names and last["hidden=4,per member fused"] == 1.0
+    assert all(r["ms (median)"] > 0 for r in rows)
 
 
 def test_sweep_benchmark_runs_both_modes_through_the_cli(bench_dir, capsys):

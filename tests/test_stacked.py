@@ -5,6 +5,7 @@ decay; a diverging member changes nothing of the others; nothing is patched on a
 
 from __future__ import annotations
 
+import csv
 import json
 
 import lightning as L
@@ -180,6 +181,9 @@ def test_seeds_from_the_command_line_leave_ordinary_runs(tmp_path):
         assert record["status"] == "ok" and record["seed"] == s and record["update"] == "stacked(S=2, full)"
         assert (job / f"seed={s}" / "checkpoints" / "last.ckpt").is_file()
         assert f"seed={s}" in (job / f"seed={s}" / ".hydra" / "overrides.yaml").read_text()
+        # its own learning curves, as a single run's csv/metrics.csv
+        header = (job / f"seed={s}" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert {"epoch", "step", "val/loss", "val/acc", "test/acc"} <= set(header)
     assert records[1]["config_hash"] != records[2]["config_hash"]
     sections = build_sections(find_runs([job]))
     assert [len(row.runs) for row in sections[0].rows] == [2]  # one row, two seeds
@@ -189,6 +193,14 @@ def test_seeds_from_the_command_line_leave_ordinary_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     single = json.loads((alone / "metrics.json").read_text())
     assert single["test/loss"] == pytest.approx(records[2]["test/loss"], abs=1e-6)
+    # a member resumed alone continues its history: its own dir, its last checkpoint, one more epoch
+    member = job / "seed=2"
+    resumed = run_cli("seed=2", *common, f"hydra.run.dir='{member}'", "ckpt_path=last", "trainer.max_epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = json.loads((member / "metrics.json").read_text())
+    assert again["status"] == "ok" and again["epochs"] == 3 and again.get("resumed")
+    with open(member / "csv" / "metrics.csv") as f:
+        assert {row["epoch"] for row in csv.DictReader(f)} >= {"0", "1", "2"}
 
 
 @pytest.mark.parametrize(

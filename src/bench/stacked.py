@@ -1,122 +1,76 @@
-"""python -m src.bench stacked [--sizes 32,128] [--members 1,2,4,8] [--steps 20] [--repeats 3] [overrides...]
+"""python -m src.bench stacked [--sizes 32,128] [--members 8] [--epochs 2] [--repeats 3] [overrides...]
 
-S seeds of one config trained stacked (src/models/stacking.py: one call for all members, vmapped or once per member
-as the cell allows; each member's own Adam, stepped together; the divergence guard of src/updates/stacked.py)
-against the same S seeds trained one after another in the same process, at each hidden size and S, interleaved
-`--repeats` times; medians. The training step only
-(forward, backward, optimizer step on batches already in memory): Lightning's per-step cost, which one after
-another pays S times and stacked once, is left out, so the speedup through `python -m src.train` is at least
-this. Reported per S and size:
+S members trained as one stacked job (`python -m src.train seeds=[1..S]`, one process) against the same S
+single runs (`python -m src.train seed=<s>`, one process each), through the command users type, at each hidden
+size, interleaved `--repeats` times (each repeat runs both at every size, the order of the two alternating, so
+that a machine's changing load hits both alike). Two figures, medians with min and max over the repeats:
 
-    member samples/s        training samples of all members per second
-    fused                   one after another with the cell as configured (torch's fused LSTM)
-    speedup                 stacked over one after another with the fused cell
-    MB per member           parameters, gradients, Adam's two moments and the tensors saved for backward (each
-                            storage once), stacked divided by S, and of a single model
+    whole job       the S single processes' wall time, summed, over the stacked process's
+    compute only    the S single runs' wall_s (their metrics.json: data, model, fit and test, without the
+                    process's start-up and imports), summed, over the stacked members' wall_s (the same span of
+                    the stacked job, which all its members share)
 
-The default recipe: cell=lstm on smnist5k (28 steps of 28 features, batch 128, Adam).
+and the largest difference between a member's test metric and its single run's (they train as exactly the same
+runs: the stacked test pass evaluates each member on its own best checkpoint).
+
+The default recipe: cell=lstm (torch's fused LSTM) on smnist5k, 2 epochs, as issue 28 measured it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import functools
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-
-import torch
+from pathlib import Path
 
 from src.bench import report
-from src.common.paths import CONF_DIR
-from src.data.tensors import Batch
-from src.models.stacking import Members
-from src.updates.stacked import member_optimizers
+from src.records.record import RECORD
 
-WARMUP = 3  # updates before the clock starts (allocator, threads)
+COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
-def compose(overrides: list[str], out_dir: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = hydra_compose("config", return_hydra_config=True, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = out_dir
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+def train(args: list[str], out: Path) -> float:
+    """Wall seconds of `python -m src.train <args>` with its outputs in `out`; fails loudly if it failed."""
+    cmd = [sys.executable, "-m", "src.train", *COMMON, *args, f"hydra.run.dir={out}"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return wall
 
 
-def members_and_batches(overrides: list[str], seeds: list[int], steps: int, out: str):
-    """The task of each seed (built as src.train builds it) and WARMUP + steps training batches."""
-    from src.runs.build import make
+def records(out: Path) -> list[dict]:
+    found = [json.loads(p.read_text()) for p in sorted(out.rglob(RECORD))]
+    if not found or any(r.get("status") != "ok" for r in found):
+        raise SystemExit(f"error: a run in {out} did not finish ok; see its metrics.json")
+    return found
 
-    cfg = compose(overrides, out)
-    datamodule = make(cfg.dataset, "dataset")
-    datamodule.prepare_data()
-    datamodule.setup()
-    tasks = []
+
+def singles(recipe: list[str], seeds: list[int], out: Path) -> tuple[float, float, dict[int, dict]]:
+    """(processes' wall time, runs' wall_s, {seed: record}) of one single run per seed."""
+    wall, runs = 0.0, {}
     for seed in seeds:
-        torch.manual_seed(seed)
-        tasks.append(make(cfg.task, "task", spec=datamodule.spec, _convert_="object").train())
-    batches = []
-    while len(batches) < WARMUP + steps:
-        batches += list(datamodule.train_dataloader())
-    return tasks, batches[: WARMUP + steps]
+        wall += train([*recipe, f"seed={seed}"], out / f"seed-{seed}")
+        runs[seed] = records(out / f"seed-{seed}")[0]
+    return wall, sum(r["wall_s"] for r in runs.values()), runs
 
 
-def one_after_another(tasks: list, batches: list[Batch]) -> float:
-    """Member samples/s of each task trained alone, one after another."""
-    seconds = 0.0
-    for task in tasks:
-        optimizer = task.optimizer_factory(params=task.parameters())
-        for i, batch in enumerate(batches):
-            if i == WARMUP:
-                start = time.perf_counter()
-            loss = task.batch_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        seconds += time.perf_counter() - start
-    return len(tasks) * (len(batches) - WARMUP) * len(batches[0].x) / seconds
+def stacked(recipe: list[str], seeds: list[int], out: Path) -> tuple[float, float, dict[int, dict]]:
+    """(process wall time, the members' wall_s, {seed: record}) of one seeds=[...] job."""
+    wall = train([*recipe, f"seeds=[{','.join(map(str, seeds))}]"], out)
+    members = {r["seed"]: r for r in records(out)}
+    if not all(r["update"].startswith("stacked(") for r in members.values()):
+        raise SystemExit(f"error: the members in {out} did not train stacked: {members[seeds[0]].get('stacked')}")
+    return wall, max(r["wall_s"] for r in members.values()), members
 
 
-def stacked(tasks: list, batches: list[Batch]) -> float:
-    """Member samples/s of the tasks stacked: the step src/updates/stacked.py runs (without clipping)."""
-    members = Members(tasks)
-    optimizer = member_optimizers(tasks)
-    params = [list(t.parameters()) for t in tasks]
-    alive = torch.ones(len(tasks), dtype=torch.bool)
-    for i, batch in enumerate(batches):
-        if i == WARMUP:
-            start = time.perf_counter()
-        stack = Batch(*(None if t is None else t.expand(len(tasks), *t.shape) for t in batch))
-        losses = members.call("batch_loss", stack)
-        alive = alive & torch.isfinite(losses.detach())
-        optimizer.zero_grad(set_to_none=True)
-        torch.where(alive, losses, 0).sum().backward()
-        before = [[p.detach().clone() for p in member] for member in params]
-        optimizer.step()
-        with torch.no_grad():
-            for s, (member, olds) in enumerate(zip(params, before)):
-                for p, old in zip(member, olds):
-                    p.copy_(torch.where(alive[s], p, old))
-    return len(tasks) * (len(batches) - WARMUP) * len(batches[0].x) / (time.perf_counter() - start)
-
-
-def megabytes(run, params: list[torch.Tensor], count: int) -> float:
-    """(tensors saved for backward by `run()`, each storage once, + parameters x 4) / count, in MB."""
-    from src.bench.cells import saved_mb
-
-    size = sum(p.numel() * p.element_size() for p in params)
-    return (saved_mb(run) + 4 * size / 2**20) / count
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def main(argv: list[str]) -> int:
@@ -125,56 +79,50 @@ def main(argv: list[str]) -> int:
     )
     ints = lambda v: [int(x) for x in v.split(",")]  # noqa: E731
     parser.add_argument("--sizes", type=ints, default=[32, 128], help="hidden sizes, comma-separated")
-    parser.add_argument("--members", type=ints, default=[1, 2, 4, 8], help="S values, comma-separated")
-    parser.add_argument("--steps", type=int, default=20, help="timed updates per member (after the warm-up)")
+    parser.add_argument("--members", type=int, default=8, help="S: seeds 1..S")
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--name", default=None, help="output name under benchmarks/ (default stacked-cpu)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe (default: cell=lstm smnist5k)")
     args = parser.parse_args(argv)
-    recipe = ["dataset=smnist5k", "cell=lstm", "scheduler=none", f"dataset.batch_size={args.batch}", *args.overrides]
-
-    results: dict[tuple[int, int], dict[str, list[float]]] = {}
+    seeds = list(range(1, args.members + 1))
+    results: dict[int, dict[str, list[float]]] = {h: {"whole": [], "compute": [], "diff": []} for h in args.sizes}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
+        for repeat in range(args.repeats):
             for hidden in args.sizes:
-                for s in args.members:
-                    overrides = [*recipe, f"cell.hidden_size={hidden}"]
-                    tasks, batches = members_and_batches(overrides, list(range(1, s + 1)), args.steps, tmp)
-                    entry = results.setdefault((hidden, s), {k: [] for k in ("fused", "stacked")})
-                    fresh = [copy.deepcopy(t) for t in tasks]
-                    entry["fused"].append(one_after_another(tasks, batches))
-                    entry["stacked"].append(stacked(fresh, batches))
-                    progress = {k: round(v[-1], 2) for k, v in entry.items()}
-                    print(f"hidden={hidden} S={s}: {progress}", file=sys.stderr, flush=True)
-                    if "mb" not in entry:
-                        copies = [copy.deepcopy(t) for t in tasks]
-                        members = Members(copies)
-                        stack = Batch(*(None if t is None else t.expand(s, *t.shape) for t in batches[0]))
-                        run = functools.partial(members.call, "batch_loss", stack)
-                        entry["mb"] = [megabytes(run, [p for t in copies for p in t.parameters()], s)]
-                        run = functools.partial(tasks[0].batch_loss, batches[0])
-                        entry["mb single"] = [megabytes(run, list(tasks[0].parameters()), 1)]
-    rows = []
-    for (hidden, s), entry in results.items():
-        fused, stk = (statistics.median(entry[k]) for k in ("fused", "stacked"))
-        rows.append(
-            {
-                "hidden": hidden,
-                "S": s,
-                "one after another (fused), samples/s": round(fused),
-                "stacked, samples/s": round(stk),
-                "speedup": round(stk / fused, 2),
-                "MB per member stacked": round(entry["mb"][0], 2),
-                "MB single": round(entry["mb single"][0], 2),
-            }
-        )
+                recipe = ["dataset=smnist5k", "cell=lstm", f"trainer.max_epochs={args.epochs}", *args.overrides]
+                recipe.append(f"cell.hidden_size={hidden}")
+                where = Path(tmp) / f"{repeat}-{hidden}"
+                order = [singles, stacked] if repeat % 2 == 0 else [stacked, singles]
+                measured = {run.__name__: run(recipe, seeds, where / run.__name__) for run in order}
+                (one_wall, one_s, one), (job_wall, job_s, job) = measured["singles"], measured["stacked"]
+                entry = results[hidden]
+                entry["whole"].append(one_wall / job_wall)
+                entry["compute"].append(one_s / job_s)
+                tests = [k for k in one[seeds[0]] if k.startswith("test/") and isinstance(one[seeds[0]][k], float)]
+                entry["diff"].append(max(abs(one[s][k] - job[s][k]) for s in seeds for k in tests))
+                print(
+                    f"hidden={hidden}: {args.members} processes {one_wall:.1f} s (runs' wall_s {one_s:.1f} s), "
+                    f"stacked process {job_wall:.1f} s (members' wall_s {job_s:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    rows = [
+        {
+            "hidden": hidden,
+            "S": args.members,
+            "whole job (median, min-max)": spread(entry["whole"]),
+            "compute only (median, min-max)": spread(entry["compute"]),
+            "largest test metric difference": max(entry["diff"]),
+        }
+        for hidden, entry in results.items()
+    ]
     summary = {
-        "recipe": recipe,
-        "timed_updates": args.steps,
+        "recipe": ["dataset=smnist5k", "cell=lstm", f"trainer.max_epochs={args.epochs}", *args.overrides],
+        "members": args.members,
         "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
-        "speedup": {f"hidden={r['hidden']},S={r['S']}": r["speedup"] for r in rows},
+        "whole_job": {f"hidden={h}": round(statistics.median(e["whole"]), 2) for h, e in results.items()},
+        "compute_only": {f"hidden={h}": round(statistics.median(e["compute"]), 2) for h, e in results.items()},
     }
     report.publish(args.name or "stacked-cpu", rows, "python -m src.bench stacked " + " ".join(argv), summary)
     return 0

@@ -189,11 +189,25 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
     return datamodule, model
 
 
+def build_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb: bool = True) -> list:
+    """The loggers of `cfg` (`wandb_id`: see build; wandb=False: all but W&B)."""
+    return [
+        make(c, f"logger.{k}", **({"id": wandb_id} if wandb_id and is_wandb(c) else {}))
+        for k, c in (cfg.get("logger") or {}).items()
+        if c and (wandb or not is_wandb(c))
+    ]
+
+
 def build_trainer(
-    cfg: DictConfig, wandb_id: str | None = None, callbacks: list[L.Callback] = (), datamodule: Any = None
+    cfg: DictConfig,
+    wandb_id: str | None = None,
+    callbacks: list[L.Callback] = (),
+    datamodule: Any = None,
+    loggers: list = (),
 ) -> L.Trainer:
-    """The Trainer of `cfg`: its callbacks (the suite's own and `callbacks` added) and loggers (`wandb_id`: see
-    build); its step counts follow `datamodule`'s training loader where given (step_counts)."""
+    """The Trainer of `cfg`: its callbacks (the suite's own and `callbacks` added) and loggers (`loggers` added;
+    `wandb_id`: see build); its step counts follow `datamodule`'s training loader where given (step_counts)."""
+    extra_loggers = list(loggers)
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from src.runs.callbacks import FiniteLoss, ModelSummary, Throughput, WandbSummary
@@ -216,11 +230,7 @@ def build_trainer(
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))
     callbacks += [make(cfg.progress, "progress")] if bar else []
-    loggers = [
-        make(c, f"logger.{k}", **({"id": wandb_id} if wandb_id and is_wandb(c) else {}))
-        for k, c in (cfg.get("logger") or {}).items()
-        if c
-    ]
+    loggers = [*build_loggers(cfg, wandb_id), *extra_loggers]
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
     checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer: L.Trainer = make(

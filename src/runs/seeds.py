@@ -37,6 +37,7 @@ from src.models.stacking import Members
 from src.records import rundir
 from src.records.checkpoints import AtomicCheckpointIO
 from src.records.record import RECORD
+from src.runs.loggers import MemberLoggers
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
 
@@ -248,20 +249,38 @@ def build_stacked(
     """The members (their configs: `members`, default member_config(cfg, seed) for each of `seeds`), each built as
     its single run builds its data and model, stacked; and the job's Trainer (cfg's, with cfg's callbacks and
     loggers, and `callbacks`)."""
-    from src.runs.build import build_model, build_trainer
+    from src.runs.build import build_loggers, build_model, build_trainer
 
     update = stacked_update(cfg)
     members = members or [member_config(cfg, seed) for seed in seeds]
-    built = [build_model(single_run_update(member)) for member in members]
+    built = []
+    for i, member in enumerate(members):
+        built.append(build_model(single_run_update(member)))
+        if (i + 1) % max(1, len(members) // 10) == 0 or i + 1 == len(members):  # progress, ten lines at most
+            log.info(f"built {i + 1} of {len(members)} members")
     names = names or [f"seed={m.seed}" for m in members]
     if len(set(names)) != len(names):
         raise ConfigError(f"the stacked members' names {names} repeat one; each member needs its own")
     host = StackedTask([task for _, task in built], names, update, dirs)
-    trainer = build_trainer(cfg, wandb_id, callbacks=callbacks)
+    loggers = []
+    if dirs is not None:  # each member's own CSV (and TensorBoard) curves in its run dir, as its single run's
+        loggers.append(MemberLoggers(names, [build_loggers(member, wandb=False) for member in members]))
+    trainer = build_trainer(cfg, wandb_id, callbacks=callbacks, loggers=loggers)
     return StackedData([dm for dm, _ in built]), host, trainer
 
 
 # -- seeds=[...] from the command line: S ordinary run dirs ---------------------------------------------------------
+
+
+def plan(host: StackedTask) -> str:
+    """The job's plan, said at its start: the members, how they run, the memory their weights take."""
+    weights = sum(p.numel() * p.element_size() for p in host.parameters())
+    how = "vmapped" if host.members.vmapped else "once per member"
+    return (
+        f"{len(host.tasks)} members stacked in one process ({', '.join(host.names[:3])}"
+        f"{', ...' if len(host.tasks) > 3 else ''}), the cell run {how}: {host.num_params:,} parameters each, "
+        f"about {4 * weights / 2**20:.1f} MB of weights, gradients and Adam state for all (activations besides)"
+    )
 
 
 def member_checkpoint(trainer: L.Trainer, host: StackedTask, s: int) -> dict:
@@ -368,10 +387,16 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     except NotStackable as e:
         log.warning(f"seeds={seeds}: not stacked ({e}); the seeds train one after another")
         return one_by_one(cfg, seeds, str(e), single)
+    log.info(plan(host))
     try:
         for recorder in recorders:
             recorder.record["stacked"] = {"seeds": seeds, "dir": str(out)}
             recorder.claim(resuming=False)
+        for logger in trainer.loggers:  # each member's config, as its single run logs its own
+            if isinstance(logger, MemberLoggers):
+                for task, own in zip(host.tasks, logger.loggers):
+                    for member_logger in own:
+                        member_logger.log_hyperparams({**task.run_config, "params": task.num_params})
         trainer.fit(host, datamodule=data)
         fitted = _floats(trainer.callback_metrics)
         diverged = host.update.diverged()
