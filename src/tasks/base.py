@@ -183,6 +183,9 @@ class RecurrentTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.eval_values("test"))
+        # `test/baseline_<metric>`: what a trivial predictor scores on the test split (src/data/baselines.py)
+        if self.spec.baselines:
+            self.log_dict({f"test/baseline_{k}": float(v) for k, v in self.spec.baselines.items()})
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict) -> None:

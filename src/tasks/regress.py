@@ -20,7 +20,6 @@ from torchmetrics import MeanMetric
 from src.data.tensors import Batch
 from src.models.stack import last_step
 from src.tasks.base import RecurrentTask
-from src.tasks.steps import log_baselines
 from src.tasks.streams import StreamEval
 
 
@@ -62,7 +61,6 @@ class Regressor(StreamEval, RecurrentTask):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        log_baselines(self)
         if self.spec.rollout is not None:
             context, truth = self.spec.rollout
             predicted = self.rollout(torch.as_tensor(context), len(truth))

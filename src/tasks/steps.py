@@ -96,13 +96,3 @@ class StepClassifier(StreamEval, RecurrentTask):
     def eval_values(self, split: str) -> dict[str, torch.Tensor]:
         """This split's metrics over the whole evaluation (synced across processes); resets them."""
         return self.computed(split, self.metric_names)
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        log_baselines(self)
-
-
-def log_baselines(task: RecurrentTask) -> None:
-    """`test/baseline_<metric>`: what a trivial predictor scores on the test split, if the data set knows one."""
-    if task.spec.baselines:
-        task.log_dict({f"test/baseline_{k}": float(v) for k, v in task.spec.baselines.items()})
