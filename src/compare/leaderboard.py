@@ -274,7 +274,13 @@ def better(a: float, b: float, higher: bool, margin: float = 0.0) -> bool:
     return a > b + gap if higher else a < b - gap
 
 
-def build_sections(runs: list[Run], forced_metric: str | None = None) -> list[Section]:
+def build_sections(runs: list[Run], forced_metric: str | None = None, verdict: Any = None) -> list[Section]:
+    """The tasks' sections, rows best first; ★ on each task's winning group (src/compare/significance.py
+    mark_winners: the best row and the rows not significantly different from it; `verdict`: a
+    SignificanceOptions for the test, default Welch's t, Holm-corrected, alpha 0.05)."""
+    from src.compare.significance import SignificanceOptions, mark_winners
+
+    verdict = verdict or SignificanceOptions("")
     by_dataset: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_dataset[str(run.record.get("dataset"))].append(run)
@@ -310,10 +316,6 @@ def build_sections(runs: list[Run], forced_metric: str | None = None) -> list[Se
             if baseline is not None and row.mean is not None:
                 row.beats_baseline = better(row.mean, baseline.mean, higher, BASELINE_MARGIN)
         ranked = sorted(rows.values(), key=lambda r: (r.mean is None, -(r.mean or 0) if higher else (r.mean or 0)))
-        top = ranked[0] if ranked else None
-        if top is not None and top.mean is not None and top.beats_baseline is not False:
-            for row in ranked:  # the star: the best mean, if it beats the baseline (ties share it)
-                row.best = row.mean == top.mean
         for i, row in enumerate(ranked):
             row.colour = PALETTE[i % len(PALETTE)]
         task = next((str(r.record["task"]) for r in members if r.record.get("task")), "?")
@@ -327,7 +329,9 @@ def build_sections(runs: list[Run], forced_metric: str | None = None) -> list[Se
                 if k.startswith("test/") and _number(v) is not None
             }
         )
-        sections.append(Section(dataset, task, metric, higher, monitor, ranked, baseline, recorded))
+        section = Section(dataset, task, metric, higher, monitor, ranked, baseline, recorded)
+        mark_winners(section, verdict)
+        sections.append(section)
     return sections
 
 
@@ -336,7 +340,7 @@ class CellSummary:
     cell: str
     tasks: int  # tasks (sections) where the cell has a row with a mean
     ranks: list[float]  # its rank among the cells in each of them (by its best row; 1 = best)
-    wins: int  # tasks where it holds the star
+    wins: int  # tasks where it is in the winning group (★)
     beats_baseline: int  # tasks where its best row beats the task's baseline
     with_baseline: int  # tasks that have a baseline
 
@@ -353,9 +357,15 @@ def cell_summary(sections: Sequence[Section]) -> list[CellSummary]:
         best: dict[str, Row] = {}
         for row in section.ranked_rows():  # best first: a cell's first row is its best
             best.setdefault(str(row.arch[0]), row)
+        winners = {str(r.arch[0]) for r in section.rows if r.best}
         for cell, row in best.items():
-            # Cells tied with it share the better rank.
-            rank = 1 + sum(better(other.mean, row.mean, section.higher_is_better) for other in best.values())
+            # The winning group's cells share rank 1 (not significantly different); the others follow by their mean,
+            # after every cell better than them (cells tied with it share the better rank).
+            rank = (
+                1
+                if cell in winners
+                else 1 + sum(better(other.mean, row.mean, section.higher_is_better) for other in best.values())
+            )
             summary = found.setdefault(cell, CellSummary(cell, 0, [], 0, 0, 0))
             summary.tasks += 1
             summary.ranks.append(float(rank))
@@ -404,13 +414,14 @@ def table_lines(section: Section) -> list[dict]:
         line[section.metric] = f"**{value}** ★" if row.best else value
         if section.baseline is not None:
             line["beats baseline"] = {True: "yes", False: "**no**", None: ""}[row.beats_baseline]
-        params = row.field_mean("params")
+        params, state = row.field_mean("params"), row.field_mean("state_floats")
         line.update(
             {
                 "seeds": f"{len(row.values)}"
                 + (f" (+{failed} failed)" if failed else "")
                 + (f" ({row.missing} without it)" if row.missing and row.values else ""),
                 "params": f"{params:,.0f}" if params is not None else "",
+                "state": f"{state:,.0f}" if state is not None else "",
                 "samples/s": _num(row.field_mean("train_samples_per_s"), ",.0f"),
                 "wall s": _num(row.field_mean("wall_s"), ".1f"),
             }
