@@ -89,3 +89,63 @@ def test_a_reference_picked_by_several_settings(fake_sweep):
     assert "no significant difference" in lines["lstm-d1-uni-none"] and "**worse**" in lines["rnn-d1-uni-none"]
     assert compare([str(fake_sweep), "--no-plots", "--significance", "cell=gru model.params=5"]) == 0
     assert "no row match cell=gru model.params=5: no test" in (fake_sweep / "leaderboard.md").read_text()
+
+
+# -- the tuning protocol: the grid point picked on validation, its test metric reported --------------------------
+# Per cell and learning rate: (val/acc_best, test/acc) of two seeds. lstm: validation prefers 0.01, test would
+# prefer 0.1 (they disagree); gru: validation prefers 0.1, the grid's highest point (an edge pick).
+GRID = {
+    "lstm": {
+        "0.001": ((0.80, 0.81), (0.79, 0.80)),
+        "0.01": ((0.90, 0.91), (0.85, 0.86)),
+        "0.1": ((0.70, 0.71), (0.95, 0.96)),
+    },
+    "gru": {
+        "0.001": ((0.60, 0.61), (0.60, 0.61)),
+        "0.01": ((0.70, 0.71), (0.70, 0.71)),
+        "0.1": ((0.88, 0.89), (0.86, 0.87)),
+    },
+}
+
+
+@pytest.fixture
+def lr_sweep(tmp_path):
+    for cell, points in GRID.items():
+        for lr, (vals, tests) in points.items():
+            for seed, (val, test) in enumerate(zip(vals, tests), 1):
+                make_run(
+                    tmp_path,
+                    f"{cell}_{lr}_{seed}",
+                    ["dataset=digits", f"cell={cell}", f"optimizer.lr={lr}", f"seed={seed}"],
+                    cell=cell,
+                    seed=seed,
+                    **ACC,
+                    **{"val/acc_best": val, "test/acc": test, "test/baseline_acc": 0.11},
+                )
+    return tmp_path
+
+
+def test_the_grid_point_is_picked_on_validation_and_its_test_metric_reported(lr_sweep):
+    assert compare([str(lr_sweep), "--no-plots", "--tune", "optimizer.lr"]) == 0
+    rows = {r["cell"]: r for r in csv.DictReader(open(lr_sweep / "leaderboard.csv"))}
+    assert len(rows) == 2  # one row per architecture
+    lstm, gru = rows["lstm"], rows["gru"]
+    assert lstm["overrides"] == "optimizer.lr=0.01" and float(lstm["mean"]) == pytest.approx(0.855)  # not 0.955
+    assert lstm["picked_on_validation"] == "lr 0.01 (2 of 3)"
+    assert (
+        gru["overrides"] == "optimizer.lr=0.1"
+        and "at the grid's highest: widen the grid" in gru["picked_on_validation"]
+    )
+    # on the picked points gru (0.865) and lstm (0.855) are not significantly different: one winning group
+    assert lstm["best"] == gru["best"] == "True"
+    board = (lr_sweep / "leaderboard.md").read_text()
+    assert "**lr 0.1 (3 of 3; at the grid's highest: widen the grid)**" in board
+
+
+def test_all_points_keeps_every_grid_row_and_marks_only_picked_ones(lr_sweep):
+    assert compare([str(lr_sweep), "--no-plots", "--tune", "optimizer.lr", "--all-points"]) == 0
+    rows = list(csv.DictReader(open(lr_sweep / "leaderboard.csv")))
+    assert len(rows) == 6
+    lstm_01 = next(r for r in rows if r["cell"] == "lstm" and r["overrides"] == "optimizer.lr=0.1")
+    assert lstm_01["picked_on_validation"] == "not picked" and lstm_01["best"] == "False"  # the best test, not picked
+    assert compare([str(lr_sweep), "--all-points"]) == 2  # without a grid to show

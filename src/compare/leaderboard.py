@@ -82,6 +82,10 @@ class Row:
     shown: str = ""  # the setting as people read it: "hidden 32, lr 0.01"
     colour: str = PALETTE[0]
     missing: int = 0  # finished runs of this row that did not record the metric
+    # --tune (src/compare/tuning.py): the picked grid point and where it lies, or "not picked" (--all-points)
+    tuned: str = ""
+    tuned_edge: bool = False
+    grid_point: dict = field(default_factory=dict)
 
     def field_mean(self, key: str) -> float | None:
         found = [r.record[key] for r in self.runs if r.ok and isinstance(r.record.get(key), (int, float))]
@@ -274,10 +278,17 @@ def better(a: float, b: float, higher: bool, margin: float = 0.0) -> bool:
     return a > b + gap if higher else a < b - gap
 
 
-def build_sections(runs: list[Run], forced_metric: str | None = None, verdict: Any = None) -> list[Section]:
+def build_sections(
+    runs: list[Run],
+    forced_metric: str | None = None,
+    verdict: Any = None,
+    tune: Sequence[str] = (),
+    all_points: bool = False,
+) -> list[Section]:
     """The tasks' sections, rows best first; ★ on each task's winning group (src/compare/significance.py
     mark_winners: the best row and the rows not significantly different from it; `verdict`: a
-    SignificanceOptions for the test, default Welch's t, Holm-corrected, alpha 0.05)."""
+    SignificanceOptions for the test, default Welch's t, Holm-corrected, alpha 0.05). `tune`: grid settings
+    (optimizer.lr) of which each architecture keeps its validation-picked point (src/compare/tuning.py)."""
     from src.compare.significance import SignificanceOptions, mark_winners
 
     verdict = verdict or SignificanceOptions("")
@@ -310,6 +321,12 @@ def build_sections(runs: list[Run], forced_metric: str | None = None, verdict: A
             if row.values:
                 row.mean = statistics.fmean(row.values)
                 row.std = statistics.stdev(row.values) if len(row.values) > 1 else None
+        monitor = next((str(r.record["monitor"]) for r in members if r.record.get("monitor")), "")
+        if tune:
+            from src.compare.tuning import pick_points
+
+            kept = pick_points(list(rows.values()), tune, monitor, higher, all_points)
+            rows = {id(row): row for row in kept}
         bases = [b for b in (baseline_of(r.record, metric) for r in members if r.ok) if b is not None]
         baseline = Baseline(statistics.fmean(bases), min(bases), max(bases)) if bases else None
         for row in rows.values():
@@ -319,7 +336,6 @@ def build_sections(runs: list[Run], forced_metric: str | None = None, verdict: A
         for i, row in enumerate(ranked):
             row.colour = PALETTE[i % len(PALETTE)]
         task = next((str(r.record["task"]) for r in members if r.record.get("task")), "?")
-        monitor = next((str(r.record["monitor"]) for r in members if r.record.get("monitor")), "")
         recorded = sorted(
             {
                 k
@@ -412,6 +428,8 @@ def table_lines(section: Section) -> list[dict]:
         if with_setting:
             line["setting"] = row.shown
         line[section.metric] = f"**{value}** ★" if row.best else value
+        if any(r.tuned for r in section.rows):
+            line["picked on validation"] = f"**{row.tuned}**" if row.tuned_edge else row.tuned
         if section.baseline is not None:
             line["beats baseline"] = {True: "yes", False: "**no**", None: ""}[row.beats_baseline]
         params, state = row.field_mean("params"), row.field_mean("state_floats")

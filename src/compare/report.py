@@ -1,5 +1,6 @@
 """python -m src.compare <run or sweep dirs...> [--out DIR] [--metric test/NAME] [--no-plots] [--html [FILE]]
-                        [--significance REF [--test welch|mannwhitney] [--alpha 0.05] [--correction holm|none]]
+                        [--significance REF] [--test welch|mannwhitney] [--alpha 0.05] [--correction holm|none]
+                        [--tune KEY [--all-points]]
 
 Reads every metrics.json below the given dirs (and each run's csv/metrics.csv) and writes, per task (data set):
 leaderboard.md, leaderboard.csv and plots/<dataset>_bars.png, plots/<dataset>_curves.png; with --html an offline
@@ -19,6 +20,9 @@ seeds (--test: Welch's t-test or the Mann-Whitney U test, scipy; Holm-corrected 
 --significance REF tests, per task, every row against the reference row (REF: the settings that pick it, one or
 several `key=value` terms such as `cell.variant=V` or `cell=lstm model.params=100000`, or a cell name) with the
 same test; leaderboard.md gets a table per task.
+
+--tune KEY (optimizer.lr): per task and architecture the grid point with the best mean validation value is the row,
+its test metric shown, a pick at the grid's edge flagged (src/compare/tuning.py); --all-points keeps every point.
 """
 
 from __future__ import annotations
@@ -80,6 +84,13 @@ def write_markdown(
         "**no** and gets no ★.",
         "",
     ]
+    if any(row.tuned for section in sections for row in section.rows):
+        md += [
+            "Tuned: per task and architecture, the grid point with the best mean validation value of the monitored "
+            "metric (`<monitor>_best`, the tested checkpoint's) is the row, with its test metric; *picked on "
+            "validation* says which point and where on the grid (in bold at the grid's edge: widen the grid).",
+            "",
+        ]
     for section in sections:
         md += [section_heading(section), ""]
         if section.absent:
@@ -141,6 +152,7 @@ def write_csv(sections: list[Section], out: Path) -> None:
             "train_samples_per_s",
             "wall_s",
             "best",
+            "picked_on_validation",
             "overrides",
             "baseline",
             "beats_baseline",
@@ -166,6 +178,7 @@ def write_csv(sections: list[Section], out: Path) -> None:
                     _num(row.field_mean("train_samples_per_s"), ".6g"),
                     _num(row.field_mean("wall_s"), ".6g"),
                     row.best,
+                    row.tuned,
                     row.setting,
                     _num(s.baseline.mean if s.baseline else None, ".6g"),
                     "" if row.beats_baseline is None else row.beats_baseline,
@@ -287,7 +300,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="the test's level (default 0.05)")
     parser.add_argument("--correction", choices=CORRECTIONS, default="holm", help="over a task's comparisons")
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a grid setting (e.g. optimizer.lr; repeatable): per task and architecture keep the grid point with the "
+        "best mean validation value and report its test metric; a pick at the grid's edge is flagged",
+    )
+    parser.add_argument("--all-points", action="store_true", help="with --tune: keep every grid point's row")
     args = parser.parse_args(argv)
+    if args.all_points and not args.tune:
+        print(
+            "error: --all-points shows the grid points of --tune KEY; give the grid setting, e.g. --tune optimizer.lr",
+            file=sys.stderr,
+        )
+        return 2
     if not 0 < args.alpha < 1:
         print(f"error: --alpha {args.alpha} is not a level between 0 and 1 (e.g. 0.05)", file=sys.stderr)
         return 2
@@ -316,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     verdict = SignificanceOptions(args.significance or "", args.test, args.alpha, args.correction)
-    sections = build_sections(runs, args.metric, verdict)
+    tune = [key for keys in args.tune for key in keys.split(",") if key]
+    sections = build_sections(runs, args.metric, verdict, tune, args.all_points)
     if not args.no_plots:
         for section in sections:
             write_plots(section, out)

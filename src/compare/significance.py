@@ -64,7 +64,7 @@ def mark_winners(section: Section, options: SignificanceOptions) -> None:
     and every row not significantly different from it by `options` (each against the best across seeds, corrected
     over those comparisons). A row with fewer than 2 values cannot be tested: it joins only with the best's mean.
     A row at or below the baseline (beats_baseline False) is never marked."""
-    rows = [row for row in section.ranked_rows() if row.beats_baseline is not False]
+    rows = [row for row in section.ranked_rows() if row.beats_baseline is not False and row.tuned != "not picked"]
     for row in section.rows:
         row.best = False
     if not rows:
