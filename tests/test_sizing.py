@@ -83,3 +83,23 @@ def test_a_sized_run_records_its_counts(cfg_factory, tmp_path):
     assert saved["state_floats"] == 2 * saved["width"]  # one LSTM layer: h and c
     plain = train(cfg_factory("dataset=digits", "debug=fdr", f"cell.hidden_size={saved['width']}", out=tmp_path / "b"))
     assert plain["params"] == saved["params"]
+
+
+def test_resuming_a_sized_run_compares_the_target_not_the_width_it_gave(tmp_path):
+    """The checkpoint stores the chosen width; the resumed run's config still says the default width and the target,
+    from which it derives the same width again. Another target is another architecture."""
+    from src.records.checkpoints import check_compatible
+
+    def config(params, width):
+        return {
+            "cell": {"_target_": "src.models.cells.fused.FusedRNN", "hidden_size": width},
+            "model": {"params": params},
+        }
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"rnn_bench": {"config": config(20000, 61), "spec": SPEC.shape()}}, path)
+    check_compatible(path, config(20000, 128))
+    with pytest.raises(ConfigError, match="model.params: checkpoint 20000, this run 30000"):
+        check_compatible(path, config(30000, 128))
+    with pytest.raises(ConfigError, match="model.params: checkpoint 20000, this run None"):
+        check_compatible(path, config(None, 128))

@@ -200,11 +200,20 @@ def size_model(cfg: DictConfig, build_task: Callable[[DictConfig], Any], steps: 
         return cfg
     cell = cell_name(cfg)
 
+    # The trial configs without the hydra node (copying it for every trial is most of a trial's cost).
+    trial = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
     def params(width: int) -> int:
-        return build_task(with_width(cfg, width)).num_params
+        try:  # on the meta device: shapes only, no memory and no initialisation (the counts are the same)
+            with torch.device("meta"):
+                return build_task(with_width(trial, width)).num_params
+        except ConfigError:
+            raise
+        except Exception:  # a class that computes on its weights while it is built: count a real one
+            return build_task(with_width(trial, width)).num_params
 
     def state(width: int) -> int:
-        return state_floats(build_task(with_width(cfg, width)), steps)
+        return state_floats(build_task(with_width(trial, width)), steps)
 
     by = "params" if "params" in wanted else "state"
     build_task(cfg)  # the configured width must build: an error there is the config's, not the size's

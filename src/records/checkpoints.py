@@ -13,7 +13,9 @@ from src.common.files import atomic_write
 from src.data.tensors import DataSpec
 
 # What fixes the shapes and meaning of the weights: a checkpoint must agree on these to be resumed.
-ARCHITECTURE_KEYS = ("task", "dataset", "cell", "depth", "direction", "stack")
+ARCHITECTURE_KEYS = ("task", "dataset", "cell", "depth", "direction", "stack", "model")
+# Chosen by model.params / model.state (src/models/sizing.py): a run asking for the same size derives them again.
+SIZED = ("cell.hidden_size", "cell.proj_size")
 IGNORED = (
     "task.stack",
     "task.optimizer",
@@ -110,6 +112,8 @@ def check_compatible(path: str | Path, run_config: dict) -> None:
         return {k: v for k, v in flat.items() if not k.startswith(IGNORED)}
 
     a, b = architecture(saved), architecture(run_config)
+    if any(config.get(f"model.{k}") is not None for config in (a, b) for k in ("params", "state")):
+        a, b = ({k: v for k, v in c.items() if k not in SIZED} for c in (a, b))
     diffs = [
         f"{k}: checkpoint {a.get(k)!r}, this run {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
     ]
