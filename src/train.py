@@ -47,9 +47,13 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
     for logger in trainer.loggers:
         logger.log_hyperparams(settings)
 
+    from src.models.sizing import sequence_steps, state_floats
+
     metrics: dict[str, Any] = {
         "task": model.spec.task,
         "params": model.num_params,
+        "state_floats": state_floats(model, sequence_steps(datamodule)),  # per sequence (src/models/sizing.py)
+        "width": model.run_config.get("cell", {}).get("hidden_size"),
         "monitor": model.monitor,
         "monitor_mode": model.monitor_mode,
     }

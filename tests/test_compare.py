@@ -108,7 +108,8 @@ def test_leaderboard_per_task_with_mean_std_best_and_failures(sweep, capsys):
     )
     lines = [line for line in digits.splitlines() if line.startswith("| ")][1:]
     assert lines[0].startswith("| lstm | 2 | bi | none |") and "**0.96 ± 0.014** ★" in lines[0]
-    assert "| 0.85 ± 0.05 | 3 |" in lines[1] and "★" not in lines[1]
+    # gru's 3 seeds are not significantly below lstm's 2 (Welch, p = 0.051): the winning group holds both
+    assert "| **0.85 ± 0.05** ★ | 3 |" in lines[1]
     assert any("| variant CIFG |" in line and "| 0.75 |" in line for line in lines)  # one row per variant
     assert any(line.startswith("| rnn |") and "failed" in line and "0 (+1 failed)" in line for line in lines)
     lm_rows = [line for line in lm.splitlines() if line.startswith("| ")][1:]
@@ -118,7 +119,7 @@ def test_leaderboard_per_task_with_mean_std_best_and_failures(sweep, capsys):
 
     rows = list(csv.DictReader(open(sweep / "leaderboard.csv")))
     best = [(r["dataset"], r["cell"]) for r in rows if r["best"] == "True"]
-    assert best == [("digits", "lstm"), ("lm_kjv", "gru")]
+    assert best == [("digits", "lstm"), ("digits", "gru"), ("lm_kjv", "gru")]
     gru = next(r for r in rows if r["dataset"] == "digits" and r["cell"] == "gru")
     assert float(gru["mean"]) == pytest.approx(0.85) and float(gru["std"]) == pytest.approx(0.05)
     assert gru["seeds"] == "3" and gru["params"] == "1000"

@@ -84,6 +84,10 @@ class Row:
     shown: str = ""  # the setting as people read it: "hidden 32, lr 0.01"
     colour: str = PALETTE[0]
     missing: int = 0  # finished runs of this row that did not record the metric
+    # --tune (src/compare/tuning.py): the picked grid point and where it lies, or "not picked" (--all-points)
+    tuned: str = ""
+    tuned_edge: bool = False
+    grid_point: dict = field(default_factory=dict)
 
     def field_mean(self, key: str) -> float | None:
         found = [r.record[key] for r in self.runs if r.ok and isinstance(r.record.get(key), (int, float))]
@@ -286,7 +290,20 @@ def better(a: float, b: float, higher: bool, margin: float = 0.0) -> bool:
     return a > b + gap if higher else a < b - gap
 
 
-def build_sections(runs: list[Run], forced_metric: str | None = None) -> list[Section]:
+def build_sections(
+    runs: list[Run],
+    forced_metric: str | None = None,
+    verdict: Any = None,
+    tune: Sequence[str] = (),
+    all_points: bool = False,
+) -> list[Section]:
+    """The tasks' sections, rows best first; ★ on each task's winning group (src/compare/significance.py
+    mark_winners: the best row and the rows not significantly different from it; `verdict`: a
+    SignificanceOptions for the test, default Welch's t, Holm-corrected, alpha 0.05). `tune`: grid settings
+    (optimizer.lr) of which each architecture keeps its validation-picked point (src/compare/tuning.py)."""
+    from src.compare.significance import SignificanceOptions, mark_winners
+
+    verdict = verdict or SignificanceOptions("")
     by_dataset: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_dataset[str(run.record.get("dataset"))].append(run)
@@ -316,20 +333,21 @@ def build_sections(runs: list[Run], forced_metric: str | None = None) -> list[Se
             if row.values:
                 row.mean = statistics.fmean(row.values)
                 row.std = statistics.stdev(row.values) if len(row.values) > 1 else None
+        monitor = next((str(r.record["monitor"]) for r in members if r.record.get("monitor")), "")
+        if tune:
+            from src.compare.tuning import pick_points
+
+            kept = pick_points(list(rows.values()), tune, monitor, higher, all_points)
+            rows = {id(row): row for row in kept}
         bases = [b for b in (baseline_of(r.record, metric) for r in members if r.ok) if b is not None]
         baseline = Baseline(statistics.fmean(bases), min(bases), max(bases)) if bases else None
         for row in rows.values():
             if baseline is not None and row.mean is not None:
                 row.beats_baseline = better(row.mean, baseline.mean, higher, BASELINE_MARGIN)
         ranked = sorted(rows.values(), key=lambda r: (r.mean is None, -(r.mean or 0) if higher else (r.mean or 0)))
-        top = ranked[0] if ranked else None
-        if top is not None and top.mean is not None and top.beats_baseline is not False:
-            for row in ranked:  # the star: the best mean, if it beats the baseline (ties share it)
-                row.best = row.mean == top.mean
         for i, row in enumerate(ranked):
             row.colour = PALETTE[i % len(PALETTE)]
         task = next((str(r.record["task"]) for r in members if r.record.get("task")), "?")
-        monitor = next((str(r.record["monitor"]) for r in members if r.record.get("monitor")), "")
         recorded = sorted(
             {
                 k
@@ -339,7 +357,9 @@ def build_sections(runs: list[Run], forced_metric: str | None = None) -> list[Se
                 if k.startswith("test/") and _number(v) is not None
             }
         )
-        sections.append(Section(dataset, task, metric, higher, monitor, ranked, baseline, recorded))
+        section = Section(dataset, task, metric, higher, monitor, ranked, baseline, recorded)
+        mark_winners(section, verdict)
+        sections.append(section)
     return sections
 
 
@@ -348,7 +368,7 @@ class CellSummary:
     cell: str
     tasks: int  # tasks (sections) where the cell has a row with a mean
     ranks: list[float]  # its rank among the cells in each of them (by its best row; 1 = best)
-    wins: int  # tasks where it holds the star
+    wins: int  # tasks where it is in the winning group (★)
     beats_baseline: int  # tasks where its best row beats the task's baseline
     with_baseline: int  # tasks that have a baseline
 
@@ -365,9 +385,15 @@ def cell_summary(sections: Sequence[Section]) -> list[CellSummary]:
         best: dict[str, Row] = {}
         for row in section.ranked_rows():  # best first: a cell's first row is its best
             best.setdefault(str(row.arch[0]), row)
+        winners = {str(r.arch[0]) for r in section.rows if r.best}
         for cell, row in best.items():
-            # Cells tied with it share the better rank.
-            rank = 1 + sum(better(other.mean, row.mean, section.higher_is_better) for other in best.values())
+            # The winning group's cells share rank 1 (not significantly different); the others follow by their mean,
+            # after every cell better than them (cells tied with it share the better rank).
+            rank = (
+                1
+                if cell in winners
+                else 1 + sum(better(other.mean, row.mean, section.higher_is_better) for other in best.values())
+            )
             summary = found.setdefault(cell, CellSummary(cell, 0, [], 0, 0, 0))
             summary.tasks += 1
             summary.ranks.append(float(rank))
@@ -414,15 +440,18 @@ def table_lines(section: Section) -> list[dict]:
         if with_setting:
             line["setting"] = row.shown
         line[section.metric] = Markdown(f"**{value}** ★") if row.best else value
+        if any(r.tuned for r in section.rows):
+            line["picked on validation"] = Markdown(f"**{row.tuned}**") if row.tuned_edge else row.tuned
         if section.baseline is not None:
             line["beats baseline"] = {True: "yes", False: Markdown("**no**"), None: ""}[row.beats_baseline]
-        params = row.field_mean("params")
+        params, state = row.field_mean("params"), row.field_mean("state_floats")
         line.update(
             {
                 "seeds": f"{len(row.values)}"
                 + (f" (+{failed} failed)" if failed else "")
                 + (f" ({row.missing} without it)" if row.missing and row.values else ""),
                 "params": f"{params:,.0f}" if params is not None else "",
+                "state": f"{state:,.0f}" if state is not None else "",
                 "samples/s": _num(row.field_mean("train_samples_per_s"), ",.0f"),
                 "wall s": _num(row.field_mean("wall_s"), ".1f"),
             }

@@ -1,5 +1,6 @@
 """python -m src.compare <run or sweep dirs...> [--out DIR] [--metric test/NAME] [--no-plots] [--html [FILE]]
-                        [--significance REF [--test welch|mannwhitney] [--alpha 0.05] [--correction holm|none]]
+                        [--significance REF] [--test welch|mannwhitney] [--alpha 0.05] [--correction holm|none]
+                        [--tune KEY [--all-points]]
 
 Reads every metrics.json below the given dirs (and each run's csv/metrics.csv) and writes, per task (data set):
 leaderboard.md, leaderboard.csv and plots/<dataset>_bars.png, plots/<dataset>_curves.png; with --html an offline
@@ -9,12 +10,19 @@ A row is a cell x depth x direction x truncation, plus any other override that d
 (`cell.variant=NIG`, `optimizer.lr=...`, shown as "variant NIG", "lr 0.001"): runs that differ only by seed are
 one row, their test metric shown as mean ± std. The metric is the test value of what the task monitors
 (metrics.json `monitor`, e.g. val/acc -> test/acc), better as the task says (`monitor_mode`), so a new task needs
-no change here. The task's trivial baseline (`test/baseline_<metric>` in the records) is a row of its own; a row
-that does not beat it by more than 1% is marked and never gets the star.
+no change here. The task's trivial baseline (`test/baseline_<metric>` in the records) is a row of its own (and a
+dashed line on the plots); a row that does not beat it by more than 1% is marked and never gets the star.
 
---significance REF tests, per task, every row against the reference row (REF: an override such as
-`cell.variant=V`, or a cell name) across seeds, with Welch's t-test or the Mann-Whitney U test (scipy), the p-values
-Holm-corrected over the task's comparisons unless --correction none; leaderboard.md gets a table per task.
+The star marks each task's winning group: the best row and every row not significantly different from it across
+seeds (--test: Welch's t-test or the Mann-Whitney U test, scipy; Holm-corrected over the task's comparisons unless
+--correction none; --alpha). The cross-task ranks give the group's cells rank 1.
+
+--significance REF tests, per task, every row against the reference row (REF: the settings that pick it, one or
+several `key=value` terms such as `cell.variant=V` or `cell=lstm model.params=100000`, or a cell name) with the
+same test; leaderboard.md gets a table per task.
+
+--tune KEY (optimizer.lr): per task and architecture the grid point with the best mean validation value is the row,
+its test metric shown, a pick at the grid's edge flagged (src/compare/tuning.py); --all-points keeps every point.
 """
 
 from __future__ import annotations
@@ -62,17 +70,28 @@ def write_markdown(
     with_plots: bool,
     problems: Sequence[tuple[Path, str]] = (),
     significance: SignificanceOptions | None = None,
+    verdict: SignificanceOptions | None = None,
 ) -> str:
     ok = sum(r.ok for r in runs)
+    verdict = verdict or SignificanceOptions("")
     md = [
         "# Leaderboard",
         "",
         f"{len(runs)} runs ({ok} ok, {len(runs) - ok} failed) from {', '.join(sources)}. Per task, one row per "
-        "architecture and setting; the test metric is the mean ± sample std over seeds; ★ marks the best. The "
-        f"baseline row is the task's trivial predictor: a row that does not beat it by more than "
-        f"{BASELINE_MARGIN:.0%} is marked **no** and gets no ★.",
+        "architecture and setting; the test metric is the mean ± sample std over seeds. ★ marks the winning "
+        "group: the best row and every row not significantly different from it over seeds "
+        f"({verdict.described()}; a row with one seed joins only on an equal mean). The baseline row is the "
+        f"task's trivial predictor: a row that does not beat it by more than {BASELINE_MARGIN:.0%} is marked "
+        "**no** and gets no ★.",
         "",
     ]
+    if any(row.tuned for section in sections for row in section.rows):
+        md += [
+            "Tuned: per task and architecture, the grid point with the best mean validation value of the monitored "
+            "metric (`<monitor>_best`, the tested checkpoint's) is the row, with its test metric; *picked on "
+            "validation* says which point and where on the grid (in bold at the grid's edge: widen the grid).",
+            "",
+        ]
     for section in sections:
         md += [section_heading(section), ""]
         if section.absent:
@@ -92,9 +111,10 @@ def write_markdown(
         md += [
             "## Across tasks",
             "",
-            "Each cell's rank among the cells of every task it ran (by its best row there; ties share the "
-            "better rank), the mean of those ranks, its wins (tasks where it holds the ★) and the tasks where "
-            "it beats the baseline.",
+            "Each cell's rank among the cells of every task it ran (by its best row there: the cells of the "
+            "winning group share rank 1, the others follow by their mean; ties share the better rank), the mean "
+            "of those ranks, its wins (tasks where it is in the winning group, ★) and the tasks where it beats "
+            "the baseline.",
             "",
             summary_table(summary),
             "",
@@ -129,9 +149,11 @@ def write_csv(sections: list[Section], out: Path) -> None:
             "seeds",
             "failed",
             "params",
+            "state_floats",
             "train_samples_per_s",
             "wall_s",
             "best",
+            "picked_on_validation",
             "overrides",
             "baseline",
             "beats_baseline",
@@ -153,9 +175,11 @@ def write_csv(sections: list[Section], out: Path) -> None:
                     len(row.values),
                     sum(not r.ok for r in row.runs),
                     _num(row.field_mean("params"), ".0f"),
+                    _num(row.field_mean("state_floats"), ".0f"),
                     _num(row.field_mean("train_samples_per_s"), ".6g"),
                     _num(row.field_mean("wall_s"), ".6g"),
                     row.best,
+                    row.tuned,
                     row.setting,
                     _num(s.baseline.mean if s.baseline else None, ".6g"),
                     "" if row.beats_baseline is None else row.beats_baseline,
@@ -269,14 +293,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--significance",
         metavar="REF",
-        help="test every row against this reference row across seeds (an override such as cell.variant=V, or a cell)",
+        help="test every row against the reference row across seeds: the settings that pick it, e.g. cell.variant=V or "
+        "'cell=lstm model.params=100000' (several key=value terms), or a cell name",
     )
-    parser.add_argument("--test", choices=TESTS, default="welch", help="with --significance (default: welch)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="with --significance: the level (default 0.05)")
     parser.add_argument(
-        "--correction", choices=CORRECTIONS, default="holm", help="with --significance: over a task's comparisons"
+        "--test", choices=TESTS, default="welch", help="the winning groups' and --significance's test (default: welch)"
     )
+    parser.add_argument("--alpha", type=float, default=0.05, help="the test's level (default 0.05)")
+    parser.add_argument("--correction", choices=CORRECTIONS, default="holm", help="over a task's comparisons")
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a grid setting (e.g. optimizer.lr; repeatable): per task and architecture keep the grid point with the "
+        "best mean validation value and report its test metric; a pick at the grid's edge is flagged",
+    )
+    parser.add_argument("--all-points", action="store_true", help="with --tune: keep every grid point's row")
     args = parser.parse_args(argv)
+    if args.all_points and not args.tune:
+        print(
+            "error: --all-points shows the grid points of --tune KEY; give the grid setting, e.g. --tune optimizer.lr",
+            file=sys.stderr,
+        )
+        return 2
     if not 0 < args.alpha < 1:
         print(f"error: --alpha {args.alpha} is not a level between 0 and 1 (e.g. 0.05)", file=sys.stderr)
         return 2
@@ -304,13 +344,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    sections = build_sections(runs, args.metric)
+    verdict = SignificanceOptions(args.significance or "", args.test, args.alpha, args.correction)
+    tune = [key for keys in args.tune for key in keys.split(",") if key]
+    sections = build_sections(runs, args.metric, verdict, tune, args.all_points)
     if not args.no_plots:
         for section in sections:
             write_plots(section, out)
     sources = [str(d) for d in args.dirs]
     text = write_markdown(
-        sections, runs, out, sources, with_plots=not args.no_plots, problems=problems, significance=options
+        sections,
+        runs,
+        out,
+        sources,
+        with_plots=not args.no_plots,
+        problems=problems,
+        significance=options,
+        verdict=verdict,
     )
     write_csv(sections, out)
     wrote = [out / "leaderboard.md", out / "leaderboard.csv"] + ([] if args.no_plots else [f"{out / 'plots'}/"])

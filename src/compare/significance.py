@@ -20,10 +20,16 @@ CORRECTIONS = ("holm", "none")
 
 @dataclass
 class SignificanceOptions:
-    reference: str  # `key=value` among a row's overrides (cell.variant=V), or a cell name (lstm)
+    reference: str  # settings that pick one row: `key=value` terms (cell=lstm model.params=100000), or a cell name
     test: str = "welch"
     alpha: float = 0.05
     correction: str = "holm"
+
+    def described(self) -> str:
+        """The test as the output names it."""
+        test = "Welch's t-test" if self.test == "welch" else "the Mann-Whitney U test"
+        corrected = ", Holm-corrected over the task's comparisons" if self.correction == "holm" else ""
+        return f"{test} (two-sided, scipy){corrected}, p < {self.alpha:g}"
 
 
 @dataclass
@@ -37,12 +43,39 @@ class Comparison:
 
 
 def is_reference(row: Row, reference: str) -> bool:
-    """The row's runs all have the override `reference` (key=value; read from the runs, as a setting that does not
-    vary within a task is not in the row's setting), or the row's cell is `reference`."""
-    if "=" in reference:
-        key, _, value = reference.partition("=")
-        return bool(row.runs) and all(run.overrides.get(key) == value for run in row.runs)
-    return str(row.arch[0]) == reference
+    """The row's runs all match every term of `reference` (whitespace-separated): `key=value`, read from the runs'
+    overrides (a setting that does not vary within a task is not in the row's setting) or, for what metrics.json
+    records (cell, depth, direction, truncation, ...), from their records; a bare word is a cell name."""
+    terms = reference.split()
+    return bool(row.runs and terms) and all(all(_matches(run, term) for term in terms) for run in row.runs)
+
+
+def _matches(run, term: str) -> bool:
+    if "=" not in term:
+        return str(run.record.get("cell")) == term
+    key, _, value = term.partition("=")
+    if key in run.overrides:
+        return run.overrides[key] == value
+    recorded = run.record.get(key)
+    return recorded is not None and str(recorded) == value
+
+
+def mark_winners(section: Section, options: SignificanceOptions) -> None:
+    """★ (row.best) on the task's winning group: the best row that beats the baseline (or of a task without one)
+    and every row not significantly different from it by `options` (each against the best across seeds, corrected
+    over those comparisons). A row with fewer than 2 values cannot be tested: it joins only with the best's mean.
+    A row at or below the baseline (beats_baseline False) is never marked."""
+    rows = [row for row in section.ranked_rows() if row.beats_baseline is not False and row.tuned != "not picked"]
+    for row in section.rows:
+        row.best = False
+    if not rows:
+        return
+    top, others = rows[0], rows[1:]
+    top.best = True
+    ps = [p_value(row.values, top.values, options.test) for row in others]
+    adjusted = holm(ps) if options.correction == "holm" else list(ps)
+    for row, q in zip(others, adjusted):
+        row.best = row.mean == top.mean if q is None else q >= options.alpha
 
 
 def p_value(a: Sequence[float], b: Sequence[float], test: str) -> float | None:
@@ -107,13 +140,11 @@ def significance(section: Section, options: SignificanceOptions) -> tuple[Row | 
 
 
 def significance_markdown(sections: Sequence[Section], options: SignificanceOptions) -> list[str]:
-    test = "Welch's t-test" if options.test == "welch" else "Mann-Whitney U test"
-    corrected = " Holm-corrected over the task's comparisons;" if options.correction == "holm" else ""
     md = [
         f"## Significance against {options.reference}",
         "",
-        f"Per task, each row's test metric over its seeds against the reference row's, {test} (two-sided, "
-        f"scipy);{corrected} better / worse when the {'adjusted ' if corrected else ''}p < {options.alpha:g}.",
+        f"Per task, each row's test metric over its seeds against the reference row's: {options.described()} "
+        f"reads as better / worse.",
         "",
     ]
     for section in sections:

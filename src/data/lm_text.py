@@ -164,6 +164,12 @@ class LanguageModelData(StreamDataModule):
         self.vocab_size = len(self.vocab)
         return {split: (ids, None) for split, ids in streams.items()}
 
+    def baselines(self) -> dict[str, float]:
+        """The unigram model of the training stream, on the test stream (src/data/baselines.py)."""
+        from src.data.baselines import unigram
+
+        return unigram(self.splits["train"][0], self.splits["test"][0], self.vocab_size, self.level)
+
     def generation_info(self) -> dict:
         """What src.generate needs to map text to ids and back; stored in the checkpoint (plain types only)."""
         return {"vocab": list(self.vocab.tokens), "level": self.level, "tokenizer": self.tokenizer}

@@ -309,8 +309,18 @@ class TensorDataModule(L.LightningDataModule):
         return kind, size, classes
 
     def baselines(self) -> dict[str, float]:
-        """What a trivial predictor scores on the test split (logged as test/baseline_<name>); {} if unknown."""
-        return {}
+        """What a trivial predictor scores on the test split (logged as test/baseline_<name>); {} if unknown:
+        for classification, tagging and seq2seq the training split's most frequent class (src/data/baselines.py)."""
+        from src.data import baselines as trivial
+        from src.data.tokens import IGNORE, PAD_ID
+
+        ignore = {"classify": None, "tag": IGNORE, "seq2seq": PAD_ID}
+        if self.task not in ignore or self.splits is None:
+            return {}
+        train, test = self.splits["train"][2], self.splits["test"][2]
+        if train is None or test is None or train.is_floating_point():
+            return {}
+        return trivial.constant_class(train, test, self.shape()[2], ignore=ignore[self.task])
 
     def rollout(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(context, truth) of an autoregressive rollout test (series with rollout_steps); None for none."""

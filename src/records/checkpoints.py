@@ -16,7 +16,9 @@ from src.common.files import atomic_write
 from src.data.tensors import DataSpec
 
 # What fixes the shapes and meaning of the weights: a checkpoint must agree on these to be resumed.
-ARCHITECTURE_KEYS = ("task", "dataset", "cell", "depth", "direction", "stack")
+ARCHITECTURE_KEYS = ("task", "dataset", "cell", "depth", "direction", "stack", "model")
+# Chosen by model.params / model.state (src/models/sizing.py): a run asking for the same size derives them again.
+SIZED = ("cell.hidden_size", "cell.proj_size")
 IGNORED = (
     "task.stack",
     "task.optimizer",
@@ -169,6 +171,8 @@ def check_compatible(path: str | Path, run_config: dict, resuming: bool = True) 
         return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
     a, b = architecture(saved), architecture(run_config)
+    if any(config.get(f"model.{k}") is not None for config in (a, b) for k in ("params", "state")):
+        a, b = ({k: v for k, v in c.items() if k not in SIZED} for c in (a, b))
     if diffs := differ(a, b):
         raise ConfigError(
             f"ckpt_path={path} was trained with another configuration: "

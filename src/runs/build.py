@@ -180,6 +180,7 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
             f"drop the task override (each data set's config chooses its task)"
         )
     check_truncation_length(cfg, datamodule, run_fields(cfg)["dataset"])
+    cfg = sized(cfg, datamodule)  # model.params / model.state: the cell width that meets them
     # _convert_="object": the task gets plain Python objects (lists), not config nodes; the spec is handed over as
     # it is (`handed`).
     handed = {"spec": spec, "run_config": resolved_config(cfg)}
@@ -285,6 +286,24 @@ def step_counts(cfg: DictConfig, per_step: int, datamodule: Any) -> dict[str, An
     if 0 < steps < interval:
         counts["log_every_n_steps"] = steps
     return counts
+
+
+def sized(cfg: DictConfig, datamodule: Any) -> DictConfig:
+    """cfg, or with model.params / model.state a copy whose cell width meets them (src/models/sizing.py); the trial
+    models are built under a forked RNG, so the run's own initialisation is that of its width given directly."""
+    from src.models.sizing import sequence_steps, size_model
+
+    if not any((cfg.get("model") or {}).get(k) is not None for k in ("params", "state")):
+        return cfg
+    import torch
+
+    spec = datamodule.spec
+
+    def build_task(trial: DictConfig) -> Any:
+        return make(trial.task, "task", handed={"spec": spec, "run_config": {}}, _convert_="object")
+
+    with torch.random.fork_rng(devices=[]):
+        return size_model(cfg, build_task, sequence_steps(datamodule))
 
 
 def is_wandb(node: DictConfig) -> bool:

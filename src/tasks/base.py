@@ -194,6 +194,9 @@ class RecurrentTask(L.LightningModule):
         if split == "val" and not sanity_checking and self.monitor in values:
             self.val_best.update(values[self.monitor])
             values[f"{self.monitor}_best"] = self.val_best.compute()
+        if split == "test" and self.spec.baselines:
+            # `test/baseline_<metric>`: what a trivial predictor scores on the test split (src/data/baselines.py)
+            values.update({f"test/baseline_{k}": float(v) for k, v in self.spec.baselines.items()})
         return values
 
     def write_files(self, stage: str, out: Path, loggers: list) -> None:

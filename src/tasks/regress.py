@@ -20,7 +20,6 @@ from torchmetrics import MeanMetric
 from src.data.tensors import Batch
 from src.models.stack import last_step
 from src.tasks.base import RecurrentTask
-from src.tasks.steps import baselines
 from src.tasks.streams import StreamEval
 
 
@@ -65,7 +64,6 @@ class Regressor(StreamEval, RecurrentTask):
         values = super().epoch_values(split, sanity_checking)
         if split != "test":
             return values
-        values.update(baselines(self))
         if self.spec.rollout is not None:
             context, truth = self.spec.rollout
             self.rolled_out = self.rollout(torch.as_tensor(context), len(truth))

@@ -96,12 +96,3 @@ class StepClassifier(StreamEval, RecurrentTask):
     def eval_values(self, split: str) -> dict[str, torch.Tensor]:
         """This split's metrics over the whole evaluation (synced across processes); resets them."""
         return self.computed(split, self.metric_names)
-
-    def epoch_values(self, split: str, sanity_checking: bool = False) -> dict:
-        values = super().epoch_values(split, sanity_checking)
-        return {**values, **baselines(self)} if split == "test" else values
-
-
-def baselines(task: RecurrentTask) -> dict[str, float]:
-    """`test/baseline_<metric>`: what a trivial predictor scores on the test split, if the data set knows one."""
-    return {f"test/baseline_{k}": float(v) for k, v in (task.spec.baselines or {}).items()}
