@@ -180,6 +180,9 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, update
         "trainer.deterministic=true",
         "logger=none",
         "trainer.enable_progress_bar=false",
+        # updates slow enough that the poll below sees a mid-epoch checkpoint before the second epoch ends (at the
+        # default width a quiet machine once ran through it between two polls)
+        "cell.hidden_size=256",
         *(["update=automatic"] if updates == 1 else ["update=graphed", f"update.per_step={updates}"]),
     ]
     whole = run_cli(*common, f"hydra.run.dir={tmp_path / 'whole'}")
