@@ -13,8 +13,9 @@ so that importing the package stays light for every command.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -82,8 +83,30 @@ def _multirun(hydra: Any | None) -> bool:
     return hydra is not None and hydra.mode == RunMode.MULTIRUN
 
 
+# A stacked job's member (src/runs/seeds.py): the overrides of the single run it equals, while it is identified.
+_member_overrides: list[list[str]] = []
+
+
+@contextlib.contextmanager
+def as_run(task_overrides: list[str] | None) -> Iterator[None]:
+    """Within: the run identified is the one started with `task_overrides` (a stacked job's member: its single
+    run's overrides, seed=<s> where the job said seeds=[...]), for every function here and the W&B logger's
+    resolvers. None: the job's own."""
+    if task_overrides is None:
+        yield
+        return
+    _member_overrides.append(list(task_overrides))
+    try:
+        yield
+    finally:
+        _member_overrides.pop()
+
+
 def overrides() -> list[str]:
-    """The job's own overrides (a sweep's job: the command line's and the values the sweeper chose for it)."""
+    """The job's own overrides (a sweep's job: the command line's and the values the sweeper chose for it), or
+    within as_run those of the run it names."""
+    if _member_overrides:
+        return list(_member_overrides[-1])
     hydra = _hydra()
     return list(hydra.overrides.task) if hydra is not None else []
 

@@ -190,12 +190,15 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
     return datamodule, model
 
 
-def build_loggers(cfg: DictConfig, wandb_id: str | None = None, wandb: bool = True) -> list:
-    """The loggers of `cfg` (`wandb_id`: see build; wandb=False: all but W&B)."""
+def build_loggers(
+    cfg: DictConfig, wandb_id: str | None = None, wandb: bool = True, only_wandb: bool = False, **wandb_init: Any
+) -> list:
+    """The loggers of `cfg` (`wandb_id`: see build; wandb=False: all but W&B; only_wandb: W&B's alone, built with
+    `wandb_init` besides its config, e.g. reinit="create_new" for a run of its own beside others)."""
     return [
-        make(c, f"logger.{k}", **({"id": wandb_id} if wandb_id and is_wandb(c) else {}))
+        make(c, f"logger.{k}", **({**({"id": wandb_id} if wandb_id else {}), **wandb_init} if is_wandb(c) else {}))
         for k, c in (cfg.get("logger") or {}).items()
-        if c and (wandb or not is_wandb(c))
+        if c and (wandb or not is_wandb(c)) and (is_wandb(c) or not only_wandb)
     ]
 
 

@@ -146,7 +146,9 @@ class WandbSummary(L.Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         from lightning.pytorch.loggers import WandbLogger
 
-        for logger in trainer.loggers:
+        from src.runs.loggers import each_logger
+
+        for logger in each_logger(trainer.loggers):  # a stacked job's members' runs too
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 run = logger.experiment
                 # <monitor>_best (logged each epoch) and test/* keep W&B's default, their last value, as plain

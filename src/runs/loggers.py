@@ -9,14 +9,19 @@ phase ends (see the class in src/common/lightning_internals.py), and at the end 
 run's settings and its final metrics (log_results), so that TensorBoard's HParams tab compares the runs of a sweep.
 
 WandbLogger: Lightning's, without the `anonymous=None` that it always hands wandb.init, which wandb (0.19 on)
-answers with a warning on every run although nothing was asked for. All three reach private parts of Lightning, so they
-live with the suite's other such uses in src/common/lightning_internals.py.
+answers with a warning on every run although nothing was asked for. Built with reinit="create_new" (a stacked job's
+members), each logger has a W&B run of its own beside the others in the process. All three reach private parts of
+Lightning, so they live with the suite's other such uses in src/common/lightning_internals.py.
+
+MemberLoggers: a stacked job's members' loggers (src/runs/seeds.py), each member's those of its single run.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger
@@ -26,17 +31,23 @@ from src.common.lightning_internals import KeepingCSVLogger as CSVLogger
 from src.common.lightning_internals import PhasedTensorBoardLogger as TensorBoardLogger
 from src.common.lightning_internals import QuietWandbLogger as WandbLogger
 
-__all__ = ["CSVLogger", "MemberLoggers", "TensorBoardLogger", "WandbLogger", "log_results"]
+__all__ = ["CSVLogger", "MemberLoggers", "TensorBoardLogger", "WandbLogger", "each_logger", "log_results"]
+
+log = logging.getLogger(__name__)
 
 
 class MemberLoggers(Logger):
-    """A stacked job's members' own loggers (each the CSV or TensorBoard logger its single run has, in its run dir),
-    as one logger of the job's Trainer: each member gets the metrics logged under its prefix (`<name>/`), without
-    it, and the job's own (epoch, throughput; its own values win), so its curves are a single run's."""
+    """A stacked job's members' own loggers (each the CSV, TensorBoard and W&B logger its single run has, in its
+    run dir), as one logger of the job's Trainer: each member gets the metrics logged under its prefix (`<name>/`),
+    without it, and the job's own (epoch, throughput; its own values win), so its curves are a single run's.
+
+    The CSV and TensorBoard loggers come with the job (src/runs/seeds.py build_stacked); each member's W&B run once
+    its run dir is claimed and its W&B id known (start), and it is finished when the member ends (finish)."""
 
     def __init__(self, names: list[str], loggers: list[list[Logger]]) -> None:
         super().__init__()
         self.prefixes, self.loggers = [f"{n}/" for n in names], loggers
+        self.settings: list[dict[str, Any]] = []  # each member's, as logged by start()
 
     @property
     def name(self) -> str:
@@ -68,6 +79,50 @@ class MemberLoggers(Logger):
         for loggers in self.loggers:
             for logger in loggers:
                 logger.finalize(status)
+
+    def start(self, members: list[Any], overrides: list[list[str] | None], wandb_ids: list[str | None], tasks) -> None:
+        """Each member's W&B run, as its single run has it: its name, group, tags and job type from the member's
+        config and `overrides` (those of its single run), the id its metrics.json names (`wandb_ids`; a resumed
+        member continues its run); then each member's settings logged to all its loggers, as src.train logs a
+        single run's (its task's config, `run`: what identifies it, `params`)."""
+        from src.records import identity
+        from src.runs.build import build_loggers
+
+        self.settings = []
+        for member, own, wandb_id, task, loggers in zip(members, overrides, wandb_ids, tasks, self.loggers):
+            with identity.as_run(own):  # the W&B logger's ${run_name:} and ${run_tags:} resolve for the member
+                loggers += build_loggers(member, wandb_id, only_wandb=True, reinit="create_new")
+                settings = {**task.run_config, "run": identity.wandb_run(member), "params": task.num_params}
+            for logger in loggers:
+                logger.log_hyperparams(settings)
+            self.settings.append(settings)
+
+    def finish(self, records: list[dict[str, Any]], step: int) -> None:
+        """The members' end: each one's final metrics with its settings (TensorBoard's HParams, as log_results for a
+        single run) and its W&B run finished, with where it is and how to upload it said."""
+        for loggers, record, settings in zip(self.loggers, records, self.settings):
+            log_results(loggers, settings, record, step)
+        for logger in self.loggers_flat():
+            if isinstance(logger, WandbLogger):  # started by start(), which logged the member's settings there
+                run = logger.experiment
+                run.finish()
+                if run.offline:
+                    where = Path(run.dir).parent
+                    log.info(f"W&B run {run.name} (offline): {where}; to upload it: wandb sync {where}")
+                else:
+                    log.info(f"W&B run {run.name}: {run.url}")
+
+    def loggers_flat(self) -> list[Logger]:
+        return [logger for loggers in self.loggers for logger in loggers]
+
+
+def each_logger(loggers: Sequence[Logger]) -> Iterator[Logger]:
+    """The Trainer's loggers, a stacked job's members' own among them (MemberLoggers)."""
+    for logger in loggers:
+        if isinstance(logger, MemberLoggers):
+            yield from logger.loggers_flat()
+        else:
+            yield logger
 
 
 def log_results(loggers: Sequence[Any], params: dict[str, Any], record: dict[str, Any], step: int) -> None:

@@ -38,7 +38,8 @@ class Recorder:
         config whose hash identifies the run (default `cfg`; a stacked member: the single run it equals)."""
         self.started = time.perf_counter()
         self.cfg, self.overrides = cfg, overrides
-        self.fields = identity.fields(cfg)
+        with identity.as_run(overrides):  # a stacked member: the setting, name and tags of its single run
+            self.fields = identity.fields(cfg)
         self.record: dict[str, Any] = {**self.fields, "config_hash": config_hash(hashed or cfg), "status": "failed"}
         self.out = Path(cfg.paths.output_dir)
         self.claimed: rundir.Claim | None = None

@@ -244,11 +244,11 @@ def build_stacked(
     names: list[str] | None = None,
     dirs: list[Path] | None = None,
     callbacks: list[L.Callback] = (),
-    wandb_id: str | None = None,
 ) -> tuple[StackedData, StackedTask, L.Trainer]:
     """The members (their configs: `members`, default member_config(cfg, seed) for each of `seeds`), each built as
     its single run builds its data and model, stacked; and the job's Trainer (cfg's, with cfg's callbacks and
-    loggers, and `callbacks`)."""
+    loggers but W&B, and `callbacks`). With `dirs`, each member's own loggers (MemberLoggers: its CSV and
+    TensorBoard curves in its run dir; its W&B run once train_seeds starts it)."""
     from src.runs.build import build_loggers, build_model, build_trainer
 
     update = stacked_update(cfg)
@@ -265,8 +265,27 @@ def build_stacked(
     loggers = []
     if dirs is not None:  # each member's own CSV (and TensorBoard) curves in its run dir, as its single run's
         loggers.append(MemberLoggers(names, [build_loggers(member, wandb=False) for member in members]))
-    trainer = build_trainer(cfg, wandb_id, callbacks=callbacks, loggers=loggers)
+    # member 0's data module: the Trainer's step counts follow the members' training loader, as a single run's do
+    # (its logging interval no longer than an epoch, so every member's train/ curves have their points)
+    trainer = build_trainer(without_wandb(cfg), callbacks=callbacks, datamodule=built[0][0], loggers=loggers)
     return StackedData([dm for dm, _ in built]), host, trainer
+
+
+def without_wandb(cfg: DictConfig) -> DictConfig:
+    """cfg without its W&B logger: a stacked job logs to W&B only as its members, one run each (MemberLoggers)."""
+    from src.runs.build import is_wandb
+
+    loggers = cfg.get("logger") or {}
+    if not any(c and is_wandb(c) for c in loggers.values()):
+        return cfg
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        job.logger = {k: c for k, c in loggers.items() if not (c and is_wandb(c))}
+    return job
+
+
+def member_loggers(trainer: L.Trainer) -> MemberLoggers | None:
+    return next((logger for logger in trainer.loggers if isinstance(logger, MemberLoggers)), None)
 
 
 # -- seeds=[...] from the command line: S ordinary run dirs ---------------------------------------------------------
@@ -388,15 +407,14 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         log.warning(f"seeds={seeds}: not stacked ({e}); the seeds train one after another")
         return one_by_one(cfg, seeds, str(e), single)
     log.info(plan(host))
+    own_loggers = None
     try:
         for recorder in recorders:
             recorder.record["stacked"] = {"seeds": seeds, "dir": str(out)}
             recorder.claim(resuming=False)
-        for logger in trainer.loggers:  # each member's config, as its single run logs its own
-            if isinstance(logger, MemberLoggers):
-                for task, own in zip(host.tasks, logger.loggers):
-                    for member_logger in own:
-                        member_logger.log_hyperparams({**task.run_config, "params": task.num_params})
+        own_loggers = member_loggers(trainer)  # each member's W&B run, its config logged as its single run's
+        ids = [r.record.get("wandb_id") for r in recorders]
+        own_loggers.start(members, [r.overrides for r in recorders], ids, list(host.tasks))
         trainer.fit(host, datamodule=data)
         fitted = _floats(trainer.callback_metrics)
         diverged = host.update.diverged()
@@ -437,6 +455,8 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     finally:
         for recorder in recorders:
             recorder.close()
+        if own_loggers is not None:  # the members end: their W&B runs finished
+            own_loggers.finish([r.record for r in recorders], trainer.global_step)
     return [recorder.record for recorder in recorders]
 
 
