@@ -212,7 +212,7 @@ def build_trainer(
     """The Trainer of `cfg`: its callbacks (the suite's own and `callbacks` added) and loggers (`loggers` added;
     `wandb_id`: see build); its step counts follow `datamodule`'s training loader where given (step_counts)."""
     extra_loggers = list(loggers)
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 
     from src.runs.callbacks import FiniteLoss, ModelSummary, Throughput, WandbSummary
 
@@ -236,7 +236,8 @@ def build_trainer(
     callbacks += [make(cfg.progress, "progress")] if bar else []
     loggers = [*build_loggers(cfg, wandb_id), *extra_loggers]
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
-    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    # (A stacked job's MemberCheckpoints is one too: src/runs/seeds.py.)
+    checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
     trainer: L.Trainer = make(
         cfg.trainer,
         "trainer",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -36,7 +38,9 @@ from src.data.tensors import Batch
 from src.models.stacking import Members
 from src.records import rundir
 from src.records.checkpoints import AtomicCheckpointIO
+from src.records.checkpoints import load as load_checkpoint
 from src.records.record import RECORD
+from src.runs import stacked_resume
 from src.runs.loggers import MemberLoggers
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
@@ -323,9 +327,10 @@ def member_checkpoint(trainer: L.Trainer, host: StackedTask, s: int) -> dict:
     return checkpoint
 
 
-class MemberCheckpoints(L.Callback):
+class MemberCheckpoints(Checkpoint):
     """Each member's best (by its own monitored metric) and last checkpoint, in its own run dir's checkpoints/ as
-    src.train's checkpoints are (member_checkpoint)."""
+    src.train's checkpoints are (member_checkpoint). A Checkpoint for Lightning, so that its epoch-end save comes
+    after the host's own epoch-end hook (which steps the members' epoch schedules), as ModelCheckpoint's does."""
 
     def __init__(self, dirs: list[Path]) -> None:
         self.dirs = dirs
@@ -336,6 +341,25 @@ class MemberCheckpoints(L.Callback):
     def save(self, checkpoint: dict, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+    def on_train_start(self, trainer: L.Trainer, host: StackedTask) -> None:
+        """Resumed: each member's best so far is the one its weights remember (its task's val_best, restored with
+        them), its best checkpoint the one already in its run dir."""
+        if not trainer.ckpt_path:
+            return
+        for s, (task, run_dir) in enumerate(zip(host.tasks, self.dirs)):
+            # its one state (max_value / min_value): compute() would warn that it was never updated in this process
+            (best,) = task.val_best.metric_state.values()
+            path = run_dir / "checkpoints" / "best.ckpt"
+            if torch.isfinite(best) and path.is_file():
+                self.best[s], self.best_path[s] = float(best), str(path)
+
+    def best_weights(self, s: int) -> dict | None:
+        """Member s's best weights (None: it never had a best epoch): kept from this fit, or, resumed without a
+        better epoch since, its best checkpoint's."""
+        if self.best_state[s] is None and self.best_path[s]:
+            return load_checkpoint(self.best_path[s], f"{self.best_path[s]}")["state_dict"]
+        return self.best_state[s]
 
     def on_validation_end(self, trainer: L.Trainer, host: StackedTask) -> None:
         if trainer.sanity_checking:
@@ -376,15 +400,15 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     from src.runs.recorder import Recorder
 
     seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
-    if cfg.ckpt_path or not cfg.train:
+    if not cfg.train:
         raise ConfigError(
-            "seeds=[...] trains its members from scratch; to resume or evaluate one member, run it alone: "
-            "seed=<s> hydra.run.dir=<run dir>/seed=<s> ckpt_path=..."
+            "seeds=[...] train=false: to evaluate one member, run it alone: "
+            "seed=<s> hydra.run.dir=<run dir>/seed=<s> train=false ckpt_path=..."
         )
     if (cfg.get("callbacks") or {}).get("early_stopping"):  # each member would stop at its own epoch
         return one_by_one(cfg, seeds, "early stopping", single)
     out = Path(cfg.paths.output_dir)
-    members, dirs = [], []
+    all_seeds, members, dirs = seeds, [], []
     for seed in seeds:
         member = member_config(cfg, seed)
         with open_dict(member):
@@ -392,6 +416,13 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         check_config(member)
         members.append(member)
         dirs.append(Path(member.paths.output_dir))
+    resume, done = resumed_members(members, [f"seed={seed}" for seed in seeds])
+    if resume is not None:  # the job resumed as a whole: the members already finished stay as they are
+        seeds, members, dirs = (
+            [x for i, x in enumerate(xs) if i not in resume.finished] for xs in (seeds, members, dirs)
+        )
+        if not seeds:
+            return done
     job = copy.deepcopy(cfg)
     with open_dict(job):
         job.callbacks = None  # MemberCheckpoints writes each member's checkpoints
@@ -410,16 +441,18 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     own_loggers = None
     try:
         for recorder in recorders:
-            recorder.record["stacked"] = {"seeds": seeds, "dir": str(out)}
-            recorder.claim(resuming=False)
+            recorder.record["stacked"] = {"seeds": all_seeds, "dir": str(out)}
+            recorder.claim(resuming=resume is not None)
         own_loggers = member_loggers(trainer)  # each member's W&B run, its config logged as its single run's
         ids = [r.record.get("wandb_id") for r in recorders]
         own_loggers.start(members, [r.overrides for r in recorders], ids, list(host.tasks))
-        trainer.fit(host, datamodule=data)
+        with tempfile.TemporaryDirectory(prefix="rnn-bench-resume-") as folder:
+            resumed_from = stacked_resume.job_checkpoint(resume.paths, Path(folder)) if resume else None
+            trainer.fit(host, datamodule=data, ckpt_path=resumed_from, weights_only=True)
         fitted = _floats(trainer.callback_metrics)
         diverged = host.update.diverged()
-        for task, state in zip(host.tasks, checkpoints.best_state):  # each member tested on its own best weights
-            if state is not None:
+        for s, task in enumerate(host.tasks):  # each member tested on its own best weights
+            if (state := checkpoints.best_weights(s)) is not None:
                 task.load_state_dict(state)
         if cfg.test:
             trainer.test(host, datamodule=data)
@@ -457,7 +490,18 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
             recorder.close()
         if own_loggers is not None:  # the members end: their W&B runs finished
             own_loggers.finish([r.record for r in recorders], trainer.global_step)
-    return [recorder.record for recorder in recorders]
+    return done + [recorder.record for recorder in recorders]
+
+
+def resumed_members(members: list[DictConfig], names: list[str]) -> tuple[stacked_resume.Resume | None, list[dict]]:
+    """ckpt_path=last: how the members resume (src/runs/stacked_resume.py), and the records of those already
+    finished, which are not trained again (each said); without ckpt_path (None, [])."""
+    resume = stacked_resume.plan(members, names)
+    done = []
+    for i in resume.finished if resume else []:
+        done.append(json.loads((Path(members[i].paths.output_dir) / RECORD).read_text()))
+        log.info(f"{names[i]}: already trained to this job's limit (status ok); not trained again")
+    return resume, done
 
 
 def probe(data: StackedData) -> None:

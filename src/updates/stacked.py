@@ -23,6 +23,7 @@ first) per batch.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import lightning as L
@@ -33,7 +34,10 @@ from src.common.errors import ConfigError
 from src.data.tensors import Batch
 from src.models.stack import detach_state
 from src.updates.manual import Manual
+from src.updates.schedules import follow_config
 from src.updates.truncated import Truncation, check_truncatable, continuing, train_windows
+
+log = logging.getLogger(__name__)
 
 
 class NotStackable(ConfigError):
@@ -43,7 +47,8 @@ class NotStackable(ConfigError):
 class MemberOptimizers(torch.optim.Optimizer):
     """The members' own optimizers (and LR schedulers, or None), stepped as one optimizer: what Lightning holds for a
     stacked job. Its parameter groups are the members' (so Lightning's precision plugin unscales every member's
-    gradients); its state is each member's optimizer's state, one entry per member."""
+    gradients); its state is each member's optimizer's and scheduler's state, one entry per member (so a stacked
+    job resumed as a whole continues every member's schedule: src/runs/stacked_resume.py)."""
 
     def __init__(self, optimizers: list[torch.optim.Optimizer], schedulers: list[Any]) -> None:
         self.optimizers, self.schedulers = optimizers, schedulers
@@ -64,11 +69,17 @@ class MemberOptimizers(torch.optim.Optimizer):
             optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict:
-        return {"members": [o.state_dict() for o in self.optimizers]}
+        return {
+            "members": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() if s is not None else None for s in self.schedulers],
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         for optimizer, state in zip(self.optimizers, state_dict["members"]):
             optimizer.load_state_dict(state)
+        for scheduler, state in zip(self.schedulers, state_dict.get("schedulers") or []):
+            if scheduler is not None and state is not None:
+                scheduler.load_state_dict(state)
 
 
 def member_optimizers(tasks: list[L.LightningModule]) -> MemberOptimizers:
@@ -208,7 +219,20 @@ class Stacked(Manual):
                 scheduler.step()
 
     def on_train_start(self) -> None:
-        pass  # (a stacked job starts afresh: src/runs/seeds.py refuses ckpt_path)
+        """Resumed (a stacked job as a whole): each member's schedule follows its config now, as a single run's
+        does on resume (src/updates/base.py)."""
+        if not self.task.trainer.ckpt_path:
+            return
+        optimizers = self.task.optimizers(use_pl_optimizer=False)
+        for name, task, scheduler in zip(self.task.names, self.task.members.tasks, optimizers.schedulers):
+            if scheduler is None or not task.scheduler_factory:
+                continue
+            changed = follow_config(scheduler, task.scheduler_factory, scheduler.optimizer)
+            if changed:
+                log.warning(
+                    f"{name} resumed with a new LR schedule ({'; '.join(changed)}): the learning rate is now "
+                    f"{scheduler.optimizer.param_groups[0]['lr']:.3g}, as if it had had this schedule from the start"
+                )
 
     def diverged(self) -> dict[int, int]:
         """{member index: the optimizer step its loss became NaN or inf at} (a host read)."""
