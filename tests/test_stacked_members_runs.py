@@ -1,17 +1,23 @@
-"""A stacked job's members are ordinary runs for the loggers too (src/runs/seeds.py, src/runs/loggers.py
-MemberLoggers): each member has its own W&B run, the one its single run would have (name, group, tags, job type,
-config, the id its metrics.json names), with its own metrics and finished when it ends, read back here from the
-offline files W&B leaves; the job itself has none."""
+"""A stacked job's members are ordinary runs everywhere (src/runs/seeds.py, src/runs/loggers.py MemberLoggers,
+src/runs/stacked_resume.py): each member has its own W&B run, the one its single run would have (name, group, tags,
+job type, config, the id its metrics.json names), with its own metrics and finished when it ends, read back here from
+the offline files W&B leaves; the job itself has none. The job resumed as a whole continues every member exactly
+(1 epoch + 1 resumed = 2 epochs = the single runs), refusing by name a member whose checkpoint cannot resume."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from src.common.errors import ConfigError
 from src.records import identity
+from src.runs.seeds import train_seeds
+from src.train import train
 from tests.conftest import make_cfg, run_cli
 from tests.wandb_files import offline_runs
 
@@ -63,3 +69,154 @@ def test_each_member_has_the_wandb_run_of_its_single_run(seeds_job, tmp_path):
         # the monitored metric's best kept in the summary (WandbSummary), as a single run's
         assert run.summary["val/acc"]["max"] == pytest.approx(record["val/acc_best"])
         assert not any(k.startswith("seed=") for h in run.history for k in h)
+
+
+# -- a stacked job resumed as a whole (src/runs/stacked_resume.py) ---------------------------------------------------
+
+SMALL = [
+    "dataset=digits",
+    "cell=gru",
+    "cell.hidden_size=8",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]  # the default callbacks: each member's best and last checkpoints
+
+
+def config(out: Path, *overrides: str):
+    """SMALL with `overrides` (logger=csv unless they name one), composed as src.train composes it, run dir `out`."""
+    logger = [] if any(o.startswith("logger=") for o in overrides) else ["logger=csv"]
+    return make_cfg(out, [*SMALL, *logger, *overrides])
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-5, msg=f"{a} vs {b}: {name}")
+
+
+def test_a_stacked_job_resumed_as_a_whole_continues_every_member_exactly(tmp_path):
+    """A seeds=[1,2] job trained 1 epoch, then resumed to 2 (ckpt_path=last), equals a 2-epoch job and the members'
+    single runs to 1e-5 (weights, best checkpoint, test loss; the cosine schedule over max_epochs follows the new
+    limit, as a single run's does); each member's record, CSV curves and W&B run continue."""
+    resumed, whole = tmp_path / "resumed", tmp_path / "whole"
+    train_seeds(config(resumed, "logger=many", "seeds=[1,2]", "trainer.max_epochs=1"))
+    first = {s: json.loads((resumed / f"seed={s}" / "metrics.json").read_text()) for s in (1, 2)}
+    records = train_seeds(config(resumed, "logger=many", "seeds=[1,2]", "trainer.max_epochs=2", "ckpt_path=last"))
+    assert [(r["seed"], r["status"], r["epochs"], r["resumed"]) for r in records] == [(1, "ok", 2, 1), (2, "ok", 2, 1)]
+    train_seeds(config(whole, "seeds=[1,2]", "trainer.max_epochs=2"))
+    train(config(tmp_path / "single", "seed=2", "trainer.max_epochs=2"))
+    for s, record in zip((1, 2), records):
+        member, again = resumed / f"seed={s}", whole / f"seed={s}"
+        for name in ("last.ckpt", "best.ckpt"):
+            assert_same_weights(member / "checkpoints" / name, again / "checkpoints" / name)
+        alone = json.loads((again / "metrics.json").read_text())
+        assert record["test/loss"] == pytest.approx(alone["test/loss"], abs=1e-5)
+        assert record["val/acc_best"] == pytest.approx(alone["val/acc_best"], abs=1e-6)
+        # its history continued: the first epoch's rows kept, the second's appended; the same W&B run resumed
+        assert {row["epoch"] for row in csv.DictReader(open(member / "csv" / "metrics.csv"))} >= {"0", "1"}
+        assert record["wandb_id"] == first[s]["wandb_id"]
+        runs = offline_runs(member)
+        assert [r.id for r in runs] == [record["wandb_id"]] * 2 and all(r.finished for r in runs)
+        steps = [max(wandb_curve(r.history, "val/acc")) for r in runs]
+        assert steps[1] > steps[0]  # the resumed run logs on from where the first attempt stopped
+    single = tmp_path / "single" / "checkpoints"
+    assert_same_weights(resumed / "seed=2" / "checkpoints" / "last.ckpt", single / "last.ckpt")
+    assert_same_weights(resumed / "seed=2" / "checkpoints" / "best.ckpt", single / "best.ckpt")
+
+
+@pytest.fixture(scope="module")
+def one_epoch_job(tmp_path_factory) -> Path:
+    """A seeds=[1,2] job trained one epoch, copied by each test that changes it."""
+    job = tmp_path_factory.mktemp("one_epoch") / "job"
+    cfg = config(job, "seeds=[1,2]", "trainer.max_epochs=1")
+    train_seeds(cfg)
+    return job
+
+
+def resume(job: Path, *extra: str, epochs: int = 2) -> list[dict]:
+    cfg = config(job, "seeds=[1,2]", f"trainer.max_epochs={epochs}", "ckpt_path=last", *extra)
+    return train_seeds(cfg)
+
+
+def copied(job: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(job, tmp_path / "job"))
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        ("missing", r"seed=2: ckpt_path=last: .*seed=2/checkpoints/last.ckpt does not exist"),
+        ("flipped byte", r"seed=2: ckpt_path=.*seed=2/checkpoints/last.ckpt is damaged \(its data/"),
+        (
+            "another run's",
+            r"seed=2: ckpt_path=.*seed=2/checkpoints/last.ckpt belongs to another run: seed: checkpoint 1",
+        ),
+    ],
+)
+def test_a_member_whose_last_checkpoint_cannot_resume_is_refused_by_name(one_epoch_job, tmp_path, damage, match):
+    job = copied(one_epoch_job, tmp_path)
+    last = job / "seed=2" / "checkpoints" / "last.ckpt"
+    before = (job / "seed=1" / "metrics.json").read_text()
+    if damage == "missing":
+        last.unlink()
+    elif damage == "flipped byte":
+        data = bytearray(last.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        last.write_bytes(bytes(data))
+    else:
+        shutil.copy(job / "seed=1" / "checkpoints" / "last.ckpt", last)
+    with pytest.raises(ConfigError, match=match):
+        resume(job)
+    assert (job / "seed=1" / "metrics.json").read_text() == before  # refused before any member was touched
+
+
+def test_only_ckpt_path_last_resumes_a_stacked_job(one_epoch_job):
+    last = one_epoch_job / "seed=1" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="resumes as a whole with ckpt_path=last"):
+        train_seeds(config(one_epoch_job, "seeds=[1,2]", f"ckpt_path='{last}'"))
+    with pytest.raises(ConfigError, match="train=false: to evaluate one member, run it alone"):
+        resume(one_epoch_job, "train=false")
+
+
+def test_finished_members_are_skipped_and_members_at_other_points_refused(one_epoch_job, tmp_path):
+    job = copied(one_epoch_job, tmp_path)
+    # seed=2 resumed alone to 2 epochs: the job resumed to 2 trains seed=1 alone and leaves seed=2 as it is
+    member = job / "seed=2"
+    cfg = config(member, "seed=2", "trainer.max_epochs=2", "ckpt_path=last")
+    train(cfg)
+    alone = (member / "metrics.json").read_text()
+    records = resume(job)
+    assert [(r["seed"], r["epochs"], r["status"]) for r in records] == [(2, 2, "ok"), (1, 2, "ok")]
+    assert (member / "metrics.json").read_text() == alone
+    assert json.loads((job / "seed=1" / "metrics.json").read_text())["resumed"] == 1
+    # every member finished: nothing trained
+    records = resume(job)
+    assert (member / "metrics.json").read_text() == alone and [r["epochs"] for r in records] == [2, 2]
+    # seed=2 further alone, seed=1 not: they cannot resume together
+    train(config(member, "seed=2", "trainer.max_epochs=3", "ckpt_path=last"))
+    with pytest.raises(ConfigError, match=r"different points \(seed=1 at epoch 1 \(step \d+\), seed=2 at epoch 2"):
+        resume(job, epochs=4)
+
+
+def test_a_member_resumed_alone_keeps_its_best_checkpoint_as_its_single_run(tmp_path):
+    """A member's checkpoints carry the state its single run's ModelCheckpoints would (the best so far, where it
+    is), so resumed alone it keeps best.ckpt as that run would (no best-v1.ckpt, no first epoch taken as the best):
+    seed=2 trained 1 epoch stacked, then 1 more alone, has the checkpoints of its 2-epoch single run. (Not in a
+    copied dir: there Lightning restores no paths, for a single run's checkpoints too.)"""
+    job = tmp_path / "job"
+    train_seeds(config(job, "seeds=[1,2]", "trainer.max_epochs=1"))
+    member = job / "seed=2"
+    record = train(config(member, "seed=2", "trainer.max_epochs=2", "ckpt_path=last"))
+    assert sorted(p.name for p in (member / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert record["tested_checkpoint"] == str(member / "checkpoints" / "best.ckpt")
+    train(config(tmp_path / "single", "seed=2", "trainer.max_epochs=2"))
+    for name in ("best.ckpt", "last.ckpt"):
+        assert_same_weights(member / "checkpoints" / name, tmp_path / "single" / "checkpoints" / name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Checkpoint
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -332,15 +333,36 @@ class MemberCheckpoints(Checkpoint):
     src.train's checkpoints are (member_checkpoint). A Checkpoint for Lightning, so that its epoch-end save comes
     after the host's own epoch-end hook (which steps the members' epoch schedules), as ModelCheckpoint's does."""
 
-    def __init__(self, dirs: list[Path]) -> None:
+    def __init__(self, dirs: list[Path], members: list[DictConfig] | None = None) -> None:
         self.dirs = dirs
         self.best: list[float | None] = [None] * len(dirs)
         self.best_path: list[str] = [""] * len(dirs)
         self.best_state: list[dict | None] = [None] * len(dirs)
+        # each member's single run's checkpoint callbacks, whose state its checkpoints carry (with_callback_states)
+        self.own = [single_run_checkpoints(m) for m in members] if members else [[] for _ in dirs]
 
     def save(self, checkpoint: dict, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+    def with_callback_states(self, checkpoint: dict, s: int, current: float | None) -> dict:
+        """Member s's checkpoint with the state its single run's ModelCheckpoints would store in it (the best so
+        far and where it is, the last checkpoint), so that the member resumed alone keeps its best checkpoint as
+        that run would, instead of taking its first epoch as the best."""
+        states = {}
+        for callback in self.own[s]:
+            path = os.path.join(callback.dirpath, callback.filename + callback.FILE_EXTENSION)
+            if callback.monitor is None:  # last_checkpoint: the checkpoint just written
+                callback.best_model_path = path
+            elif self.best[s] is not None:
+                score = torch.tensor(self.best[s])
+                callback.best_model_score, callback.best_model_path = score, path
+                callback.kth_value, callback.kth_best_model_path = score, path
+                callback.best_k_models = {path: score}
+                callback.current_score = torch.tensor(current) if current is not None else None
+            states[callback.state_key] = callback.state_dict()
+        checkpoint["callbacks"] = states
+        return checkpoint
 
     def on_train_start(self, trainer: L.Trainer, host: StackedTask) -> None:
         """Resumed: each member's best so far is the one its weights remember (its task's val_best, restored with
@@ -373,7 +395,7 @@ class MemberCheckpoints(Checkpoint):
             best = self.best[s]
             if best is None or (value > best if higher else value < best):
                 self.best[s] = value
-                checkpoint = member_checkpoint(trainer, host, s)
+                checkpoint = self.with_callback_states(member_checkpoint(trainer, host, s), s, value)
                 # a copy: a state_dict shares the storage of the weights that train on
                 self.best_state[s] = {k: v.detach().clone() for k, v in checkpoint["state_dict"].items()}
                 self.best_path[s] = str(run_dir / "checkpoints" / "best.ckpt")
@@ -381,7 +403,21 @@ class MemberCheckpoints(Checkpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, host: StackedTask) -> None:
         for s, run_dir in enumerate(self.dirs):
-            self.save(member_checkpoint(trainer, host, s), run_dir / "checkpoints" / "last.ckpt")
+            value = trainer.callback_metrics.get(f"{host.prefix(s)}{host.monitor}")
+            value = float(value) if value is not None else None
+            checkpoint = self.with_callback_states(member_checkpoint(trainer, host, s), s, value)
+            self.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
+
+
+def single_run_checkpoints(member: DictConfig) -> list[ModelCheckpoint]:
+    """The ModelCheckpoints the member's single run has (its callbacks: model_checkpoint, last_checkpoint)."""
+    from src.runs.build import make
+
+    return [
+        make(c, f"callbacks.{k}")
+        for k, c in (member.get("callbacks") or {}).items()
+        if c and issubclass(get_class(c._target_), ModelCheckpoint)
+    ]
 
 
 def member_overrides(seed: int) -> list[str] | None:
@@ -426,7 +462,7 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     job = copy.deepcopy(cfg)
     with open_dict(job):
         job.callbacks = None  # MemberCheckpoints writes each member's checkpoints
-    checkpoints = MemberCheckpoints(dirs)
+    checkpoints = MemberCheckpoints(dirs, members)
     recorders = [  # started now, as a single run's record starts before its data is loaded
         Recorder(member, member_overrides(seed), hashed=member_config(cfg, seed))  # a single run's hash
         for member, seed in zip(members, seeds)
@@ -447,7 +483,7 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         ids = [r.record.get("wandb_id") for r in recorders]
         own_loggers.start(members, [r.overrides for r in recorders], ids, list(host.tasks))
         with tempfile.TemporaryDirectory(prefix="rnn-bench-resume-") as folder:
-            resumed_from = stacked_resume.job_checkpoint(resume.paths, Path(folder)) if resume else None
+            resumed_from = stacked_resume.job_checkpoint(resume.kept(resume.paths), Path(folder)) if resume else None
             trainer.fit(host, datamodule=data, ckpt_path=resumed_from, weights_only=True)
         fitted = _floats(trainer.callback_metrics)
         diverged = host.update.diverged()

@@ -35,6 +35,10 @@ class Resume:
     paths: list[Path]  # each member's last.ckpt
     finished: list[int]  # the members already trained to the job's limit: their records stand, not trained again
 
+    def kept(self, values: list) -> list:
+        """`values` (one per member) of the members that resume: all but the finished."""
+        return [v for i, v in enumerate(values) if i not in self.finished]
+
 
 def plan(cfgs: list[DictConfig], names: list[str]) -> Resume | None:
     """How the members resume (module docstring); None: they train from scratch (no ckpt_path)."""
