@@ -47,7 +47,7 @@ class MemberLoggers(Logger):
     def __init__(self, names: list[str], loggers: list[list[Logger]]) -> None:
         super().__init__()
         self.prefixes, self.loggers = [f"{n}/" for n in names], loggers
-        self.settings: list[dict[str, Any]] = []  # each member's, as logged by start()
+        self.settings: list[dict[str, Any]] = [{} for _ in names]  # each member's, as logged by start()
 
     @property
     def name(self) -> str:
@@ -80,28 +80,28 @@ class MemberLoggers(Logger):
             for logger in loggers:
                 logger.finalize(status)
 
-    def start(self, members: list[Any], overrides: list[list[str] | None], wandb_ids: list[str | None], tasks) -> None:
-        """Each member's W&B run, as its single run has it: its name, group, tags and job type from the member's
-        config and `overrides` (those of its single run), the id its metrics.json names (`wandb_ids`; a resumed
-        member continues its run); then each member's settings logged to all its loggers, as src.train logs a
-        single run's (its task's config, `run`: what identifies it, `params`)."""
+    def start(self, s: int, member: Any, overrides: list[str] | None, wandb_id: str | None, task: Any) -> None:
+        """Member s's W&B run, as its single run has it: its name, group, tags and job type from the member's config
+        and `overrides` (those of its single run; None: the job's, as HydraConfig holds them), the id its
+        metrics.json names (`wandb_id`; a resumed member continues its run); then its settings logged to all its
+        loggers, as src.train logs a single run's (its task's config, `run`: what identifies it, `params`)."""
         from src.records import identity
         from src.runs.build import build_loggers
 
-        self.settings = []
-        for member, own, wandb_id, task, loggers in zip(members, overrides, wandb_ids, tasks, self.loggers):
-            with identity.as_run(own):  # the W&B logger's ${run_name:} and ${run_tags:} resolve for the member
-                loggers += build_loggers(member, wandb_id, only_wandb=True, reinit="create_new")
-                settings = {**task.run_config, "run": identity.wandb_run(member), "params": task.num_params}
-            for logger in loggers:
-                logger.log_hyperparams(settings)
-            self.settings.append(settings)
+        loggers = self.loggers[s]
+        with identity.as_run(overrides):  # the W&B logger's ${run_name:} and ${run_tags:} resolve for the member
+            loggers += build_loggers(member, wandb_id, only_wandb=True, reinit="create_new")
+            settings = {**task.run_config, "run": identity.wandb_run(member), "params": task.num_params}
+        for logger in loggers:
+            logger.log_hyperparams(settings)
+        self.settings[s] = settings
 
     def finish(self, records: list[dict[str, Any]], step: int) -> None:
         """The members' end: each one's final metrics with its settings (TensorBoard's HParams, as log_results for a
         single run) and its W&B run finished, with where it is and how to upload it said."""
         for loggers, record, settings in zip(self.loggers, records, self.settings):
-            log_results(loggers, settings, record, step)
+            if settings:  # started
+                log_results(loggers, settings, record, step)
         for logger in self.loggers_flat():
             if isinstance(logger, WandbLogger):  # started by start(), which logged the member's settings there
                 run = logger.experiment

@@ -480,8 +480,8 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
             recorder.record["stacked"] = {"seeds": all_seeds, "dir": str(out)}
             recorder.claim(resuming=resume is not None)
         own_loggers = member_loggers(trainer)  # each member's W&B run, its config logged as its single run's
-        ids = [r.record.get("wandb_id") for r in recorders]
-        own_loggers.start(members, [r.overrides for r in recorders], ids, list(host.tasks))
+        for s, (member, recorder, task) in enumerate(zip(members, recorders, host.tasks)):
+            own_loggers.start(s, member, recorder.overrides, recorder.record.get("wandb_id"), task)
         with tempfile.TemporaryDirectory(prefix="rnn-bench-resume-") as folder:
             resumed_from = stacked_resume.job_checkpoint(resume.kept(resume.paths), Path(folder)) if resume else None
             trainer.fit(host, datamodule=data, ckpt_path=resumed_from, weights_only=True)
