@@ -9,16 +9,20 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.common.errors import ConfigError
+from src.compare.leaderboard import row_curves
+from src.compare.report import build_sections, find_runs
 from src.records import identity
 from src.runs.seeds import train_seeds
 from src.train import train
-from tests.conftest import make_cfg, run_cli
+from tests.conftest import ROOT, make_cfg, run_cli
 from tests.wandb_files import offline_runs
 
 COMMON = ["dataset=digits", "cell=gru", "cell.hidden_size=8", "debug=limit", "trainer.enable_progress_bar=false"]
@@ -220,3 +224,40 @@ def test_a_member_resumed_alone_keeps_its_best_checkpoint_as_its_single_run(tmp_
     train(config(tmp_path / "single", "seed=2", "trainer.max_epochs=2"))
     for name in ("best.ckpt", "last.ckpt"):
         assert_same_weights(member / "checkpoints" / name, tmp_path / "single" / "checkpoints" / name)
+
+
+# -- a multirun of stacked jobs: every member its own W&B run and its own curves -----------------------------------
+
+# Two learning rates x two seeds. Until the packed launcher lands (one stacked job of four), two seeds=[1,2] jobs.
+GRID = ["-m", "optimizer.lr=0.01,0.02", "seeds=[1,2]"]
+
+
+def test_a_2x2_multirun_has_4_wandb_runs_with_their_own_settings_and_4_curves(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli(*GRID, *COMMON, "logger=many", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = {p.parent: json.loads(p.read_text()) for p in sweep.rglob("metrics.json")}
+    assert len(records) == 4
+    seen = set()
+    for member, record in records.items():
+        (run,) = offline_runs(member)
+        lr, seed = run.config["optimizer"]["lr"], run.config["seed"]
+        seen.add((lr, seed))
+        assert run.id == record["wandb_id"] and run.finished and (record["seed"], lr) == (seed, lr)
+        assert run.config["run"]["optimizer_lr"] == lr and run.config["run"]["seed"] == seed
+        assert f"lr={lr}" in run.name and run.name.endswith(f"-s{seed}") and f"optimizer.lr={lr}" in run.tags
+        assert run.job_type == "multirun" and run.config["run"]["sweep_dir"] == str(sweep)
+        assert wandb_curve(run.history, "val/acc") == pytest.approx(csv_curve(member, "val/acc"))
+    assert seen == {(0.01, 1), (0.01, 2), (0.02, 1), (0.02, 2)}
+    assert len({r["wandb_id"] for r in records.values()}) == 4
+    # the leaderboard: one row per learning rate, each with both seeds' curves (training loss, monitored metric)
+    compared = subprocess.run(
+        [sys.executable, "-m", "src.compare", str(sweep)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    assert (sweep / "plots" / "digits_curves.png").is_file()
+    (section,) = build_sections(find_runs([sweep]))
+    assert sorted(len(row.runs) for row in section.rows) == [2, 2]
+    for row in section.rows:
+        curves = row_curves(row, ["train/loss", "val/acc"])
+        assert {column: curve.seeds for column, curve in curves.items()} == {"train/loss": 2, "val/acc": 2}
