@@ -472,7 +472,7 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         probe(data)
     except NotStackable as e:
         log.warning(f"seeds={seeds}: not stacked ({e}); the seeds train one after another")
-        return one_by_one(cfg, seeds, str(e), single)
+        return done + one_by_one(cfg, seeds, str(e), single)
     log.info(plan(host))
     own_loggers = None
     try:
