@@ -88,10 +88,12 @@ class Member:
     overrides: list[str] | None = None  # its .hydra/overrides.yaml (None: the command line's)
     hashed: DictConfig | None = None  # the config its config_hash is of (None: cfg)
     hydra: Any = None  # its own Hydra config (HydraConfig's, a packed multirun's job); None: the process's
+    dir: Path | None = None  # its run dir (None: cfg's paths.output_dir, read here)
 
-    @property
-    def dir(self) -> Path:
-        return Path(self.cfg.paths.output_dir)
+    def __post_init__(self) -> None:
+        if self.dir is None:
+            with job_hydra(self.hydra):
+                self.dir = Path(self.cfg.paths.output_dir)
 
 
 @contextlib.contextmanager
@@ -366,10 +368,11 @@ def member_checkpoint(trainer: L.Trainer, host: StackedTask, s: int) -> dict:
 
 class MemberCheckpoints(L.Callback):
     """Each member's best (by its own monitored metric) and last checkpoint, in its own run dir's checkpoints/ as
-    src.train's checkpoints are (member_checkpoint)."""
+    src.train's checkpoints are (member_checkpoint); `best`, `last`: which of them its single run writes (its
+    callbacks model_checkpoint and last_checkpoint; without a best one it tests its final weights)."""
 
-    def __init__(self, dirs: list[Path]) -> None:
-        self.dirs = dirs
+    def __init__(self, dirs: list[Path], best: bool = True, last: bool = True) -> None:
+        self.dirs, self.keep_best, self.keep_last = dirs, best, last
         self.best: list[float | None] = [None] * len(dirs)
         self.best_path: list[str] = [""] * len(dirs)
         self.best_state: list[dict | None] = [None] * len(dirs)
@@ -379,7 +382,7 @@ class MemberCheckpoints(L.Callback):
         AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
     def on_validation_end(self, trainer: L.Trainer, host: StackedTask) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not self.keep_best:
             return
         higher = host.monitor_mode == "max"
         for s, run_dir in enumerate(self.dirs):
@@ -397,6 +400,8 @@ class MemberCheckpoints(L.Callback):
                 self.save(checkpoint, Path(self.best_path[s]))
 
     def on_train_epoch_end(self, trainer: L.Trainer, host: StackedTask) -> None:
+        if not self.keep_last:
+            return
         for s, run_dir in enumerate(self.dirs):
             self.save(member_checkpoint(trainer, host, s), run_dir / "checkpoints" / "last.ckpt")
 
@@ -436,12 +441,14 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         return one_by_one(cfg, seeds, str(e), single)
 
 
-def train_members(job: DictConfig, members: list[Member], stacked: dict[str, Any], reason: str) -> list[dict[str, Any]]:
+def train_members(
+    job: DictConfig, members: list[Member], stacked: dict[str, Any], reason: str, verbose: bool = True
+) -> list[dict[str, Any]]:
     """Fit `members` stacked (the job's Trainer: `job`'s settings, its loggers beside each member's own), test each
     on its best checkpoint in one pass, and leave each its ordinary run dir (Member.dir): metrics.json (status ok,
     or failed for a member that diverged; `stacked` recorded in it, `reason` in its update_reason), checkpoints,
     .hydra/, its CSV (and TensorBoard) curves. NotStackable (nothing written yet) where they cannot stack exactly;
-    the members' records otherwise."""
+    the members' records otherwise. verbose=False: no table of the test values (Lightning's)."""
     from src.models.sizing import sequence_steps, state_floats
     from src.runs.build import _floats, check_config
     from src.runs.recorder import Recorder
@@ -454,9 +461,10 @@ def train_members(job: DictConfig, members: list[Member], stacked: dict[str, Any
             # started now, as a single run's record starts before its data is loaded
             recorders.append(Recorder(m.cfg, m.overrides, hashed=m.hashed))
     job = copy.deepcopy(job)
+    own = job.get("callbacks") or {}
+    checkpoints = MemberCheckpoints(dirs, best=bool(own.get("model_checkpoint")), last=bool(own.get("last_checkpoint")))
     with open_dict(job):
         job.callbacks = None  # MemberCheckpoints writes each member's checkpoints
-    checkpoints = MemberCheckpoints(dirs)
     data, host, trainer = build_stacked(
         job,
         members=[m.cfg for m in members],
@@ -491,7 +499,7 @@ def train_members(job: DictConfig, members: list[Member], stacked: dict[str, Any
             if state is not None:
                 task.load_state_dict(state)
         if job.test:
-            trainer.test(host, datamodule=data)
+            trainer.test(host, datamodule=data, verbose=verbose)
         tested = _floats(trainer.callback_metrics)
         for s, (recorder, m) in enumerate(zip(recorders, members)):
             prefix = host.prefix(s)
