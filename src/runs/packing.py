@@ -166,6 +166,7 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
     """The pack's jobs: those already done skipped, the others trained as one stacked job (alone if one is left;
     one after another if they turn out not to stack)."""
     from src.runs import commands, console
+    from src.runs.build import check_config
     from src.runs.seeds import Member, job_hydra, train_members
     from src.runs.sweeps import completed_record, log_job
     from src.updates.stacked import NotStackable
@@ -183,6 +184,15 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
                 callbacks.on_job_end(config=job.config, job_return=returns[job.idx])
             else:
                 todo.append(job)
+    refused = []  # a job its checks refuse fails alone, recorded as an unpacked job records it
+    for job in todo:
+        with job_hydra(job.hydra):
+            try:
+                check_config(job.cfg)
+            except Exception:
+                refused.append(job)
+    returns |= {job.idx: alone(launcher, job) for job in refused}
+    todo = [job for job in todo if job not in refused]
     if len(todo) < 2:
         return returns | {job.idx: alone(launcher, job) for job in todo}
     first = todo[0]

@@ -520,9 +520,10 @@ def train_members(
                 device=str(trainer.strategy.root_device),
             )
             if s in diverged:
-                recorder.record["error"] = (
-                    f"TrainingDiverged: the training loss of {m.name} became NaN or inf at optimizer step "
-                    f"{diverged[s]}; it was frozen there while the other members trained on"
+                recorder.record["error"] = (  # a single run's words (src/runs/callbacks.py FiniteLoss), and where
+                    f"TrainingDiverged: the training loss became NaN or inf at optimizer step {diverged[s]} "
+                    f"({m.name}, stacked: frozen there while the other members trained on). Lower optimizer.lr, "
+                    f"set update.gradient_clip_val (e.g. 1.0), or use a gated cell"
                 )
             else:
                 recorder.record["status"] = "ok"
