@@ -153,3 +153,10 @@ def test_packs_keep_the_sweeps_order_and_never_hold_one_dir_twice():
     jobs = [_Job("a", "1"), _Job("b", "2"), _Job("a", "3"), _Job(None, "4"), _Job("a", "1"), _Job("a", "5")]
     assert [[j.idx for j in p] for p in packs(jobs, 8)] == [["1", "3"], ["2"], ["4"], ["1", "5"]]
     assert [[j.idx for j in p] for p in packs(jobs, 1)] == [["1"], ["2"], ["3"], ["4"], ["1"], ["5"]]
+
+
+@pytest.mark.parametrize("bad", ["hydra.launcher.max_members=0", "hydra.launcher.pack=maybe"])
+def test_a_bad_launcher_setting_is_one_line_and_exit_2(tmp_path, bad):
+    done = run_cli("-m", "dataset=digits", "seed=1,2", bad, f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 2 and done.stderr.strip().startswith(f"error: {bad.split('=')[0]}="), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -13,6 +13,7 @@ torch with it, only when a multirun launches).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,14 +24,14 @@ from hydra.plugins import launcher  # the module: a class imported here would be
 class PackedLauncher(launcher.Launcher):
     def __init__(self, pack: bool = True, max_members: int = 32) -> None:
         super().__init__()
+        bad = None
         if not isinstance(pack, bool):
-            from src.common.errors import ConfigError
-
-            raise ConfigError(f"hydra.launcher.pack={pack!r} must be true or false")
-        if not isinstance(max_members, int) or isinstance(max_members, bool) or max_members < 1:
-            from src.common.errors import ConfigError
-
-            raise ConfigError(f"hydra.launcher.max_members={max_members!r} must be a positive integer")
+            bad = f"hydra.launcher.pack={pack!r} must be true or false"
+        elif not isinstance(max_members, int) or isinstance(max_members, bool) or max_members < 1:
+            bad = f"hydra.launcher.max_members={max_members!r} must be a positive integer (members per stacked job)"
+        if bad is not None:  # one line and exit 2, as src.train says a bad value (Hydra would wrap it in its own)
+            print(f"error: {bad}", file=sys.stderr, flush=True)
+            raise SystemExit(2)
         self.pack, self.max_members = pack, max_members
         self.config: Any = None
         self.task_function: Any = None
