@@ -138,8 +138,9 @@ def _finish_wandb() -> None:
         log.info(f"W&B run: {run.url}")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def job(cfg: DictConfig) -> float | None:
+    """One job: a single run, or seeds=[...] (a multirun's launcher may instead train several jobs stacked:
+    packs_members, src/runs/packing.py)."""
     commands.mark_started()
     console.scratch_home()
     console.capture_warnings()
@@ -165,6 +166,12 @@ def main(cfg: DictConfig) -> float | None:
     log_job(cfg, "ok")
     print(f"run dir: {out}")
     return record.get(f"{record['monitor']}_best")
+
+
+# hydra/launcher=packed trains this task's jobs that may stack as one stacked job (src/runs/packing.py), doing for each
+# what `job` does for one: skipped, trained, failed, each recorded in the sweep's ledger.
+job.packs_members = True
+main = hydra.main(version_base="1.3", config_path="conf", config_name="config")(job)
 
 
 def failed(cfg: DictConfig, e: Exception) -> float:
