@@ -158,3 +158,76 @@ def test_each_stacked_member_records_its_own_verdict(tmp_path):
         assert record["budget"] == {"kind": "updates", "value": 14, "used": 14, "set_by": "budget.updates"}
         assert "stacked" in record
         assert_verdict_of_logged_values(record, tmp_path / f"seed={seed}", 4)  # 4 + 4 + 4 + 2 updates
+
+
+# -- the leaderboard's columns: markdown, CSV and the HTML dashboard -----------------------------------------------
+
+ACC = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
+BUDGET = {"kind": "updates", "value": 600, "used": 600, "set_by": "budget.updates"}
+# Per cell, per seed: (val/acc_best, test/acc, learning); rnn's runs predate the verdict (no `learning`).
+ENDED = {
+    "lstm": ((0.90, 0.88, "plateau"), (0.91, 0.89, "plateau")),
+    "gru": ((0.85, 0.84, "plateau"), (0.86, 0.85, "budget")),
+    "rnn": ((0.60, 0.61, None), (0.61, 0.62, None)),
+}
+
+
+@pytest.fixture
+def ended_sweep(tmp_path):
+    from tests.test_compare import make_run
+
+    for cell, seeds in ENDED.items():
+        for seed, (val, test, learning) in enumerate(seeds, 1):
+            for lr in ("0.01", "0.1"):  # a grid for --tune: 0.1 is the worse point everywhere
+                shift = 0.0 if lr == "0.01" else -0.2
+                make_run(
+                    tmp_path,
+                    f"{cell}_{lr}_{seed}",
+                    ["dataset=digits", f"cell={cell}", f"optimizer.lr={lr}", f"seed={seed}"],
+                    cell=cell,
+                    seed=seed,
+                    state_floats=64 if cell == "lstm" else 32,
+                    **ACC,
+                    **{"val/acc_best": val + shift, "test/acc": test + shift},
+                    **({"learning": learning, "budget": BUDGET} if learning else {}),
+                )
+    return tmp_path
+
+
+def test_the_leaderboard_says_how_each_rows_runs_ended(ended_sweep):
+    from src.compare.report import main as compare
+
+    assert compare([str(ended_sweep), "--no-plots", "--tune", "optimizer.lr"]) == 0
+    rows = {r["cell"]: r for r in csv.DictReader(open(ended_sweep / "leaderboard.csv"))}
+    assert rows["lstm"]["ended"] == "plateau 2/2" and rows["lstm"]["budget"] == "600 updates"
+    assert rows["gru"]["ended"] == "plateau 1/2, still learning 1/2"
+    assert rows["rnn"]["ended"] == "" and rows["rnn"]["budget"] == ""  # not recorded: nothing claimed
+    board = (ended_sweep / "leaderboard.md").read_text()
+    table = board.split("## Across tasks")[0]
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 600 updates | plateau 1/2, **still learning** 1/2 |" in lines["gru"]
+    assert "| 600 updates | plateau 2/2 |" in lines["lstm"]
+    assert "***still learning***, the *budget*" in board  # the rule stated above the tables
+
+
+def test_the_dashboard_has_the_markdown_leaderboards_columns(ended_sweep):
+    import re
+
+    from src.compare.html_dashboard import board_table
+    from src.compare.leaderboard import build_sections, find_runs
+
+    (section,) = build_sections(find_runs([ended_sweep]), tune=["optimizer.lr"])
+    table = board_table(section)
+    headers = re.findall(r"<th [^>]*>([^<]*)</th>", table)
+    for name in ("picked on validation", "budget", "ended", "params", "state"):
+        assert name in headers
+    rows = {}
+    for tr in re.findall(r'<tr class="run[^"]*"[^>]*>(.*?)</tr>', table):
+        cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr)]
+        rows[cells[1]] = dict(zip(headers, cells))
+    assert rows["gru"]["ended"] == "plateau 1/2, still learning 1/2" and rows["gru"]["budget"] == "600 updates"
+    assert rows["lstm"]["state"] == "64" and rows["gru"]["state"] == "32"
+    assert rows["lstm"]["picked on validation"].startswith("lr 0.01 (1 of 2")
+    assert '<td class="learning">plateau 1/2, still learning 1/2</td>' in table  # in bold
+    untuned = board_table(build_sections(find_runs([ended_sweep]))[0])
+    assert "picked on validation" not in untuned and ">state<" in untuned
