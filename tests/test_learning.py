@@ -110,6 +110,14 @@ def test_under_truncation_the_budget_counts_every_windows_update(cfg_factory):
     assert trainer.global_step == 6 and Batches.seen == 3
 
 
+def test_grouped_updates_stop_at_the_budget_inside_a_group(cfg_factory):
+    """update=grouped: 3 batches (3 updates) per Lightning step; a budget of 5 ends inside the second group."""
+    cfg = cfg_factory(*TINY, "update=grouped", "update.per_step=3", "budget.updates=5", "test=false")
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 5
+
+
 # -- end to end: metrics.json of a single run and of stacked members -----------------------------------------------
 
 
