@@ -228,16 +228,22 @@ def test_a_member_resumed_alone_keeps_its_best_checkpoint_as_its_single_run(tmp_
 
 # -- a multirun of stacked jobs: every member its own W&B run and its own curves -----------------------------------
 
-# Two learning rates x two seeds. Until the packed launcher lands (one stacked job of four), two seeds=[1,2] jobs.
-GRID = ["-m", "optimizer.lr=0.01,0.02", "seeds=[1,2]"]
 
-
-def test_a_2x2_multirun_has_4_wandb_runs_with_their_own_settings_and_4_curves(tmp_path):
+@pytest.mark.parametrize(
+    "grid, jobs",
+    [
+        (["optimizer.lr=0.01,0.02", "seed=1,2"], 1),  # packed (hydra/launcher=packed): one stacked job of 4
+        (["optimizer.lr=0.01,0.02", "seeds=[1,2]"], 2),  # two seeds=[1,2] jobs
+    ],
+    ids=["packed", "seeds"],
+)
+def test_a_2x2_multirun_has_4_wandb_runs_with_their_own_settings_and_4_curves(tmp_path, grid, jobs):
     sweep = tmp_path / "sweep"
-    done = run_cli(*GRID, *COMMON, "logger=many", f"hydra.sweep.dir={sweep}")
+    done = run_cli("-m", *grid, *COMMON, "logger=many", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
     records = {p.parent: json.loads(p.read_text()) for p in sweep.rglob("metrics.json")}
-    assert len(records) == 4
+    assert len(records) == 4 and all(r["update"] == f"stacked(S={4 // jobs}, full)" for r in records.values())
+    assert not list(sweep.rglob("wandb")) or all(p.parent in records for p in sweep.rglob("wandb"))
     seen = set()
     for member, record in records.items():
         (run,) = offline_runs(member)

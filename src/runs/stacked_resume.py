@@ -2,10 +2,12 @@
 trainer.max_epochs=<more>` continues every member from its own checkpoints/last.ckpt, as its single run resumed
 alone would (`seed=<s> hydra.run.dir=<job dir>/seed=<s> ckpt_path=last`):
 
-    plan(cfgs, names)          -> None without ckpt_path; else Resume: each member's last.ckpt, checked as a single
-                                  run's resume checks it (src/runs/build.py resume_checkpoint: the file is there, its
-                                  CRCs verify, it is this member's: architecture, seed, optimizer), and the members
-                                  already finished (status ok, trained to max_epochs / max_steps): not trained again
+    wanted(job)                -> whether the job resumes (ckpt_path=last; another ckpt_path or train=false refused)
+    member_resume(cfg, name)   -> the member's last.ckpt, checked as a single run's resume checks it
+                                  (src/runs/build.py resume_checkpoint: the file is there, its CRCs verify, it is
+                                  this member's: architecture, seed, optimizer), and whether it already finished
+                                  (status ok, trained to max_epochs / max_steps): then it is not trained again
+    check_one_point(names, paths) -> the members resumed together were left at one point of the job's loop
     job_checkpoint(paths, dir) -> the members' checkpoints as one checkpoint of the stacked job (its host module's
                                   weights, MemberOptimizers' state: every member's optimizer and schedule, the
                                   loops'), for Trainer.fit(ckpt_path=...)
@@ -18,7 +20,6 @@ continue as a resumed single run's do (src/records/rundir.py claim with resuming
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +31,37 @@ from src.records.checkpoints import load
 from src.records.record import RECORD
 
 
-@dataclass
-class Resume:
-    paths: list[Path]  # each member's last.ckpt
-    finished: list[int]  # the members already trained to the job's limit: their records stand, not trained again
-
-    def kept(self, values: list) -> list:
-        """`values` (one per member) of the members that resume: all but the finished."""
-        return [v for i, v in enumerate(values) if i not in self.finished]
-
-
-def plan(cfgs: list[DictConfig], names: list[str]) -> Resume | None:
-    """How the members resume (module docstring); None: they train from scratch (no ckpt_path)."""
-    from src.runs.build import resume_checkpoint
-
-    ckpt_path = cfgs[0].ckpt_path
+def wanted(job: DictConfig) -> bool:
+    """Whether the job resumes (ckpt_path=last); a ConfigError for what only one member alone can do."""
+    ckpt_path = job.get("ckpt_path")
     if not ckpt_path:
-        return None
-    if ckpt_path != "last" or not cfgs[0].train:
+        return False
+    if ckpt_path != "last" or not job.get("train", True):
         raise ConfigError(
             f"a stacked job resumes as a whole with ckpt_path=last (each member from its own "
             f"checkpoints/last.ckpt), not {'train=false' if ckpt_path == 'last' else f'ckpt_path={ckpt_path}'}; "
             f"to resume from another file or evaluate one member, run it alone: "
             f"seed=<s> hydra.run.dir=<run dir>/seed=<s> ckpt_path=..."
         )
-    paths, finished = [], []
-    for i, (cfg, name) in enumerate(zip(cfgs, names)):
-        try:
-            paths.append(resume_checkpoint(cfg))
-        except ConfigError as e:
-            raise ConfigError(f"{name}: {e}") from None
-        if trained_to_limit(cfg, paths[-1]):
-            finished.append(i)
-    points = {name: point(path) for i, (name, path) in enumerate(zip(names, paths)) if i not in finished}
+    return True
+
+
+def member_resume(cfg: DictConfig, name: str) -> tuple[Path, bool]:
+    """The member's last.ckpt, checked as a single run's resume checks it (a ConfigError naming the member), and
+    whether the member already finished (trained_to_limit)."""
+    from src.runs.build import resume_checkpoint
+
+    try:
+        path = resume_checkpoint(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    return path, trained_to_limit(cfg, path)
+
+
+def check_one_point(names: list[str], paths: list[Path]) -> None:
+    """The members resumed together continue one loop: a ConfigError naming them where their last checkpoints
+    were written at different points (one resumed alone further)."""
+    points = {name: point(path) for name, path in zip(names, paths)}
     if len(set(points.values())) > 1:
         said = ", ".join(f"{name} at epoch {e} (step {s})" for name, (e, s) in points.items())
         raise ConfigError(
@@ -70,7 +69,6 @@ def plan(cfgs: list[DictConfig], names: list[str]) -> Resume | None:
             f"resumes its members together: resume the ones behind alone (seed=<s> hydra.run.dir=<run dir>/seed=<s> "
             f"ckpt_path=last) up to the others, or all of them alone"
         )
-    return Resume(paths, finished)
 
 
 def point(path: Path) -> tuple[int, int]:
