@@ -254,6 +254,11 @@ def test_a_2x2_multirun_has_4_wandb_runs_with_their_own_settings_and_4_curves(tm
         assert f"lr={lr}" in run.name and run.name.endswith(f"-s{seed}") and f"optimizer.lr={lr}" in run.tags
         assert run.job_type == "multirun" and run.config["run"]["sweep_dir"] == str(sweep)
         assert wandb_curve(run.history, "val/acc") == pytest.approx(csv_curve(member, "val/acc"))
+        # its checkpoints carry its own single run's ModelCheckpoint state, in its own dir
+        states = torch.load(member / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+        assert len(states) == 2 and {Path(v["dirpath"]) for v in states.values()} == {
+            (member / "checkpoints").resolve()
+        }
     assert seen == {(0.01, 1), (0.01, 2), (0.02, 1), (0.02, 2)}
     assert len({r["wandb_id"] for r in records.values()}) == 4
     # the leaderboard: one row per learning rate, each with both seeds' curves (training loss, monitored metric)

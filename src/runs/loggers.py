@@ -68,7 +68,7 @@ class MemberLoggers(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass  # each member's own: src/runs/seeds.py logs its config to its loggers
+        pass  # each member's own: start() logs its settings to its loggers
 
     def save(self) -> None:
         for loggers in self.loggers:

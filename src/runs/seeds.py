@@ -397,17 +397,17 @@ class MemberCheckpoints(Checkpoint):
     src.train's checkpoints are (member_checkpoint); `best`, `last`: which of them its single run writes (its
     callbacks model_checkpoint and last_checkpoint; without a best one it tests its final weights). A Checkpoint
     for Lightning, so that its epoch-end save comes after the host's own epoch-end hook (which steps the members'
-    epoch schedules), as ModelCheckpoint's does. `members`: their configs, whose checkpoint callbacks' state the
-    checkpoints carry (with_callback_states)."""
+    epoch schedules), as ModelCheckpoint's does. `own`: each member's single run's ModelCheckpoints
+    (single_run_checkpoints), whose state its checkpoints carry (with_callback_states)."""
 
     def __init__(
-        self, dirs: list[Path], best: bool = True, last: bool = True, members: list[DictConfig] | None = None
+        self, dirs: list[Path], best: bool = True, last: bool = True, own: list[list[ModelCheckpoint]] | None = None
     ) -> None:
         self.dirs, self.keep_best, self.keep_last = dirs, best, last
         self.best: list[float | None] = [None] * len(dirs)
         self.best_path: list[str] = [""] * len(dirs)
         self.best_state: list[dict | None] = [None] * len(dirs)
-        self.own = [single_run_checkpoints(m) for m in members] if members else [[] for _ in dirs]
+        self.own = own or [[] for _ in dirs]
 
     def save(self, checkpoint: dict, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -541,19 +541,20 @@ def train_members(
     if not members:
         return done
     dirs = [m.dir for m in members]
-    recorders = []
+    recorders, own_checkpoints = [], []
     for m in members:
         with job_hydra(m.hydra):
             check_config(m.cfg)
             # started now, as a single run's record starts before its data is loaded
             recorders.append(Recorder(m.cfg, m.overrides, hashed=m.hashed))
+            own_checkpoints.append(single_run_checkpoints(m.cfg))  # its paths, as its own job resolves them
     job = copy.deepcopy(job)
     own = job.get("callbacks") or {}
     checkpoints = MemberCheckpoints(
         dirs,
         best=bool(own.get("model_checkpoint")),
         last=bool(own.get("last_checkpoint")),
-        members=[m.cfg for m in members],
+        own=own_checkpoints,
     )
     with open_dict(job):
         job.callbacks = None  # MemberCheckpoints writes each member's checkpoints
