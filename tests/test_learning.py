@@ -137,6 +137,7 @@ def test_a_single_run_records_its_budget_and_verdict(tmp_path):
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["budget"] == {"kind": "updates", "value": 10, "used": 10, "set_by": "budget.updates"}
     assert record["plateau"]["validations"] == 3 and record["plateau"]["patience"] == 2
+    assert record["state_floats"] == 16
     assert_verdict_of_logged_values(record, tmp_path, 3)  # the part-epoch's validation included
 
 
@@ -164,7 +165,7 @@ def test_each_stacked_member_records_its_own_verdict(tmp_path):
     for seed in (1, 2):
         record = json.loads((tmp_path / f"seed={seed}" / "metrics.json").read_text())
         assert record["budget"] == {"kind": "updates", "value": 14, "used": 14, "set_by": "budget.updates"}
-        assert "stacked" in record
+        assert "stacked" in record and record["state_floats"] == 16  # a GRU's h: as a single run records it
         assert_verdict_of_logged_values(record, tmp_path / f"seed={seed}", 4)  # 4 + 4 + 4 + 2 updates
 
 
