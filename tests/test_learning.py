@@ -116,6 +116,7 @@ def test_grouped_updates_stop_at_the_budget_inside_a_group(cfg_factory):
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 5
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine over the 5 updates
 
 
 # -- end to end: metrics.json of a single run and of stacked members -----------------------------------------------
