@@ -76,6 +76,7 @@ def test_the_config_hash_changes_with_a_budget_only_where_one_is_set(cfg_factory
         ("+budget.tokens=1000", r"budget.tokens: no such budget; .* budget.updates="),
         ("plateau.patience=0", r"plateau.patience=0 must be a positive integer"),
         ("plateau.min_delta=-0.1", r"plateau.min_delta=-0.1 must be a number >= 0"),
+        ("+plateau.window=4", r"plateau.window: no such setting; the plateau rule's are patience, min_delta"),
     ],
 )
 def test_nonsense_budgets_are_refused_with_one_line(cfg_factory, override, match):
