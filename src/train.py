@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from src.records import identity
 from src.runs import commands, console
+from src.runs.learning import ended
 from src.runs.recorder import Recorder
 from src.runs.sweeps import completed_record, log_job
 
@@ -61,6 +62,7 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_floats(trainer.callback_metrics))
+        metrics.update(ended(trainer, cfg))  # budget, and whether learning had ended (src/runs/learning.py)
     if cfg.test:
         # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
         best = own_best(trainer, Path(cfg.paths.output_dir)) if cfg.train else checkpoint

@@ -42,6 +42,7 @@ from src.models.stacking import Members
 from src.records import identity, rundir
 from src.records.checkpoints import AtomicCheckpointIO
 from src.records.record import RECORD
+from src.runs.learning import ended
 from src.runs.loggers import MemberLoggers, log_results
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
@@ -516,6 +517,7 @@ def train_members(
                 monitor_mode=host.monitor_mode,
                 epochs=trainer.current_epoch,
                 **mine,
+                **ended(trainer, m.cfg, prefix),
                 tested_checkpoint=checkpoints.best_path[s] or "final weights" if job.test else None,
                 train_samples_per_s=fitted.get("perf/train_samples_per_s"),
                 update=host.update.describe(),
