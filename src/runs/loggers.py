@@ -100,7 +100,7 @@ class MemberLoggers(Logger):
         """The members' end: each one's final metrics with its settings (TensorBoard's HParams, as log_results for a
         single run) and its W&B run finished, with where it is and how to upload it said."""
         for loggers, record, settings in zip(self.loggers, records, self.settings):
-            if settings:  # started
+            if settings and record.get("status") == "ok":  # started, and ended as a single run logs its results
                 log_results(loggers, settings, record, step)
         for logger in self.loggers_flat():
             if isinstance(logger, WandbLogger):  # started by start(), which logged the member's settings there
