@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from src.records import identity
 from src.runs import commands, console
+from src.runs.learning import ended
 from src.runs.recorder import Recorder
 from src.runs.sweeps import completed_record, log_job
 
@@ -61,6 +62,7 @@ def fit_and_test(cfg: DictConfig, checkpoint: Path | None = None, wandb_id: str 
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         metrics["epochs"] = trainer.current_epoch
         metrics.update(_floats(trainer.callback_metrics))
+        metrics.update(ended(trainer, cfg))  # budget, and whether learning had ended (src/runs/learning.py)
     if cfg.test:
         # trainer.checkpoint_callback is the first ModelCheckpoint: model_checkpoint (the best epoch)
         best = own_best(trainer, Path(cfg.paths.output_dir)) if cfg.train else checkpoint
@@ -138,8 +140,9 @@ def _finish_wandb() -> None:
         log.info(f"W&B run: {run.url}")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def job(cfg: DictConfig) -> float | None:
+    """One job: a single run, or seeds=[...] (a multirun's launcher may instead train several jobs stacked:
+    packs_members, src/runs/packing.py)."""
     commands.mark_started()
     console.scratch_home()
     console.capture_warnings()
@@ -165,6 +168,12 @@ def main(cfg: DictConfig) -> float | None:
     log_job(cfg, "ok")
     print(f"run dir: {out}")
     return record.get(f"{record['monitor']}_best")
+
+
+# hydra/launcher=packed trains this task's jobs that may stack as one stacked job (src/runs/packing.py), doing for each
+# what `job` does for one: skipped, trained, failed, each recorded in the sweep's ledger.
+job.packs_members = True
+main = hydra.main(version_base="1.3", config_path="conf", config_name="config")(job)
 
 
 def failed(cfg: DictConfig, e: Exception) -> float:

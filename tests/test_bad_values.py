@@ -56,6 +56,20 @@ REFUSED = {
     "update=manual trainer.accumulate_grad_batches=2": "trainer.accumulate_grad_batches=2 cannot be combined with update=manual",
     "+updates_per_step=4": "updates_per_step is no longer a setting",
     "+trainer.gradient_clip_val=1": "trainer.gradient_clip_val is no longer a setting",
+    # the documented ranges (src/runs/ranges.py, issue 25 class 4): refused before the run dir is claimed
+    "trainer.max_epochs=0": "trainer.max_epochs=0 trains nothing",
+    "trainer.max_steps=0": "trainer.max_steps=0 trains nothing",
+    "+trainer.min_epochs=5": "trainer.min_epochs=5 is more than trainer.max_epochs=2",
+    "trainer.max_epochs=-1 trainer.max_steps=-1": "never ends",
+    "trainer.check_val_every_n_epoch=5": "validation would never run",
+    "optimizer.lr=0": "optimizer.lr=0 must be > 0",
+    "scheduler=step scheduler.gamma=0": "scheduler.gamma=0 must be > 0",
+    "scheduler=step scheduler.gamma=-0.5": "scheduler.gamma=-0.5 must be > 0",
+    "stack.dropout=0.5": "depth=1 has none, so it would do nothing",
+    "task.input_proj=0": "task.input_proj=0 must be null",
+    "tags=abc": "tags='abc' must be a list of labels",
+    "seeds=[1,2] seed=3": "were both given, and one would silently win",
+    "truncation=tbptt": "truncation.steps=35 is longer than dataset=digits's sequences (8 steps)",
 }
 
 
@@ -67,6 +81,7 @@ def test_bad_value_is_one_config_error_naming_it(cfg_factory, tmp_path, override
     assert REFUSED[override] in message and "\n" not in message, message
     record = json.loads((tmp_path / "metrics.json").read_text())  # the dir was free: the failure is recorded
     assert record["status"] == "failed" and REFUSED[override] in record["error"]
+    assert "epochs" not in record  # refused before training: nothing recorded as trained
 
 
 def test_a_checkpoint_of_other_data_is_refused_when_resuming(cfg_factory, tmp_path):

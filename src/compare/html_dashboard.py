@@ -27,8 +27,11 @@ from src.compare.leaderboard import (
     Section,
     band,
     baseline_text,
+    budget_text,
     cell_summary,
+    ended_text,
     error_bars,
+    has_verdicts,
     label,
     row_curves,
     section_heading,
@@ -224,16 +227,22 @@ def _table(headers: Sequence[tuple[str, str]], body: list[str], cls: str = "") -
 
 
 def board_table(section: Section) -> str:
+    """The task's leaderboard, with the markdown leaderboard's columns: the grid point picked on validation where
+    the rows were tuned (--tune), the budget and how the runs ended where they recorded it, the state size."""
+    tuned, verdicts = any(row.tuned for row in section.rows), has_verdicts(section)
     headers = [
         ("rank", "num"),
         *[(k, "num" if k == "depth" else "text") for k in ARCH],
         ("setting", "text"),
         (section.metric, "num"),
         ("std", "num"),
+        *([("picked on validation", "text")] if tuned else []),
         ("seeds", "num"),
         ("failed", "num"),
+        *([("budget", "text"), ("ended", "text")] if verdicts else []),
         *([("beats baseline", "text")] if section.baseline else []),
         ("params", "num"),
+        ("state", "num"),
         ("samples/s", "num"),
         ("wall s", "num"),
     ]
@@ -243,6 +252,7 @@ def board_table(section: Section) -> str:
         classes = " ".join(c for c, on in (("best", row.best), ("below", row.beats_baseline is False)) if on)
         rank = ranked.index(row) + 1 if row in ranked else None
         params, sps, wall = row.field_mean("params"), row.field_mean("train_samples_per_s"), row.field_mean("wall_s")
+        state = row.field_mean("state_floats")
         cells = [
             _cell(rank, rank if rank else ""),
             f'<td data-v="{html.escape(str(row.arch[0]))}"><span class="swatch" '
@@ -255,13 +265,18 @@ def board_table(section: Section) -> str:
                 "metric",
             ),
             _cell("" if row.std is None else f"{row.std:.2g}", row.std if row.std is not None else ""),
+            *([_cell(row.tuned, cls="edge" if row.tuned_edge else "")] if tuned else []),
             _cell(len(row.values), len(row.values)),
             _cell(sum(not r.ok for r in row.runs), sum(not r.ok for r in row.runs)),
         ]
+        if verdicts:
+            ended = ended_text(row)
+            cells += [_cell(budget_text(row)), _cell(ended, cls="learning" if "still learning" in ended else "")]
         if section.baseline:
             cells.append(_cell({True: "yes", False: "no", None: ""}[row.beats_baseline]))
         cells += [
             _cell("" if params is None else f"{params:,.0f}", "" if params is None else params),
+            _cell("" if state is None else f"{state:,.0f}", "" if state is None else state),
             _cell("" if sps is None else f"{sps:,.0f}", "" if sps is None else sps),
             _cell("" if wall is None else f"{wall:.1f}", "" if wall is None else wall),
         ]
@@ -327,6 +342,7 @@ th { background: #f0f2f4; cursor: pointer; user-select: none; }
 th.asc::after { content: " ▲"; font-size: .8em; } th.desc::after { content: " ▼"; font-size: .8em; }
 tr.best td { font-weight: 600; background: #fff7e0; }
 tr.below td.metric { color: #a33; }
+td.edge, td.learning { font-weight: 600; }
 tr.baseline td { font-style: italic; background: #f3f3f3; color: #555; }
 .swatch { display: inline-block; width: .8em; height: .8em; margin-right: .4em; border-radius: 2px; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; } .chart { flex: 1 1 520px; min-width: 420px; }

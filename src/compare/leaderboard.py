@@ -26,6 +26,7 @@ from src.common.markdown import Markdown, markdown_table, md_text
 from src.common.metrics import better as metric_direction
 from src.records.identity import ARCH, NOT_SETTINGS, NOT_SETTINGS_PREFIXES, setting_names, short_value
 from src.records.record import find_records
+from src.runs.learning import SHOWN as LEARNING_SHOWN
 
 # Only for a metric that is not the monitored one (--metric) or a record without monitor_mode: lower is better.
 # Metrics that can be negative although every value seen is not: their error bars and bands are not cut at 0.
@@ -424,6 +425,35 @@ def value_text(row: Row) -> str:
     return "failed" if not finished else "not recorded" if row.missing == finished else "not a number"
 
 
+def ended_text(row: Row) -> str:
+    """How the row's finished runs ended, by metrics.json's `learning` (src/runs/learning.py): "plateau 2/3, still
+    learning 1/3"; "" where none recorded it."""
+    finished = [r for r in row.runs if r.ok]
+    found: dict[str, int] = defaultdict(int)
+    for run in finished:
+        verdict = run.record.get("learning")
+        if verdict in LEARNING_SHOWN:
+            found[verdict] += 1
+    ordered = sorted(found.items(), key=lambda item: (-item[1], list(LEARNING_SHOWN).index(item[0])))
+    return ", ".join(f"{LEARNING_SHOWN[verdict]} {n}/{len(finished)}" for verdict, n in ordered)
+
+
+def budget_text(row: Row) -> str:
+    """The budget the row's finished runs had (metrics.json `budget`): "600 updates", "30 epochs"; several where
+    they differ."""
+    found = []
+    for run in row.runs:
+        budget = run.record.get("budget")
+        if run.ok and isinstance(budget, dict) and _number(budget.get("value")) is not None:
+            text = f"{budget['value']:,.0f} {budget.get('kind', '')}".strip()
+            found += [text] if text not in found else []
+    return ", ".join(found)
+
+
+def has_verdicts(section: Section) -> bool:
+    return any(ended_text(row) for row in section.rows)
+
+
 def baseline_text(baseline: Baseline) -> str:
     spread = f" ({baseline.low:.4g}..{baseline.high:.4g} across runs)" if baseline.high > baseline.low else ""
     return f"{baseline.mean:.4g}{spread}"
@@ -432,6 +462,7 @@ def baseline_text(baseline: Baseline) -> str:
 def table_lines(section: Section) -> list[dict]:
     """The leaderboard's lines: the rows best first, the baseline after the last row that beats it."""
     with_setting = any(row.shown for row in section.rows)
+    verdicts = has_verdicts(section)
     lines = []
     for row in section.rows:
         value = value_text(row)
@@ -450,6 +481,14 @@ def table_lines(section: Section) -> list[dict]:
                 "seeds": f"{len(row.values)}"
                 + (f" (+{failed} failed)" if failed else "")
                 + (f" ({row.missing} without it)" if row.missing and row.values else ""),
+            }
+        )
+        if verdicts:
+            ended = ended_text(row)
+            line["budget"] = budget_text(row)
+            line["ended"] = Markdown(md_text(ended).replace("still learning", "**still learning**")) if ended else ""
+        line.update(
+            {
                 "params": f"{params:,.0f}" if params is not None else "",
                 "state": f"{state:,.0f}" if state is not None else "",
                 "samples/s": _num(row.field_mean("train_samples_per_s"), ",.0f"),

@@ -45,11 +45,14 @@ from src.compare.leaderboard import (
     Section,
     _num,
     band,
+    budget_text,
     build_sections,
     cell_summary,
+    ended_text,
     error_bars,
     failures_table,
     find_runs,
+    has_verdicts,
     label,
     markdown_table,
     md_text,
@@ -90,6 +93,15 @@ def write_markdown(
             "Tuned: per task and architecture, the grid point with the best mean validation value of the monitored "
             "metric (`<monitor>_best`, the tested checkpoint's) is the row, with its test metric; *picked on "
             "validation* says which point and where on the grid (in bold at the grid's edge: widen the grid).",
+            "",
+        ]
+    if any(has_verdicts(section) for section in sections):
+        md += [
+            "*ended*: how each row's runs ended (metrics.json `learning`): *plateau*, the best of the last "
+            "`plateau.patience` validations was not better than the best before them by more than the tolerance "
+            "(`plateau.min_delta`, relative); ***still learning***, the *budget* (budget.updates, else "
+            "trainer.max_epochs) ran out while it still was, so the row's value is not its final one; *early "
+            "stopped*; *unknown*, too few validations to tell.",
             "",
         ]
     for section in sections:
@@ -158,6 +170,8 @@ def write_csv(sections: list[Section], out: Path) -> None:
             "baseline",
             "beats_baseline",
             "recorded",
+            "budget",
+            "ended",
         ]
     )
     for s in sections:
@@ -184,6 +198,8 @@ def write_csv(sections: list[Section], out: Path) -> None:
                     _num(s.baseline.mean if s.baseline else None, ".6g"),
                     "" if row.beats_baseline is None else row.beats_baseline,
                     not s.absent,
+                    budget_text(row),
+                    ended_text(row),
                 ]
             )
     atomic_write_text(out / "leaderboard.csv", buffer.getvalue())

@@ -17,6 +17,7 @@ from src.common.errors import ConfigError, DataError, not_there, user_error
 from src.common.files import probe_writable
 from src.common.paths import CONF_DIR
 from src.records import identity
+from src.runs.learning import budget_updates, budgeted
 from src.runs.ranges import check_ranges, check_truncation_length
 from src.runs.sweeps import check_one_process_per_job
 
@@ -145,6 +146,7 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
 
     from src.updates.schedules import check_optimization
 
+    cfg = budgeted(cfg)  # budget.updates: the trainer limits and the run-long schedule it sets
     L.seed_everything(cfg.seed, workers=True)
     update = update_strategy(cfg)
     per_step = update.setting("per_step", 1)
@@ -211,7 +213,9 @@ def build_trainer(
     extra_loggers = list(loggers)
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from src.runs.callbacks import FiniteLoss, ModelSummary, Throughput, WandbSummary
+    from src.runs.callbacks import FiniteLoss, LearningCurve, ModelSummary, Throughput, WandbSummary
+
+    cfg = budgeted(cfg)
 
     extra, callbacks = (
         list(callbacks),
@@ -226,7 +230,7 @@ def build_trainer(
                 f"(validation epochs without improvement before stopping)"
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
-    callbacks += [Throughput(), FiniteLoss(), WandbSummary(), *extra]
+    callbacks += [Throughput(), FiniteLoss(), WandbSummary(), LearningCurve(budget_updates(cfg)), *extra]
     callbacks += [ModelSummary()] if cfg.trainer.get("enable_model_summary", True) else []  # no FLOPs column of 0s
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -152,3 +153,32 @@ class WandbSummary(L.Callback):
                 # <monitor>_best (logged each epoch) and test/* keep W&B's default, their last value, as plain
                 # summary columns: a W&B sweep's metric (val/acc_best) is looked up there.
                 run.define_metric(pl_module.monitor, summary=f"{pl_module.monitor_mode},last")
+
+
+class LearningCurve(L.Callback):
+    """The monitored validation value after every validation (not the sanity check), per key: the monitor, and a
+    stacked job's `seed=<s>/<monitor>` for each member. With `stop_at` (budget.updates) it also asks the Trainer
+    to stop once that many updates are done, so the epoch cut short by the budget is validated (Lightning
+    validates a part-epoch only when asked to stop, not at max_steps)."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.stop_at = stop_at
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        monitor = pl_module.monitor
+        for key, value in trainer.callback_metrics.items():
+            if key == monitor or key.endswith("/" + monitor):
+                self.history.setdefault(key, []).append(float(value))
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.stop_at is not None and trainer.global_step >= self.stop_at:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = {k: list(v) for k, v in state.get("history", {}).items()}

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.common.errors import ConfigError
+from src.runs.learning import check_budget
 
 
 def _int(value: Any) -> bool:
@@ -38,6 +39,7 @@ def sweep_params() -> set[str]:
 
 
 def check_ranges(cfg: DictConfig) -> None:
+    check_budget(cfg, command_line_keys())
     trainer = cfg.get("trainer") or {}
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
     if cfg.get("train", True) is True:

@@ -4,9 +4,12 @@
                                   its own config (the single run `python -m src.train seed=<s>` it equals), with its
                                   own seeded batch order; the host is the one LightningModule the Trainer runs, the
                                   Trainer the job's (build_trainer)
-    train_seeds(cfg)           -> fit, one test pass for all members, and one ordinary run dir per member
-                                  (<run dir>/seed=<s>/: metrics.json by src/runs/recorder.py as src.train writes
-                                  it, checkpoints/best.ckpt and last.ckpt in src.train's layout)
+    train_members(job, members)-> fit, one test pass for all members, and one ordinary run dir per member (each
+                                  Member's own config and dir: metrics.json by src/runs/recorder.py as src.train
+                                  writes it, checkpoints/best.ckpt and last.ckpt in src.train's layout)
+    train_seeds(cfg)           -> seeds=[...]: train_members of cfg's seeds, in <run dir>/seed=<s>/
+A packed multirun (src/runs/packing.py) trains its jobs through train_members too, each member a job's own config,
+Hydra config and run dir.
 
 The update is src/updates/stacked.py's; the stacked call, src/models/stacking.py's. Each member keeps its own
 parameters, optimizer and schedule; the host holds the members (so Lightning's device moves reach them) and logs
@@ -15,10 +18,12 @@ what each member's own hooks would log (its epoch_values), under `seed=<s>/`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ from src.models.stacking import Members
 from src.records import rundir
 from src.records.checkpoints import AtomicCheckpointIO
 from src.records.record import RECORD
+from src.runs.learning import ended
 from src.runs.loggers import MemberLoggers
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
@@ -72,6 +78,54 @@ def member_config(cfg: DictConfig, seed: int) -> DictConfig:
         member.seed = seed
         member.seeds = None
     return member
+
+
+@dataclass
+class Member:
+    """One member of a stacked job: the single run it equals."""
+
+    cfg: DictConfig  # its config, paths.output_dir its own run dir
+    name: str  # its prefix in the job's logged values: seed=<s>, or its job's dir name
+    overrides: list[str] | None = None  # its .hydra/overrides.yaml (None: the command line's)
+    hashed: DictConfig | None = None  # the config its config_hash is of (None: cfg)
+    hydra: Any = None  # its own Hydra config (HydraConfig's, a packed multirun's job); None: the process's
+    dir: Path | None = None  # its run dir (None: cfg's paths.output_dir, read here)
+
+    def __post_init__(self) -> None:
+        if self.dir is None:
+            with job_hydra(self.hydra):
+                self.dir = Path(self.cfg.paths.output_dir)
+
+
+@contextlib.contextmanager
+def job_hydra(hydra: Any) -> Iterator[None]:
+    """HydraConfig.get() is `hydra` (a job's, as HydraConfig holds it) inside: what a member's identity, checks,
+    loggers and .hydra/ files read is its own job's. None: unchanged."""
+    if hydra is None:
+        yield
+        return
+    instance = HydraConfig.instance()
+    before, instance.cfg = instance.cfg, hydra
+    try:
+        yield
+    finally:
+        instance.cfg = before
+
+
+def not_stackable(cfg: DictConfig) -> str | None:
+    """Why cfg's members would not train stacked as their single runs, seen in the config alone; None: nothing
+    seen (the build still checks the modules and batches: dropout inside a cell, padded batches)."""
+    if (cfg.get("callbacks") or {}).get("early_stopping"):
+        return "early stopping"  # each member would stop at its own epoch
+    if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
+        return "gradient accumulation"
+    if cfg.trainer.get("devices", 1) not in (1, "1", "auto") or cfg.trainer.get("strategy") == "ddp":
+        return "several devices (the members train in one process on one device)"
+    if cfg.get("diagnostics"):
+        return "diagnostics (they watch one model's updates)"
+    if (cfg.get("stack") or {}).get("dropout"):
+        return f"dropout {cfg.stack.dropout}: the members' random masks cannot be those of their single runs"
+    return None
 
 
 class StackedTask(L.LightningModule):
@@ -245,17 +299,22 @@ def build_stacked(
     dirs: list[Path] | None = None,
     callbacks: list[L.Callback] = (),
     wandb_id: str | None = None,
+    hydra: list[Any] | None = None,
 ) -> tuple[StackedData, StackedTask, L.Trainer]:
     """The members (their configs: `members`, default member_config(cfg, seed) for each of `seeds`), each built as
     its single run builds its data and model, stacked; and the job's Trainer (cfg's, with cfg's callbacks and
-    loggers, and `callbacks`)."""
+    loggers, and `callbacks`). `hydra`: each member's own Hydra config (job_hydra), where they differ."""
     from src.runs.build import build_loggers, build_model, build_trainer
 
     update = stacked_update(cfg)
     members = members or [member_config(cfg, seed) for seed in seeds]
+    hydra = hydra or [None] * len(members)
     built = []
     for i, member in enumerate(members):
-        built.append(build_model(single_run_update(member)))
+        with job_hydra(hydra[i]):
+            built.append(build_model(single_run_update(member)))
+        if i == 0:  # before the other members are built: a data set whose batches cannot stack says so now
+            probe_batches(built[0][0])
         if (i + 1) % max(1, len(members) // 10) == 0 or i + 1 == len(members):  # progress, ten lines at most
             log.info(f"built {i + 1} of {len(members)} members")
     names = names or [f"seed={m.seed}" for m in members]
@@ -264,7 +323,11 @@ def build_stacked(
     host = StackedTask([task for _, task in built], names, update, dirs)
     loggers = []
     if dirs is not None:  # each member's own CSV (and TensorBoard) curves in its run dir, as its single run's
-        loggers.append(MemberLoggers(names, [build_loggers(member, wandb=False) for member in members]))
+        own = []
+        for member, its_hydra in zip(members, hydra):
+            with job_hydra(its_hydra):
+                own.append(build_loggers(member, wandb=False))
+        loggers.append(MemberLoggers(names, own))
     trainer = build_trainer(cfg, wandb_id, callbacks=callbacks, loggers=loggers)
     return StackedData([dm for dm, _ in built]), host, trainer
 
@@ -306,10 +369,11 @@ def member_checkpoint(trainer: L.Trainer, host: StackedTask, s: int) -> dict:
 
 class MemberCheckpoints(L.Callback):
     """Each member's best (by its own monitored metric) and last checkpoint, in its own run dir's checkpoints/ as
-    src.train's checkpoints are (member_checkpoint)."""
+    src.train's checkpoints are (member_checkpoint); `best`, `last`: which of them its single run writes (its
+    callbacks model_checkpoint and last_checkpoint; without a best one it tests its final weights)."""
 
-    def __init__(self, dirs: list[Path]) -> None:
-        self.dirs = dirs
+    def __init__(self, dirs: list[Path], best: bool = True, last: bool = True) -> None:
+        self.dirs, self.keep_best, self.keep_last = dirs, best, last
         self.best: list[float | None] = [None] * len(dirs)
         self.best_path: list[str] = [""] * len(dirs)
         self.best_state: list[dict | None] = [None] * len(dirs)
@@ -319,7 +383,7 @@ class MemberCheckpoints(L.Callback):
         AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
     def on_validation_end(self, trainer: L.Trainer, host: StackedTask) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not self.keep_best:
             return
         higher = host.monitor_mode == "max"
         for s, run_dir in enumerate(self.dirs):
@@ -337,6 +401,8 @@ class MemberCheckpoints(L.Callback):
                 self.save(checkpoint, Path(self.best_path[s]))
 
     def on_train_epoch_end(self, trainer: L.Trainer, host: StackedTask) -> None:
+        if not self.keep_last:
+            return
         for s, run_dir in enumerate(self.dirs):
             self.save(member_checkpoint(trainer, host, s), run_dir / "checkpoints" / "last.ckpt")
 
@@ -353,9 +419,6 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     """Fit the members of cfg.seeds stacked, test each on its best checkpoint in one pass, and leave one ordinary
     run dir per member: <run dir>/seed=<s>/ with metrics.json (status ok, or failed for a member that diverged),
     checkpoints/best.ckpt and last.ckpt, .hydra/ (its overrides name seed=<s>, as a single run's would)."""
-    from src.runs.build import _floats, check_config
-    from src.runs.recorder import Recorder
-
     seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
     if cfg.ckpt_path or not cfg.train:
         raise ConfigError(
@@ -365,33 +428,66 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     if (cfg.get("callbacks") or {}).get("early_stopping"):  # each member would stop at its own epoch
         return one_by_one(cfg, seeds, "early stopping", single)
     out = Path(cfg.paths.output_dir)
-    members, dirs = [], []
+    members = []
     for seed in seeds:
         member = member_config(cfg, seed)
         with open_dict(member):
             member.paths.output_dir = str(out / f"seed={seed}")
-        check_config(member)
-        members.append(member)
-        dirs.append(Path(member.paths.output_dir))
-    job = copy.deepcopy(cfg)
-    with open_dict(job):
-        job.callbacks = None  # MemberCheckpoints writes each member's checkpoints
-    checkpoints = MemberCheckpoints(dirs)
-    recorders = [  # started now, as a single run's record starts before its data is loaded
-        Recorder(member, member_overrides(seed), hashed=member_config(cfg, seed))  # a single run's hash
-        for member, seed in zip(members, seeds)
-    ]
+        # hashed: the single run's config (seed set, seeds null, paths as composed)
+        members.append(Member(member, f"seed={seed}", member_overrides(seed), hashed=member_config(cfg, seed)))
     try:
-        data, host, trainer = build_stacked(job, seeds, members, dirs=dirs, callbacks=[checkpoints])
-        probe(data)
+        return train_members(cfg, members, {"seeds": seeds, "dir": str(out)}, "seeds=[...]: members stacked")
     except NotStackable as e:
         log.warning(f"seeds={seeds}: not stacked ({e}); the seeds train one after another")
         return one_by_one(cfg, seeds, str(e), single)
+
+
+def train_members(
+    job: DictConfig, members: list[Member], stacked: dict[str, Any], reason: str, verbose: bool = True
+) -> list[dict[str, Any]]:
+    """Fit `members` stacked (the job's Trainer: `job`'s settings, its loggers beside each member's own), test each
+    on its best checkpoint in one pass, and leave each its ordinary run dir (Member.dir): metrics.json (status ok,
+    or failed for a member that diverged; `stacked` recorded in it, `reason` in its update_reason), checkpoints,
+    .hydra/, its CSV (and TensorBoard) curves. NotStackable (nothing written yet) where they cannot stack exactly;
+    the members' records otherwise. verbose=False: no table of the test values (Lightning's)."""
+    from src.models.sizing import sequence_steps, state_floats
+    from src.runs.build import _floats, check_config
+    from src.runs.recorder import Recorder
+
+    dirs = [m.dir for m in members]
+    recorders = []
+    for m in members:
+        with job_hydra(m.hydra):
+            check_config(m.cfg)
+            # started now, as a single run's record starts before its data is loaded
+            recorders.append(Recorder(m.cfg, m.overrides, hashed=m.hashed))
+    job = copy.deepcopy(job)
+    own = job.get("callbacks") or {}
+    checkpoints = MemberCheckpoints(dirs, best=bool(own.get("model_checkpoint")), last=bool(own.get("last_checkpoint")))
+    with open_dict(job):
+        job.callbacks = None  # MemberCheckpoints writes each member's checkpoints
+    data, host, trainer = build_stacked(
+        job,
+        members=[m.cfg for m in members],
+        names=[m.name for m in members],
+        dirs=dirs,
+        callbacks=[checkpoints],
+        hydra=[m.hydra for m in members],
+    )
+    probe(data)
     log.info(plan(host))
     try:
-        for recorder in recorders:
-            recorder.record["stacked"] = {"seeds": seeds, "dir": str(out)}
-            recorder.claim(resuming=False)
+        for recorder, m in zip(recorders, members):
+            recorder.record["stacked"] = stacked
+            with job_hydra(m.hydra):
+                recorder.claim(resuming=False)
+        sizes = [  # as a single run records them (src/train.py fit_and_test), before training
+            {
+                "state_floats": state_floats(task, sequence_steps(dm)),
+                "width": task.run_config.get("cell", {}).get("hidden_size"),
+            }
+            for task, dm in zip(host.tasks, data.datamodules)
+        ]
         for logger in trainer.loggers:  # each member's config, as its single run logs its own
             if isinstance(logger, MemberLoggers):
                 for task, own in zip(host.tasks, logger.loggers):
@@ -403,36 +499,40 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         for task, state in zip(host.tasks, checkpoints.best_state):  # each member tested on its own best weights
             if state is not None:
                 task.load_state_dict(state)
-        if cfg.test:
-            trainer.test(host, datamodule=data)
+        if job.test:
+            trainer.test(host, datamodule=data, verbose=verbose)
         tested = _floats(trainer.callback_metrics)
-        for s, (recorder, seed) in enumerate(zip(recorders, seeds)):
+        for s, (recorder, m) in enumerate(zip(recorders, members)):
             prefix = host.prefix(s)
             mine = {k[len(prefix) :]: v for k, v in fitted.items() if k.startswith(prefix)}
             mine.update({k[len(prefix) :]: v for k, v in tested.items() if k.startswith(prefix + "test/")})
             recorder.record.update(
                 task=host.spec.task,
                 params=host.num_params,
+                **sizes[s],
                 monitor=host.monitor,
                 monitor_mode=host.monitor_mode,
                 epochs=trainer.current_epoch,
                 **mine,
-                tested_checkpoint=checkpoints.best_path[s] or "final weights" if cfg.test else None,
+                **ended(trainer, m.cfg, prefix),
+                tested_checkpoint=checkpoints.best_path[s] or "final weights" if job.test else None,
                 train_samples_per_s=fitted.get("perf/train_samples_per_s"),
                 update=host.update.describe(),
-                update_reason="; ".join(["seeds=[...]: members stacked", *host.update.notes()]),
+                update_reason="; ".join([reason, *host.update.notes()]),
                 device=str(trainer.strategy.root_device),
             )
             if s in diverged:
-                recorder.record["error"] = (
-                    f"TrainingDiverged: the training loss of seed={seed} became NaN or inf at optimizer step "
-                    f"{diverged[s]}; it was frozen there while the other seeds trained on"
+                recorder.record["error"] = (  # a single run's words (src/runs/callbacks.py FiniteLoss), and where
+                    f"TrainingDiverged: the training loss became NaN or inf at optimizer step {diverged[s]} "
+                    f"({m.name}, stacked: frozen there while the other members trained on). Lower optimizer.lr, "
+                    f"set update.gradient_clip_val (e.g. 1.0), or use a gated cell"
                 )
             else:
                 recorder.record["status"] = "ok"
     except BaseException as e:
-        for recorder in recorders:
-            recorder.fail(e)
+        for recorder, m in zip(recorders, members):
+            with job_hydra(m.hydra):
+                recorder.fail(e)
         raise
     finally:
         for recorder in recorders:
@@ -448,6 +548,13 @@ def probe(data: StackedData) -> None:
     except ConfigError as e:
         raise NotStackable(str(e)) from None
     if batch.lengths is not None:
+        raise NotStackable("padded batches: each member's batches are padded to their own longest sequence")
+
+
+def probe_batches(datamodule: L.LightningDataModule) -> None:
+    """NotStackable for a data set whose batches are padded, each to its own longest sequence (seen in its spec
+    once the first member is built, before the others are)."""
+    if getattr(getattr(datamodule, "spec", None), "padded", False):
         raise NotStackable("padded batches: each member's batches are padded to their own longest sequence")
 
 

@@ -33,15 +33,19 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_CONFIGS = CONF_DIR / "sweep"
 WANDB_DIR = ROOT / "sweeps"
-# Where outputs go, the switch itself, the progress bar and the tags do not change what a job computes.
-NOT_HASHED = ("hydra", "paths", "skip_completed", "progress", "tags")
+# Where outputs go, the switch itself, the progress bar and the tags do not change what a job computes; nor does
+# the plateau rule, which only reads the finished run's validation values (its metrics.json names the rule used).
+NOT_HASHED = ("hydra", "paths", "skip_completed", "progress", "tags", "plateau")
+# Groups hashed only where a value is set: unset, the job computes what it did before the group existed.
+HASHED_WHEN_SET = ("budget",)
 
 
 def config_hash(cfg: DictConfig) -> str:
     """A fingerprint of the job's config as composed, before interpolation: paths stay `${paths...}`, so the same
     job hashes the same in any output dir, while any value that differs (an override, an edited config file)
     changes it. Code changes do not: re-run those with skip_completed=false or a new sweep dir."""
-    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_HASHED])
+    unset = [k for k in HASHED_WHEN_SET if all(v is None for v in (cfg.get(k) or {}).values())]
+    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_HASHED and k not in unset])
     text = json.dumps(OmegaConf.to_container(kept, resolve=False), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -1,0 +1,162 @@
+"""A multirun packs itself (hydra/launcher=packed, src/runs/packing.py): jobs that differ only in seed, learning
+rate, ... train as one stacked job, and each leaves what its unpacked job leaves: the same run dir, a record with
+the same identity and results (to 1e-5), its ledger entry; a rerun skips them; what may not stack runs alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from src.compare.report import build_sections, find_runs
+from src.runs.packing import MEMBER_KEYS, pack_key, packs, unpackable
+from src.runs.sweeps import read_ledger
+from tests.conftest import run_cli
+
+TINY = [
+    "dataset=digits",
+    "dataset.batch_size=16",
+    "cell=gru",
+    "cell.hidden_size=8",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
+]
+GRID = ["optimizer.lr=0.01,0.05", "seed=1,2"]
+# What a stacked member records beyond its single run: how it was trained, when, how fast.
+HOW = {"update", "update_reason", "stacked", "wall_s", "started_at", "finished_at", "wandb_id", "train_samples_per_s"}
+
+
+def multirun(sweep_dir: Path, *args: str) -> str:
+    done = run_cli("-m", *TINY, *args, f"hydra.sweep.dir={sweep_dir}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def records(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
+
+
+def ledger(sweep_dir: Path) -> list[tuple[str, str]]:
+    return sorted((Path(e["dir"]).name, e["status"]) for e in read_ledger(sweep_dir))
+
+
+@pytest.fixture(scope="module")
+def packed_and_not(tmp_path_factory):
+    """The same 2x2 multirun (lr x seed), packed and with packing off."""
+    root = tmp_path_factory.mktemp("packing")
+    packed, unpacked = root / "packed", root / "unpacked"
+    return (packed, multirun(packed, *GRID)), (unpacked, multirun(unpacked, *GRID, "hydra.launcher.pack=false"))
+
+
+def test_a_multirun_over_lr_and_seed_is_one_stacked_job_equal_to_its_unpacked_jobs(packed_and_not):
+    (packed, log), (unpacked, plain_log) = packed_and_not
+    assert "packed: 4 jobs of this multirun train as one stacked job" in log
+    assert "4 members stacked in one process" in log  # the plan line (members, memory)
+    assert "of this multirun train as one" not in plain_log
+    mine, theirs = records(packed), records(unpacked)
+    assert sorted(mine) == sorted(theirs) and len(mine) == 4  # the same run dirs
+    for name, record in mine.items():
+        alone = theirs[name]
+        assert record["status"] == alone["status"] == "ok"
+        assert record["update"].startswith("stacked(S=4") and alone["update"] == "automatic"
+        assert "stacked" not in alone
+        assert set(record) - HOW == set(alone) - HOW  # the same fields, state_floats and width included
+        for key in set(alone) - HOW:
+            if isinstance(alone[key], float):
+                assert record[key] == pytest.approx(alone[key], abs=1e-5), (name, key)
+            elif key not in ("tested_checkpoint",):
+                assert record[key] == alone[key], (name, key)
+        assert record["width"] == 8 and record["state_floats"] == alone["state_floats"] > 0
+        assert (packed / name / "checkpoints" / "best.ckpt").is_file()
+        assert (packed / name / "csv" / "metrics.csv").is_file() and (packed / name / "train.log").is_file()
+        overrides = OmegaConf.load(packed / name / ".hydra" / "overrides.yaml")
+        assert list(overrides) == list(OmegaConf.load(unpacked / name / ".hydra" / "overrides.yaml"))
+    # the members trained apart: their own learning rates and seeds
+    assert len({r["test/loss"] for r in mine.values()}) == 4
+    assert ledger(packed) == ledger(unpacked) == sorted((n, "ok") for n in mine)
+    rows = [[len(row.runs) for row in s.rows] for s in build_sections(find_runs([packed]))]
+    assert rows == [[len(row.runs) for row in s.rows] for s in build_sections(find_runs([unpacked]))]
+
+
+def test_a_rerun_skips_finished_members_and_trains_only_a_missing_one(packed_and_not, tmp_path):
+    (packed, _), _ = packed_and_not
+    sweep = tmp_path / "sweep"
+    shutil.copytree(packed, sweep)
+    before = records(sweep)
+    log = multirun(sweep, *GRID)
+    assert "4 ok, 0 failed (4 skipped" in log and "of this multirun train as one" not in log
+    assert records(sweep) == before
+    gone = sorted(before)[1]
+    shutil.rmtree(sweep / gone)
+    log = multirun(sweep, *GRID)
+    assert "4 ok, 0 failed (3 skipped" in log
+    after = records(sweep)
+    assert {k: v for k, v in after.items() if k != gone} == {k: v for k, v in before.items() if k != gone}
+    assert after[gone]["status"] == "ok" and after[gone]["update"] == "automatic"  # alone: nothing to stack with
+    assert after[gone]["test/loss"] == pytest.approx(before[gone]["test/loss"], abs=1e-5)
+
+
+def test_members_of_other_shapes_are_packed_apart(tmp_path):
+    log = multirun(tmp_path, "cell.hidden_size=8,16", "seed=1,2", "trainer.max_epochs=1", "test=false")
+    assert log.count("packed: 2 jobs of this multirun") == 2
+    found = records(tmp_path)
+    assert sorted((r["width"], r["seed"]) for r in found.values()) == [(8, 1), (8, 2), (16, 1), (16, 2)]
+    for record in found.values():
+        assert record["update"].startswith("stacked(S=2") and record["status"] == "ok"
+        assert len({found[n]["width"] for n in record["stacked"]["pack"] if n in found} | {record["width"]}) == 1
+
+
+def test_a_job_that_may_not_stack_runs_alone(tmp_path):
+    log = multirun(tmp_path, "depth=2", "stack.dropout=0.1", "seed=1,2", "trainer.max_epochs=1", "test=false")
+    assert "of this multirun train as one" not in log
+    found = records(tmp_path)
+    assert len(found) == 2 and all(r["update"] == "automatic" and "stacked" not in r for r in found.values())
+    assert ledger(tmp_path) == sorted((n, "ok") for n in found)
+
+
+def test_the_cap_cuts_a_pack(tmp_path):
+    log = multirun(tmp_path, "seed=1,2,3", "hydra.launcher.max_members=2", "trainer.max_epochs=1", "test=false")
+    assert log.count("packed: 2 jobs") == 1 and "Launching 3 jobs" in log
+    updates = sorted(r["update"].split(",")[0] for r in records(tmp_path).values())
+    assert updates == ["automatic", "stacked(S=2", "stacked(S=2"]
+
+
+# -- the grouping, on composed configs ------------------------------------------------------------------------
+
+
+def test_only_member_keys_and_bookkeeping_may_differ_within_a_pack(cfg_factory):
+    base = pack_key(cfg_factory("dataset=digits"))
+    for member in ("seed=3", "optimizer.lr=0.5", "optimizer.weight_decay=0.1", "update.gradient_clip_val=1"):
+        assert pack_key(cfg_factory("dataset=digits", member)) == base, member
+    assert pack_key(cfg_factory("dataset=digits", "tags=[a]", "skip_completed=false")) == base
+    for other in ("cell.hidden_size=16", "cell=gru", "dataset.batch_size=8", "trainer.max_epochs=3", "depth=2"):
+        assert pack_key(cfg_factory("dataset=digits", other)) != base, other
+    assert "seed" in MEMBER_KEYS
+    assert unpackable(cfg_factory("dataset=digits", "seeds=[1,2]")) is not None
+    assert unpackable(cfg_factory("dataset=digits", "callbacks=early_stopping")) == "early stopping"
+    assert unpackable(cfg_factory("dataset=digits")) is None
+
+
+class _Job:
+    def __init__(self, key, name):
+        self.key, self.dir, self.idx = key, Path(name), name
+
+
+def test_packs_keep_the_sweeps_order_and_never_hold_one_dir_twice():
+    jobs = [_Job("a", "1"), _Job("b", "2"), _Job("a", "3"), _Job(None, "4"), _Job("a", "1"), _Job("a", "5")]
+    assert [[j.idx for j in p] for p in packs(jobs, 8)] == [["1", "3"], ["2"], ["4"], ["1", "5"]]
+    assert [[j.idx for j in p] for p in packs(jobs, 1)] == [["1"], ["2"], ["3"], ["4"], ["1"], ["5"]]
+
+
+@pytest.mark.parametrize("bad", ["hydra.launcher.max_members=0", "hydra.launcher.pack=maybe"])
+def test_a_bad_launcher_setting_is_one_line_and_exit_2(tmp_path, bad):
+    done = run_cli("-m", "dataset=digits", "seed=1,2", bad, f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 2 and done.stderr.strip().startswith(f"error: {bad.split('=')[0]}="), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
