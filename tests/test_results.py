@@ -64,7 +64,7 @@ def test_the_tiny_page_has_the_header_the_tuned_rows_and_the_cost(tiny):
     lines = text.splitlines()
     head = next(line for line in lines if line.startswith("| cell | setting |"))
     columns = cells(head)
-    for needed in ("test/acc", "picked on validation", "beats baseline", "seeds", "params", "state"):
+    for needed in ("test/acc", "picked on validation", "beats baseline", "seeds", "budget", "ended", "params", "state"):
         assert needed in columns, needed
     rows = {cells(r)[0]: dict(zip(columns, cells(r))) for r in table_rows(text, "cell")}
     assert set(rows) == {"rnn", "gru", "*baseline*"}
@@ -72,7 +72,7 @@ def test_the_tiny_page_has_the_header_the_tuned_rows_and_the_cost(tiny):
         row = rows[cell]
         assert re.fullmatch(r"lr 0\.0[13]", row["setting"])  # the picked grid point's lr
         assert re.search(r"lr 0\.0[13] \([12] of 2", row["picked on validation"])
-        assert row["seeds"] == "2"
+        assert row["seeds"] == "2" and row["budget"] == "8 updates" and row["ended"]
         assert 1900 <= int(row["params"].replace(",", "")) <= 2100  # model.params=2000 within 3%
         assert int(row["state"].replace(",", "")) > 0
     assert rows["*baseline*"]["test/acc"].strip("*")  # the trivial predictor's value
@@ -125,15 +125,16 @@ def test_stacked_seeds_give_the_same_rows_one_job_per_grid_point(tmp_path):
 def test_dry_run_prints_each_tables_command_and_counts():
     done = run_results("cpu", "--dry-run", "--runs", "/tmp/nowhere")
     assert done.returncode == 0, done.stderr
-    counts = dict(re.findall(r"^(\w+): (\d+ jobs, \d+ runs)$", done.stdout, flags=re.M))
-    assert counts["selective_copy"] == "36 jobs, 108 runs"  # 12 cells x 3 lr, 3 seeds stacked per job
-    assert counts["greff"] == "27 jobs, 81 runs"  # 9 variants x 3 lr
+    counts = dict(re.findall(r"^(\w+): (\d+ jobs, \d+ runs.*)$", done.stdout, flags=re.M))
+    # 12 cells x 3 lr x 3 seeds, a job each, which the launcher packs into one stacked job per cell
+    assert counts["selective_copy"] == "108 jobs, 108 runs (packed by the launcher into 12 stacked jobs)"
+    assert counts["greff"] == "81 jobs, 81 runs (packed by the launcher into 9 stacked jobs)"  # 9 variants
     assert set(counts) == {"selective_copy", "mqar_easy", "mqar_hard", "parity", "smnist5k", "greff"}
-    assert "page cpu: 6 tables, 207 jobs, 621 runs (dry run: nothing ran)" in done.stdout
+    assert "page cpu: 6 tables, 621 jobs (69 stacked jobs), 621 runs (dry run: nothing ran)" in done.stdout
     assert "hydra.sweep.dir=/tmp/nowhere/mqar_hard" in done.stdout
     assert not Path("/tmp/nowhere").exists()
     tiny = run_results("tiny", "--dry-run")
-    assert "digits: 8 jobs, 8 runs" in tiny.stdout  # seeds as a job each
+    assert "digits: 8 jobs, 8 runs (packed by the launcher into 2 stacked jobs)" in tiny.stdout
 
 
 @pytest.mark.parametrize(

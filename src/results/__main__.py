@@ -32,13 +32,19 @@ def default_out() -> Path:
 
 
 def dry_run(page, runs_root: Path) -> int:
-    total_jobs = total_runs = 0
+    total_jobs = total_runs = total_packs = 0
     for table in page.tables:
         jobs, runs = page.counts(table)
         total_jobs, total_runs = total_jobs + jobs, total_runs + runs
-        print(f"{table.name}: {jobs} jobs, {runs} runs")
+        total_packs += page.packs(table) or 0
+        packs = page.packs(table)
+        packed = f" (packed by the launcher into {packs} stacked jobs)" if packs else ""
+        print(f"{table.name}: {jobs} jobs, {runs} runs{packed}")
         print(f"  {page.shown_command(table, runs_root / table.name)}")
-    print(f"page {page.name}: {len(page.tables)} tables, {total_jobs} jobs, {total_runs} runs (dry run: nothing ran)")
+    packed = f" ({total_packs} stacked jobs)" if total_packs else ""
+    print(
+        f"page {page.name}: {len(page.tables)} tables, {total_jobs} jobs{packed}, {total_runs} runs (dry run: nothing ran)"
+    )
     return 0
 
 

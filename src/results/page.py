@@ -20,7 +20,9 @@ from src.common.paths import CONF_DIR
 PAGES_DIR = CONF_DIR / "results"
 PAGE_KEYS = {"title", "about", "common", "grid", "seeds", "seeds_as", "launcher", "roster", "test", "tables"}
 TABLE_KEYS = {"name", "title", "about", "task", "size", "budget", "roster", "reference", "was"}
-SEEDS_AS = ("stacked", "jobs")  # seeds=[1,2,3]: one stacked job per grid point; seed=1,2,3: a job per seed
+# seed=1,2,3: a Hydra job per seed, which the default launcher packs (a cell's lr x seed jobs train as one stacked
+# job); seeds=[1,2,3]: one job per grid point, its seeds stacked.
+SEEDS_AS = ("jobs", "stacked")
 # What the page before said of a row (a table's `was:`, optionally `: a note`): in the winning group or not, or,
 # against the table's reference, better / worse / no different (same); the reference itself.
 WAS = ("winner", "not winner", "better", "worse", "same", "reference")
@@ -81,10 +83,22 @@ class Page:
         return shlex.join(["python", "-m", "src.train", "-m", *self.overrides(table, sweep_dir)])
 
     def counts(self, table: Table) -> tuple[int, int]:
-        """(jobs, runs) of a table: a run per architecture x grid point x seed; a job per run, or per grid point
-        with the seeds stacked."""
+        """(jobs, runs) of a table: a run per architecture x grid point x seed; a Hydra job per run, or per grid
+        point with the seeds stacked (seeds=[...])."""
         points = len(list(itertools.product(*table.roster.values(), *self.grid.values())))
         return (points if self.seeds_as == "stacked" else points * len(self.seeds)), points * len(self.seeds)
+
+    def packs(self, table: Table) -> int | None:
+        """How many stacked jobs the default launcher (hydra/launcher=packed) trains a table's jobs as: one per
+        architecture, its grid points x seeds as members (up to the launcher's max_members, 32); None where
+        the jobs do not pack (seeds already stacked, another launcher, or pack=false)."""
+        launcher = [*self.common, *self.launcher]
+        other = any(o.startswith("hydra/launcher=") and o != "hydra/launcher=packed" for o in launcher)
+        if self.seeds_as == "stacked" or other or "hydra.launcher.pack=false" in launcher:
+            return None
+        members = len(list(itertools.product(*self.grid.values()))) * len(self.seeds)
+        architectures = len(list(itertools.product(*table.roster.values())))
+        return architectures * -(-members // 32)
 
 
 def page_names() -> list[str]:
@@ -151,7 +165,7 @@ def load_page(name: str) -> Page:
         or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     ):
         raise ConfigError(f"{where}: seeds must be a list of integers (e.g. [1, 2, 3]), got {seeds!r}")
-    seeds_as = raw.get("seeds_as", "stacked")
+    seeds_as = raw.get("seeds_as", "jobs")
     if seeds_as not in SEEDS_AS:
         raise ConfigError(f"{where}: seeds_as={seeds_as!r}; use {' or '.join(SEEDS_AS)}")
     test = raw.get("test", "welch")

@@ -106,7 +106,8 @@ def table_markdown(page: Page, result: TableResult) -> list[str]:
         f"Task `{' '.join(table.task)}`; size `{' '.join(table.size)}`; budget `{' '.join(table.budget)}`; "
         f"grid {grid}; seeds {', '.join(map(str, page.seeds))} "
         f"({'stacked in one job per grid point' if page.seeds_as == 'stacked' else 'a job each'}): "
-        f"{result.planned_runs} runs in {result.jobs} jobs.",
+        f"{result.planned_runs} runs in {result.jobs} jobs"
+        + (f", packed by the launcher into {packs} stacked jobs." if (packs := page.packs(table)) else "."),
         "",
         "```bash",
         result.command,
