@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from src.results.page import load_page, page_names
 from tests.conftest import CACHE, ROOT
 
 TINY = ROOT / "conf" / "results" / "tiny.yaml"
@@ -171,6 +172,15 @@ def test_a_bad_page_config_stops_with_one_line(tmp_path, change, message):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("name", page_names())
+def test_every_page_in_conf_results_loads_and_its_tables_size_their_roster_by_parameters(name):
+    page = load_page(name)
+    assert page.tables and page.seeds and "optimizer.lr" in page.grid
+    for table in page.tables:
+        assert [s.split("=")[0] for s in table.size] == ["model.params"], table.name  # size-matched
+        assert any(b.startswith("budget.updates=") for b in table.budget), table.name  # equal updates
 
 
 def test_an_unknown_page_names_the_pages():
