@@ -128,3 +128,17 @@ def test_train_loss_is_logged_only_on_the_steps_loggers_write(cfg_factory, monke
     )
     train(cfg)
     assert logged == [2, 5, 8, 9]  # before the update: Lightning writes after steps 3, 6, 9; 10 is the last
+
+
+def test_packed_benchmark_times_a_packed_multirun_against_it_unpacked(bench_dir, capsys):
+    from src.bench import packed
+
+    args = ["--cells", "gru", "--lrs", "0.01,0.02", "--seeds", "1", "--hidden", "8", "--epochs", "1", "--repeats", "1"]
+    args += ["dataset=digits", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
+    assert packed.main([*args, "trainer.limit_test_batches=2"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = json.loads((bench_dir / "packed-cpu.json").read_text())["rows"]
+    assert [(r["cell"], r["jobs"]) for r in rows] == [("gru", 2)]
+    assert last["whole_sweep"]["gru"] > 0 and last["compute_only"]["gru"] > 0
+    # the packed members trained as their unpacked jobs: the same test metrics
+    assert rows[0]["largest test metric difference"] < 1e-5

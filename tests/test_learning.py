@@ -76,6 +76,7 @@ def test_the_config_hash_changes_with_a_budget_only_where_one_is_set(cfg_factory
         ("+budget.tokens=1000", r"budget.tokens: no such budget; .* budget.updates="),
         ("plateau.patience=0", r"plateau.patience=0 must be a positive integer"),
         ("plateau.min_delta=-0.1", r"plateau.min_delta=-0.1 must be a number >= 0"),
+        ("+plateau.window=4", r"plateau.window: no such setting; the plateau rule's are patience, min_delta"),
     ],
 )
 def test_nonsense_budgets_are_refused_with_one_line(cfg_factory, override, match):
@@ -116,6 +117,7 @@ def test_grouped_updates_stop_at_the_budget_inside_a_group(cfg_factory):
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 5
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine over the 5 updates
 
 
 # -- end to end: metrics.json of a single run and of stacked members -----------------------------------------------
@@ -137,6 +139,7 @@ def test_a_single_run_records_its_budget_and_verdict(tmp_path):
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["budget"] == {"kind": "updates", "value": 10, "used": 10, "set_by": "budget.updates"}
     assert record["plateau"]["validations"] == 3 and record["plateau"]["patience"] == 2
+    assert record["state_floats"] == 16
     assert_verdict_of_logged_values(record, tmp_path, 3)  # the part-epoch's validation included
 
 
@@ -164,7 +167,7 @@ def test_each_stacked_member_records_its_own_verdict(tmp_path):
     for seed in (1, 2):
         record = json.loads((tmp_path / f"seed={seed}" / "metrics.json").read_text())
         assert record["budget"] == {"kind": "updates", "value": 14, "used": 14, "set_by": "budget.updates"}
-        assert "stacked" in record
+        assert "stacked" in record and record["state_floats"] == 16  # a GRU's h: as a single run records it
         assert_verdict_of_logged_values(record, tmp_path / f"seed={seed}", 4)  # 4 + 4 + 4 + 2 updates
 
 

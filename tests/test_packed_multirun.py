@@ -160,3 +160,17 @@ def test_a_bad_launcher_setting_is_one_line_and_exit_2(tmp_path, bad):
     done = run_cli("-m", "dataset=digits", "seed=1,2", bad, f"hydra.sweep.dir={tmp_path}")
     assert done.returncode == 2 and done.stderr.strip().startswith(f"error: {bad.split('=')[0]}="), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_packed_members_tensorboard_holds_their_settings_and_final_metrics(tmp_path):
+    """logger=tensorboard: each member's own event files, its HParams (settings, best value, test metrics) as its
+    single run's (tests/test_tools.py checks those of unpacked jobs)."""
+    from src.records.events import hparams
+
+    log = multirun(tmp_path, "seed=1,2", "trainer.max_epochs=1", "logger=tensorboard")
+    assert "packed: 2 jobs of this multirun" in log
+    for name, record in records(tmp_path).items():
+        found = hparams(tmp_path / name / "tensorboard")
+        assert set(found["metrics"]) >= {"val/acc_best", "test/acc", "test/loss"}
+        assert found["metrics"]["test/acc"] == pytest.approx(record["test/acc"], abs=1e-6)
+        assert found["hparams"]["run/seed"] == record["seed"] and found["hparams"]["params"] == record["params"]

@@ -28,11 +28,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.common.errors import ConfigError
 
-VERDICTS = ("plateau", "budget", "early_stopped", "unknown")
-# The leaderboard's words for them (src/compare/leaderboard.py ended_text).
+# The verdicts, and the leaderboard's words for them (src/compare/leaderboard.py ended_text).
 SHOWN = {"plateau": "plateau", "budget": "still learning", "early_stopped": "early stopped", "unknown": "unknown"}
 # A schedule that spans the run reads its length from trainer.max_epochs; under a budget of updates it spans those.
 SPANS_THE_RUN = "${trainer.max_epochs}"
+PLATEAU = {"patience": 3, "min_delta": 1e-3, "min_delta_abs": 0.0}  # conf/config.yaml's, for a config without them
 
 
 def _int(value: Any) -> bool:
@@ -69,15 +69,17 @@ def check_budget(cfg: DictConfig, given: set[str]) -> None:
                     f"budget.updates={updates} sets trainer.max_steps={updates} and trainer.max_epochs=-1, and "
                     f"{key} was given too: one would silently win; drop {key} (or budget.updates)"
                 )
-    plateau = cfg.get("plateau") or {}
-    patience = plateau.get("patience", 3)
+    plateau = {**PLATEAU, **(cfg.get("plateau") or {})}
+    if unknown := sorted(set(plateau) - set(PLATEAU)):
+        raise ConfigError(f"plateau.{unknown[0]}: no such setting; the plateau rule's are {', '.join(PLATEAU)}")
+    patience = plateau["patience"]
     if not _int(patience) or patience < 1:
         raise ConfigError(
             f"plateau.patience={patience!r} must be a positive integer (the last validations that must improve "
             f"on the best before them), e.g. plateau.patience=3"
         )
     for key in ("min_delta", "min_delta_abs"):
-        value = plateau.get(key, 0.0)
+        value = plateau[key]
         if not _number(value) or value < 0:
             raise ConfigError(
                 f"plateau.{key}={value!r} must be a number >= 0 (the improvement that counts as learning: "
@@ -132,7 +134,7 @@ def ended(trainer: Any, cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
     module = trainer.lightning_module
     curve = next((c for c in trainer.callbacks if isinstance(c, LearningCurve)), None)
     values = curve.history.get(prefix + module.monitor, []) if curve else []
-    plateau = {"patience": 3, "min_delta": 1e-3, "min_delta_abs": 0.0, **(cfg.get("plateau") or {})}
+    plateau = {**PLATEAU, **(cfg.get("plateau") or {})}
     verdict, gain = learning_verdict(values, module.monitor_mode == "max", **plateau)
     if early_stopped(trainer):
         verdict = "early_stopped"

@@ -146,8 +146,11 @@ def launch(launcher: Any, job_overrides: list[list[str]], initial_job_idx: int) 
         if len(pack) == 1:
             returns[pack[0].idx] = alone(launcher, pack[0])
         else:
-            returns.update(run_pack(launcher, pack))
-        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+            try:
+                returns.update(run_pack(launcher, pack))
+            finally:
+                HydraConfig.instance().cfg = before  # as run_job leaves it
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)  # closes the pack's log files too
     return [returns[job.idx] for job in jobs]
 
 

@@ -39,11 +39,11 @@ from src.common.files import atomic_write_json
 from src.common.paths import CONF_DIR
 from src.data.tensors import Batch
 from src.models.stacking import Members
-from src.records import rundir
+from src.records import identity, rundir
 from src.records.checkpoints import AtomicCheckpointIO
 from src.records.record import RECORD
 from src.runs.learning import ended
-from src.runs.loggers import MemberLoggers
+from src.runs.loggers import MemberLoggers, log_results
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
 
@@ -488,11 +488,14 @@ def train_members(
             }
             for task, dm in zip(host.tasks, data.datamodules)
         ]
-        for logger in trainer.loggers:  # each member's config, as its single run logs its own
-            if isinstance(logger, MemberLoggers):
-                for task, own in zip(host.tasks, logger.loggers):
-                    for member_logger in own:
-                        member_logger.log_hyperparams({**task.run_config, "params": task.num_params})
+        settings = []  # each member's config, as its single run logs its own (src/train.py fit_and_test)
+        for task, m in zip(host.tasks, members):
+            with job_hydra(m.hydra):
+                settings.append({**task.run_config, "run": identity.wandb_run(m.cfg), "params": task.num_params})
+        own_loggers = next((lg.loggers for lg in trainer.loggers if isinstance(lg, MemberLoggers)), [])
+        for own, its_settings in zip(own_loggers, settings):
+            for member_logger in own:
+                member_logger.log_hyperparams(its_settings)
         trainer.fit(host, datamodule=data)
         fitted = _floats(trainer.callback_metrics)
         diverged = host.update.diverged()
@@ -529,6 +532,8 @@ def train_members(
                 )
             else:
                 recorder.record["status"] = "ok"
+        for own, its_settings, recorder in zip(own_loggers, settings, recorders):  # TensorBoard's HParams
+            log_results(own, its_settings, recorder.record, trainer.global_step)
     except BaseException as e:
         for recorder, m in zip(recorders, members):
             with job_hydra(m.hydra):
