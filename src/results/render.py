@@ -5,6 +5,7 @@ comes from the table's runs; nothing is typed in."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +230,4 @@ def page_markdown(page: Page, results: Sequence[TableResult], header: dict[str, 
 
 
 def relative(path: Path, start: Path) -> str:
-    import os
-
     return Path(os.path.relpath(path, start)).as_posix()
