@@ -10,9 +10,10 @@ ARGS ?=
 SWEEP ?= quick
 SWEEP_DIR ?=
 BENCH ?= overhead
+PAGE ?= cpu
 SITE_DIR ?= outputs/site
 
-.PHONY: install train test docs sweep bench data format clean
+.PHONY: install train test docs sweep bench results data format clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +55,11 @@ sweep: install
 # under benchmarks/ (JSON + markdown, with device, library versions and date).
 bench: install
 	$(BIN)/python -m src.bench $(BENCH) $(ARGS)
+
+# make results [PAGE=<cpu|tiny>] [ARGS="--dry-run"]: the results page conf/results/<PAGE>.yaml regenerated, each table a
+# multirun into outputs/results/<PAGE>/<table> (run again, it skips the jobs that finished), then docs/results/<PAGE>.md.
+results: install
+	$(BIN)/python -m src.results $(PAGE) $(ARGS)
 
 # make data [ARGS="<data set names>"]: download and verify (sha256) the pinned offline data sets into the cache
 # ($RNN_BENCH_CACHE, default .cache/ here), then list what is cached and its size. `python -m src.data list` shows
