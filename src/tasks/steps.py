@@ -76,6 +76,13 @@ class StepClassifier(StreamEval, RecurrentTask):
             return None
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE), n
 
+    def batch_loss(self, batch: Batch) -> torch.Tensor:
+        """The loss over the whole sequence, without loss()'s count of answer steps: that count is read on the
+        host, which a vmapped call (stacked members, src/models/stacking.py) cannot do; a whole sequence of the
+        steps data sets always has answer steps."""
+        logits = self(batch.x, batch.lengths)
+        return F.cross_entropy(logits.flatten(0, 1), batch.y.flatten(), ignore_index=IGNORE)
+
     # -- evaluation ------------------------------------------------------------------------------------------
     def evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
         logits = self.head(self.eval_outputs(batch, batch_idx), batch.lengths)
