@@ -132,12 +132,9 @@ def _finish_wandb() -> None:
     if run is None:
         return
     wandb.finish()
-    # wandb is silent (conf/logger/wandb.yaml): its footer's one piece of news, said once.
-    if run.offline:
-        where = Path(run.dir).parent
-        log.info(f"W&B run (offline): {where}; to upload it: wandb sync {where}")
-    else:
-        log.info(f"W&B run: {run.url}")
+    from src.runs.loggers import say_where
+
+    say_where(run)
 
 
 def job(cfg: DictConfig) -> float | None:

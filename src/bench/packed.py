@@ -19,28 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from src.bench import report
+from src.bench.stacked import COMMON, timed
 from src.records.record import RECORD
-
-COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def multirun(args: list[str], out: Path, pack: bool) -> float:
     """Wall seconds of `python -m src.train -m <args>` into the sweep dir `out`; fails loudly if it failed."""
-    cmd = [sys.executable, "-m", "src.train", "-m", *COMMON, *args, f"hydra.sweep.dir={out}"]
-    cmd.append(f"hydra.launcher.pack={str(pack).lower()}")
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return wall
+    pack_arg = f"hydra.launcher.pack={str(pack).lower()}"
+    return timed([sys.executable, "-m", "src.train", "-m", *COMMON, *args, f"hydra.sweep.dir={out}", pack_arg])
 
 
 def runs(out: Path, jobs: int) -> dict[str, dict]:

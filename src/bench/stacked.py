@@ -35,7 +35,11 @@ COMMON = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_mod
 
 def train(args: list[str], out: Path) -> float:
     """Wall seconds of `python -m src.train <args>` with its outputs in `out`; fails loudly if it failed."""
-    cmd = [sys.executable, "-m", "src.train", *COMMON, *args, f"hydra.run.dir={out}"]
+    return timed([sys.executable, "-m", "src.train", *COMMON, *args, f"hydra.run.dir={out}"])
+
+
+def timed(cmd: list[str]) -> float:
+    """Wall seconds of the command `cmd`; fails loudly, with its stderr's end, if it failed."""
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start

@@ -106,14 +106,20 @@ class MemberLoggers(Logger):
             if isinstance(logger, WandbLogger):  # started by start(), which logged the member's settings there
                 run = logger.experiment
                 run.finish()
-                if run.offline:
-                    where = Path(run.dir).parent
-                    log.info(f"W&B run {run.name} (offline): {where}; to upload it: wandb sync {where}")
-                else:
-                    log.info(f"W&B run {run.name}: {run.url}")
+                say_where(run, f"W&B run {run.name}")
 
     def loggers_flat(self) -> list[Logger]:
         return [logger for loggers in self.loggers for logger in loggers]
+
+
+def say_where(run: Any, what: str = "W&B run") -> None:
+    """Where a finished W&B run is, said once (wandb itself is silent: conf/logger/wandb.yaml): its offline
+    folder and how to upload it, or its URL."""
+    if run.offline:
+        where = Path(run.dir).parent
+        log.info(f"{what} (offline): {where}; to upload it: wandb sync {where}")
+    else:
+        log.info(f"{what}: {run.url}")
 
 
 def each_logger(loggers: Sequence[Logger]) -> Iterator[Logger]:
