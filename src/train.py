@@ -10,22 +10,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.records import identity
 from src.runs import commands, console
 from src.runs.learning import ended
-from src.runs.recorder import Recorder
-from src.runs.sweeps import completed_record, log_job
+from src.runs.recorder import Recorder, result_line
+from src.runs.sweeps import completed_record, failed, log_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
 # and a bad command line answer without loading them (seconds).
 if TYPE_CHECKING:
     pass
 
-from src.common.errors import user_error
 from src.runs.build import (
     _floats,
     build,
@@ -119,12 +116,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-def result_line(record: dict[str, Any]) -> str:
-    """The best monitored value and the test metrics, as the run's log states its result."""
-    keys = [f"{record['monitor']}_best"] + sorted(k for k in record if k.startswith("test/") and "baseline" not in k)
-    return ", ".join(f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), float))
-
-
 def _finish_wandb() -> None:
     # One W&B run per job, also in a multirun, where the process stays alive between jobs.
     wandb = sys.modules.get("wandb")
@@ -171,26 +162,6 @@ def job(cfg: DictConfig) -> float | None:
 # what `job` does for one: skipped, trained, failed, each recorded in the sweep's ledger.
 job.packs_members = True
 main = hydra.main(version_base="1.3", config_path="conf", config_name="config")(job)
-
-
-def failed(cfg: DictConfig, e: Exception) -> float:
-    """A job's failure said: in a multirun, logged and the worst value returned (the sweep goes on); otherwise a
-    user's error as one line and exit status 2, anything else raised."""
-    bad, out = user_error(e), cfg.paths.output_dir
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
-        # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
-        # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
-        log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
-        if bad is not None:
-            log.error(f"job failed: {bad} (run dir {out})")
-        else:
-            log.exception(f"job failed, run dir {out}")
-        return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
-    if bad is not None:
-        print(f"error: {bad}", file=sys.stderr)
-        sys.exit(2)
-    raise
 
 
 if __name__ == "__main__":

@@ -8,7 +8,19 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. Entry points (src/train.py, src/generate.py and every __main__.py) sit above all of them.
-LAYERS = ["common", "data", "models", "updates", "tasks", "records", "diagnostics", "runs", "compare", "bench"]
+LAYERS = [
+    "common",
+    "data",
+    "models",
+    "updates",
+    "tasks",
+    "records",
+    "diagnostics",
+    "runs",
+    "compare",
+    "results",
+    "bench",
+]
 ENTRY = len(LAYERS)
 
 

@@ -227,14 +227,14 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
         log.warning(f"not packed ({e}); its {len(todo)} jobs run one after another")
         return returns | {job.idx: alone(launcher, job) for job in todo}
     except Exception as e:  # the stacked job failed as a whole: every member failed, as its own job would have
-        from src.train import failed
+        from src.runs.sweeps import failed
 
         for job in todo:
             with job_hydra(job.hydra):
                 returns[job.idx] = job.returned(failed(job.cfg, e))
                 callbacks.on_job_end(config=job.config, job_return=returns[job.idx])
         return returns
-    from src.train import result_line
+    from src.runs.recorder import result_line
 
     for job, record in zip(todo, records):
         with job_hydra(job.hydra):

@@ -87,3 +87,9 @@ class Recorder:
             hydra_cfg = HydraConfig.get()
             overrides = hydra_cfg.overrides.task if self.overrides is None else self.overrides
             rundir.write_hydra_files(self.out, self.cfg, hydra_cfg, overrides)
+
+
+def result_line(record: dict[str, Any]) -> str:
+    """The best monitored value and the test metrics, as the run's log states its result."""
+    keys = [f"{record['monitor']}_best"] + sorted(k for k in record if k.startswith("test/") and "baseline" not in k)
+    return ", ".join(f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), float))

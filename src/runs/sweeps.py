@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.common.errors import ConfigError
+from src.common.errors import ConfigError, user_error
 from src.common.files import atomic_write_text, probe_writable
 from src.common.paths import CONF_DIR
 from src.runs import commands
@@ -455,3 +455,23 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def failed(cfg: DictConfig, e: Exception) -> float:
+    """A job's failure said: in a multirun, logged and the worst value returned (the sweep goes on); otherwise a
+    user's error as one line and exit status 2, anything else raised."""
+    bad, out = user_error(e), cfg.paths.output_dir
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
+        # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
+        # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
+        log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
+        if bad is not None:
+            log.error(f"job failed: {bad} (run dir {out})")
+        else:
+            log.exception(f"job failed, run dir {out}")
+        return float("-inf") if cfg.task.get("monitor_mode") == "max" else float("inf")
+    if bad is not None:
+        print(f"error: {bad}", file=sys.stderr)
+        sys.exit(2)
+    raise
