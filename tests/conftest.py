@@ -42,11 +42,19 @@ def cfg_factory(tmp_path):
     return factory
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m src.train ...` exactly as a user types it."""
-    env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+def run_cli(
+    *args: str, cwd: Path = ROOT, timeout: int = 600, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m src.train ...` exactly as a user types it. `env`: variables set on top of the test
+    environment's (None: removed)."""
+    full = {**os.environ, "RNN_BENCH_CACHE": str(CACHE), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    for name, value in (env or {}).items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
     return subprocess.run(
-        [sys.executable, "-m", "src.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "src.train", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -274,26 +274,13 @@ def test_the_leaderboard_writes_a_hostile_records_strings_as_plain_text(tmp_path
 def test_a_home_that_cannot_be_written_does_not_flood_the_console(tmp_path):
     """W&B's service printed ~20 lines of its own log (it could not create its log folder under ~/.cache) and
     matplotlib two warnings. A path under a file stands for a read-only home (root can write any folder)."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import CACHE, QUIET, ROOT
+    from tests.conftest import QUIET, ROOT
 
     (tmp_path / "a-file").write_text("")
-    env = {**os.environ, "HOME": str(tmp_path / "a-file" / "home"), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    env.update(RNN_BENCH_CACHE=str(CACHE), PYTHONPATH=str(ROOT))
-    for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
-        env.pop(var, None)
+    unset = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")
+    env = {"HOME": str(tmp_path / "a-file" / "home"), "PYTHONPATH": str(ROOT), **dict.fromkeys(unset)}
     quiet = [o for o in QUIET if not o.startswith("logger=")]
-    done = subprocess.run(
-        [sys.executable, "-m", "src.train", *QUICK, *quiet, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_cli(*QUICK, *quiet, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     noise = [line for line in done.stderr.splitlines() if "INFO" in line or "ERROR" in line or "matplotlib" in line]
     assert noise == [], done.stderr[-3000:]

@@ -220,14 +220,7 @@ def test_the_wheel_holds_the_configs_and_runs_from_any_directory(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}
-    done = subprocess.run(
-        [sys.executable, "-m", "src.train", "--cfg", "job", "dataset=digits", "cell=gru"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_cli("--cfg", "job", "dataset=digits", "cell=gru", cwd=elsewhere, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "_target_: src.data.digits." in done.stdout and "_target_: src.models.cells." in done.stdout
     where = subprocess.run(
