@@ -17,6 +17,8 @@ import shlex
 import sys
 from collections.abc import Callable
 
+from src.common import allocator
+
 started = False  # set by the command's own function (see mark_started)
 # What Hydra's override grammar says of a value it cannot read unquoted.
 GRAMMAR = ("LexerNoViableAltException", "mismatched input", "no viable alternative", "token recognition error")
@@ -130,6 +132,7 @@ def override_hint(args: list[str]) -> str | None:
 
 
 def run(main: Callable[[], object]) -> None:
+    allocator.keep_freed_memory()  # before the first step allocates (src/common/allocator.py says why)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return
