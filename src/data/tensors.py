@@ -28,6 +28,12 @@ class Batch(NamedTuple):
     y: torch.Tensor
 
 
+def cut(batch: Batch, steps: int) -> Batch:
+    """The batch's first `steps` time steps (of x, and of y where it has one per step)."""
+    y = batch.y[:, :steps] if batch.y.dim() > 1 else batch.y
+    return Batch(batch.x[:, :steps], batch.lengths, y)
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """Everything the task learns of its data: the task builds itself from it (src/train.py build() hands it

@@ -18,7 +18,7 @@ import numpy as np
 
 from src.common.errors import ConfigError, DataError, encoding_hint, not_there
 from src.data.splits import PARTS, carve
-from src.data.tensors import Batch, Batches, DataSpec, TensorDataModule
+from src.data.tensors import Batches, DataSpec, TensorDataModule, cut
 from src.data.text_pipeline import (
     SPLITS,
     TOKENIZERS,
@@ -119,9 +119,12 @@ class TrimmedBatches:
 
     def __iter__(self):
         for batch in self.batches:
-            steps = int(batch.lengths.max())
-            y = batch.y[:, :steps] if batch.y.dim() > 1 else batch.y
-            yield Batch(batch.x[:, :steps], batch.lengths, y)
+            yield cut(batch, int(batch.lengths.max()))
+
+    def untrimmed(self) -> Batches:
+        """The batches before the cut: a stacked job cuts its members' batches to their common longest
+        (src/runs/seeds.py ZippedBatches)."""
+        return self.batches
 
 
 class TextDataModule(TensorDataModule):

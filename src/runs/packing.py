@@ -8,7 +8,7 @@ packed_launcher.py (hydra/launcher=packed, the suite's default); this module is 
                                                       sweep's order; a job that does not pack runs alone, as
                                                       Hydra's basic launcher runs it
 Within a pack, a member whose dir holds a finished run of its config is skipped (skip_completed) as an unpacked
-job is; a pack that turns out not to stack exactly (dropout inside a cell, padded batches) runs its jobs one after
+job is; a pack that turns out not to stack exactly (dropout inside a cell) runs its jobs one after
 another, as the single runs they are.
 """
 

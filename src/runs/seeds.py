@@ -40,7 +40,7 @@ from torch import nn
 from src.common.errors import ConfigError
 from src.common.files import atomic_write_json
 from src.common.paths import CONF_DIR
-from src.data.tensors import Batch
+from src.data.tensors import Batch, cut
 from src.models.stacking import Members
 from src.records import rundir
 from src.records.checkpoints import AtomicCheckpointIO
@@ -235,12 +235,19 @@ class StackedData(L.LightningDataModule):
 
 
 class ZippedBatches:
-    """One batch of each member's loader, stacked: Batch(x [S, B, ...], lengths [S, B] | None, y [S, ...])."""
+    """One batch of each member's loader, stacked: Batch(x [S, B, ...], lengths [S, B] | None, y [S, ...]).
+
+    Batches that a data set cuts to their own longest sequence (text: src/data/text.py TrimmedBatches) are cut
+    here to the members' common longest instead, so that they stack: a member then sees more padding steps than
+    its single run, which change nothing of its outputs or loss (the cells, poolings and losses leave steps past a
+    sequence's length out: tests/test_text.py, tests/test_models.py), so it still trains exactly as its single run
+    (tests/test_stacked.py)."""
 
     batch_sampler = None
 
     def __init__(self, loaders: list) -> None:
         self.loaders = loaders
+        self.cut = all(hasattr(loader, "untrimmed") for loader in loaders)
 
     def __len__(self) -> int:
         return min(len(loader) for loader in self.loaders)
@@ -256,12 +263,15 @@ class ZippedBatches:
                 sampler.set_epoch(epoch)
 
     def __iter__(self):
-        for batches in zip(*self.loaders):
+        for batches in zip(*(loader.untrimmed() if self.cut else loader for loader in self.loaders)):
+            if self.cut:
+                steps = max(int(b.lengths.max()) for b in batches)
+                batches = [cut(b, steps) for b in batches]
             shapes = {tuple(b.x.shape) for b in batches}
             if len(shapes) > 1:
                 raise NotStackable(
-                    f"seeds: the members' batches have different shapes {sorted(shapes)} (batches padded to their "
-                    f"own longest sequence); this data set cannot be stacked: train the seeds one by one"
+                    f"seeds: the members' batches have different shapes {sorted(shapes)}; this data set cannot be "
+                    f"stacked: train the seeds one by one"
                 )
             yield Batch(*(None if b[0] is None else torch.stack(b) for b in zip(*batches)))
 
@@ -319,8 +329,6 @@ def build_stacked(
     for i, member in enumerate(members):
         with job_hydra(hydra[i]):
             built.append(build_model(single_run_update(member)))
-        if i == 0:  # before the other members are built: a data set whose batches cannot stack says so now
-            probe_batches(built[0][0])
         if (i + 1) % max(1, len(members) // 10) == 0 or i + 1 == len(members):  # progress, ten lines at most
             log.info(f"built {i + 1} of {len(members)} members")
     names = names or [f"seed={m.seed}" for m in members]
@@ -660,18 +668,9 @@ def probe(data: StackedData) -> None:
     """NotStackable unless the members' first batches stack (a loss that does not run under vmap runs once per
     member: src/models/stacking.py)."""
     try:
-        batch = next(iter(data.train_dataloader()))
+        next(iter(data.train_dataloader()))
     except ConfigError as e:
         raise NotStackable(str(e)) from None
-    if batch.lengths is not None:
-        raise NotStackable("padded batches: each member's batches are padded to their own longest sequence")
-
-
-def probe_batches(datamodule: L.LightningDataModule) -> None:
-    """NotStackable for a data set whose batches are padded, each to its own longest sequence (seen in its spec
-    once the first member is built, before the others are)."""
-    if getattr(getattr(datamodule, "spec", None), "padded", False):
-        raise NotStackable("padded batches: each member's batches are padded to their own longest sequence")
 
 
 def one_by_one(
