@@ -41,6 +41,16 @@ def make_run(root: Path, name: str, overrides: list[str], curve: list[float] = (
     return run
 
 
+# A digits classification run's record fields (monitor val/acc, maximised).
+DIGITS = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
+
+
+def make_grid_run(root: Path, cell: str, lr: str, seed: int, **record) -> Path:
+    """One run of an lr x seed grid on digits (dir <cell>_<lr>_<seed>), as --tune optimizer.lr reads it."""
+    overrides = ["dataset=digits", f"cell={cell}", f"optimizer.lr={lr}", f"seed={seed}"]
+    return make_run(root, f"{cell}_{lr}_{seed}", overrides, cell=cell, seed=seed, **DIGITS, **record)
+
+
 @pytest.fixture
 def sweep(tmp_path) -> Path:
     acc = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")

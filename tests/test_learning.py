@@ -173,7 +173,6 @@ def test_each_stacked_member_records_its_own_verdict(tmp_path):
 
 # -- the leaderboard's columns: markdown, CSV and the HTML dashboard -----------------------------------------------
 
-ACC = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
 BUDGET = {"kind": "updates", "value": 600, "used": 600, "set_by": "budget.updates"}
 # Per cell, per seed: (val/acc_best, test/acc, learning); rnn's runs predate the verdict (no `learning`).
 ENDED = {
@@ -185,20 +184,18 @@ ENDED = {
 
 @pytest.fixture
 def ended_sweep(tmp_path):
-    from tests.test_compare import make_run
+    from tests.test_compare import make_grid_run
 
     for cell, seeds in ENDED.items():
         for seed, (val, test, learning) in enumerate(seeds, 1):
             for lr in ("0.01", "0.1"):  # a grid for --tune: 0.1 is the worse point everywhere
                 shift = 0.0 if lr == "0.01" else -0.2
-                make_run(
+                make_grid_run(
                     tmp_path,
-                    f"{cell}_{lr}_{seed}",
-                    ["dataset=digits", f"cell={cell}", f"optimizer.lr={lr}", f"seed={seed}"],
-                    cell=cell,
-                    seed=seed,
+                    cell,
+                    lr,
+                    seed,
                     state_floats=64 if cell == "lstm" else 32,
-                    **ACC,
                     **{"val/acc_best": val + shift, "test/acc": test + shift},
                     **({"learning": learning, "budget": BUDGET} if learning else {}),
                 )

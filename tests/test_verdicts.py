@@ -9,9 +9,8 @@ import csv
 import pytest
 
 from src.compare.report import main as compare
-from tests.test_compare import make_run
+from tests.test_compare import DIGITS, make_grid_run, make_run
 
-ACC = dict(dataset="digits", task="classify", monitor="val/acc", monitor_mode="max")
 # Per cell: three seeds. lstm and gru overlap (tied); rnn is clearly worse; minimal sits at the baseline (0.11).
 VALUES = {
     "lstm": (0.90, 0.91, 0.92),
@@ -31,7 +30,7 @@ def fake_sweep(tmp_path):
                 ["dataset=digits", f"cell={cell}", f"seed={seed}", "model.params=100000"],
                 cell=cell,
                 seed=seed,
-                **ACC,
+                **DIGITS,
                 **{"test/acc": value, "test/baseline_acc": 0.11, "state_floats": 64},
             )
     # A task where every row is worse than always answering the mean: no winner at all.
@@ -113,14 +112,8 @@ def lr_sweep(tmp_path):
     for cell, points in GRID.items():
         for lr, (vals, tests) in points.items():
             for seed, (val, test) in enumerate(zip(vals, tests), 1):
-                make_run(
-                    tmp_path,
-                    f"{cell}_{lr}_{seed}",
-                    ["dataset=digits", f"cell={cell}", f"optimizer.lr={lr}", f"seed={seed}"],
-                    cell=cell,
-                    seed=seed,
-                    **ACC,
-                    **{"val/acc_best": val, "test/acc": test, "test/baseline_acc": 0.11},
+                make_grid_run(
+                    tmp_path, cell, lr, seed, **{"val/acc_best": val, "test/acc": test, "test/baseline_acc": 0.11}
                 )
     return tmp_path
 
