@@ -46,6 +46,14 @@ def test_stacked_benchmark_times_a_stacked_job_against_its_single_runs(bench_dir
     assert rows[0]["largest test metric difference"] < 1e-5
 
 
+@pytest.mark.parametrize(
+    "overrides, device",
+    [([], "cpu"), (["cell=gru"], "cpu"), (["trainer=gpu"], "cuda"), (["trainer.accelerator=cuda"], "cuda")],
+)
+def test_a_stacked_or_packed_record_is_named_for_the_device_its_runs_train_on(overrides, device):
+    assert report.recipe_device(overrides) == device  # stacked-cuda.md, never a GPU's figures in stacked-cpu.md
+
+
 def test_stacked_kernels_benchmark_times_every_candidate(bench_dir, capsys):
     assert stacked_kernels.main(["--sizes", "4", "--members", "2", "--batch", "4", "--repeats", "1"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -70,7 +70,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--name", default=None, help="output name under benchmarks/ (default packed-cpu)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="output name under benchmarks/ (default packed-cpu, or packed-cuda with trainer=gpu)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe (default: smnist5k)")
     args = parser.parse_args(argv)
     cells = args.cells.split(",")
@@ -130,7 +134,12 @@ def main(argv: list[str]) -> int:
         "whole_sweep": {cell: round(statistics.median(e["whole"]), 2) for cell, e in results.items()},
         "compute_only": {cell: round(statistics.median(e["compute"]), 2) for cell, e in results.items()},
     }
-    report.publish(args.name or "packed-cpu", rows, "python -m src.bench packed " + " ".join(argv), summary)
+    report.publish(
+        args.name or f"packed-{report.recipe_device(args.overrides)}",
+        rows,
+        "python -m src.bench packed " + " ".join(argv),
+        summary,
+    )
     return 0
 
 

@@ -40,6 +40,13 @@ def environment() -> dict[str, Any]:
     }
 
 
+def recipe_device(overrides: Sequence[str]) -> str:
+    """ "cuda" where the benchmark's runs train on a GPU (trainer=gpu, or trainer.accelerator=gpu/cuda), else "cpu":
+    the end of its record's default name."""
+    gpu = {"trainer=gpu", "trainer.accelerator=gpu", "trainer.accelerator=cuda"}
+    return "cuda" if any(o.strip() in gpu for o in overrides) else "cpu"
+
+
 def write(
     name: str,
     rows: Sequence[dict],

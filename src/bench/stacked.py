@@ -86,7 +86,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--members", type=int, default=8, help="S: seeds 1..S")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--name", default=None, help="output name under benchmarks/ (default stacked-cpu)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="output name under benchmarks/ (default stacked-cpu, or stacked-cuda with trainer=gpu)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the recipe (default: cell=lstm smnist5k)")
     args = parser.parse_args(argv)
     seeds = list(range(1, args.members + 1))
@@ -128,7 +132,12 @@ def main(argv: list[str]) -> int:
         "whole_job": {f"hidden={h}": round(statistics.median(e["whole"]), 2) for h, e in results.items()},
         "compute_only": {f"hidden={h}": round(statistics.median(e["compute"]), 2) for h, e in results.items()},
     }
-    report.publish(args.name or "stacked-cpu", rows, "python -m src.bench stacked " + " ".join(argv), summary)
+    report.publish(
+        args.name or f"stacked-{report.recipe_device(args.overrides)}",
+        rows,
+        "python -m src.bench stacked " + " ".join(argv),
+        summary,
+    )
     return 0
 
 
