@@ -308,3 +308,24 @@ def test_padded_text_members_stack_and_equal_their_single_runs(cfg_factory, data
     trainer.fit(host, datamodule=data)
     assert trainer.global_step == 3 and host.update.diverged() == {}
     assert_members_equal_single_runs(cfg_factory, host, overrides, [[f"seed={s}"] for s in SEEDS])
+
+
+def test_padded_text_under_truncation_trains_its_members_one_after_another(cfg_factory):
+    """Under truncated BPTT a member's batch cut to the members' common longest would run windows of padding
+    alone, which its single run never trains: the seeds then run as their single runs, and say why."""
+    cfg = cfg_factory(
+        *PADDED["pos_zh"],
+        "cell=gru",
+        "cell.hidden_size=8",
+        "embedding.dim=8",
+        "truncation=tbptt",
+        "truncation.steps=5",
+        "trainer.max_steps=3",
+        "trainer.limit_val_batches=0",
+        "test=false",
+        "seeds=[1,2]",
+    )
+    records = train_seeds(cfg, single=train)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert all("truncation=tbptt" in r["stacked"]["not_stacked"] for r in records)
+    assert all(r["update"].startswith("truncated(") for r in records)  # each its own single run's update

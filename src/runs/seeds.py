@@ -574,7 +574,7 @@ def train_members(
         callbacks=[checkpoints],
         hydra=[m.hydra for m in members],
     )
-    probe(data)
+    probe(data, host.update)
     log.info(plan(host))
     own_loggers = None
     try:
@@ -664,11 +664,18 @@ def resumed_members(job: DictConfig, members: list[Member]) -> tuple[list[Member
     return kept, paths, done
 
 
-def probe(data: StackedData) -> None:
+def probe(data: StackedData, update: Stacked) -> None:
     """NotStackable unless the members' first batches stack (a loss that does not run under vmap runs once per
-    member: src/models/stacking.py)."""
+    member: src/models/stacking.py); and for padded batches under truncated BPTT: a member's batch, cut to the
+    members' common longest, then has windows of padding alone, which its single run never trains."""
+    loader = data.train_dataloader()
+    if loader.cut and update.truncation is not None:
+        raise NotStackable(
+            "padded batches under truncation=tbptt: the members' batches would run windows past some member's "
+            "longest sequence"
+        )
     try:
-        next(iter(data.train_dataloader()))
+        next(iter(loader))
     except ConfigError as e:
         raise NotStackable(str(e)) from None
 
