@@ -138,6 +138,18 @@ def test_dry_run_prints_each_tables_command_and_counts():
     assert "digits: 8 jobs, 8 runs (packed by the launcher into 2 stacked jobs)" in tiny.stdout
 
 
+def test_the_pack_count_follows_the_launchers_member_cap():
+    """The page says how many stacked jobs the launcher makes: its max_members (32) by default, the page's own
+    hydra.launcher.max_members where it sets one (9 members per cell: 2 packs of at most 5), none with pack=false."""
+    page = load_page("cpu")
+    table = page.tables[0]  # 12 cells x 3 lr x 3 seeds
+    assert page.packs(table) == 12
+    page.launcher = ["hydra.launcher.max_members=5"]
+    assert page.packs(table) == 24
+    page.launcher = ["hydra.launcher.pack=false"]
+    assert page.packs(table) is None
+
+
 @pytest.mark.parametrize(
     "change,message",
     [

@@ -35,9 +35,8 @@ def dry_run(page, runs_root: Path) -> int:
     total_jobs = total_runs = total_packs = 0
     for table in page.tables:
         jobs, runs = page.counts(table)
-        total_jobs, total_runs = total_jobs + jobs, total_runs + runs
-        total_packs += page.packs(table) or 0
         packs = page.packs(table)
+        total_jobs, total_runs, total_packs = total_jobs + jobs, total_runs + runs, total_packs + (packs or 0)
         packed = f" (packed by the launcher into {packs} stacked jobs)" if packs else ""
         print(f"{table.name}: {jobs} jobs, {runs} runs{packed}")
         print(f"  {page.shown_command(table, runs_root / table.name)}")

@@ -18,6 +18,7 @@ from src.common.errors import ConfigError
 from src.common.paths import CONF_DIR
 
 PAGES_DIR = CONF_DIR / "results"
+PACKED_LAUNCHER = CONF_DIR / "hydra" / "launcher" / "packed.yaml"
 PAGE_KEYS = {"title", "about", "common", "grid", "seeds", "seeds_as", "launcher", "roster", "test", "tables"}
 TABLE_KEYS = {"name", "title", "about", "task", "size", "budget", "roster", "reference", "was"}
 # seed=1,2,3: a Hydra job per seed, which the default launcher packs (a cell's lr x seed jobs train as one stacked
@@ -90,15 +91,19 @@ class Page:
 
     def packs(self, table: Table) -> int | None:
         """How many stacked jobs the default launcher (hydra/launcher=packed) trains a table's jobs as: one per
-        architecture, its grid points x seeds as members (up to the launcher's max_members, 32); None where
-        the jobs do not pack (seeds already stacked, another launcher, or pack=false)."""
+        architecture, its grid points x seeds as members, cut into packs of at most the launcher's max_members;
+        None where the jobs do not pack (seeds already stacked, another launcher, or pack=false)."""
         launcher = [*self.common, *self.launcher]
         other = any(o.startswith("hydra/launcher=") and o != "hydra/launcher=packed" for o in launcher)
         if self.seeds_as == "stacked" or other or "hydra.launcher.pack=false" in launcher:
             return None
+        cap = int(OmegaConf.load(PACKED_LAUNCHER).max_members)  # the launcher's own default, or the page's setting
+        for o in launcher:
+            if o.startswith("hydra.launcher.max_members=") and o.split("=", 1)[1].isdigit():
+                cap = int(o.split("=", 1)[1])
         members = len(list(itertools.product(*self.grid.values()))) * len(self.seeds)
         architectures = len(list(itertools.product(*table.roster.values())))
-        return architectures * -(-members // 32)
+        return architectures * -(-members // max(1, cap))
 
 
 def page_names() -> list[str]:
