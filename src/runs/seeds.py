@@ -247,7 +247,7 @@ class ZippedBatches:
 
     def __init__(self, loaders: list) -> None:
         self.loaders = loaders
-        self.cut = all(hasattr(loader, "untrimmed") for loader in loaders)
+        self.trimmed = all(hasattr(loader, "untrimmed") for loader in loaders)  # cut here instead
 
     def __len__(self) -> int:
         return min(len(loader) for loader in self.loaders)
@@ -263,8 +263,8 @@ class ZippedBatches:
                 sampler.set_epoch(epoch)
 
     def __iter__(self):
-        for batches in zip(*(loader.untrimmed() if self.cut else loader for loader in self.loaders)):
-            if self.cut:
+        for batches in zip(*(loader.untrimmed() if self.trimmed else loader for loader in self.loaders)):
+            if self.trimmed:
                 steps = max(int(b.lengths.max()) for b in batches)
                 batches = [cut(b, steps) for b in batches]
             shapes = {tuple(b.x.shape) for b in batches}
@@ -669,7 +669,7 @@ def probe(data: StackedData, update: Stacked) -> None:
     member: src/models/stacking.py); and for padded batches under truncated BPTT: a member's batch, cut to the
     members' common longest, then has windows of padding alone, which its single run never trains."""
     loader = data.train_dataloader()
-    if loader.cut and update.truncation is not None:
+    if loader.trimmed and update.truncation is not None:
         raise NotStackable(
             "padded batches under truncation=tbptt: the members' batches would run windows past some member's "
             "longest sequence"

@@ -453,10 +453,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
-
 def failed(cfg: DictConfig, e: Exception) -> float:
     """A job's failure said: in a multirun, logged and the worst value returned (the sweep goes on); otherwise a
     user's error as one line and exit status 2, anything else raised."""
@@ -475,3 +471,7 @@ def failed(cfg: DictConfig, e: Exception) -> float:
         print(f"error: {bad}", file=sys.stderr)
         sys.exit(2)
     raise
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
