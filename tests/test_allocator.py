@@ -59,3 +59,24 @@ def bytes_handed_back(how: str) -> int:
 def test_a_command_hands_no_freed_buffer_back_to_the_os():
     assert bytes_handed_back("plain") >= 40 * MiB  # glibc's defaults unmap or trim them: what the setting is for
     assert bytes_handed_back("entry") < 4 * MiB  # not one buffer
+
+
+# An atexit hook registered before the command's runs after the command's own (they run last in, first out).
+EXIT = """
+import atexit, gc, sys
+from src.runs import commands
+
+atexit.register(lambda: print(gc.get_freeze_count()))
+if sys.argv[1] == "entry":
+    commands.run(lambda: None)
+"""
+
+
+def frozen_at_exit(how: str) -> int:
+    done = subprocess.run([sys.executable, "-c", EXIT, how], capture_output=True, text=True, cwd=ROOT, check=True)
+    return int(done.stdout.split()[-1])
+
+
+def test_a_command_leaves_its_objects_to_the_os_at_exit_instead_of_collecting_them():
+    assert frozen_at_exit("plain") == 0  # Python's finalization would collect every object
+    assert frozen_at_exit("entry") > 10_000  # moved out of the collector's reach (gc.freeze)

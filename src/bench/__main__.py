@@ -30,6 +30,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {given}usage: python -m src.bench <{'|'.join(names)}> [args]", file=sys.stderr)
         return 2
     allocator.keep_freed_memory()  # what the suite's commands run with (src/runs/commands.py)
+    allocator.exit_without_collecting()
     try:
         return importlib.import_module(f"src.bench.{argv[0]}").main(argv[1:]) or 0
     except Exception as e:  # bad overrides or settings: the one message, as `python -m src.train` prints it

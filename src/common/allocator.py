@@ -1,19 +1,22 @@
-"""Keep freed memory in the process (glibc's malloc), so that a training step does not fault its buffers in anew.
+"""The process's memory: keep what is freed (glibc's malloc), and leave what is left to the OS at exit.
 
-glibc serves an allocation over its mmap threshold (128 KiB at first, adapting up to 32 MiB) with a fresh mmap and
-unmaps it when freed, and it trims the heap's free top back to the OS. A stacked job's step (S members' activations
-alive until the backward) allocates and frees many buffers of a few MiB per step; each then costs page faults on
-every step (kernel time, not compute). Pinning the mmap threshold at its maximum and raising the trim threshold
-keeps those pages with the process for reuse, as PyTorch's CUDA caching allocator does on a GPU. The price: the
-process keeps its peak heap until it exits. Measured in docs/speed.md ("The allocator").
+keep_freed_memory: glibc serves an allocation over its mmap threshold (128 KiB at first, adapting up to 32 MiB)
+with a fresh mmap and unmaps it when freed, and it trims the heap's free top back to the OS. A stacked job's step
+(S members' activations alive until the backward) allocates and frees many buffers of a few MiB per step; each
+then costs page faults on every step (kernel time, not compute). Pinning the mmap threshold at its maximum and
+raising the trim threshold keeps those pages with the process for reuse, as PyTorch's CUDA caching allocator does
+on a GPU. The price: the process keeps its peak heap until it exits. Measured in docs/speed.md ("The allocator").
+Only glibc (Linux) has mallopt; elsewhere it does nothing.
 
-Only glibc (Linux) has mallopt; elsewhere this does nothing.
+exit_without_collecting: its own docstring.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
+import gc
 import platform
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
@@ -30,3 +33,15 @@ def keep_freed_memory() -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def exit_without_collecting() -> None:
+    """At the process's exit, leave the objects alive then to the OS instead of collecting them.
+
+    Python's finalization runs the cycle collector over every object a run leaves (Lightning's, torch's and
+    Hydra's modules: hundreds of thousands), a second or so of a short run's wall time after its work is done.
+    gc.freeze, called by an atexit hook registered at the command's start (so it runs after the hooks registered
+    later: W&B's, logging's flush), moves them out of the collector's reach; the memory goes back to the OS with
+    the process as it would anyway. Files are closed by their own `with` blocks and loggers' finalize, not by a
+    collection at exit. Measured in docs/speed.md ("The exit")."""
+    atexit.register(gc.freeze)
