@@ -11,6 +11,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from torchmetrics import Metric
 
 from src.common.errors import ConfigError
@@ -329,3 +330,29 @@ def test_padded_text_under_truncation_trains_its_members_one_after_another(cfg_f
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert all("truncation=tbptt" in r["stacked"]["not_stacked"] for r in records)
     assert all(r["update"].startswith("truncated(") for r in records)  # each its own single run's update
+
+
+def test_members_load_their_data_once_and_keep_their_own_shuffle(cfg_factory):
+    """Members whose data settings differ only in what the loaders read (the shuffle seed follows the seed) hold one
+    load's tensors, each shuffling by its own seed; a member with other data settings loads its own."""
+    overrides = ["dataset=digits", "dataset.batch_size=16", "cell=gru", "cell.hidden_size=8"]
+    configs = [cfg_factory(*overrides, "seed=1"), cfg_factory(*overrides, "seed=2")]
+    configs.append(cfg_factory(*overrides, "seed=3", "dataset.val_fraction=0.2"))
+    data, host, trainer = build_stacked(configs[0], members=configs, names=["one", "two", "other"])
+    first, second, other = data.datamodules
+    assert all(first.splits[s][0] is second.splits[s][0] for s in ("train", "val", "test"))
+    assert (first.shuffle_seed, second.shuffle_seed) == (1, 2)
+    orders = [next(iter(dm.train_dataloader())).y for dm in (first, second)]
+    assert not torch.equal(*orders)  # each member's own shuffle
+    assert other.splits["train"][0] is not first.splits["train"][0]
+    assert len(other.splits["val"][0]) > len(first.splits["val"][0])
+
+
+def test_a_stream_data_sets_batch_rows_are_part_of_what_its_setup_depends_on(cfg_factory):
+    """A stream's setup checks each split against its batch rows: members with other batch sizes load their own."""
+    keys = [
+        instantiate(cfg_factory("dataset=sin2cos", f"dataset.batch_size={b}").dataset).splits_key() for b in (8, 16)
+    ]
+    assert keys[0] != keys[1]
+    seeds = [instantiate(cfg_factory("dataset=sin2cos", f"seed={s}").dataset) for s in (1, 2)]
+    assert seeds[0].shuffle_seed != seeds[1].shuffle_seed and seeds[0].splits_key() == seeds[1].splits_key()

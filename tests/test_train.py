@@ -4,6 +4,8 @@ multirun and W&B logging."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +14,7 @@ import torch
 
 from src.common.errors import ConfigError, DataError
 from src.train import train
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
 CONTRACT = {
@@ -137,6 +139,29 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert grouped.returncode == 0, grouped.stderr[-3000:]
     three = read_metrics(tmp_path / "ddp3")
     assert three["test/acc"] == two["test/acc"] and three["test/loss"] == pytest.approx(two["test/loss"], rel=1e-5)
+
+
+# A DDP process as a spawned rank is, its gloo group up: is the group still up once the process's exit hooks ran?
+RANK = """
+import atexit, sys, torch.distributed as dist
+from src.runs.callbacks import EndProcessGroup
+
+atexit.register(lambda: print(dist.is_initialized()))  # registered first, so run last
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+if sys.argv[2] == "suite":
+    EndProcessGroup().setup(None, None, "fit")  # what the suite's Trainer calls in each DDP process
+"""
+
+
+@pytest.mark.parametrize("callbacks, up", [("suite", "False"), ("none", "True")])
+def test_a_ddp_process_ends_its_process_group_at_exit(tmp_path, callbacks, up):
+    """Lightning ends only NCCL's group at exit; a gloo group left to the interpreter's teardown has aborted a DDP
+    process after its training (SIGABRT, "terminate called without an active exception"): the suite ends it."""
+    done = subprocess.run(
+        [sys.executable, "-c", RANK, str(tmp_path / "store"), callbacks], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == up
 
 
 def test_multirun_through_the_command_line(tmp_path):

@@ -76,6 +76,8 @@ class StreamDataModule(TensorDataModule):
     """
 
     stream = True  # batches continue each other row by row: a carried state is valid across batches
+    # setup checks each split against its rows (batch_size, eval_batch_size), so those are not loader-only here
+    LOADER_SETTINGS = ("shuffle_seed", "batches_per_step", "train_batch_limit")
 
     def __init__(self, bptt: int = 35, **kwargs):
         super().__init__(**kwargs)

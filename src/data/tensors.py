@@ -7,6 +7,7 @@ Batches are cut by indexing whole tensors, so a training step does no per-sample
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +175,8 @@ class TensorDataModule(L.LightningDataModule):
 
     task = "classify"
     stream = False  # StreamDataModule: batches continue each other row by row
+    # What only the loaders read, not setup: data modules that differ in nothing else set up the same splits.
+    LOADER_SETTINGS = ("shuffle_seed", "batch_size", "eval_batch_size", "batches_per_step", "train_batch_limit")
 
     def __init__(
         self,
@@ -226,6 +229,20 @@ class TensorDataModule(L.LightningDataModule):
 
     def load_splits(self) -> dict[str, Arrays]:
         raise NotImplementedError
+
+    def splits_key(self) -> str:
+        """What this module's setup depends on (its class and its settings but LOADER_SETTINGS), read before setup:
+        a stacked job's members with the same key load their data once (share_splits)."""
+        settings = sorted((k, v) for k, v in vars(self).items() if k not in self.LOADER_SETTINGS)
+        return f"{type(self).__module__}.{type(self).__qualname__}:{settings!r}"
+
+    def share_splits(self, twin: TensorDataModule) -> TensorDataModule:
+        """This module set up as `twin` (set up, same splits_key) is: a copy of twin holding the same tensors and
+        what its setup derived from them, with this module's own loader settings (its shuffle seed, its batches)."""
+        shared = copy.copy(twin)
+        for name in self.LOADER_SETTINGS:
+            setattr(shared, name, getattr(self, name))
+        return shared
 
     # -- Lightning hooks ------------------------------------------------------------------------------------
     def prepare_data(self) -> None:

@@ -139,9 +139,13 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     return datamodule, model, build_trainer(cfg, wandb_id, datamodule=datamodule)
 
 
-def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+def build_model(
+    cfg: DictConfig, set_up: dict[str, L.LightningDataModule] | None = None
+) -> tuple[L.LightningDataModule, L.LightningModule]:
     """The data module (set up) and the task module of `cfg`, seeded with cfg.seed: what a run trains, without the
-    Trainer that runs it (a stacked job's members: src/runs/seeds.py)."""
+    Trainer that runs it (a stacked job's members: src/runs/seeds.py). `set_up`: data modules set up before, by
+    their splits_key (a stacked job's members'); one with this run's key lends its splits instead of a new load,
+    and this run's is added."""
     import lightning as L
 
     from src.updates.schedules import check_optimization
@@ -151,9 +155,15 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
     update = update_strategy(cfg)
     per_step = update.setting("per_step", 1)
     datamodule = make(cfg.dataset, "dataset", **batch_groups(cfg, per_step))
+    key = datamodule.splits_key() if set_up is not None and hasattr(datamodule, "splits_key") else None
     try:
-        datamodule.prepare_data()
-        datamodule.setup()
+        if key in (set_up or {}):
+            datamodule = datamodule.share_splits(set_up[key])
+        else:
+            datamodule.prepare_data()
+            datamodule.setup()
+            if key is not None:
+                set_up[key] = datamodule
     except OSError as e:  # a data file or folder the file system refuses (a directory, a FIFO, no permission)
         where = e.filename or "a data file"
         raise DataError(
@@ -216,7 +226,14 @@ def build_trainer(
     extra_loggers = list(loggers)
     from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 
-    from src.runs.callbacks import FiniteLoss, LearningCurve, ModelSummary, Throughput, WandbSummary
+    from src.runs.callbacks import (
+        EndProcessGroup,
+        FiniteLoss,
+        LearningCurve,
+        ModelSummary,
+        Throughput,
+        WandbSummary,
+    )
 
     cfg = budgeted(cfg)
 
@@ -233,7 +250,8 @@ def build_trainer(
                 f"(validation epochs without improvement before stopping)"
             )
     callbacks += [make(cfg.diagnostics, "diagnostics")] if cfg.get("diagnostics") else []  # diagnostics=gradients
-    callbacks += [Throughput(), FiniteLoss(), WandbSummary(), LearningCurve(budget_updates(cfg)), *extra]
+    callbacks += [Throughput(), FiniteLoss(), WandbSummary(), LearningCurve(budget_updates(cfg)), EndProcessGroup()]
+    callbacks += extra
     callbacks += [ModelSummary()] if cfg.trainer.get("enable_model_summary", True) else []  # no FLOPs column of 0s
     # The bar is progress= (conf/progress/); trainer.enable_progress_bar=false or progress=none: none at all.
     bar = cfg.trainer.get("enable_progress_bar", True) and bool(cfg.get("progress"))

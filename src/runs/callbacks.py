@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
 from pathlib import Path
@@ -125,6 +126,22 @@ class FiniteLoss(L.Callback):
 
 class TrainingDiverged(UserError):
     pass
+
+
+class EndProcessGroup(L.Callback):
+    """Ends torch.distributed's process group when a DDP process exits. Lightning ends only NCCL's; a gloo group
+    (DDP on CPUs) left to the interpreter's teardown can abort a process that finished its training ("terminate
+    called without an active exception", SIGABRT), failing the run."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # in each DDP process
+            atexit.unregister(end_process_group)  # once per process, however many fits
+            atexit.register(end_process_group)
+
+
+def end_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _last_good(trainer) -> str:

@@ -325,10 +325,10 @@ def build_stacked(
     update = stacked_update(cfg)
     members = members or [member_config(cfg, seed) for seed in seeds]
     hydra = hydra or [None] * len(members)
-    built = []
+    built, set_up = [], {}  # members whose data settings differ only in their loaders' share one load
     for i, member in enumerate(members):
         with job_hydra(hydra[i]):
-            built.append(build_model(single_run_update(member)))
+            built.append(build_model(single_run_update(member), set_up))
         if (i + 1) % max(1, len(members) // 10) == 0 or i + 1 == len(members):  # progress, ten lines at most
             log.info(f"built {i + 1} of {len(members)} members")
     names = names or [f"seed={m.seed}" for m in members]
