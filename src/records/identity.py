@@ -14,6 +14,7 @@ so that importing the package stays light for every command.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -114,9 +115,15 @@ def overrides() -> list[str]:
 def settings(task_overrides: list[str] | None = None) -> dict[str, Any]:
     """key -> value of each override beyond the run fields, depth and seed, in command-line order: a value as
     Hydra parsed it (0.01 a float, 64 an int), a config-group choice (`embedding=word2vec`) as its name."""
+    return dict(_settings(tuple(overrides() if task_overrides is None else task_overrides)))
+
+
+# parsed once per run: a stacked job's records, loggers and W&B config ask for each member's several times
+@functools.lru_cache(maxsize=1024)
+def _settings(task_overrides: tuple[str, ...]) -> dict[str, Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides() if task_overrides is None else task_overrides)
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
     found: dict[str, Any] = {}
     for o in parsed:
         key = o.key_or_group

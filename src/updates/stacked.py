@@ -183,21 +183,32 @@ class Stacked(Manual):
         optimizer.zero_grad(set_to_none=True)
         # The sum: each member's parameters get the gradient of its own loss alone.
         task.manual_backward(torch.where(self.alive, losses, 0).sum())
-        members = [list(t.parameters()) for t in task.members.tasks]
-        before = [[p.detach().clone() for p in params] for params in members]
-        optimizer.step()  # clipping and freezing in on_before_optimizer_step, after fp16 unscaling
-        with torch.no_grad():  # a frozen member keeps its last finite parameters whatever its optimizer's state
-            for alive, params, olds in zip(self.alive, members, before):
-                for p, old in zip(params, olds):
-                    p.copy_(torch.where(alive, p, old))
+        if self.everyone_alive():
+            optimizer.step()  # clipping in on_before_optimizer_step, after fp16 unscaling
+        else:
+            members = [list(t.parameters()) for t in task.members.tasks]
+            before = [[p.detach().clone() for p in params] for params in members]
+            optimizer.step()  # clipping and freezing in on_before_optimizer_step, after fp16 unscaling
+            with torch.no_grad():  # a frozen member keeps its last finite parameters whatever its optimizer's state
+                for alive, params, olds in zip(self.alive, members, before):
+                    for p, old in zip(params, olds):
+                        p.copy_(torch.where(alive, p, old))
         self.step_schedulers("step")
 
+    def everyone_alive(self) -> bool:
+        """True where no member needs freezing this step, known without waiting: on the CPU the host reads the
+        members' flags for free; on a GPU reading them would wait for the device every step, so there the masked
+        updates run always (False)."""
+        return self.alive.device.type == "cpu" and bool(self.alive.all())
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        everyone = self.everyone_alive()
         with torch.no_grad():
             for alive, task in zip(self.alive, self.task.members.tasks):
-                grads = [p.grad for p in task.parameters() if p.grad is not None]
-                for g in grads:  # where, not a product: a diverged member's gradient may hold NaN
-                    g.copy_(torch.where(alive, g, 0))
+                if not everyone:
+                    grads = [p.grad for p in task.parameters() if p.grad is not None]
+                    for g in grads:  # where, not a product: a diverged member's gradient may hold NaN
+                        g.copy_(torch.where(alive, g, 0))
                 clip = task.update.setting("gradient_clip_val")
                 if not clip:
                     continue
