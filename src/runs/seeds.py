@@ -524,8 +524,8 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         member = member_config(cfg, seed)
         with open_dict(member):
             member.paths.output_dir = str(out / f"seed={seed}")
-        # hashed: the single run's config (seed set, seeds null, paths as composed)
-        members.append(Member(member, f"seed={seed}", member_overrides(seed), hashed=member_config(cfg, seed)))
+        # its config_hash is its single run's: the hash leaves paths out
+        members.append(Member(member, f"seed={seed}", member_overrides(seed)))
     try:
         return train_members(cfg, members, {"seeds": seeds, "dir": str(out)}, "seeds=[...]: members stacked")
     except NotStackable as e:
