@@ -77,6 +77,21 @@ def test_nothing_points_outside_the_repository():
     )
 
 
+def test_no_file_holds_a_merge_conflict_left_unresolved():
+    files = tracked_files(
+        "src", "conf", "tests", "docs", "README.md", "mkdocs.yml", "Makefile", "pyproject.toml", "sweeps", "benchmarks"
+    )
+    marker = re.compile(r"^(<{7} |={7}$|>{7} )", re.MULTILINE)
+    found = [
+        f"{path.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}"
+        for path in files
+        if path.is_file()
+        for text in [path.read_text(encoding="utf-8", errors="replace")]
+        for m in marker.finditer(text)
+    ]
+    assert not found, f"merge conflict markers left in: {found}"
+
+
 def contract_rows() -> dict[tuple[str, ...], str]:
     """The README's contract table: (the config groups a row is about) -> the row's values."""
     rows = {}
