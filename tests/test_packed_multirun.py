@@ -4,17 +4,23 @@ the same identity and results (to 1e-5), its ledger entry; a rerun skips them; w
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from src.compare.report import build_sections, find_runs
 from src.runs.packing import MEMBER_KEYS, pack_key, packs, unpackable
 from src.runs.sweeps import read_ledger
-from tests.conftest import run_cli
+from tests.conftest import CACHE, ROOT, run_cli
 
 TINY = [
     "dataset=digits",
@@ -126,6 +132,77 @@ def test_the_cap_cuts_a_pack(tmp_path):
     assert log.count("packed: 2 jobs") == 1 and "Launching 3 jobs" in log
     updates = sorted(r["update"].split(",")[0] for r in records(tmp_path).values())
     assert updates == ["automatic", "stacked(S=2", "stacked(S=2"]
+
+
+# Epochs long enough (digits in batches of 16: 81 updates each) that a poll sees the first epoch's checkpoints
+# well before the last epoch ends.
+KILLABLE = ["dataset=digits", "dataset.batch_size=16", "cell=gru", "cell.hidden_size=64", "trainer.max_epochs=4"]
+KILLABLE += ["logger=csv", "trainer.enable_progress_bar=false", "test=false", *GRID]
+
+
+def killable(sweep_dir: Path, *args: str) -> str:
+    done = run_cli("-m", *KILLABLE, *args, f"hydra.sweep.dir={sweep_dir}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def last_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_a_killed_packed_multirun_resumes_as_a_whole_in_its_own_dirs(tmp_path):
+    """SIGKILL a packed 2x2 multirun after its first epoch; the same command with ckpt_path=last resumes the pack as
+    one stacked job in the same dirs, every member to the weights of the uninterrupted multirun (1e-5), its record
+    and curves continued; the command without ckpt_path then finds all four done."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    killable(whole)
+    env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE)}
+    command = [sys.executable, "-m", "src.train", "-m", *KILLABLE, f"hydra.sweep.dir={killed}"]
+    victim = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if len(list(killed.glob("*/checkpoints/last.ckpt"))) == 4:  # every member's first epoch written
+            break
+        time.sleep(0.02)
+    victim.kill()
+    victim.wait()
+    dirs = sorted(p.name for p in killed.glob("*/metrics.json"))
+    assert len(dirs) == 4 and {r["status"] for r in records(killed).values()} == {"running"}  # killed mid-pack
+    log = killable(killed, "ckpt_path=last")
+    assert "packed: 4 jobs of this multirun train as one stacked job" in log
+    assert sorted(p.name for p in killed.glob("*/metrics.json")) == dirs  # the same dirs, no new one
+    alone = records(whole)
+    for name, record in records(killed).items():
+        assert record["status"] == "ok" and record["resumed"] == 1 and record["epochs"] == 4
+        assert record["config_hash"] == alone[name]["config_hash"]  # ckpt_path=last: the run it continues
+        assert record["update"].startswith("stacked(S=4")
+        assert {row["epoch"] for row in csv.DictReader(open(killed / name / "csv" / "metrics.csv"))} == {
+            "0",
+            "1",
+            "2",
+            "3",
+        }
+        ours, theirs = last_weights(killed / name), last_weights(whole / name)
+        for key in theirs:
+            torch.testing.assert_close(
+                ours[key], theirs[key], rtol=0, atol=1e-5, msg=lambda m, at=f"{name} {key}": f"{at}: {m}"
+            )
+    log = killable(killed)
+    assert "4 ok, 0 failed (4 skipped" in log
+
+
+def test_resuming_a_multirun_skips_its_finished_jobs_and_fails_one_with_nothing_to_resume(tmp_path):
+    multirun(tmp_path, "seed=1,2", "trainer.max_epochs=1", "test=false")
+    before = records(tmp_path)
+    done = run_cli(
+        "-m", *TINY, "seed=1,2,3", "trainer.max_epochs=1", "test=false", "ckpt_path=last", f"hydra.sweep.dir={tmp_path}"
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode != 0 and "2 ok, 1 failed (2 skipped" in log, log[-3000:]
+    after = records(tmp_path)
+    assert {k: after[k] for k in before} == before  # the finished jobs, as they were
+    (third,) = set(after) - set(before)
+    assert after[third]["status"] == "failed" and "last.ckpt does not exist" in after[third]["error"]
 
 
 # -- the grouping, on composed configs ------------------------------------------------------------------------

@@ -164,6 +164,16 @@ def test_sweep_job_dirs_follow_the_config_not_the_position(tmp_path):
     assert len(rundir.job_dir_name("k=" + "v" * 400)) <= 180
 
 
+def test_ckpt_path_last_names_no_dir_of_its_own_and_another_checkpoint_does():
+    """The same multirun with ckpt_path=last resumes each job in its own dir; starting from a file is a new run."""
+    name = rundir.job_dir_name("cell=gru,seed=1")
+    assert rundir.job_dir_name("cell=gru,ckpt_path=last,seed=1") == name
+    assert rundir.job_dir_name("ckpt_path=last,seed=1") == rundir.job_dir_name("seed=1")
+    assert rundir.job_dir_name("ckpt_path=last") == rundir.job_dir_name("") == "defaults"
+    assert rundir.job_dir_name("cell=gru,ckpt_path=lastly.ckpt,seed=1") != name
+    assert rundir.job_dir_name("cell=gru,ckpt_path=a_last,seed=1") != name
+
+
 def test_damaged_records_are_named_not_read(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "metrics.json").write_text("[1, 2]")

@@ -93,6 +93,9 @@ def test_config_hash_ignores_where_outputs_go_and_sees_every_value(cfg_factory, 
     assert a == config_hash(cfg_factory("cell=gru", out=tmp_path / "b"))
     assert a != config_hash(cfg_factory("cell=gru", "optimizer.lr=0.01", out=tmp_path / "c"))
     assert a != config_hash(cfg_factory("cell=lstm", out=tmp_path / "d"))
+    # resumed from its own last checkpoint: the run it continues; from another file: another run
+    assert a == config_hash(cfg_factory("cell=gru", "ckpt_path=last", out=tmp_path / "e"))
+    assert a != config_hash(cfg_factory("cell=gru", "ckpt_path=other.ckpt", out=tmp_path / "f"))
 
 
 def as_multirun(cfg):

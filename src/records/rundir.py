@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import time
@@ -274,8 +275,9 @@ def write_hydra_files(out: Path, config: Any, hydra_config: Any, overrides: list
 def job_dir_name(overrides: str) -> str:
     """A sweep job's folder name from its overrides (Hydra's override_dirname, `cell=gru,seed=1`), so a job's
     dir follows its config, not its position in the sweep: adding a value to a sweep's list never sends a job
-    into another config's dir. A path separator or a name too long for the file system gets a hash suffix."""
-    name = overrides or "defaults"
+    into another config's dir. A path separator or a name too long for the file system gets a hash suffix.
+    `ckpt_path=last` names no dir of its own: the same multirun with it resumes every job in its own dir."""
+    name = re.sub(r"(^|,)ckpt_path=last(?=,|$)", "", overrides).lstrip(",") or "defaults"
     safe = name.replace("/", "_").replace("\0", "_")
     if safe != name or len(safe) > 180:
         safe = f"{safe[:160]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"

@@ -9,7 +9,9 @@ packed_launcher.py (hydra/launcher=packed, the suite's default); this module is 
                                                       Hydra's basic launcher runs it
 Within a pack, a member whose dir holds a finished run of its config is skipped (skip_completed) as an unpacked
 job is; a pack that turns out not to stack exactly (dropout inside a cell) runs its jobs one after
-another, as the single runs they are.
+another, as the single runs they are. The same multirun with ckpt_path=last (which names no dir of its own)
+resumes each pack as a whole, every member from its dir's last.ckpt (src/runs/stacked_resume.py); a job with
+nothing to resume fails alone, as it would unpacked.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ def unpackable(cfg: DictConfig) -> str | None:
 
     if cfg.get("seeds") is not None:
         return "seeds=[...]: a stacked job of its own"
-    if cfg.get("ckpt_path") or not cfg.get("train", True):
-        return "resuming or evaluating a checkpoint"
+    if not cfg.get("train", True):
+        return "evaluating a checkpoint"
+    if cfg.get("ckpt_path") not in (None, "last"):  # ckpt_path=last: the pack resumes as a whole
+        return "starting from a checkpoint file"
     if cfg.trainer.get("fast_dev_run") or cfg.trainer.get("overfit_batches"):
         return "trainer.fast_dev_run / overfit_batches"
     return not_stackable(cfg)
@@ -169,7 +173,7 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
     """The pack's jobs: those already done skipped, the others trained as one stacked job (alone if one is left;
     one after another if they turn out not to stack)."""
     from src.runs import commands, console
-    from src.runs.build import check_config
+    from src.runs.build import check_config, resume_checkpoint
     from src.runs.seeds import Member, job_hydra, train_members
     from src.runs.sweeps import completed_record, log_job
     from src.updates.stacked import NotStackable
@@ -192,6 +196,7 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
         with job_hydra(job.hydra):
             try:
                 check_config(job.cfg)
+                resume_checkpoint(job.cfg)  # ckpt_path=last: its dir's last.ckpt is there and its own
             except Exception:
                 refused.append(job)
     returns |= {job.idx: alone(launcher, job) for job in refused}

@@ -43,9 +43,14 @@ HASHED_WHEN_SET = ("budget",)
 def config_hash(cfg: DictConfig) -> str:
     """A fingerprint of the job's config as composed, before interpolation: paths stay `${paths...}`, so the same
     job hashes the same in any output dir, while any value that differs (an override, an edited config file)
-    changes it. Code changes do not: re-run those with skip_completed=false or a new sweep dir."""
+    changes it. Code changes do not: re-run those with skip_completed=false or a new sweep dir. Nor does
+    ckpt_path=last: a run resumed from its own last checkpoint is the run it continues (another ckpt_path is a
+    new run, started from that file)."""
     unset = [k for k in HASHED_WHEN_SET if all(v is None for v in (cfg.get(k) or {}).values())]
     kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_HASHED and k not in unset])
+    if kept.get("ckpt_path") == "last":  # a run resumed from its own last checkpoint hashes as the run it continues
+        with open_dict(kept):
+            kept.ckpt_path = None
     text = json.dumps(OmegaConf.to_container(kept, resolve=False), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
