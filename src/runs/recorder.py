@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 
 
 class Recorder:
-    def __init__(self, cfg: DictConfig, overrides: list[str] | None = None, hashed: DictConfig | None = None):
-        """`overrides`: what the run's .hydra/overrides.yaml names (default: the command line's); `hashed`: the
-        config whose hash identifies the run (default `cfg`; a stacked member: the single run it equals)."""
+    def __init__(self, cfg: DictConfig, overrides: list[str] | None = None):
+        """`overrides`: what the run's .hydra/overrides.yaml names (default: the command line's). A stacked
+        member's config hashes as its single run's: config_hash leaves its run dir (paths) out."""
         self.started = time.perf_counter()
         self.cfg, self.overrides = cfg, overrides
         with identity.as_run(overrides):  # a stacked member: the setting, name and tags of its single run
             self.fields = identity.fields(cfg)
-        self.record: dict[str, Any] = {**self.fields, "config_hash": config_hash(hashed or cfg), "status": "failed"}
+        self.record: dict[str, Any] = {**self.fields, "config_hash": config_hash(cfg), "status": "failed"}
         self.out = Path(cfg.paths.output_dir)
         self.claimed: rundir.Claim | None = None
 

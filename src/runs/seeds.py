@@ -92,7 +92,6 @@ class Member:
     cfg: DictConfig  # its config, paths.output_dir its own run dir
     name: str  # its prefix in the job's logged values: seed=<s>, or its job's dir name
     overrides: list[str] | None = None  # its .hydra/overrides.yaml (None: the command line's)
-    hashed: DictConfig | None = None  # the config its config_hash is of (None: cfg)
     hydra: Any = None  # its own Hydra config (HydraConfig's, a packed multirun's job); None: the process's
     dir: Path | None = None  # its run dir (None: cfg's paths.output_dir, read here)
 
@@ -554,7 +553,7 @@ def train_members(
         with job_hydra(m.hydra):
             check_config(m.cfg)
             # started now, as a single run's record starts before its data is loaded
-            recorders.append(Recorder(m.cfg, m.overrides, hashed=m.hashed))
+            recorders.append(Recorder(m.cfg, m.overrides))
             own_checkpoints.append(single_run_checkpoints(m.cfg))  # its paths, as its own job resolves them
     job = copy.deepcopy(job)
     own = job.get("callbacks") or {}
