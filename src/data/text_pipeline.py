@@ -9,6 +9,7 @@ that checks what it reads: a cache that does not hold what its reader expects is
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import re
@@ -100,6 +101,10 @@ class Vocabulary:
         self.index = {t: i for i, t in enumerate(self.tokens)}
         if self.tokens[:2] != [PAD, UNK] or len(self.index) != len(self.tokens):
             raise DataError(f"a vocabulary starts with {PAD}, {UNK} and holds each token once: {self.tokens[:5]}...")
+
+    def __repr__(self) -> str:  # by content (a data module's splits_key reads it), not by address
+        digest = hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()[:16]
+        return f"Vocabulary({len(self.tokens)} tokens, sha256 {digest})"
 
     @classmethod
     def build(
