@@ -50,9 +50,14 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is
 MiB = 1024 * 1024
 
 
-def bytes_handed_back(how: str) -> int:
-    done = subprocess.run([sys.executable, "-c", STEPS, how], capture_output=True, text=True, cwd=ROOT, check=True)
+def printed(code: str, how: str) -> int:
+    """The last number `code` prints, run in a fresh process: plain, or through the command entry ("entry")."""
+    done = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, cwd=ROOT, check=True)
     return int(done.stdout.split()[-1])
+
+
+def bytes_handed_back(how: str) -> int:
+    return printed(STEPS, how)
 
 
 @glibc
@@ -73,8 +78,7 @@ if sys.argv[1] == "entry":
 
 
 def frozen_at_exit(how: str) -> int:
-    done = subprocess.run([sys.executable, "-c", EXIT, how], capture_output=True, text=True, cwd=ROOT, check=True)
-    return int(done.stdout.split()[-1])
+    return printed(EXIT, how)
 
 
 def test_a_command_leaves_its_objects_to_the_os_at_exit_instead_of_collecting_them():

@@ -39,8 +39,8 @@ GRID = ["optimizer.lr=0.01,0.05", "seed=1,2"]
 HOW = {"update", "update_reason", "stacked", "wall_s", "started_at", "finished_at", "wandb_id", "train_samples_per_s"}
 
 
-def multirun(sweep_dir: Path, *args: str) -> str:
-    done = run_cli("-m", *TINY, *args, f"hydra.sweep.dir={sweep_dir}")
+def multirun(sweep_dir: Path, *args: str, base: list[str] = TINY) -> str:
+    done = run_cli("-m", *base, *args, f"hydra.sweep.dir={sweep_dir}")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
@@ -140,12 +140,6 @@ KILLABLE = ["dataset=digits", "dataset.batch_size=16", "cell=gru", "cell.hidden_
 KILLABLE += ["logger=csv", "trainer.enable_progress_bar=false", "test=false", *GRID]
 
 
-def killable(sweep_dir: Path, *args: str) -> str:
-    done = run_cli("-m", *KILLABLE, *args, f"hydra.sweep.dir={sweep_dir}")
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return done.stdout + done.stderr
-
-
 def last_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
@@ -155,7 +149,7 @@ def test_a_killed_packed_multirun_resumes_as_a_whole_in_its_own_dirs(tmp_path):
     one stacked job in the same dirs, every member to the weights of the uninterrupted multirun (1e-5), its record
     and curves continued; the command without ckpt_path then finds all four done."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    killable(whole)
+    multirun(whole, base=KILLABLE)
     env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE)}
     command = [sys.executable, "-m", "src.train", "-m", *KILLABLE, f"hydra.sweep.dir={killed}"]
     victim = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -168,7 +162,7 @@ def test_a_killed_packed_multirun_resumes_as_a_whole_in_its_own_dirs(tmp_path):
     victim.wait()
     dirs = sorted(p.name for p in killed.glob("*/metrics.json"))
     assert len(dirs) == 4 and {r["status"] for r in records(killed).values()} == {"running"}  # killed mid-pack
-    log = killable(killed, "ckpt_path=last")
+    log = multirun(killed, "ckpt_path=last", base=KILLABLE)
     assert "packed: 4 jobs of this multirun train as one stacked job" in log
     assert sorted(p.name for p in killed.glob("*/metrics.json")) == dirs  # the same dirs, no new one
     alone = records(whole)
@@ -187,7 +181,7 @@ def test_a_killed_packed_multirun_resumes_as_a_whole_in_its_own_dirs(tmp_path):
             torch.testing.assert_close(
                 ours[key], theirs[key], rtol=0, atol=1e-5, msg=lambda m, at=f"{name} {key}": f"{at}: {m}"
             )
-    log = killable(killed)
+    log = multirun(killed, base=KILLABLE)
     assert "4 ok, 0 failed (4 skipped" in log
 
 

@@ -29,8 +29,7 @@ def main(argv: list[str]) -> int:
         given = f"unknown benchmark {argv[0]!r}; " if argv else ""
         print(f"error: {given}usage: python -m src.bench <{'|'.join(names)}> [args]", file=sys.stderr)
         return 2
-    allocator.keep_freed_memory()  # what the suite's commands run with (src/runs/commands.py)
-    allocator.exit_without_collecting()
+    allocator.set_up_command()  # what the suite's commands run with (src/runs/commands.py)
     try:
         return importlib.import_module(f"src.bench.{argv[0]}").main(argv[1:]) or 0
     except Exception as e:  # bad overrides or settings: the one message, as `python -m src.train` prints it

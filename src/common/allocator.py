@@ -8,7 +8,7 @@ raising the trim threshold keeps those pages with the process for reuse, as PyTo
 on a GPU. The price: the process keeps its peak heap until it exits. Measured in docs/speed.md ("The allocator").
 Only glibc (Linux) has mallopt; elsewhere it does nothing.
 
-exit_without_collecting: its own docstring.
+exit_without_collecting: its own docstring. set_up_command: both, at a command's entry.
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ import platform
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+
+def set_up_command() -> None:
+    """What every suite command's process runs with, called at its entry (src/runs/commands.py run, src.bench)
+    before the first step allocates."""
+    keep_freed_memory()
+    exit_without_collecting()
 
 
 def keep_freed_memory() -> bool:

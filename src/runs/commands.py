@@ -132,8 +132,7 @@ def override_hint(args: list[str]) -> str | None:
 
 
 def run(main: Callable[[], object]) -> None:
-    allocator.keep_freed_memory()  # before the first step allocates (src/common/allocator.py says why)
-    allocator.exit_without_collecting()
+    allocator.set_up_command()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return

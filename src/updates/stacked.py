@@ -183,13 +183,12 @@ class Stacked(Manual):
         optimizer.zero_grad(set_to_none=True)
         # The sum: each member's parameters get the gradient of its own loss alone.
         task.manual_backward(torch.where(self.alive, losses, 0).sum())
-        if self.everyone_alive():
-            optimizer.step()  # clipping in on_before_optimizer_step, after fp16 unscaling
-        else:
-            members = [list(t.parameters()) for t in task.members.tasks]
-            before = [[p.detach().clone() for p in params] for params in members]
-            optimizer.step()  # clipping and freezing in on_before_optimizer_step, after fp16 unscaling
-            with torch.no_grad():  # a frozen member keeps its last finite parameters whatever its optimizer's state
+        # a frozen member keeps its last finite parameters whatever its optimizer's state
+        members = None if self.everyone_alive() else [list(t.parameters()) for t in task.members.tasks]
+        before = [[p.detach().clone() for p in params] for params in members] if members else None
+        optimizer.step()  # clipping and freezing in on_before_optimizer_step, after fp16 unscaling
+        if members:
+            with torch.no_grad():
                 for alive, params, olds in zip(self.alive, members, before):
                     for p, old in zip(params, olds):
                         p.copy_(torch.where(alive, p, old))
