@@ -582,3 +582,15 @@ def test_significance_holm_correction_and_bad_alpha(odyssey, capsys):
         assert ("p (Holm)" in board) == (correction == "holm")
     assert compare([str(odyssey), "--significance", "cell.variant=V", "--alpha", "5"]) == 2
     assert "--alpha 5.0 is not a level between 0 and 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tested", [True, False], ids=["test-metric", "test=false"])
+def test_the_wrote_line_names_plots_only_where_a_plot_was_written(tmp_path, capsys, tested):
+    """Runs trained with test=false have no test metric: the leaderboard says so, and the command does not claim a
+    plots/ dir it never wrote."""
+    for seed in (1, 2):
+        make_grid_run(tmp_path, "gru", "0.01", seed, val_acc_best=0.8, **({"test/acc": 0.8} if tested else {}))
+    assert compare([str(tmp_path)]) == 0
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 1 and str(tmp_path / "leaderboard.md") in wrote[0]
+    assert ("plots/" in wrote[0]) == tested == (tmp_path / "plots").is_dir()

@@ -245,3 +245,12 @@ def test_packed_members_tensorboard_holds_their_settings_and_final_metrics(tmp_p
         assert set(found["metrics"]) >= {"val/acc_best", "test/acc", "test/loss"}
         assert found["metrics"]["test/acc"] == pytest.approx(record["test/acc"], abs=1e-6)
         assert found["hparams"]["run/seed"] == record["seed"] and found["hparams"]["params"] == record["params"]
+
+
+def test_a_job_that_does_not_compose_fails_the_multirun_before_any_job_ran(tmp_path):
+    """Every job is composed before any runs (Hydra's sweeper checks the batch; the packed launcher composes every
+    job before it packs them): no job of the grid trains, no job dir."""
+    base = [a for a in TINY if not a.startswith("cell=")]
+    done = run_cli("-m", *base, "seed=1,2", "cell=gru,no_such_cell", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode != 0 and "Could not find 'cell/no_such_cell'" in done.stderr, done.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []

@@ -205,16 +205,16 @@ def write_csv(sections: list[Section], out: Path) -> None:
     atomic_write_text(out / "leaderboard.csv", buffer.getvalue())
 
 
-def write_plots(section: Section, out: Path) -> None:
+def write_plots(section: Section, out: Path) -> bool:
     """plots/<task>_bars.png (the metric per row, std as error bars, the baseline as a dashed line) and
     plots/<task>_curves.png (training loss and the monitored validation metric by step, mean ± std over seeds);
-    a row has the same colour in both."""
+    a row has the same colour in both. False: nothing to draw (no run has the section's metric)."""
     import matplotlib.ticker
     from matplotlib.figure import Figure  # the object API: no GUI backend, quicker to import than pyplot
 
     rows = section.ranked_rows()
     if not rows or section.absent:
-        return
+        return False
     plots = out / "plots"
     fig = Figure(figsize=(8, 1.4 + 0.32 * len(rows)))
     ax = fig.add_subplot()
@@ -253,7 +253,7 @@ def write_plots(section: Section, out: Path) -> None:
     columns = (TRAIN_LOSS, section.monitor)
     curves = [(row, row_curves(row, columns)) for row in rows]
     if not any(found for _, found in curves):  # no CSV logs (logger=none): no curves to draw
-        return
+        return True
     fig = Figure(figsize=(13, 4.6))
     fig.subplots_adjust(left=0.06, right=0.76, wspace=0.22)
     axes = fig.subplots(1, 2)
@@ -283,6 +283,7 @@ def write_plots(section: Section, out: Path) -> None:
     fig.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(0.77, 0.5))
     fig.suptitle(f"{section.dataset} ({section.task})")
     atomic_write(plots / f"{section.slug}_curves.png", lambda tmp: save(fig, tmp))
+    return True
 
 
 def save(fig, path: Path) -> None:
@@ -363,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = SignificanceOptions(args.significance or "", args.test, args.alpha, args.correction)
     tune = [key for keys in args.tune for key in keys.split(",") if key]
     sections = build_sections(runs, args.metric, verdict, tune, args.all_points)
-    if not args.no_plots:
-        for section in sections:
-            write_plots(section, out)
+    plotted = [] if args.no_plots else [write_plots(section, out) for section in sections]
     sources = [str(d) for d in args.dirs]
     text = write_markdown(
         sections,
@@ -378,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict=verdict,
     )
     write_csv(sections, out)
-    wrote = [out / "leaderboard.md", out / "leaderboard.csv"] + ([] if args.no_plots else [f"{out / 'plots'}/"])
+    wrote = [out / "leaderboard.md", out / "leaderboard.csv"] + ([f"{out / 'plots'}/"] if any(plotted) else [])
     if args.html is not None:
         from src.compare.html_dashboard import write_html
 
