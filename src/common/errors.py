@@ -27,6 +27,27 @@ def user_error(e: BaseException) -> UserError | None:
     return None
 
 
+# The signals that stop a command from outside, by what the user did, with the exit status a shell gives them.
+STOPPED_BY = {"Ctrl-C (SIGINT)": 130, "SIGTERM": 143}
+
+
+def interrupted_by(error: BaseException) -> str | None:
+    """What stopped the command from outside (a key of STOPPED_BY), or None for an error of its own. Lightning
+    turns Ctrl-C during fit or test into SystemExit(1) (the KeyboardInterrupt its context) and SIGTERM into
+    SIGTERMException, a SystemExit without a code (exit status 0, as if all went well)."""
+    import sys
+
+    sigterm = getattr(sys.modules.get("lightning.pytorch.utilities.exceptions"), "SIGTERMException", None)
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return "Ctrl-C (SIGINT)"
+        if sigterm is not None and isinstance(seen, sigterm):
+            return "SIGTERM"
+        seen = seen.__context__
+    return None
+
+
 def not_there(path, want: str = "file") -> str:
     """Why `path` is not the `want` ("file" or "folder") a setting needs, for its message: missing, or what is
     there instead (a folder where a file belongs, a file or a device such as /dev/null where a folder does)."""

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 
 from src.common import allocator
+from src.common.errors import STOPPED_BY, interrupted_by
 
 started = False  # set by the command's own function (see mark_started)
 # What Hydra's override grammar says of a value it cannot read unquoted.
@@ -132,10 +133,22 @@ def override_hint(args: list[str]) -> str | None:
 
 
 def run(main: Callable[[], object]) -> None:
+    """The command's function run: Hydra's report of a bad command line as one line (module docstring); a command
+    stopped by Ctrl-C or SIGTERM exits with the status a shell gives the signal (130, 143), not Lightning's (1 for
+    Ctrl-C; 0 for SIGTERM, as if all went well)."""
     allocator.set_up_command()
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        main()
-        return
+    try:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own output as it is
+            main()
+        else:
+            _run_held(main)
+    except SystemExit as e:
+        if (how := interrupted_by(e)) is not None:
+            raise SystemExit(STOPPED_BY[how]) from e
+        raise
+
+
+def _run_held(main: Callable[[], object]) -> None:
     held = _Held(sys.stderr)
     sys.stderr = held
     try:

@@ -15,14 +15,17 @@ not its own leaves no log there.
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.common.errors import user_error
+from src.common.errors import interrupted_by, user_error
 from src.common.files import atomic_write_json
 from src.records import identity, rundir
 from src.records.record import RECORD
@@ -59,6 +62,10 @@ class Recorder:
     def fail(self, error: BaseException) -> None:
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+        how = interrupted_by(error)
+        if how is not None:
+            self.record["error"] = f"interrupted by {how}; {resume_hint(self.out)}"
+            say_interrupted(how, self.out)
         self.record["error"] = self.record.get("error") or f"{type(error).__name__}: {user_error(error) or error}"
         if self.claimed is None and rank_zero_only.rank == 0:
             self.claimed = rundir.claim_if_fresh(self.out)  # record the failure where that overwrites nothing
@@ -87,6 +94,36 @@ class Recorder:
             hydra_cfg = HydraConfig.get()
             overrides = hydra_cfg.overrides.task if self.overrides is None else self.overrides
             rundir.write_hydra_files(self.out, self.cfg, hydra_cfg, overrides)
+
+
+def resume_hint(out: Path) -> str:
+    """What continues an interrupted run in `out`: its last checkpoint where one was written, else the run again."""
+    if (Path(out) / "checkpoints" / "last.ckpt").is_file():
+        return f"resume it from its last checkpoint: {resume_command(out)}"
+    return "it stopped before its first checkpoint: the same command trains it again from the start"
+
+
+def resume_command(out: Path) -> str:
+    """This command again with ckpt_path=last and its run dir (its sweep dir for a multirun) fixed: every run of
+    it continues in its own dir (a multirun's finished jobs are skipped)."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    where = hydra.sweep.dir if multirun else (hydra.runtime.output_dir if hydra is not None else out)
+    args = [a for a in sys.argv[1:] if not a.startswith(("ckpt_path=", f"{key}="))]
+    return shlex.join(["python", "-m", "src.train", *args, "ckpt_path=last", f"{key}={where}"])
+
+
+_said: set[str] = set()
+
+
+def say_interrupted(how: str, out: Path) -> None:
+    """One line on the console for the command (not one per member of a stacked job): what stopped it, how to go
+    on."""
+    line = f"interrupted by {how}: {resume_hint(out)}"
+    if line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr, flush=True)
 
 
 def result_line(record: dict[str, Any]) -> str:
