@@ -1,5 +1,9 @@
 """Errors that mean "the user's input is wrong": the commands print them as one message, exit 2, no traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """Bad config value, data file or checkpoint. The message names the value/file and says how to fix it."""
@@ -18,13 +22,21 @@ def user_error(e: BaseException) -> UserError | None:
     MisconfigurationException says the same of a Trainer setting, in Lightning's words."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    while e is not None:
-        if isinstance(e, UserError):
-            return e
-        if isinstance(e, MisconfigurationException):
-            return ConfigError(f"{str(e).strip().splitlines()[0]} (Lightning); fix the trainer.* or callbacks.* value")
-        e = e.__cause__ or e.__context__
+    for seen in behind(e):
+        if isinstance(seen, UserError):
+            return seen
+        if isinstance(seen, MisconfigurationException):
+            return ConfigError(
+                f"{str(seen).strip().splitlines()[0]} (Lightning); fix the trainer.* or callbacks.* value"
+            )
     return None
+
+
+def behind(e: BaseException | None) -> Iterator[BaseException]:
+    """`e` and the errors behind it, the one it was raised from (or while handling) first."""
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 # The signals that stop a command from outside, by what the user did, with the exit status a shell gives them.
@@ -38,13 +50,11 @@ def interrupted_by(error: BaseException) -> str | None:
     import sys
 
     sigterm = getattr(sys.modules.get("lightning.pytorch.utilities.exceptions"), "SIGTERMException", None)
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in behind(error):
         if isinstance(seen, KeyboardInterrupt):
             return "Ctrl-C (SIGINT)"
         if sigterm is not None and isinstance(seen, sigterm):
             return "SIGTERM"
-        seen = seen.__context__
     return None
 
 

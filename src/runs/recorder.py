@@ -62,11 +62,12 @@ class Recorder:
     def fail(self, error: BaseException) -> None:
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-        how = interrupted_by(error)
-        if how is not None:
-            self.record["error"] = f"interrupted by {how}; {resume_hint(self.out)}"
-            say_interrupted(how, self.out)
-        self.record["error"] = self.record.get("error") or f"{type(error).__name__}: {user_error(error) or error}"
+        if (how := interrupted_by(error)) is not None:  # stopped from outside: how to go on, not what failed
+            hint = resume_hint(self.out)
+            self.record["error"] = f"interrupted by {how}; {hint}"
+            say_once(f"interrupted by {how}: {hint}")
+        else:
+            self.record["error"] = self.record.get("error") or f"{type(error).__name__}: {user_error(error) or error}"
         if self.claimed is None and rank_zero_only.rank == 0:
             self.claimed = rundir.claim_if_fresh(self.out)  # record the failure where that overwrites nothing
             if self.claimed is not None:
@@ -117,10 +118,8 @@ def resume_command(out: Path) -> str:
 _said: set[str] = set()
 
 
-def say_interrupted(how: str, out: Path) -> None:
-    """One line on the console for the command (not one per member of a stacked job): what stopped it, how to go
-    on."""
-    line = f"interrupted by {how}: {resume_hint(out)}"
+def say_once(line: str) -> None:
+    """`line` on the console once for the command (not once per member of a stacked job)."""
     if line not in _said:
         _said.add(line)
         print(line, file=sys.stderr, flush=True)
