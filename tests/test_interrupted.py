@@ -102,3 +102,19 @@ def test_lightnings_sigterm_exception_is_sigterm():
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     assert interrupted_by(SIGTERMException()) == "SIGTERM" and STOPPED_BY["SIGTERM"] == 128 + signal.SIGTERM
+
+
+def test_an_error_chain_that_links_back_is_walked_once():
+    """Re-raising an error of its own chain (`raise user_error(e) from None`) makes the chain a cycle: reading what
+    stopped the run still ends (it once looped forever in the Recorder of a run with a bad value)."""
+    from src.common.errors import ConfigError, behind
+
+    bad = ConfigError("cell.hidden_size=-1 must be positive")
+    try:
+        try:
+            raise RuntimeError("wrapped") from bad
+        except RuntimeError:
+            raise bad from None  # its __context__ is now the RuntimeError, whose __cause__ is `bad`
+    except ConfigError as e:
+        assert [type(x).__name__ for x in behind(e)] == ["ConfigError", "RuntimeError"]
+        assert interrupted_by(e) is None

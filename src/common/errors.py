@@ -33,8 +33,11 @@ def user_error(e: BaseException) -> UserError | None:
 
 
 def behind(e: BaseException | None) -> Iterator[BaseException]:
-    """`e` and the errors behind it, the one it was raised from (or while handling) first."""
-    while e is not None:
+    """`e` and the errors behind it, the one it was raised from (or while handling) first. Each once: re-raising an
+    error of the chain (`raise user_error(e) from None`) links it back to `e`, a cycle."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
         yield e
         e = e.__cause__ or e.__context__
 
