@@ -9,7 +9,7 @@ import pytest
 
 from src.common.errors import ConfigError, UserError
 from src.runs.build import build
-from src.runs.commands import one_line
+from src.runs.commands import one_line, options_first
 from src.train import train
 from tests.conftest import run_cli
 
@@ -103,6 +103,9 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path):
         (["optimizer.lr=-1"], "optimizer.lr=-1 must be > 0"),
         (["trainer.gradient_clip_val=1"], "use update.gradient_clip_val"),
         ([f"hydra.run.dir={tmp_path / 'file' / 'x'}"], "cannot be created or written"),
+        (["--bogus"], "unrecognized arguments: --bogus (--help lists the options)"),
+        (["cell=gru", "-m", "--cfg", "job"], "Only one of --run, --multirun, --cfg"),
+        (["cell=gru", "--cfg"], "argument --cfg/-c: invalid choice: 'debug=limit'"),  # the next word is its value
     ):
         (tmp_path / "file").write_text("a file where a folder should be")
         done = run_cli(
@@ -111,6 +114,34 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path):
         lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], (args, done.stderr[-2000:])
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "typed, read",
+    [
+        ("cell=gru -m seed=1,2", "-m cell=gru seed=1,2"),
+        ("-m seed=1,2", "-m seed=1,2"),
+        ("a=1 --cfg job b=2", "--cfg job a=1 b=2"),
+        ("a=1 --cfg=job b=2", "--cfg=job a=1 b=2"),
+        ("a=1 --config-name x --multirun b=1,2", "--config-name x --multirun a=1 b=1,2"),
+        ("a=1 --info defaults b=2", "--info defaults a=1 b=2"),
+        ("--info a=1 b=2", "a=1 b=2 --info"),  # bare: last, so that it takes no override for its value
+        ("a=1 --cfg", "a=1 --cfg"),  # no value: argparse says so
+        ("a=1 --nope b=2", "--nope a=1 b=2"),
+    ],
+)
+def test_hydras_options_are_read_wherever_they_stand(typed, read):
+    assert options_first(typed.split()) == read.split()
+
+
+def test_a_multirun_flag_after_overrides_runs_the_multirun(tmp_path):
+    # what `make train ARGS="cell=gru -m seed=1,2"` types: Hydra's argparse alone would leave seed=1,2 unread
+    done = run_cli("logger=csv", "debug=limit", "-m", "seed=1,2", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+        "debug=limit,logger=csv,seed=1",
+        "debug=limit,logger=csv,seed=2",
+    ]
 
 
 def test_hydras_report_is_joined_into_one_line():

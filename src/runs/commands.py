@@ -132,11 +132,40 @@ def override_hint(args: list[str]) -> str | None:
     return None
 
 
+def options_first(args: list[str]) -> list[str]:
+    """`args` with Hydra's options (-m, --cfg job, ...) moved before the overrides, each with its value, the order
+    within each kept. Hydra's argparse reads the overrides as one run of words, so `cell=gru -m seed=1,2` (what
+    `make train ARGS="..."` or an edited command line gives) left `seed=1,2` unread; an option may stand anywhere."""
+    from hydra._internal.utils import get_args_parser
+
+    actions = {name: a for a in get_args_parser()._actions for name in a.option_strings}
+    options, overrides, bare, words = [], [], [], iter(args)
+    for arg in words:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        action = actions.get(arg)
+        if action is not None and action.nargs is None:  # its value: the next word, whatever it is
+            value = next(words, None)
+            options, bare = (options + [arg, value], bare) if value is not None else (options, bare + [arg])
+        elif action is not None and action.nargs == "?":  # --info [what]: the next word if it is one of its choices
+            value = next(words, None)
+            if value in (action.choices or ()):
+                options += [arg, value]
+            else:  # given bare: last, where it cannot take the first override for its value
+                bare.append(arg)
+                overrides += [value] if value is not None else []
+        else:
+            options.append(arg)  # a flag, or an unknown option for argparse to name
+    return options + overrides + bare
+
+
 def run(main: Callable[[], object]) -> None:
-    """The command's function run: Hydra's report of a bad command line as one line (module docstring); a command
-    stopped by Ctrl-C or SIGTERM exits with the status a shell gives the signal (130, 143), not Lightning's (1 for
-    Ctrl-C; 0 for SIGTERM, as if all went well)."""
+    """The command's function run: Hydra's options read wherever they stand (options_first); Hydra's report of a bad
+    command line as one line (module docstring); a command stopped by Ctrl-C or SIGTERM exits with the status a
+    shell gives the signal (130, 143), not Lightning's (1 for Ctrl-C; 0 for SIGTERM, as if all went well)."""
     allocator.set_up_command()
+    sys.argv[1:] = options_first(sys.argv[1:])
     try:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own output as it is
             main()
@@ -153,6 +182,12 @@ def _run_held(main: Callable[[], object]) -> None:
     sys.stderr = held
     try:
         main()
+    except ValueError as e:  # Hydra's refusal of options that exclude each other (-m with --cfg job)
+        if started or not str(e).startswith("Only one of"):
+            raise
+        held.release()
+        print(f"error: {e} (--help lists the options)", file=sys.stderr)
+        sys.exit(2)
     except SystemExit as e:
         if not held.released:
             held.released, sys.stderr = True, held.real
@@ -163,6 +198,10 @@ def _run_held(main: Callable[[], object]) -> None:
                 if hint and not hint.startswith("the override") and any(m in report for m in GRAMMAR):
                     message += f"; {hint}"
                 print(f"error: {message}", file=sys.stderr)
+                sys.exit(2)
+            if e.code == 2 and not started and (said := re.search(r"^\S+: error: (.+)$", report, re.M)):
+                # argparse's refusal of an option: its usage block left out, --help shows it
+                print(f"error: {said.group(1)} (--help lists the options)", file=sys.stderr)
                 sys.exit(2)
             sys.stderr.write(report)
         raise
