@@ -94,3 +94,29 @@ def test_count_optimizer_step():
     run = trainer()
     run.fit(TwoPerStep(), loader(12, batch_size=2))
     assert run.global_step == 12  # one per update, though LightningOptimizer.step never ran
+
+
+def test_keeping_csv_writer_appends_under_the_files_columns_whatever_its_copy_saw(tmp_path):
+    """Under ddp_spawn each phase logs from a copy of the writer made before metrics.csv existed (the parent's):
+    the test phase's copy must still keep fit's rows and columns when it adds its own."""
+    import copy
+    import csv
+
+    stale = internals.KeepingCSVWriter(log_dir=str(tmp_path))  # made before the file exists: no columns
+    fit = copy.deepcopy(stale)
+    for step in range(3):
+        fit.log_metrics({"train/loss": 1.0 / (step + 1), "epoch": 0}, step=step)
+        fit.save()
+    fit.log_metrics({"val/acc": 0.5, "epoch": 0}, step=2)  # a new column: the file rewritten under the wider header
+    fit.save()
+    test = copy.deepcopy(stale)
+    test.log_metrics({"test/acc": 0.4, "epoch": 1}, step=3)
+    test.save()
+    test.log_metrics({"test/acc": 0.6, "epoch": 1}, step=4)  # no new column: appended under the file's
+    test.save()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["train/loss"] for r in rows] == ["1.0", "0.5", str(1 / 3), "", "", ""]
+    assert [r["val/acc"] for r in rows] == ["", "", "", "0.5", "", ""]
+    assert [r["test/acc"] for r in rows] == ["", "", "", "", "0.4", "0.6"]
+    assert [r["step"] for r in rows] == ["0", "1", "2", "2", "3", "4"]

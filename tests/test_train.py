@@ -3,6 +3,7 @@ multirun and W&B logging."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -121,7 +122,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     and evaluation covers each sample once, so the synced test metrics are the same."""
     args = [
         "trainer.max_epochs=2",
-        "logger=none",
+        "logger=csv",  # under ddp_spawn each phase logs from a copy of the logger
         "callbacks=none",
         "trainer.enable_progress_bar=false",
         "cell.hidden_size=32",
@@ -132,6 +133,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "ddp")
     assert two["status"] == "ok"
+    with open(tmp_path / "ddp" / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r["train/loss"] for r in rows) and any(r["test/acc"] for r in rows)
     assert two["test/acc"] == pytest.approx(one["test/acc"], abs=0.01)
     assert two["test/loss"] == pytest.approx(one["test/loss"], rel=0.02)
     # Several updates per Lightning step under DDP: the same training as one per step.

@@ -70,13 +70,24 @@ def model_summary_table(
 class KeepingCSVWriter(ExperimentWriter):
     """Lightning's CSV writer deletes an existing metrics.csv when it starts (`_check_log_dir_exists`, private);
     a run dir holds at most one run (src/records/rundir.py), so an existing file is this run's history before it was
-    resumed: keep its rows, and start from its header so that new rows append under the same columns (a new
-    column makes Lightning rewrite the file with the old rows under the wider header)."""
+    resumed: keep its rows. The columns are the file's header, read before each save: new rows append under it (a
+    new column makes Lightning rewrite the file with the old rows under the wider header). Read each time, not
+    once: under ddp_spawn every phase writes from a copy of the writer made before the file existed, so a copy's
+    own columns miss what fit wrote, and the test phase's rewrite under them failed ("dict contains fields not in
+    fieldnames")."""
 
     def _check_log_dir_exists(self) -> None:
+        self._read_header()
+
+    def save(self) -> None:
+        if self.metrics:
+            self._read_header()
+        super().save()
+
+    def _read_header(self) -> None:
         if os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as f:
-                self.metrics_keys = next(csv.reader(f), [])
+                self.metrics_keys = next(csv.reader(f), [])  # the file's columns, in its order
 
 
 class KeepingCSVLogger(CSVLogger):
