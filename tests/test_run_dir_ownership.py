@@ -206,6 +206,29 @@ def finished(cfg_factory, run: Path, *extra: str) -> dict:
     return record
 
 
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "one-by-one"])
+def test_a_seeds_job_leaves_a_members_dir_holding_another_run_as_it_is(cfg_factory, tmp_path, stacked, capsys):
+    """seeds=[1,2] where seed=1/ holds another config's finished run: that run's files stay byte for byte, the job
+    says seed 1 failed and why. Seeds that cannot stack (dropout) ran one by one, and that path then rewrote the
+    other run's metrics.json and .hydra/ as its own and reported it as seed 1's (ok)."""
+    from src.runs import seeds
+
+    finished(cfg_factory, tmp_path / "seed=1", "cell=rnn")
+    before = snapshot(tmp_path / "seed=1")
+    apart = [] if stacked else ["depth=2", "stack.dropout=0.2"]
+    cfg = cfg_factory(*SAVED, *apart, "seeds=[1,2]", out=tmp_path)
+    if stacked:  # refused as a whole before any member trains
+        assert "holds a run of another config" in refusal(lambda: seeds.run(cfg, single=train))
+    else:
+        with pytest.raises(SystemExit) as ended:
+            seeds.run(cfg, single=train)
+        assert ended.value.code == 1
+        said = capsys.readouterr()
+        assert "seed=1 (failed)" in said.out and "seed=2 (ok)" in said.out
+        assert "error: seed=1 failed: ConfigError: run dir" in said.err and "holds a run of another config" in said.err
+    assert snapshot(tmp_path / "seed=1") == before
+
+
 def test_a_moved_run_dir_tests_its_own_best_checkpoint_not_the_old_location(cfg_factory, tmp_path):
     old, moved = tmp_path / "old", tmp_path / "moved"
     first = finished(cfg_factory, old)

@@ -5,6 +5,7 @@ decay; a diverging member changes nothing of the others; nothing is patched on a
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 
@@ -12,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 from torchmetrics import Metric
 
 from src.common.errors import ConfigError
@@ -234,6 +236,30 @@ def test_members_that_cannot_stack_exactly_train_one_after_another(cfg_factory, 
     assert all("dropout" in r["stacked"]["not_stacked"] for r in records)
     assert all(r["update"] == "automatic" for r in records)  # each its own ordinary run
     assert (tmp_path / "seed=2" / "metrics.json").is_file()
+
+
+def test_a_seeds_job_with_a_failed_member_exits_1_naming_it(cfg_factory, capsys):
+    """As a multirun ends: the other members finish, every run dir is said, and the job's exit status is 1 with
+    one error line per failed member (the job exited 0 with its failed members' dirs marked only "(failed)")."""
+    from src.runs import seeds
+
+    cfg = cfg_factory(*settings("gru", "none", False), "depth=2", "stack.dropout=0.2", "seeds=[1,2]")
+
+    def second_fails(member):  # seed 2's run fails once its dir is claimed (its metrics.json: status failed)
+        if member.seed == 2:
+            member = copy.deepcopy(member)
+            with open_dict(member):
+                member.dataset.batch_size = 0
+        return train(member)
+
+    with pytest.raises(SystemExit) as ended:
+        seeds.run(cfg, single=second_fails)
+    said = capsys.readouterr()
+    assert ended.value.code == 1
+    assert "seed=1 (ok)" in said.out and "seed=2 (failed)" in said.out
+    errors = [line for line in said.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: seed=2 failed: "), said.err[-2000:]
+    assert "batch_size" in errors[0], errors[0]
 
 
 def test_a_sweep_packs_seeds_into_one_job_and_a_rerun_skips_it(tmp_path):

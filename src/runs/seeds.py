@@ -23,7 +23,9 @@ import copy
 import json
 import logging
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -683,36 +686,44 @@ def one_by_one(
     cfg: DictConfig, seeds: list[int], why: str, single: Callable[[DictConfig], dict] | None
 ) -> list[dict[str, Any]]:
     """The members as the single runs they are (`single`: src.train's train, which calls this module), one after
-    another, each in its own run dir."""
+    another, each in its own run dir. A member whose run failed before it wrote its own metrics.json (a refused
+    dir: another run's, left as it is) is a failed record here only, with its error."""
+    from src.common.errors import user_error
+    from src.runs.sweeps import config_hash
+
     if single is None:
         raise NotStackable(f"{why}; and no single-run trainer was handed to run the seeds one after another")
-    train = single
-
-    records, error = [], None
+    records, error, own = [], None, 0
     for seed in seeds:
         member = member_config(cfg, seed)
         run_dir = Path(cfg.paths.output_dir) / f"seed={seed}"
         with open_dict(member):
             member.paths.output_dir = str(run_dir)
+        started, raised = time.time(), None
         try:
-            train(member)
-        except Exception as e:  # recorded in its metrics.json by train(); the other seeds still run
-            error = error or e
-        _write_member_hydra_files(run_dir, member, seeds)
+            single(member)
+        except Exception as e:  # recorded in its metrics.json by train() once it claimed the dir; the others run on
+            error, raised = error or e, e
         path = run_dir / RECORD
-        if path.is_file():
-            record = json.loads(path.read_text())
-            record["stacked"] = {"seeds": seeds, "dir": str(cfg.paths.output_dir), "not_stacked": why}
-            atomic_write_json(path, record, within=run_dir)
-            records.append(record)
-    if error is not None and not records:
+        record = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else {}
+        if record.get("config_hash") != config_hash(member) or record.get("finished_at", 0) < started:
+            said = (user_error(raised) or raised) if raised is not None else "it wrote no metrics.json"
+            records.append({"seed": seed, "status": "failed", "error": f"{type(said).__name__}: {said}"})
+            continue
+        own += 1
+        _write_member_hydra_files(run_dir, member, seeds)
+        record["stacked"] = {"seeds": seeds, "dir": str(cfg.paths.output_dir), "not_stacked": why}
+        atomic_write_json(path, record, within=run_dir)
+        records.append(record)
+    if error is not None and not own:
         raise error
     return records
 
 
 def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> float | None:
     """src.train's main for seeds=[...]: train_seeds (its errors raised, for src.train to say). Returns the
-    mean over the members of their best monitored value (for Optuna-style sweepers)."""
+    mean over the members of their best monitored value (for Optuna-style sweepers); outside a multirun, exits 1
+    once a member failed, naming each."""
     from src.runs.sweeps import completed_record, log_job
 
     done = []  # a sweep run again: the members that already finished (skip_completed)
@@ -732,9 +743,15 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
         with open_dict(cfg):
             cfg.seeds = [s for s in seeds if s not in {r["seed"] for r in done}]
     records = train_seeds(cfg, single)
-    log_job(cfg, "ok" if all(r["status"] == "ok" for r in records) else "failed")
+    failed = [r for r in records if r["status"] != "ok"]
+    log_job(cfg, "failed" if failed else "ok")
     for record in records:
         print(f"run dir: {cfg.paths.output_dir}/seed={record['seed']} ({record['status']})")
+    if failed and not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        # as a multirun ends: non-zero once any run failed, each failure said (a multirun's sweep says them at its end)
+        for record in failed:
+            print(f"error: seed={record['seed']} failed: {record.get('error')}", file=sys.stderr)
+        sys.exit(1)
     return _mean_best(done + records)
 
 
