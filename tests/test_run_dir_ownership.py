@@ -208,25 +208,38 @@ def finished(cfg_factory, run: Path, *extra: str) -> dict:
 
 @pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "one-by-one"])
 def test_a_seeds_job_leaves_a_members_dir_holding_another_run_as_it_is(cfg_factory, tmp_path, stacked, capsys):
-    """seeds=[1,2] where seed=1/ holds another config's finished run: that run's files stay byte for byte, the job
-    says seed 1 failed and why. Seeds that cannot stack (dropout) ran one by one, and that path then rewrote the
-    other run's metrics.json and .hydra/ as its own and reported it as seed 1's (ok)."""
+    """seeds=[1,2] where seed=1/ holds another config's finished run: that run's files stay byte for byte, seed 1
+    fails alone with the refusal, seed 2 trains, and the job exits 1. Before: stacked, the whole job was refused
+    (seed 2 recorded failed with seed 1's refusal); one by one (seeds that cannot stack: dropout), the other run's
+    metrics.json and .hydra/ were rewritten as seed 1's and reported ok."""
     from src.runs import seeds
 
     finished(cfg_factory, tmp_path / "seed=1", "cell=rnn")
     before = snapshot(tmp_path / "seed=1")
     apart = [] if stacked else ["depth=2", "stack.dropout=0.2"]
-    cfg = cfg_factory(*SAVED, *apart, "seeds=[1,2]", out=tmp_path)
-    if stacked:  # refused as a whole before any member trains
-        assert "holds a run of another config" in refusal(lambda: seeds.run(cfg, single=train))
-    else:
-        with pytest.raises(SystemExit) as ended:
-            seeds.run(cfg, single=train)
-        assert ended.value.code == 1
-        said = capsys.readouterr()
-        assert "seed=1 (failed)" in said.out and "seed=2 (ok)" in said.out
-        assert "error: seed=1 failed: ConfigError: run dir" in said.err and "holds a run of another config" in said.err
+    with pytest.raises(SystemExit) as ended:
+        seeds.run(cfg_factory(*SAVED, *apart, "seeds=[1,2]", out=tmp_path), single=train)
+    assert ended.value.code == 1
+    said = capsys.readouterr()
+    assert "seed=1 (failed)" in said.out and "seed=2 (ok)" in said.out
+    assert "error: seed=1 failed: ConfigError: run dir" in said.err and "holds a run of another config" in said.err
     assert snapshot(tmp_path / "seed=1") == before
+    assert read_record(tmp_path / "seed=2" / "metrics.json")["update"].startswith("stacked(" if stacked else "auto")
+
+
+def test_a_packed_multiruns_job_whose_dir_holds_another_run_fails_alone(cfg_factory, tmp_path):
+    """As unpacked: that job fails with the refusal, its dir byte for byte as it was; the pack's other jobs train
+    (the claims of the pack failed every member, the sweep 0 ok, 2 failed)."""
+    finished(cfg_factory, tmp_path / "seed=1", "cell=rnn")
+    before = snapshot(tmp_path / "seed=1")
+    done = run_cli("-m", *SAVED, "seed=1,2,3", f"hydra.sweep.dir={tmp_path}", 'hydra.sweep.subdir="seed=${seed}"')
+    assert done.returncode == 1, done.stderr[-3000:]
+    said = done.stdout + done.stderr
+    assert (
+        f"failed: {tmp_path / 'seed=1'}: ConfigError: run dir" in said and f"sweep {tmp_path}: 2 ok, 1 failed" in said
+    )
+    assert snapshot(tmp_path / "seed=1") == before
+    assert {read_record(tmp_path / f"seed={s}" / "metrics.json")["update"][:8] for s in (2, 3)} == {"stacked("}
 
 
 def test_a_moved_run_dir_tests_its_own_best_checkpoint_not_the_old_location(cfg_factory, tmp_path):

@@ -183,8 +183,7 @@ def claim(out: str | Path, config_hash: str, resuming: bool, fields: dict[str, A
     new_lock = not (out / LOCK).exists()
     lock = _lock(out)
     try:
-        refuse_links_in(out)
-        return _claim(out, config_hash, resuming, fields, lock)
+        return _claim(out, config_hash, resuming, fields, lock)  # its links refused first (check_claimable)
     except BaseException:
         if new_lock:  # refused: the lock this run made goes too (the dir is not its own)
             (out / LOCK).unlink(missing_ok=True)
@@ -208,7 +207,15 @@ def claim_if_fresh(out: str | Path) -> Claim | None:
     return Claim(out, {}, None, lock)
 
 
-def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], lock: int) -> Claim:
+def check_claimable(out: str | Path, config_hash: str, resuming: bool) -> dict | None:
+    """What a claim of `out` by this config would refuse, raised (a link, a damaged record, files of an unknown run,
+    another config's finished run; a live run's lock aside), touching nothing; else the record `out` holds (None:
+    none). A packed multirun or a seeds job asks it for each member before any trains: a refused member fails
+    alone, the others train."""
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    refuse_links_in(out)
     previous: dict | None = None
     if (out / RECORD).exists():
         try:
@@ -218,7 +225,25 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
                 f"run dir {out} holds a damaged run record ({e}); move it away or choose another "
                 f"dir with hydra.run.dir=<dir>"
             ) from None
-    leftovers = _leftovers(out)
+    if resuming or not _leftovers(out):
+        return previous
+    if previous is None:
+        names = ", ".join(p.name for p in _leftovers(out)[:5])
+        raise ConfigError(
+            f"run dir {out} already holds files of an unknown run ({names}); choose another "
+            f"dir with hydra.run.dir=<dir>, or move them away"
+        )
+    if previous.get("config_hash") != config_hash and previous.get("status") == "ok":
+        raise ConfigError(
+            f"run dir {out} holds a run of another config: {_describe(previous)}; this run "
+            f"(config {config_hash}) would overwrite it. Choose another dir with "
+            f"hydra.run.dir=<dir>, or resume that run with its own settings and ckpt_path=last"
+        )
+    return previous
+
+
+def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], lock: int) -> Claim:
+    previous = check_claimable(out, config_hash, resuming)
     moved, history = None, []
     if resuming:
         # The history goes on in place (checkpoints, csv, wandb); the earlier attempt's record and config files
@@ -227,19 +252,7 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
         moved = _move_aside(out, kept) if kept else None
         if moved is not None and (previous or {}).get("status") == "ok":
             history = _keep_history(out, moved)
-    elif leftovers:
-        if previous is None:
-            names = ", ".join(p.name for p in leftovers[:5])
-            raise ConfigError(
-                f"run dir {out} already holds files of an unknown run ({names}); choose another "
-                f"dir with hydra.run.dir=<dir>, or move them away"
-            )
-        if previous.get("config_hash") != config_hash and previous.get("status") == "ok":
-            raise ConfigError(
-                f"run dir {out} holds a run of another config: {_describe(previous)}; this run "
-                f"(config {config_hash}) would overwrite it. Choose another dir with "
-                f"hydra.run.dir=<dir>, or resume that run with its own settings and ckpt_path=last"
-            )
+    elif leftovers := _leftovers(out):
         moved = _move_aside(out, leftovers)
         whose = (
             "this config" if previous.get("config_hash") == config_hash else f"another config, {_describe(previous)}"

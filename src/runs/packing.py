@@ -172,10 +172,11 @@ def alone(launcher: Any, job: Job) -> JobReturn:
 def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
     """The pack's jobs: those already done skipped, the others trained as one stacked job (alone if one is left;
     one after another if they turn out not to stack)."""
+    from src.records.rundir import check_claimable
     from src.runs import commands, console
     from src.runs.build import check_config, resume_checkpoint
     from src.runs.seeds import Member, job_hydra, train_members
-    from src.runs.sweeps import completed_record, log_job
+    from src.runs.sweeps import completed_record, config_hash, log_job
     from src.updates.stacked import NotStackable
 
     callbacks = launcher.hydra_context.callbacks
@@ -196,7 +197,9 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
         with job_hydra(job.hydra):
             try:
                 check_config(job.cfg)
-                resume_checkpoint(job.cfg)  # ckpt_path=last: its dir's last.ckpt is there and its own
+                checkpoint = resume_checkpoint(job.cfg)  # ckpt_path=last: its dir's last.ckpt is there and its own
+                # its dir its own (not another config's run): else the pack's claims would fail every member
+                check_claimable(job.dir, config_hash(job.cfg), resuming=bool(job.cfg.train and checkpoint))
             except Exception:
                 refused.append(job)
     returns |= {job.idx: alone(launcher, job) for job in refused}

@@ -511,7 +511,11 @@ def member_overrides(seed: int) -> list[str] | None:
 def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> list[dict[str, Any]]:
     """Fit the members of cfg.seeds stacked, test each on its best checkpoint in one pass, and leave one ordinary
     run dir per member: <run dir>/seed=<s>/ with metrics.json (status ok, or failed for a member that diverged),
-    checkpoints/best.ckpt and last.ckpt, .hydra/ (its overrides name seed=<s>, as a single run's would)."""
+    checkpoints/best.ckpt and last.ckpt, .hydra/ (its overrides name seed=<s>, as a single run's would). A seed
+    whose dir its claim would refuse (another config's run) is a failed record with the refusal, its dir untouched;
+    the others train."""
+    from src.runs.sweeps import config_hash
+
     seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
     if not cfg.train:
         raise ConfigError(
@@ -520,19 +524,29 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
         )
     if (cfg.get("callbacks") or {}).get("early_stopping"):  # each member would stop at its own epoch
         return one_by_one(cfg, seeds, "early stopping", single)
-    out = Path(cfg.paths.output_dir)
-    members = []
+    out, resuming = Path(cfg.paths.output_dir), stacked_resume.wanted(cfg)
+    members, refused, first_refusal = [], {}, None
     for seed in seeds:
         member = member_config(cfg, seed)
         with open_dict(member):
             member.paths.output_dir = str(out / f"seed={seed}")
+        try:  # a member whose dir is not its own (another config's run) fails alone, its dir untouched
+            rundir.check_claimable(out / f"seed={seed}", config_hash(member), resuming=resuming)
+        except ConfigError as e:
+            first_refusal = first_refusal or e
+            refused[seed] = {"seed": seed, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+            log.error(f"seed={seed}: not trained: {e}")
+            continue
         # its config_hash is its single run's: the hash leaves paths out
         members.append(Member(member, f"seed={seed}", member_overrides(seed)))
+    if not members:
+        raise first_refusal
     try:
-        return train_members(cfg, members, {"seeds": seeds, "dir": str(out)}, "seeds=[...]: members stacked")
+        trained = train_members(cfg, members, {"seeds": seeds, "dir": str(out)}, "seeds=[...]: members stacked")
     except NotStackable as e:
         log.warning(f"seeds={seeds}: not stacked ({e}); the seeds train one after another")
         return one_by_one(cfg, seeds, str(e), single)
+    return sorted([*trained, *refused.values()], key=lambda r: seeds.index(r["seed"]))
 
 
 def train_members(
