@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 
@@ -32,6 +33,12 @@ def user_error(e: BaseException) -> UserError | None:
     return None
 
 
+def described(e: BaseException) -> str:
+    """A failed run's `error` in its metrics.json and the sweep's ledger: the type raised, and the user's error
+    behind it where there is one (its message names the value and the fix), else the error itself."""
+    return f"{type(e).__name__}: {user_error(e) or e}"
+
+
 def behind(e: BaseException | None) -> Iterator[BaseException]:
     """`e` and the errors behind it, the one it was raised from (or while handling) first. Each once: re-raising an
     error of the chain (`raise user_error(e) from None`) links it back to `e`, a cycle."""
@@ -50,8 +57,6 @@ def interrupted_by(error: BaseException) -> str | None:
     """What stopped the command from outside (a key of STOPPED_BY), or None for an error of its own. Lightning
     turns Ctrl-C during fit or test into SystemExit(1) (the KeyboardInterrupt its context) and SIGTERM into
     SIGTERMException, a SystemExit without a code (exit status 0, as if all went well)."""
-    import sys
-
     sigterm = getattr(sys.modules.get("lightning.pytorch.utilities.exceptions"), "SIGTERMException", None)
     for seen in behind(error):
         if isinstance(seen, KeyboardInterrupt):

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.common.errors import interrupted_by, user_error
+from src.common.errors import described, interrupted_by
 from src.common.files import atomic_write_json
 from src.records import identity, rundir
 from src.records.record import RECORD
@@ -67,7 +67,7 @@ class Recorder:
             self.record["error"] = f"interrupted by {how}; {hint}"
             say_once(f"interrupted by {how}: {hint}")
         else:
-            self.record["error"] = self.record.get("error") or f"{type(error).__name__}: {user_error(error) or error}"
+            self.record["error"] = self.record.get("error") or described(error)
         if self.claimed is None and rank_zero_only.rank == 0:
             self.claimed = rundir.claim_if_fresh(self.out)  # record the failure where that overwrites nothing
             if self.claimed is not None:

@@ -40,7 +40,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from src.common.errors import ConfigError
+from src.common.errors import ConfigError, described
 from src.common.files import atomic_write_json
 from src.common.paths import CONF_DIR
 from src.data.tensors import Batch, cut
@@ -534,7 +534,7 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
             rundir.check_claimable(out / f"seed={seed}", config_hash(member), resuming=resuming)
         except ConfigError as e:
             first_refusal = first_refusal or e
-            refused[seed] = {"seed": seed, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+            refused[seed] = {"seed": seed, "status": "failed", "error": described(e)}
             log.error(f"seed={seed}: not trained: {e}")
             continue
         # its config_hash is its single run's: the hash leaves paths out
@@ -702,7 +702,6 @@ def one_by_one(
     """The members as the single runs they are (`single`: src.train's train, which calls this module), one after
     another, each in its own run dir. A member whose run failed before it wrote its own metrics.json (a refused
     dir: another run's, left as it is) is a failed record here only, with its error."""
-    from src.common.errors import user_error
     from src.runs.sweeps import config_hash
 
     if single is None:
@@ -721,8 +720,8 @@ def one_by_one(
         path = run_dir / RECORD
         record = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else {}
         if record.get("config_hash") != config_hash(member) or record.get("finished_at", 0) < started:
-            said = (user_error(raised) or raised) if raised is not None else "it wrote no metrics.json"
-            records.append({"seed": seed, "status": "failed", "error": f"{type(said).__name__}: {said}"})
+            error_text = described(raised) if raised is not None else "it wrote no metrics.json"
+            records.append({"seed": seed, "status": "failed", "error": error_text})
             continue
         own += 1
         _write_member_hydra_files(run_dir, member, seeds)

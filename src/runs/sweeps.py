@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.common.errors import ConfigError, user_error
+from src.common.errors import ConfigError, described, user_error
 from src.common.files import atomic_write_text, probe_writable
 from src.common.paths import CONF_DIR
 from src.runs import commands
@@ -466,7 +466,7 @@ def failed(cfg: DictConfig, e: Exception) -> float:
         # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
         # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
         # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
-        log_job(cfg, "failed", f"{type(e).__name__}: {bad or e}")
+        log_job(cfg, "failed", described(e))
         if bad is not None:
             log.error(f"job failed: {bad} (run dir {out})")
         else:
