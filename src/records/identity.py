@@ -84,6 +84,11 @@ def _multirun(hydra: Any | None) -> bool:
     return hydra is not None and hydra.mode == RunMode.MULTIRUN
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a multirun's jobs (-m): their failures go to the sweep's ledger, its end says them."""
+    return _multirun(_hydra())
+
+
 # A stacked job's member (src/runs/seeds.py): the overrides of the single run it equals, while it is identified.
 _member_overrides: list[list[str]] = []
 

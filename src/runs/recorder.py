@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.common.errors import described, interrupted_by
@@ -108,7 +107,7 @@ def resume_command(out: Path) -> str:
     """This command again with ckpt_path=last and its run dir (its sweep dir for a multirun) fixed: every run of
     it continues in its own dir (a multirun's finished jobs are skipped)."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
+    multirun = identity.in_multirun()
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     where = hydra.sweep.dir if multirun else (hydra.runtime.output_dir if hydra is not None else out)
     args = [a for a in sys.argv[1:] if not a.startswith(("ckpt_path=", f"{key}="))]

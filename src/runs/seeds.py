@@ -34,7 +34,6 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -45,7 +44,7 @@ from src.common.files import atomic_write_json
 from src.common.paths import CONF_DIR
 from src.data.tensors import Batch, cut
 from src.models.stacking import Members
-from src.records import rundir
+from src.records import identity, rundir
 from src.records.checkpoints import AtomicCheckpointIO
 from src.records.checkpoints import load as load_checkpoint
 from src.records.record import RECORD
@@ -760,7 +759,7 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
     log_job(cfg, "failed" if failed else "ok")
     for record in records:
         print(f"run dir: {cfg.paths.output_dir}/seed={record['seed']} ({record['status']})")
-    if failed and not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+    if failed and not identity.in_multirun():
         # as a multirun ends: non-zero once any run failed, each failure said (a multirun's sweep says them at its end)
         for record in failed:
             print(f"error: seed={record['seed']} failed: {record.get('error')}", file=sys.stderr)

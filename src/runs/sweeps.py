@@ -20,12 +20,12 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.common.errors import ConfigError, described, user_error
 from src.common.files import atomic_write_text, probe_writable
 from src.common.paths import CONF_DIR
+from src.records.identity import in_multirun
 from src.runs import commands
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,7 @@ def config_hash(cfg: DictConfig) -> str:
 def completed_record(cfg: DictConfig) -> dict[str, Any] | None:
     """In a multirun, the metrics.json already in this job's dir if it records a finished run (status ok) of the
     same config; None otherwise (no record, a failure, another config, or skip_completed=false)."""
-    if not cfg.get("skip_completed", True) or not HydraConfig.initialized():
-        return None
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not cfg.get("skip_completed", True) or not in_multirun():
         return None
     path = Path(cfg.paths.output_dir) / "metrics.json"
     if path.is_symlink():  # another dir's record, not this job's: the job runs, and its claim refuses the link
@@ -150,7 +148,7 @@ def check_one_process_per_job(cfg: DictConfig, env: Any = None) -> None:
     allocation of its own whose processes SLURM starts (hydra/launcher=slurm with tasks_per_node = GPUs:
     slurm_ddp_problem). ddp_spawn, which starts its processes without the command line, is fine anywhere; so is
     DDP in a single run. `env`: the job's environment (default os.environ)."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return
     trainer = cfg.trainer
     if not _several_processes(trainer):
@@ -182,7 +180,7 @@ def log_job(cfg: DictConfig, status: str, error: str | None = None) -> None:
     the run dirs, is what counts: a job refused before it could write its own record (its dir belongs to another
     run) is counted too, and so is every job of a parallel or remote launcher (other processes, other nodes).
     Of a DDP job's processes only rank 0 writes."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         return
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -462,7 +460,7 @@ def failed(cfg: DictConfig, e: Exception) -> float:
     """A job's failure said: in a multirun, logged and the worst value returned (the sweep goes on); otherwise a
     user's error as one line and exit status 2, anything else raised."""
     bad, out = user_error(e), cfg.paths.output_dir
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    if in_multirun():
         # The failure is recorded in the sweep's ledger (and this job's metrics.json where the dir is its
         # own); the rest of the sweep goes on, and the sweep exits non-zero at its end. The worst value is
         # returned, not None or NaN: on those hydra-optuna-sweeper stops the whole study.
