@@ -77,17 +77,13 @@ class KeepingCSVWriter(ExperimentWriter):
     fieldnames")."""
 
     def _check_log_dir_exists(self) -> None:
-        self._read_header()
+        pass  # Lightning's deletes the file (warning that it will); save reads its columns instead
 
     def save(self) -> None:
-        if self.metrics:
-            self._read_header()
-        super().save()
-
-    def _read_header(self) -> None:
-        if os.path.isfile(self.metrics_file_path):
+        if self.metrics and os.path.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as f:
                 self.metrics_keys = next(csv.reader(f), [])  # the file's columns, in its order
+        super().save()
 
 
 class KeepingCSVLogger(CSVLogger):

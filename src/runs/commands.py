@@ -147,7 +147,10 @@ def options_first(args: list[str]) -> list[str]:
         action = actions.get(arg)
         if action is not None and action.nargs is None:  # its value: the next word, whatever it is
             value = next(words, None)
-            options, bare = (options + [arg, value], bare) if value is not None else (options, bare + [arg])
+            if value is None:
+                bare.append(arg)  # none given: argparse says so
+            else:
+                options += [arg, value]
         elif action is not None and action.nargs == "?":  # --info [what]: the next word if it is one of its choices
             value = next(words, None)
             if value in (action.choices or ()):
