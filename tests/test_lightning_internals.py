@@ -120,3 +120,29 @@ def test_keeping_csv_writer_appends_under_the_files_columns_whatever_its_copy_sa
     assert [r["val/acc"] for r in rows] == ["", "", "", "0.5", "", ""]
     assert [r["test/acc"] for r in rows] == ["", "", "", "", "0.4", "0.6"]
     assert [r["step"] for r in rows] == ["0", "1", "2", "2", "3", "4"]
+
+
+def test_keeping_csv_writer_writes_lightnings_hparams_yaml(tmp_path):
+    """hparams.yaml, written by libyaml, is byte for byte what Lightning's writer writes for the same settings,
+    logged twice as a run logs them (a config's values resolved; a value OmegaConf cannot hold: Lightning's way)."""
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+    from omegaconf import OmegaConf
+
+    class Opaque:
+        pass
+
+    settings = [
+        {"cell": {"_target_": "src.models.cells.fused.FusedRNN", "hidden_size": 32}, "lr": 1e-3, "seeds": None},
+        {"run": {"setting": "cell.hidden_size=32", "tags": ["a", "数"], "flag": "true"}, "params": 10698},
+        {"node": OmegaConf.create({"a": 1, "b": "${a}", "c": "1e-3"}), "empty": {}, "text": "x " * 60},
+        {"opaque": Opaque()},
+    ]
+    for n in range(1, len(settings) + 1):
+        ours, theirs = tmp_path / f"ours{n}", tmp_path / f"theirs{n}"
+        mine, lightnings = internals.KeepingCSVWriter(str(ours)), ExperimentWriter(str(theirs))
+        for params in settings[:n]:
+            mine.log_hparams(params)
+            lightnings.log_hparams(params)
+        written = (ours / "hparams.yaml").read_text()
+        assert written == (theirs / "hparams.yaml").read_text()
+        assert "b: 1" in written or n < 3  # the config value resolved, as Lightning resolves it

@@ -13,11 +13,16 @@ import os
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import UnsupportedValueType, ValidationError
+
+from src.common import config_yaml
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
@@ -84,6 +89,20 @@ class KeepingCSVWriter(ExperimentWriter):
             with open(self.metrics_file_path, newline="") as f:
                 self.metrics_keys = next(csv.reader(f), [])  # the file's columns, in its order
         super().save()
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        """Lightning's hparams.yaml, the same text (its save_hparams_to_yaml: config values resolved, then
+        OmegaConf.save), emitted by libyaml (src/common/config_yaml.py): Lightning's emitting was the largest
+        per-member cost of a stacked job's start. Values OmegaConf cannot hold go Lightning's own way."""
+        self.hparams.update(params)
+        resolved = apply_to_collection(self.hparams, DictConfig, OmegaConf.to_container, resolve=True)
+        try:
+            text = config_yaml.to_yaml(resolved)
+        except (UnsupportedValueType, ValidationError):
+            super().log_hparams({})
+            return
+        with open(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 class KeepingCSVLogger(CSVLogger):

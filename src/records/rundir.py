@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from src.common import config_yaml
 from src.common.errors import ConfigError
 from src.common.files import atomic_write_json, atomic_write_text, link_error, open_nofollow
 from src.records.record import ATTEMPTS, RECORD, RecordError, read_record
@@ -280,9 +279,10 @@ def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], 
 def write_hydra_files(out: Path, config: Any, hydra_config: Any, overrides: list[str]) -> None:
     """The run's .hydra/ folder (config.yaml, hydra.yaml, overrides.yaml), as Hydra would write it."""
     folder = Path(out) / ".hydra"
-    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(config), within=out)
-    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_config}), within=out)
-    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(list(overrides)), within=out)
+    hydra = {"hydra": config_yaml.plain(hydra_config)}  # OmegaConf.to_yaml({"hydra": ...})'s text, without its copy
+    atomic_write_text(folder / "config.yaml", config_yaml.to_yaml(config), within=out)
+    atomic_write_text(folder / "hydra.yaml", config_yaml.dump(hydra), within=out)
+    atomic_write_text(folder / "overrides.yaml", config_yaml.to_yaml(list(overrides)), within=out)
 
 
 def job_dir_name(overrides: str) -> str:
