@@ -98,6 +98,31 @@ def test_config_hash_ignores_where_outputs_go_and_sees_every_value(cfg_factory, 
     assert a != config_hash(cfg_factory("cell=gru", "ckpt_path=other.ckpt", out=tmp_path / "f"))
 
 
+@pytest.mark.parametrize("extra", [[], ["budget.updates=600"], ["ckpt_path=last"], ["plateau.patience=5"]])
+def test_config_hash_is_the_same_as_before_for_every_config(tmp_path, extra):
+    """The hash records in every finished run's metrics.json compare with (skip_completed): computed faster now, it
+    must stay the hash of the config composed (sorted JSON of its unresolved values, less what never counts), so the
+    finished jobs of an existing sweep dir are still recognised."""
+    import hashlib
+
+    from src.runs.sweeps import HASHED_WHEN_SET, NOT_HASHED
+    from tests.conftest import make_cfg
+    from tests.test_hydra_files import options
+
+    for override in options()[::3]:
+        try:
+            cfg = make_cfg(tmp_path, [override, *extra])
+        except Exception:  # an option that composes only beside others
+            continue
+        unset = [k for k in HASHED_WHEN_SET if all(v is None for v in (cfg.get(k) or {}).values())]
+        kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_HASHED and k not in unset])
+        if kept.get("ckpt_path") == "last":
+            with open_dict(kept):
+                kept.ckpt_path = None
+        text = json.dumps(OmegaConf.to_container(kept, resolve=False), sort_keys=True, default=str)
+        assert config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()[:16], override
+
+
 def as_multirun(cfg):
     with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.mode = RunMode.MULTIRUN

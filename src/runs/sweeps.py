@@ -47,11 +47,11 @@ def config_hash(cfg: DictConfig) -> str:
     ckpt_path=last: a run resumed from its own last checkpoint is the run it continues (another ckpt_path is a
     new run, started from that file)."""
     unset = [k for k in HASHED_WHEN_SET if all(v is None for v in (cfg.get(k) or {}).values())]
-    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in NOT_HASHED and k not in unset])
+    composed = OmegaConf.to_container(cfg, resolve=False)  # (a masked copy of the config took three times longer)
+    kept = {k: v for k, v in composed.items() if k not in NOT_HASHED and k not in unset}
     if kept.get("ckpt_path") == "last":  # a run resumed from its own last checkpoint hashes as the run it continues
-        with open_dict(kept):
-            kept.ckpt_path = None
-    text = json.dumps(OmegaConf.to_container(kept, resolve=False), sort_keys=True, default=str)
+        kept["ckpt_path"] = None
+    text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
