@@ -7,22 +7,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from src.records import identity
 from src.runs import commands, console
-from src.runs.learning import ended
-from src.runs.recorder import Recorder, result_line
-from src.runs.sweeps import completed_record, failed, log_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
 # and a bad command line answer without loading them (seconds).
-if TYPE_CHECKING:
-    pass
-
 from src.runs.build import (
     _floats,
     build,
@@ -31,6 +25,9 @@ from src.runs.build import (
     resume_checkpoint,
     update_choice,
 )
+from src.runs.learning import ended
+from src.runs.recorder import Recorder, result_line
+from src.runs.sweeps import completed_record, failed, log_job
 
 log = logging.getLogger(__name__)
 
