@@ -740,7 +740,7 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
 
     done = []  # a sweep run again: the members that already finished (skip_completed)
     seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
-    for seed in seeds:
+    for seed in seeds if identity.in_multirun() else ():  # (completed_record: only a multirun's jobs are skipped)
         member = member_config(cfg, seed)
         with open_dict(member):
             member.paths.output_dir = str(Path(cfg.paths.output_dir) / f"seed={seed}")
