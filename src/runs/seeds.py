@@ -87,6 +87,14 @@ def member_config(cfg: DictConfig, seed: int) -> DictConfig:
     return member
 
 
+def member_in_its_dir(cfg: DictConfig, seed: int) -> DictConfig:
+    """member_config, its run dir <the job's run dir>/seed=<s> (paths.output_dir)."""
+    member = member_config(cfg, seed)
+    with open_dict(member):
+        member.paths.output_dir = str(Path(cfg.paths.output_dir) / f"seed={seed}")
+    return member
+
+
 @dataclass
 class Member:
     """One member of a stacked job: the single run it equals."""
@@ -526,9 +534,7 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     out, resuming = Path(cfg.paths.output_dir), stacked_resume.wanted(cfg)
     members, refused, first_refusal = [], {}, None
     for seed in seeds:
-        member = member_config(cfg, seed)
-        with open_dict(member):
-            member.paths.output_dir = str(out / f"seed={seed}")
+        member = member_in_its_dir(cfg, seed)
         try:  # a member whose dir is not its own (another config's run) fails alone, its dir untouched
             rundir.check_claimable(out / f"seed={seed}", config_hash(member), resuming=resuming)
         except ConfigError as e:
@@ -707,10 +713,8 @@ def one_by_one(
         raise NotStackable(f"{why}; and no single-run trainer was handed to run the seeds one after another")
     records, error, own = [], None, 0
     for seed in seeds:
-        member = member_config(cfg, seed)
-        run_dir = Path(cfg.paths.output_dir) / f"seed={seed}"
-        with open_dict(member):
-            member.paths.output_dir = str(run_dir)
+        member = member_in_its_dir(cfg, seed)
+        run_dir = Path(member.paths.output_dir)
         started, raised = time.time(), None
         try:
             single(member)
@@ -741,10 +745,7 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
     done = []  # a sweep run again: the members that already finished (skip_completed)
     seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
     for seed in seeds if identity.in_multirun() else ():  # (completed_record: only a multirun's jobs are skipped)
-        member = member_config(cfg, seed)
-        with open_dict(member):
-            member.paths.output_dir = str(Path(cfg.paths.output_dir) / f"seed={seed}")
-        if (record := completed_record(member)) is not None:
+        if (record := completed_record(member_in_its_dir(cfg, seed))) is not None:
             done.append(record)
     if len(done) == len(seeds):
         print(f"run dir: {cfg.paths.output_dir} (skipped: its seeds hold completed runs of this config)")
