@@ -12,6 +12,7 @@ import torch
 
 from src.common.errors import ConfigError
 from src.runs.build import build, moved_setting, update_choice
+from src.tasks.base import fused_on_cpu
 from src.train import train
 from tests.conftest import run_cli
 
@@ -162,3 +163,50 @@ def test_a_new_strategy_is_one_python_file_and_one_yaml(cfg_factory, tmp_path, m
         model.update.setting("gradient_clip_val") == 0.5
         and model.update.explain(update_choice(cfg)) == "update=counting"
     )
+
+
+@pytest.mark.parametrize(
+    "overrides, fused, foreach",
+    [
+        (["optimizer=adam"], True, None),
+        (["optimizer=adamw"], True, None),
+        (["optimizer=sgd"], True, None),
+        (["optimizer=adam", "+optimizer.fused=false"], False, None),
+        (["optimizer=adam", "+optimizer.foreach=true"], None, True),
+    ],
+    ids=["adam", "adamw", "sgd", "fused-off", "foreach-chosen"],
+)
+def test_a_cpu_optimizer_is_torchs_fused_one_unless_the_config_chose(cfg_factory, overrides, fused, foreach):
+    _, model, _ = build(cfg_factory(*SMALL, *overrides))
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    group = optimizer.param_groups[0]
+    assert (group["fused"], group["foreach"]) == (fused, foreach)
+
+
+def test_the_fused_cpu_optimizer_updates_as_torchs_default_does(cfg_factory):
+    """Same model, same batches: after 20 Adam updates the parameters differ by float rounding only."""
+    trained = []
+    for extra in ([], ["+optimizer.fused=false"]):
+        torch.manual_seed(0)
+        datamodule, model, _ = build(cfg_factory(*SMALL, "optimizer=adam", *extra))
+        optimizer = model.configure_optimizers()
+        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        initial = [p.detach().clone() for p in model.parameters()]
+        batch = next(iter(datamodule.train_dataloader()))
+        for _ in range(20):
+            optimizer.zero_grad()
+            model.batch_loss(batch).backward()
+            optimizer.step()
+        trained.append([p.detach() for p in model.parameters()])
+        assert max(float((p - q).abs().max()) for p, q in zip(trained[-1], initial)) > 1e-3  # it did train
+    assert max(float((a - b).abs().max()) for a, b in zip(*trained)) < 1e-5
+
+
+def test_fused_on_cpu_leaves_what_it_cannot_run_to_torch():
+    real, complex_ = [torch.zeros(2, requires_grad=True)], [torch.zeros(2, dtype=torch.cfloat, requires_grad=True)]
+    assert fused_on_cpu(torch.optim.Adam, real) == {"fused": True}
+    assert fused_on_cpu(torch.optim.Adam, complex_) == {}  # the fused kernel takes real floats only
+    assert fused_on_cpu(torch.optim.Adagrad, real) == {"fused": True}
+    assert fused_on_cpu(torch.optim.RMSprop, real) == {}  # no fused kernel
+    assert fused_on_cpu(lambda params: torch.optim.Adam(params), real) == {}  # nothing to read: as configured

@@ -13,6 +13,7 @@ from torch import nn
 
 from src.common.paths import CONF_DIR
 from src.runs.callbacks import step_samples
+from src.tasks.base import fused_on_cpu
 
 WARMUP = 10  # updates before the clock starts (allocator, threads, cuDNN autotuning)
 BATCH = 128
@@ -37,7 +38,8 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, cell: str, steps: int, batch: i
     device = x.device
     torch.manual_seed(0)
     net = PlainNet(cell).to(device)
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    params = list(net.parameters())
+    opt = torch.optim.Adam(params, 2e-3, **fused_on_cpu(torch.optim.Adam, params))  # as the suite's task builds it
     n = len(x) // batch
 
     def step(i: int) -> None:

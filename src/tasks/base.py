@@ -15,6 +15,7 @@ and the hooks around updates are delegated to it. Full BPTT calls head and loss 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,24 @@ from src.models.stack import RecurrentStack
 from src.updates.automatic import Automatic
 from src.updates.base import Update
 from src.updates.schedules import check_optimization
+
+
+def fused_on_cpu(factory: Callable, params: list[torch.Tensor]) -> dict[str, bool]:
+    """{"fused": True} for an optimizer of CPU parameters that has torch's fused kernel (Adam, AdamW, SGD) where
+    the config chose no implementation (neither `fused` nor `foreach`); else {}. Left to itself torch steps CPU
+    parameters one tensor and one operation at a time, a visible share of a small model's update (docs/speed.md);
+    the fused kernel computes the same update, differing in float rounding only. On other devices torch's own
+    default stays."""
+    keywords = getattr(factory, "keywords", None) or {}
+    if "fused" in keywords or "foreach" in keywords or keywords.get("differentiable"):
+        return {}
+    optimizer = getattr(factory, "func", factory)
+    try:
+        accepts = "fused" in inspect.signature(optimizer).parameters
+    except (TypeError, ValueError):  # no signature to read: leave it as configured
+        return {}
+    cpu = params and all(p.device.type == "cpu" and torch.is_floating_point(p) for p in params)
+    return {"fused": True} if accepts and cpu else {}
 
 
 class RecurrentTask(L.LightningModule):
@@ -157,7 +176,8 @@ class RecurrentTask(L.LightningModule):
         return None
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        params = list(self.parameters())
+        optimizer = self.optimizer_factory(params=params, **fused_on_cpu(self.optimizer_factory, params))
         if not self.scheduler_factory:  # none, or scheduler=none (an empty config)
             return optimizer
         scheduler = {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": self.scheduler_interval}
