@@ -6,6 +6,7 @@ sandboxed kernel (as on CI) may report no minor faults at all, while glibc's acc
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -84,3 +85,45 @@ def frozen_at_exit(how: str) -> int:
 def test_a_command_leaves_its_objects_to_the_os_at_exit_instead_of_collecting_them():
     assert frozen_at_exit("plain") == 0  # Python's finalization would collect every object
     assert frozen_at_exit("entry") > 10_000  # moved out of the collector's reach (gc.freeze)
+
+
+# Full passes of the cyclic collector in a whole `python -m src.train` run (digits, two epochs), counted by a hook set
+# before the command starts; and whether the collector is on when the command ends.
+FULL_PASSES = """
+import gc, runpy, sys
+
+passes = []
+gc.callbacks.append(lambda phase, info: passes.append(1) if phase == "stop" and info["generation"] == 2 else None)
+sys.argv = ["src.train", *sys.argv[1:]]
+try:
+    runpy.run_module("src.train", run_name="__main__")
+except SystemExit:
+    pass
+print(gc.isenabled(), len(passes))
+"""
+
+
+def test_a_run_starts_up_without_the_collectors_full_passes_and_trains_with_the_collector_on(tmp_path):
+    args = ["dataset=digits", "trainer.max_epochs=2", "logger=csv", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run([sys.executable, "-c", FULL_PASSES, *args], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    enabled, passes = done.stdout.split()[-2:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+    assert enabled == "True"  # on again for what the run allocates
+    assert int(passes) <= 1, f"{passes} full passes of the collector (without the set-up: several)"
+
+
+def test_start_up_done_freezes_what_start_up_left_once_and_turns_the_collector_on():
+    code = """
+import gc
+from src.common import allocator
+allocator.start_up_without_collecting()
+off = gc.isenabled()
+allocator.start_up_done()
+first = gc.get_freeze_count()
+objects = [[] for _ in range(1000)]
+allocator.start_up_done()  # the collector on: nothing more is frozen
+print(off, gc.isenabled(), first > 10_000, gc.get_freeze_count() == first)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["False", "True", "True", "True"]

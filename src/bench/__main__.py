@@ -31,7 +31,9 @@ def main(argv: list[str]) -> int:
         return 2
     allocator.set_up_command()  # what the suite's commands run with (src/runs/commands.py)
     try:
-        return importlib.import_module(f"src.bench.{argv[0]}").main(argv[1:]) or 0
+        benchmark = importlib.import_module(f"src.bench.{argv[0]}")
+        allocator.start_up_done()  # (the benchmarks that build a run have done it already)
+        return benchmark.main(argv[1:]) or 0
     except Exception as e:  # bad overrides or settings: the one message, as `python -m src.train` prints it
         from src.common.errors import user_error
 

@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.common import allocator
 from src.common.errors import ConfigError, DataError, not_there, user_error
 from src.common.files import probe_writable
 from src.common.paths import CONF_DIR
@@ -135,6 +136,7 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
     """The data module (set up), the task module and the Trainer that `cfg` describes; `wandb_id`: the W&B run
     this run dir logs to (one per run dir, however often resumed: src/records/rundir.py keeps it). `cfg` is only
     read."""
+    allocator.start_up_done()  # what is alive before a run is built lives as long as the process
     datamodule, model = build_model(cfg)
     return datamodule, model, build_trainer(cfg, wandb_id, datamodule=datamodule)
 

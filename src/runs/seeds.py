@@ -39,6 +39,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from src.common import allocator
 from src.common.errors import ConfigError, described
 from src.common.files import atomic_write_json
 from src.common.paths import CONF_DIR
@@ -329,6 +330,7 @@ def build_stacked(
     loggers but W&B, and `callbacks`). With `dirs`, each member's own loggers (MemberLoggers: its CSV and
     TensorBoard curves in its run dir; its W&B run once train_members starts it). `hydra`: each member's own Hydra
     config (job_hydra), where they differ."""
+    allocator.start_up_done()  # as src/runs/build.py build: before any member is built
     from src.runs.build import build_loggers, build_model, build_trainer
 
     update = stacked_update(cfg)
