@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.common import allocator
 from src.common.errors import ConfigError, UserError, not_there
 from src.common.paths import CONF_DIR
 from src.runs import commands
@@ -112,6 +113,7 @@ def load_language_model(path: str | Path, device: str = "cpu") -> LanguageModel:
     from src.records.rebuild import rebuild
     from src.tasks.language_model import LanguageModel
 
+    allocator.start_up_done()  # as a run's build does (src/runs/build.py): before the checkpoint is loaded
     source = f"ckpt={path}"
     checkpoint = load_checkpoint(checkpoint_path(path), source)
     meta = checkpoint["rnn_bench"]
