@@ -9,7 +9,7 @@ on a GPU. The price: the process keeps its peak heap until it exits. Measured in
 Only glibc (Linux) has mallopt; elsewhere it does nothing.
 
 exit_without_collecting, start_up_without_collecting: their own docstrings. set_up_command: all three, at a
-command's entry; start_up_done once the run is built.
+command's entry; start_up_done when a run's build starts.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def start_up_without_collecting() -> None:
 
 
 def start_up_done() -> None:
-    """The run is built: what is alive now is moved out of the collector's reach for good (gc.freeze; with it the
+    """A run's build starts: what is alive now is moved out of the collector's reach for good (gc.freeze; with it the
     few garbage cycles start-up left, which are then kept), and the collector is on again for what the run
     allocates, walking only that. Nothing where the collector is on already (a test's process, a multirun's
     later jobs)."""
