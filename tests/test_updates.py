@@ -12,8 +12,8 @@ import torch
 
 from src.common.errors import ConfigError
 from src.runs.build import build, moved_setting, update_choice
-from src.tasks.base import fused_on_cpu
 from src.train import train
+from src.updates.schedules import fused_on_cpu
 from tests.conftest import run_cli
 
 SMALL = ["dataset=digits", "cell.hidden_size=16", "trainer.limit_val_batches=1", "test=false"]

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     allocator.set_up_command()  # what the suite's commands run with (src/runs/commands.py)
     try:
         benchmark = importlib.import_module(f"src.bench.{argv[0]}")
-        allocator.start_up_done()  # (the benchmarks that build a run have done it already)
+        allocator.start_up_done()  # start-up is its imports: a benchmark's runs are built with the collector on
         return benchmark.main(argv[1:]) or 0
     except Exception as e:  # bad overrides or settings: the one message, as `python -m src.train` prints it
         from src.common.errors import user_error

@@ -13,7 +13,7 @@ from torch import nn
 
 from src.common.paths import CONF_DIR
 from src.runs.callbacks import step_samples
-from src.tasks.base import fused_on_cpu
+from src.updates.schedules import fused_on_cpu
 
 WARMUP = 10  # updates before the clock starts (allocator, threads, cuDNN autotuning)
 BATCH = 128

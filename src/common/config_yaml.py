@@ -1,6 +1,6 @@
-"""OmegaConf.to_yaml's text, written by libyaml's C emitter instead of PyYAML's Python one: the same bytes, several
-times faster. Every run writes its config several times (.hydra/'s files, the CSV logger's hparams.yaml), and a
-stacked job does it for each member, where OmegaConf's emitting took longer than building the member's model.
+"""OmegaConf.to_yaml's text, written by libyaml's C emitter instead of PyYAML's Python one: the same bytes, sooner.
+Every run writes its config several times (.hydra/'s files, the CSV logger's hparams.yaml), and a stacked job does
+it for each member (measured in docs/speed.md, "A run's config files").
 tests/test_hydra_files.py holds the text equal to OmegaConf's on every option of every config group."""
 
 from __future__ import annotations

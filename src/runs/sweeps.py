@@ -47,7 +47,7 @@ def config_hash(cfg: DictConfig) -> str:
     ckpt_path=last: a run resumed from its own last checkpoint is the run it continues (another ckpt_path is a
     new run, started from that file)."""
     unset = [k for k in HASHED_WHEN_SET if all(v is None for v in (cfg.get(k) or {}).values())]
-    composed = OmegaConf.to_container(cfg, resolve=False)  # (a masked copy of the config took three times longer)
+    composed = OmegaConf.to_container(cfg, resolve=False)  # plain data: no masked copy of the config first
     kept = {k: v for k, v in composed.items() if k not in NOT_HASHED and k not in unset}
     if kept.get("ckpt_path") == "last":  # a run resumed from its own last checkpoint hashes as the run it continues
         kept["ckpt_path"] = None

@@ -15,7 +15,6 @@ and the hooks around updates are delegated to it. Full BPTT calls head and loss 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,25 +31,7 @@ from src.models.embedding import token_embedding
 from src.models.stack import RecurrentStack
 from src.updates.automatic import Automatic
 from src.updates.base import Update
-from src.updates.schedules import check_optimization
-
-
-def fused_on_cpu(factory: Callable, params: list[torch.Tensor]) -> dict[str, bool]:
-    """{"fused": True} for an optimizer of CPU parameters that has torch's fused kernel (Adam, AdamW, SGD) where
-    the config chose no implementation (neither `fused` nor `foreach`); else {}. Left to itself torch steps CPU
-    parameters one tensor and one operation at a time, a visible share of a small model's update (docs/speed.md);
-    the fused kernel computes the same update, differing in float rounding only. On other devices torch's own
-    default stays."""
-    keywords = getattr(factory, "keywords", None) or {}
-    if "fused" in keywords or "foreach" in keywords or keywords.get("differentiable"):
-        return {}
-    optimizer = getattr(factory, "func", factory)
-    try:
-        accepts = "fused" in inspect.signature(optimizer).parameters
-    except (TypeError, ValueError):  # no signature to read: leave it as configured
-        return {}
-    cpu = params and all(p.device.type == "cpu" and torch.is_floating_point(p) for p in params)
-    return {"fused": True} if accepts and cpu else {}
+from src.updates.schedules import check_optimization, fused_on_cpu
 
 
 class RecurrentTask(L.LightningModule):

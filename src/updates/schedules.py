@@ -1,4 +1,5 @@
-"""The optimizer and LR schedule settings: checked before a run starts, and followed by a resumed run.
+"""The optimizer and LR schedule settings: checked before a run starts, and followed by a resumed run; on CPU the
+optimizer is torch's fused one where the config chooses no implementation (`fused_on_cpu`).
 
 `check_optimization` builds them once on a probe parameter, so that a value torch refuses is a ConfigError.
 A resumed run's LR schedule follows the run's config, not the checkpoint's (`follow_config`): Lightning restores a scheduler's whole state from the checkpoint, its settings included: resuming with a larger
@@ -20,6 +21,24 @@ import torch
 from src.common.errors import ConfigError
 
 _NOT_SETTINGS = {"self", "optimizer", "last_epoch", "verbose"}
+
+
+def fused_on_cpu(factory: Callable, params: list[torch.Tensor]) -> dict[str, bool]:
+    """{"fused": True} for an optimizer of CPU parameters that has torch's fused kernel (Adam, AdamW, SGD) where
+    the config chose no implementation (neither `fused` nor `foreach`); else {}. Left to itself torch steps CPU
+    parameters one tensor and one operation at a time, a visible share of a small model's update (docs/speed.md);
+    the fused kernel computes the same update, differing in float rounding only. On other devices torch's own
+    default stays."""
+    keywords = getattr(factory, "keywords", None) or {}
+    if "fused" in keywords or "foreach" in keywords or keywords.get("differentiable"):
+        return {}
+    optimizer = getattr(factory, "func", factory)
+    try:
+        accepts = "fused" in inspect.signature(optimizer).parameters
+    except (TypeError, ValueError):  # no signature to read: leave it as configured
+        return {}
+    cpu = params and all(p.device.type == "cpu" and torch.is_floating_point(p) for p in params)
+    return {"fused": True} if accepts and cpu else {}
 
 
 def settings(scheduler: Any) -> dict[str, Any]:
