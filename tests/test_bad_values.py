@@ -20,6 +20,9 @@ REFUSED = {
     "optimizer.lr=-1": "optimizer.lr=-1 must be > 0",
     "optimizer.lr=abc": "optimizer: torch.optim.adam.Adam(lr='abc'",
     "optimizer.weight_decay=-1": "Invalid weight_decay",
+    # an on/off setting torch would take any value's truth of (fused=abc ran fused)
+    "+optimizer.fused=abc": "optimizer.fused='abc' is not a switch: give true, false or null",
+    "optimizer=sgd +optimizer.nesterov=1": "optimizer.nesterov=1 is not a switch: give true or false",
     "scheduler.T_max=0": "scheduler: torch.optim.lr_scheduler.CosineAnnealingLR(T_max=0)",
     "scheduler=step scheduler.step_size=0": "StepLR(step_size=0",
     # values Lightning refuses (or would accept and act on wrongly)

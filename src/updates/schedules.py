@@ -13,6 +13,7 @@ from the start. A schedule without a closed form (one that can only be stepped) 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,7 @@ def check_optimization(
     for group, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
         if factory is not None and not callable(factory):
             raise ConfigError(f"{group}={factory!r} is not a config of the {group} group; choose one of conf/{group}/")
+    _check_switches(optimizer)
     probe_param = torch.zeros(1, requires_grad=True)
     try:
         probe = optimizer(params=[probe_param])
@@ -107,6 +109,24 @@ def check_optimization(
                 f"scheduler: {_described(scheduler)} refused its settings ({type(e).__name__}: "
                 f"{e}); fix the scheduler.* value"
             ) from None
+
+
+def _check_switches(optimizer: Callable) -> None:
+    """The optimizer's on/off settings (fused, foreach, amsgrad, nesterov, ...: those its __init__ declares bool)
+    given as true or false (or null where it declares None too): torch takes any value as its truth, so
+    `optimizer.fused=abc` would run as fused=True."""
+    try:
+        hints = typing.get_type_hints(getattr(optimizer, "func", optimizer).__init__)
+    except Exception:  # no hints that resolve: nothing to check against
+        return
+    for key, value in (getattr(optimizer, "keywords", None) or {}).items():
+        allowed = set(typing.get_args(hints.get(key))) or {hints.get(key)}
+        if bool not in allowed or not allowed <= {bool, type(None)} or isinstance(value, bool):
+            continue
+        if value is None and type(None) in allowed:
+            continue
+        choices = "true, false or null" if type(None) in allowed else "true or false"
+        raise ConfigError(f"optimizer.{key}={value!r} is not a switch: give {choices}")
 
 
 def _described(factory: Callable) -> str:
