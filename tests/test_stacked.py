@@ -108,6 +108,31 @@ def test_members_differing_in_learning_rate_clipping_and_weight_decay(cfg_factor
     assert lrs[0] != lrs[1]  # each member's own optimizer, with its own learning rate
 
 
+def test_members_whose_own_update_groups_batches_train_the_jobs_batch_limit(cfg_factory):
+    """A member whose single run groups its batches (update=auto on a GPU: 8 per Lightning step; here
+    update=grouped) is still trained one batch per stacked step: the job keeps trainer.limit_train_batches and
+    its logging interval in batches (its members' data modules once made the Trainer count in groups, so the
+    limit was dropped and every epoch trained whole), and each member equals its single run."""
+    overrides = [
+        "cell=gru",
+        "cell.hidden_size=8",
+        *DATA["none"],
+        "optimizer.lr=0.05",
+        "update=grouped",
+        "update.per_step=4",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "trainer.log_every_n_steps=2",
+        "trainer.limit_val_batches=0",
+        "test=false",
+    ]
+    data, host, trainer = build_stacked(cfg_factory(*overrides), SEEDS)
+    assert trainer.limit_train_batches == 3 and trainer.log_every_n_steps == 2
+    trainer.fit(host, datamodule=data)
+    assert trainer.global_step == 6  # 2 epochs of 3 batches, one update each
+    assert_members_equal_single_runs(cfg_factory, host, overrides, [[f"seed={s}"] for s in SEEDS])
+
+
 def test_a_stacked_job_replaces_no_method_on_any_instance(cfg_factory):
     """The host, its Trainer and data, every member task, member data module and torch module keep the methods
     their classes give them through fit and test."""

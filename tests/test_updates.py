@@ -56,6 +56,22 @@ def test_each_update_option_composes_trains_and_is_recorded(cfg_factory, tmp_pat
     assert "gradient_clip_val" not in cfg.trainer  # the composed trainer config is what the Trainer got
 
 
+def test_auto_groups_batches_only_where_the_data_module_can(cfg_factory):
+    """update=auto on a GPU groups batches only with a data module whose loader hands groups (the suite's
+    TensorDataModule); another data module gets one update per step and the reason, not update=grouped's error.
+    (Composed for a GPU, nothing trained: picking reads only the config.)"""
+    from src.runs.build import groups_batches, update_strategy
+
+    assert groups_batches(cfg_factory("dataset=digits")) and groups_batches(cfg_factory("dataset=news_zh"))
+    assert update_strategy(cfg_factory("trainer=gpu", "dataset=digits")).describe().startswith("grouped(")
+    own = ["dataset=digits", "dataset._target_=lightning.pytorch.demos.boring_classes.BoringDataModule"]
+    assert not groups_batches(cfg_factory(*own))
+    strategy = update_strategy(cfg_factory("trainer=gpu", *own))
+    assert strategy.describe() == "automatic"
+    assert strategy.reason == "update=auto: 1: the data module hands single batches, not groups"
+    assert groups_batches(cfg_factory("dataset=digits", "dataset._target_=no.such.Module"))  # its build reports it
+
+
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
 def test_clipping_is_the_same_under_automatic_and_manual_optimization(cfg_factory, tmp_path, algorithm):
     """One SGD step (no momentum, lr 1): the weights move by exactly the clipped gradient, so equal weights after

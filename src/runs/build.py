@@ -142,12 +142,13 @@ def build(cfg: DictConfig, wandb_id: str | None = None) -> tuple[L.LightningData
 
 
 def build_model(
-    cfg: DictConfig, set_up: dict[str, L.LightningDataModule] | None = None
+    cfg: DictConfig, set_up: dict[str, L.LightningDataModule] | None = None, stacked: bool = False
 ) -> tuple[L.LightningDataModule, L.LightningModule]:
     """The data module (set up) and the task module of `cfg`, seeded with cfg.seed: what a run trains, without the
     Trainer that runs it (a stacked job's members: src/runs/seeds.py). `set_up`: data modules set up before, by
     their splits_key (a stacked job's members'); one with this run's key lends its splits instead of a new load,
-    and this run's is added."""
+    and this run's is added. `stacked`: a stacked job's member, whose batches the stacked update takes one per
+    step whatever the member's own update groups."""
     import lightning as L
 
     from src.updates.schedules import check_optimization
@@ -155,7 +156,7 @@ def build_model(
     cfg = budgeted(cfg)  # budget.updates: the trainer limits and the run-long schedule it sets
     L.seed_everything(cfg.seed, workers=True)
     update = update_strategy(cfg)
-    per_step = update.setting("per_step", 1)
+    per_step = 1 if stacked else update.setting("per_step", 1)
     datamodule = make(cfg.dataset, "dataset", **batch_groups(cfg, per_step))
     key = datamodule.splits_key() if set_up is not None and hasattr(datamodule, "splits_key") else None
     try:
@@ -291,6 +292,17 @@ def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:
     return {"batches_per_step": per_step, "train_batch_limit": cfg.trainer.get("limit_train_batches")}
 
 
+def groups_batches(cfg: DictConfig) -> bool:
+    """Whether the data set's loader can hand groups of batches (the suite's TensorDataModule can); a target
+    that does not import is left to the data set's own build to report."""
+    from src.data.tensors import TensorDataModule
+
+    try:
+        return issubclass(get_class(cfg.dataset._target_), TensorDataModule)
+    except (ImportError, ValueError, TypeError, AttributeError):  # make(cfg.dataset) names a bad target itself
+        return True
+
+
 def step_counts(cfg: DictConfig, per_step: int, datamodule: Any) -> dict[str, Any]:
     """The Trainer's counts in its own steps. With groups of `per_step` batches the loader applies the batch limit
     and counts given in batches become counts of steps (rounded up). The logging interval never exceeds the
@@ -406,7 +418,8 @@ def update_strategy(cfg: DictConfig) -> Update:
     from src.updates.truncated import Truncation
 
     node = cfg["update"]  # not cfg.update: that is the mapping's update() method
-    update = make(node, "update")
+    picked = node.get("_target_") == "src.updates.auto.pick"
+    update = make(node, "update", **({"groups_batches": groups_batches(cfg)} if picked else {}))
     if not isinstance(update, Update):
         raise ConfigError(
             f"update: {node.get('_target_')} built a {type(update).__name__}, not an update strategy "

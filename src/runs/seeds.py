@@ -339,7 +339,7 @@ def build_stacked(
     built, set_up = [], {}  # members whose data settings differ only in their loaders' share one load
     for i, member in enumerate(members):
         with job_hydra(hydra[i]):
-            built.append(build_model(single_run_update(member), set_up))
+            built.append(build_model(single_run_update(member), set_up, stacked=True))
         if (i + 1) % max(1, len(members) // 10) == 0 or i + 1 == len(members):  # progress, ten lines at most
             log.info(f"built {i + 1} of {len(members)} members")
     names = names or [f"seed={m.seed}" for m in members]

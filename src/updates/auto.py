@@ -4,7 +4,7 @@
 `update_reason`):
 
     off a GPU, with diagnostics, with gradient accumulation -> 1 update per Lightning step:
-                                                               truncated with truncation=tbptt, else automatic
+    and with a data module that cannot group batches           truncated with truncation=tbptt, else automatic
     on a GPU                                                -> grouped(<inner>, K=per_step_on_gpu), inner =
                                                                truncated with truncation=tbptt, else graphed(manual)
                                                                (manual with graphed=false)
@@ -47,12 +47,14 @@ def pick(
     accumulate_grad_batches: int = 1,
     per_step_on_gpu: int = 8,
     graphed: bool = True,
+    groups_batches: bool = True,
     gradient_clip_val: float | None = None,
     gradient_clip_algorithm: str = "norm",
 ) -> Update:
     """The strategy for these settings, with the reason for it. Several updates per Lightning step where the
     Trainer's per-step host cost matters (a GPU, where a small model's step takes a few milliseconds), one
-    elsewhere and wherever something watches single steps (diagnostics, gradient accumulation)."""
+    elsewhere and wherever something watches single steps (diagnostics, gradient accumulation) or the data
+    module cannot hand groups of batches (`groups_batches`: src/runs/build.py tells, from the data set's class)."""
     if not isinstance(graphed, bool):
         raise ConfigError(f"update.graphed={graphed!r} must be true or false")
     clip = {"gradient_clip_val": gradient_clip_val, "gradient_clip_algorithm": gradient_clip_algorithm}
@@ -62,6 +64,8 @@ def pick(
         per_step, why = 1, why + "1 off a GPU"
     elif diagnostics or accumulate_grad_batches != 1:
         per_step, why = 1, why + f"1 with {'diagnostics' if diagnostics else 'gradient accumulation'}"
+    elif not groups_batches:
+        per_step, why = 1, why + "1: the data module hands single batches, not groups"
     else:
         per_step, why = per_step_on_gpu, why + f"{per_step_on_gpu} on a GPU"
     if trunc is not None:
