@@ -50,11 +50,16 @@ class Grouped(Wrapper):
                 break
             loss = self.inner.train_on(one)
             if loss is not None:
-                losses.append(loss)
+                losses.append((loss, len(one.x)))
             samples += len(one.x)
         if not samples:
             return {"samples": 0}
-        loss = torch.stack(losses).mean() if losses else None
-        self.log_loss(loss, samples, internals.is_last_batch(trainer))
+        # train/loss is the group's last batch's, the value one update per step logs at that batch (and what
+        # metrics.json reports at an epoch's end), so grouping changes no record; the step returns the mean,
+        # in which any batch's NaN shows
+        if not losses:
+            return {"samples": samples}
+        self.log_loss(*losses[-1], internals.is_last_batch(trainer))
+        loss = torch.stack([value for value, _ in losses]).mean()
         # "samples": what Throughput counts (the `batch` Lightning passes callbacks is the whole group)
-        return {"loss": loss, "samples": samples} if loss is not None else {"samples": samples}
+        return {"loss": loss, "samples": samples}
