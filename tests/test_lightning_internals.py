@@ -146,3 +146,28 @@ def test_keeping_csv_writer_writes_lightnings_hparams_yaml(tmp_path):
         written = (ours / "hparams.yaml").read_text()
         assert written == (theirs / "hparams.yaml").read_text()
         assert "b: 1" in written or n < 3  # the config value resolved, as Lightning resolves it
+
+
+class LoggedPerBatch(TwoPerStep):
+    """TwoPerStep that counts each step's second batch in the loggers' step and logs, at its second batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def training_step(self, group, batch_idx):
+        super().training_step(group, batch_idx)
+        internals.count_batches(self.trainer, 1)
+        self.steps.append(internals.logger_step(self.trainer))
+        self.log("x", 1.0)
+
+
+def test_logger_step_and_count_batches(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = LoggedPerBatch()
+    run = trainer(max_epochs=2, logger=CSVLogger(tmp_path, name="", version=""), log_every_n_steps=1)
+    run.fit(module, loader(6, batch_size=2))  # 3 steps of 2 batches an epoch
+    assert module.steps == [1, 3, 5, 7, 9, 11]  # each step's last batch, counted from 0
+    logged = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert [line.split(",")[1] for line in logged[1:]] == ["1", "3", "5", "7", "9", "11"]  # the loggers' step

@@ -285,6 +285,27 @@ def test_several_updates_per_step_train_exactly_as_one(cfg_factory, tmp_path, se
     assert trainer.callback_metrics["train/loss"] == one_trainer.callback_metrics["train/loss"]
 
 
+@pytest.mark.parametrize("every", [1, 4])
+def test_several_updates_per_step_log_the_curves_of_one(cfg_factory, tmp_path, every):
+    """The loggers' step counts batches with groups too: the CSV curves of 3 updates per step over 7 batches an
+    epoch (3, 3, 1) hold the same rows, at the same steps, with the same values, as one update per step's (the
+    throughput aside), train/loss every `every` batches, validation and test where one per step has them."""
+    from src.train import train
+
+    common = ["dataset=digits", "cell=gru", "cell.hidden_size=8", "logger=csv", "trainer.max_epochs=2"]
+    common += ["trainer.limit_train_batches=7", "trainer.limit_val_batches=1", f"trainer.log_every_n_steps={every}"]
+    curves = []
+    for k in (1, 3):
+        out = tmp_path / f"k{k}"
+        train(cfg_factory(*common, *per_step(k), out=out))
+        with open(out / "csv" / "metrics.csv") as f:
+            rows = [{k: v for k, v in row.items() if v and not k.startswith("perf/")} for row in csv.DictReader(f)]
+        curves.append(rows)
+    one, three = curves
+    assert [r["step"] for r in one if "train/loss" in r] == [str(i) for i in range(14) if (i + 1) % every == 0]
+    assert three == one
+
+
 @pytest.mark.parametrize("limit", [8, 0.5, None])
 def test_the_epoch_is_counted_in_batches_with_several_updates_per_step(cfg_factory, limit):
     """trainer.limit_train_batches counts batches with update=grouped too, as Lightning counts them with one per

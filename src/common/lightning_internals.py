@@ -48,6 +48,20 @@ def trained_batches_this_epoch(trainer: L.Trainer) -> int:
     return trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
 
+def logger_step(trainer: L.Trainer) -> int:
+    """The step Lightning hands the loggers for what is logged now (the x-axis of every curve): the batches
+    trained before this one, as Lightning counts them."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def count_batches(trainer: L.Trainer, batches: int) -> None:
+    """Count `batches` more trained batches in the loggers' step, which Lightning advances once per training
+    step: a step that trains a group of K batches (update=grouped) counts the K-1 besides the one Lightning
+    counts, so its curves, like those of one batch per step, are indexed by batch. Lightning has no public
+    setter; it checkpoints the count with the loop's state, so a resumed run continues it."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped += batches
+
+
 def count_optimizer_step(trainer: L.Trainer) -> None:
     """An update replayed from a CUDA graph steps the optimizer without LightningOptimizer.step: count it as that
     would (trainer.global_step, max_steps, checkpoint names)."""

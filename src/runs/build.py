@@ -305,26 +305,28 @@ def groups_batches(cfg: DictConfig) -> bool:
 
 def step_counts(cfg: DictConfig, per_step: int, datamodule: Any) -> dict[str, Any]:
     """The Trainer's counts in its own steps. With groups of `per_step` batches the loader applies the batch limit
-    and counts given in batches become counts of steps (rounded up). The logging interval never exceeds the
-    steps of an epoch, so a short epoch's train/ curves are not empty (and Lightning does not warn that they
-    would be)."""
+    and a validation interval given in batches becomes one of steps (rounded up); the logging interval stays in
+    batches, as the loggers' step counts them (update=grouped counts each batch of its group there and writes
+    the train/ curve at the batches one update per step would). The logging interval never exceeds the batches
+    of an epoch, so a short epoch's train/ curves are not empty (and Lightning does not warn that they would
+    be)."""
     counts: dict[str, Any] = {"limit_train_batches": None} if per_step > 1 else {}
-    for key in ("val_check_interval", "log_every_n_steps"):
-        value = cfg.trainer.get(key)
-        if per_step > 1 and isinstance(value, int) and not isinstance(value, bool):
-            counts[key] = -(-value // per_step)
+    value = cfg.trainer.get("val_check_interval")
+    if per_step > 1 and isinstance(value, int) and not isinstance(value, bool):
+        counts["val_check_interval"] = -(-value // per_step)
+    loader = datamodule.train_dataloader()
     try:
-        steps = len(datamodule.train_dataloader())
+        batches = loader.epoch_batches() if per_step > 1 else len(loader)
     except TypeError:  # a loader of the user's own without a length: Lightning's interval as configured
         return counts
     limit = None if per_step > 1 else cfg.trainer.get("limit_train_batches")
     if isinstance(limit, int) and not isinstance(limit, bool):
-        steps = min(steps, limit)
+        batches = min(batches, limit)
     elif isinstance(limit, float):
-        steps = int(steps * limit)
-    interval = counts.get("log_every_n_steps", cfg.trainer.get("log_every_n_steps") or 50)
-    if 0 < steps < interval:
-        counts["log_every_n_steps"] = steps
+        batches = int(batches * limit)
+    interval = cfg.trainer.get("log_every_n_steps") or 50
+    if 0 < batches < interval:
+        counts["log_every_n_steps"] = batches
     return counts
 
 

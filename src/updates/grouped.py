@@ -48,18 +48,33 @@ class Grouped(Wrapper):
         for one in batch:
             if 0 <= trainer.max_steps <= trainer.global_step:
                 break
-            loss = self.inner.train_on(one)
-            if loss is not None:
-                losses.append((loss, len(one.x)))
+            losses.append((self.inner.train_on(one), len(one.x)))
             samples += len(one.x)
         if not samples:
             return {"samples": 0}
-        # train/loss is the group's last batch's, the value one update per step logs at that batch (and what
-        # metrics.json reports at an epoch's end), so grouping changes no record; the step returns the mean,
-        # in which any batch's NaN shows
-        if not losses:
+        self.log_losses(losses, internals.is_last_batch(trainer))
+        trained = [loss for loss, _ in losses if loss is not None]
+        if not trained:
             return {"samples": samples}
-        self.log_loss(*losses[-1], internals.is_last_batch(trainer))
-        loss = torch.stack([value for value, _ in losses]).mean()
-        # "samples": what Throughput counts (the `batch` Lightning passes callbacks is the whole group)
-        return {"loss": loss, "samples": samples}
+        # "samples": what Throughput counts (the `batch` Lightning passes callbacks is the whole group); the
+        # loss returned is the group's mean, in which any batch's NaN shows
+        return {"loss": torch.stack(trained).mean(), "samples": samples}
+
+    def log_losses(self, losses: list[tuple[torch.Tensor | None, int]], last_of_epoch: bool) -> None:
+        """train/loss as one update per step logs it: each batch counts in the loggers' step (Lightning counts
+        one per step), the loggers get the loss of each batch at which they write (every
+        trainer.log_every_n_steps batches), and the progress bar and metrics.json the group's last batch's."""
+        trainer = self.task.trainer
+        first = internals.logger_step(trainer)  # the group's first batch
+        internals.count_batches(trainer, len(losses) - 1)
+        every = trainer.log_every_n_steps
+        written = False
+        for index, (loss, _) in enumerate(losses, start=first):
+            if loss is not None and every and (index + 1) % every == 0:
+                for logger in trainer.loggers:
+                    logger.log_metrics({"train/loss": float(loss), "epoch": trainer.current_epoch}, step=index)
+                    logger.save()
+                written = True
+        last, size = next(((loss, size) for loss, size in reversed(losses) if loss is not None), (None, 0))
+        if last is not None and (written or last_of_epoch):
+            self.task.log("train/loss", last, prog_bar=True, logger=False, batch_size=size)
