@@ -133,6 +133,7 @@ def test_train_loss_is_logged_only_on_the_steps_loggers_write(cfg_factory, monke
         "trainer.log_every_n_steps=3",
         "trainer.limit_val_batches=1",
         "test=false",
+        "update=automatic",  # one update per step (update=grouped: tests/test_train.py, the curves of one)
     )
     train(cfg)
     assert logged == [2, 5, 8, 9]  # before the update: Lightning writes after steps 3, 6, 9; 10 is the last

@@ -103,7 +103,7 @@ def test_under_truncation_the_budget_counts_every_windows_update(cfg_factory):
 
     cfg = cfg_factory(
         "dataset=sin2cos", "cell=gru", "cell.hidden_size=8", "debug=limit", "truncation=tbptt",
-        "truncation.steps=25", "budget.updates=6", "test=false",
+        "truncation.steps=25", "budget.updates=6", "test=false", "update=truncated",  # a Lightning step a batch
     )  # fmt: skip
     datamodule, model, trainer = build(cfg)
     trainer.callbacks.append(Batches())

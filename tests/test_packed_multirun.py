@@ -36,6 +36,7 @@ TINY = [
 ]
 GRID = ["optimizer.lr=0.01,0.05", "seed=1,2"]
 # What a stacked member records beyond its single run: how it was trained, when, how fast.
+ALONE = "grouped(manual, K=8)"  # what update=auto runs on a CPU for a job alone
 HOW = {"update", "update_reason", "stacked", "wall_s", "started_at", "finished_at", "wandb_id", "train_samples_per_s"}
 
 
@@ -71,7 +72,7 @@ def test_a_multirun_over_lr_and_seed_is_one_stacked_job_equal_to_its_unpacked_jo
     for name, record in mine.items():
         alone = theirs[name]
         assert record["status"] == alone["status"] == "ok"
-        assert record["update"].startswith("stacked(S=4") and alone["update"] == "automatic"
+        assert record["update"].startswith("stacked(S=4") and alone["update"] == ALONE
         assert "stacked" not in alone
         assert set(record) - HOW == set(alone) - HOW  # the same fields, state_floats and width included
         for key in set(alone) - HOW:
@@ -105,7 +106,7 @@ def test_a_rerun_skips_finished_members_and_trains_only_a_missing_one(packed_and
     assert "4 ok, 0 failed (3 skipped" in log
     after = records(sweep)
     assert {k: v for k, v in after.items() if k != gone} == {k: v for k, v in before.items() if k != gone}
-    assert after[gone]["status"] == "ok" and after[gone]["update"] == "automatic"  # alone: nothing to stack with
+    assert after[gone]["status"] == "ok" and after[gone]["update"] == ALONE  # alone: nothing to stack with
     assert after[gone]["test/loss"] == pytest.approx(before[gone]["test/loss"], abs=1e-5)
 
 
@@ -123,15 +124,15 @@ def test_a_job_that_may_not_stack_runs_alone(tmp_path):
     log = multirun(tmp_path, "depth=2", "stack.dropout=0.1", "seed=1,2", "trainer.max_epochs=1", "test=false")
     assert "of this multirun train as one" not in log
     found = records(tmp_path)
-    assert len(found) == 2 and all(r["update"] == "automatic" and "stacked" not in r for r in found.values())
+    assert len(found) == 2 and all(r["update"] == ALONE and "stacked" not in r for r in found.values())
     assert ledger(tmp_path) == sorted((n, "ok") for n in found)
 
 
 def test_the_cap_cuts_a_pack(tmp_path):
     log = multirun(tmp_path, "seed=1,2,3", "hydra.launcher.max_members=2", "trainer.max_epochs=1", "test=false")
     assert log.count("packed: 2 jobs") == 1 and "Launching 3 jobs" in log
-    updates = sorted(r["update"].split(",")[0] for r in records(tmp_path).values())
-    assert updates == ["automatic", "stacked(S=2", "stacked(S=2"]
+    updates = sorted(r["update"] for r in records(tmp_path).values())
+    assert updates[0] == ALONE and all(u.startswith("stacked(S=2") for u in updates[1:]), updates
 
 
 # Epochs long enough (digits in batches of 16: 81 updates each) that a poll sees the first epoch's checkpoints

@@ -224,7 +224,7 @@ def test_a_seeds_job_leaves_a_members_dir_holding_another_run_as_it_is(cfg_facto
     assert "seed=1 (failed)" in said.out and "seed=2 (ok)" in said.out
     assert "error: seed=1 failed: ConfigError: run dir" in said.err and "holds a run of another config" in said.err
     assert snapshot(tmp_path / "seed=1") == before
-    assert read_record(tmp_path / "seed=2" / "metrics.json")["update"].startswith("stacked(" if stacked else "auto")
+    assert read_record(tmp_path / "seed=2" / "metrics.json")["update"].startswith("stacked(" if stacked else "grouped(")
 
 
 def test_a_packed_multiruns_job_whose_dir_holds_another_run_fails_alone(cfg_factory, tmp_path):

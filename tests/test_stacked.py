@@ -259,7 +259,7 @@ def test_members_that_cannot_stack_exactly_train_one_after_another(cfg_factory, 
     records = train_seeds(cfg, single=train)
     assert [r["seed"] for r in records] == [1, 2] and all(r["status"] == "ok" for r in records)
     assert all("dropout" in r["stacked"]["not_stacked"] for r in records)
-    assert all(r["update"] == "automatic" for r in records)  # each its own ordinary run
+    assert all(r["update"] == "grouped(manual, K=8)" for r in records)  # each its own ordinary run
     assert (tmp_path / "seed=2" / "metrics.json").is_file()
 
 
@@ -318,7 +318,7 @@ def test_a_seed_given_on_the_command_line_wins_over_the_sweeps_seeds(tmp_path):
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
-    assert [(r["seed"], r["update"]) for r in records] == [(3, "automatic")]
+    assert [(r["seed"], r["update"]) for r in records] == [(3, "grouped(manual, K=8)")]
 
 
 @pytest.mark.parametrize("dataset", ["selective_copy", "parity", "mqar"])
@@ -380,7 +380,7 @@ def test_padded_text_under_truncation_trains_its_members_one_after_another(cfg_f
     records = train_seeds(cfg, single=train)
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert all("truncation=tbptt" in r["stacked"]["not_stacked"] for r in records)
-    assert all(r["update"].startswith("truncated(") for r in records)  # each its own single run's update
+    assert all(r["update"].startswith("grouped(truncated(") for r in records)  # each its own single run's update
 
 
 def test_members_load_their_data_once_and_keep_their_own_shuffle(cfg_factory):

@@ -75,7 +75,7 @@ def test_metrics_json_contract_and_best_checkpoint(cfg_factory, tmp_path):
     assert record["status"] == "ok" and record["task"] == "classify" and record["monitor"] == "val/acc"
     assert record["params"] > 0 and record["train_samples_per_s"] > 0 and record["wall_s"] > 0
     assert record["tested_checkpoint"].endswith("checkpoints/best.ckpt")
-    assert record["update"] == "automatic" and "update=auto: 1 off a GPU" in record["update_reason"]
+    assert record["update"] == "grouped(manual, K=8)" and "update=auto: 8 off a GPU" in record["update_reason"]
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "csv" / "metrics.csv").exists()
 
@@ -335,7 +335,8 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
     def updates_per_step(cfg):
         return update_strategy(cfg).setting("per_step", 1)
 
-    assert updates_per_step(cfg_factory("trainer=cpu")) == 1
+    assert updates_per_step(cfg_factory("trainer=cpu")) == 8
+    assert updates_per_step(cfg_factory("trainer=cpu", "+update.per_step_off_gpu=1")) == 1
     gpu = cfg_factory("trainer=gpu")
     assert updates_per_step(gpu) == gpu["update"].per_step_on_gpu > 1
     assert updates_per_step(cfg_factory("trainer=gpu", "diagnostics=gradients")) == 1  # it watches single updates
@@ -354,7 +355,8 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
 @pytest.mark.parametrize(
     "overrides, update, reason",
     [
-        (["trainer=cpu"], "automatic", "update=auto: 1 off a GPU"),
+        (["trainer=cpu"], "grouped(manual, K=8)", "update=auto: 8 off a GPU"),
+        (["trainer=cpu", "+update.per_step_off_gpu=1"], "automatic", "update=auto: 1 off a GPU"),
         (["trainer=gpu"], "grouped(graphed(manual), K=8)", "update=auto: 8 on a GPU; graphed"),
         (["trainer=gpu", "update.graphed=false"], "grouped(manual, K=8)", "update=auto: 8 on a GPU"),
         (
@@ -364,7 +366,7 @@ def test_updates_per_step_auto_and_bad_values(cfg_factory):
         ),
         (["truncation=tbptt", "truncation.steps=4", "update=truncated"], "truncated(k2=4", "update=truncated"),
     ],
-    ids=["cpu", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"],
+    ids=["cpu", "cpu-one", "gpu", "gpu-no-graphs", "tbptt-grouped", "tbptt"],
 )
 def test_the_update_strategy_comes_from_the_config_with_its_reason(cfg_factory, overrides, update, reason):
     """One place (the update group, built by src.runs.build.update_strategy) gives the strategy; update=auto picks

@@ -57,8 +57,15 @@ def make_task(
         spec=DataSpec(task="regress", input_kind="features", input_size=3, num_classes=1),
         stack=functools.partial(RecurrentStack, functools.partial(FusedRNN, mode=mode, hidden_size=8), depth=depth),
         optimizer=functools.partial(torch.optim.SGD, lr=lr),
-        # what update=auto picks off a GPU: truncated with tbptt, else automatic; clipping is the strategy's
-        update=pick(truncation, accelerator="cpu", gradient_clip_val=clip, gradient_clip_algorithm=clip_algorithm),
+        # what update=auto picks for one update per step: truncated with tbptt, else automatic; clipping is the
+        # strategy's
+        update=pick(
+            truncation,
+            accelerator="cpu",
+            per_step_off_gpu=1,
+            gradient_clip_val=clip,
+            gradient_clip_algorithm=clip_algorithm,
+        ),
     )
     task.recorded_grads, task.recorded_norms = [], []
     return task

@@ -22,12 +22,14 @@ SMALL = ["dataset=digits", "cell.hidden_size=16", "trainer.limit_val_batches=1",
 @pytest.mark.parametrize(
     "overrides, update, reason",
     [
-        ([], "automatic", "update=auto: 1 off a GPU"),
+        ([], "grouped(manual, K=8)", "update=auto: 8 off a GPU"),
         (
             ["truncation=tbptt", "truncation.steps=4"],
-            "truncated(k2=4, k1=4)",
-            "update=auto: 1 off a GPU; truncation=tbptt",
+            "grouped(truncated(k2=4, k1=4), K=8)",
+            "update=auto: 8 off a GPU; truncation=tbptt",
         ),
+        (["+update.per_step_off_gpu=1"], "automatic", "update=auto: 1 off a GPU"),
+        (["diagnostics=gradients"], "automatic", "update=auto: 1 with diagnostics"),
         (["update=automatic"], "automatic", "update=automatic"),
         (["update=manual"], "manual", "update=manual"),
         (["update=truncated", "truncation=tbptt", "truncation.steps=4"], "truncated(k2=4, k1=4)", "update=truncated"),
@@ -43,7 +45,18 @@ SMALL = ["dataset=digits", "cell.hidden_size=16", "trainer.limit_val_batches=1",
             "update=graphed; graphs off: not on a GPU",
         ),
     ],
-    ids=["auto", "auto-tbptt", "automatic", "manual", "truncated", "grouped", "grouped-tbptt", "graphed"],
+    ids=[
+        "auto",
+        "auto-tbptt",
+        "auto-one",
+        "auto-diagnostics",
+        "automatic",
+        "manual",
+        "truncated",
+        "grouped",
+        "grouped-tbptt",
+        "graphed",
+    ],
 )
 def test_each_update_option_composes_trains_and_is_recorded(cfg_factory, tmp_path, overrides, update, reason):
     """Each option trains 4 updates (a step of 2 batches counts 2) with clipping on, and metrics.json says which
@@ -70,6 +83,19 @@ def test_auto_groups_batches_only_where_the_data_module_can(cfg_factory):
     assert strategy.describe() == "automatic"
     assert strategy.reason == "update=auto: 1: the data module hands single batches, not groups"
     assert groups_batches(cfg_factory("dataset=digits", "dataset._target_=no.such.Module"))  # its build reports it
+    assert update_strategy(cfg_factory("trainer=cpu", *own)).reason.endswith("hands single batches, not groups")
+
+
+def test_auto_groups_batches_off_a_gpu_too_and_refuses_bad_group_sizes():
+    from src.updates.auto import pick
+
+    assert pick(accelerator="cpu").describe() == "grouped(manual, K=8)"  # no CUDA graphs off a GPU
+    assert pick(accelerator="cpu", per_step_off_gpu=3).describe() == "grouped(manual, K=3)"
+    assert pick(accelerator="cpu", per_step_off_gpu=1).describe() == "automatic"
+    for key in ("per_step_off_gpu", "per_step_on_gpu"):
+        for bad in (0, -2, 1.5, True, "8"):
+            with pytest.raises(ConfigError, match=rf"update\.{key}=.* must be a positive integer"):
+                pick(accelerator="cpu", **{key: bad})
 
 
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
@@ -205,7 +231,7 @@ def test_the_fused_cpu_optimizer_updates_as_torchs_default_does(cfg_factory):
     trained = []
     for extra in ([], ["+optimizer.fused=false"]):
         torch.manual_seed(0)
-        datamodule, model, _ = build(cfg_factory(*SMALL, "optimizer=adam", *extra))
+        datamodule, model, _ = build(cfg_factory(*SMALL, "optimizer=adam", "update=automatic", *extra))
         optimizer = model.configure_optimizers()
         optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
         initial = [p.detach().clone() for p in model.parameters()]

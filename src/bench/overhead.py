@@ -7,7 +7,7 @@ The suite's own cost: the same model (cell-128, row-by-row MNIST shape 28x28, ba
      timed; the classifier head a single linear layer, as in the plain loop),
 in the same process, interleaved `--repeats` times; the median of each is reported with their ratio. The suite
 runs once per `--updates-per-step` value (optimizer updates per Lightning step: auto = update=auto, the default
-config, 8 on a GPU and 1 on CPU; 1 = update=automatic; K > 1 = update=graphed update.per_step=K);
+config, 8 per step (each a CUDA graph on a GPU); 1 = update=automatic; K > 1 = update=graphed update.per_step=K);
 `overhead_ratio` is the first value's.
 """
 

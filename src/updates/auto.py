@@ -3,11 +3,20 @@
 `pick` (update=auto) applies these rules and records them as the strategy's `reason` (metrics.json
 `update_reason`):
 
-    off a GPU, with diagnostics, with gradient accumulation -> 1 update per Lightning step:
-    and with a data module that cannot group batches           truncated with truncation=tbptt, else automatic
+    with diagnostics, with gradient accumulation, with a    -> 1 update per Lightning step:
+    data module that cannot group batches                      truncated with truncation=tbptt, else automatic
     on a GPU                                                -> grouped(<inner>, K=per_step_on_gpu), inner =
                                                                truncated with truncation=tbptt, else graphed(manual)
                                                                (manual with graphed=false)
+    off a GPU                                               -> grouped(<inner>, K=per_step_off_gpu), inner =
+                                                               truncated with truncation=tbptt, else manual
+                                                               (per_step_off_gpu=1: automatic, or truncated)
+
+Grouping trains the same updates, bit for bit, and logs the same curves (src/updates/grouped.py); it pays the
+Trainer's per-step host cost once per K updates, which a small model's step feels on a CPU as on a GPU
+(docs/speed.md, the overhead benchmark). `per_step_off_gpu` is an argument of `pick`, not a key of
+conf/update/auto.yaml, so the composed config, and with it every earlier run's config_hash, stays as it was:
+`+update.per_step_off_gpu=1` sets it.
 
 Only the update group's own settings are decided here: the truncation, trainer and diagnostics settings it reads
 (by interpolation, conf/update/auto.yaml) are left as they are.
@@ -47,33 +56,38 @@ def pick(
     accumulate_grad_batches: int = 1,
     per_step_on_gpu: int = 8,
     graphed: bool = True,
+    per_step_off_gpu: int = 8,
     groups_batches: bool = True,
     gradient_clip_val: float | None = None,
     gradient_clip_algorithm: str = "norm",
 ) -> Update:
-    """The strategy for these settings, with the reason for it. Several updates per Lightning step where the
-    Trainer's per-step host cost matters (a GPU, where a small model's step takes a few milliseconds), one
-    elsewhere and wherever something watches single steps (diagnostics, gradient accumulation) or the data
-    module cannot hand groups of batches (`groups_batches`: src/runs/build.py tells, from the data set's class)."""
+    """The strategy for these settings, with the reason for it. Several updates per Lightning step, so that the
+    Trainer's per-step host cost is paid once per several (a small model's step takes milliseconds); one wherever
+    something watches single steps (diagnostics, gradient accumulation) or the data module cannot hand groups of
+    batches (`groups_batches`: src/runs/build.py tells, from the data set's class)."""
     if not isinstance(graphed, bool):
         raise ConfigError(f"update.graphed={graphed!r} must be true or false")
     clip = {"gradient_clip_val": gradient_clip_val, "gradient_clip_algorithm": gradient_clip_algorithm}
     trunc = Truncation.from_config(truncation)
     why = "update=auto: "
-    if not on_gpu(accelerator):
-        per_step, why = 1, why + "1 off a GPU"
-    elif diagnostics or accumulate_grad_batches != 1:
+    for name, value in (("per_step_on_gpu", per_step_on_gpu), ("per_step_off_gpu", per_step_off_gpu)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"update.{name}={value!r} must be a positive integer (batches per Lightning step)")
+    gpu = on_gpu(accelerator)
+    if diagnostics or accumulate_grad_batches != 1:
         per_step, why = 1, why + f"1 with {'diagnostics' if diagnostics else 'gradient accumulation'}"
     elif not groups_batches:
         per_step, why = 1, why + "1: the data module hands single batches, not groups"
-    else:
+    elif gpu:
         per_step, why = per_step_on_gpu, why + f"{per_step_on_gpu} on a GPU"
+    else:
+        per_step, why = per_step_off_gpu, why + f"{per_step_off_gpu} off a GPU"
     if trunc is not None:
         update: Update = Truncated(trunc, **clip)
         why += "; truncation=tbptt"
     elif per_step == 1:
         update = Automatic(**clip)
-    elif graphed:
+    elif gpu and graphed:
         update = Graphed(Manual(**clip))
         why += "; graphed"
     else:
