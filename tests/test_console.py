@@ -105,6 +105,38 @@ def test_progress_chooses_lightnings_bar_or_none(cfg_factory, option, bar):
     assert off.progress_bar_callback is None
 
 
+@pytest.mark.parametrize("option", ["tqdm", "rich"])
+@pytest.mark.parametrize("update", [["update=grouped", "update.per_step=3"], ["update=automatic"]], ids=["K3", "K1"])
+def test_the_progress_bar_counts_batches_when_a_step_trains_several(cfg_factory, option, update):
+    """7 batches an epoch in steps of 3, 3, 1: the bar's total and its last position are 7 (batches), as with
+    one batch per step, not 3 (Lightning's steps)."""
+    cfg = cfg_factory(
+        "dataset=digits", f"progress={option}", "trainer.enable_progress_bar=true", "trainer.log_every_n_steps=1",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=7", "trainer.limit_val_batches=1", *update,
+    )  # fmt: skip
+    datamodule, model, trainer = build(cfg)
+    bar, seen = trainer.progress_bar_callback, []
+    if option == "tqdm":
+        original = bar.on_train_batch_end
+
+        def spy(*args, **kwargs):
+            original(*args, **kwargs)
+            seen.append((bar.train_progress_bar.n, bar.train_progress_bar.total))
+
+    else:
+        original = bar.on_train_batch_end
+
+        def spy(*args, **kwargs):
+            original(*args, **kwargs)
+            task = bar.progress.tasks[bar.train_progress_bar_id]
+            seen.append((int(task.completed), int(task.total)))
+
+    bar.on_train_batch_end = spy
+    trainer.fit(model, datamodule=datamodule)
+    steps = [3, 6, 7] if "update.per_step=3" in update else [1, 2, 3, 4, 5, 6, 7]
+    assert seen == [(n, 7) for n in steps]
+
+
 # -- logger=tensorboard and tags=[...] ----------------------------------------------------------------------------
 
 
