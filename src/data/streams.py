@@ -77,7 +77,7 @@ class StreamDataModule(TensorDataModule):
 
     stream = True  # batches continue each other row by row: a carried state is valid across batches
     # setup checks each split against its rows (batch_size, eval_batch_size), so those are not loader-only here
-    LOADER_SETTINGS = ("shuffle_seed", "batches_per_step", "train_batch_limit")
+    LOADER_SETTINGS = ("shuffle_seed", "batches_per_step", "train_batch_limit", "train_log_interval")
 
     def __init__(self, bptt: int = 35, **kwargs):
         super().__init__(**kwargs)

@@ -125,12 +125,22 @@ class BatchGroups:
     of up to `per_step` consecutive batches of `batches`, one list per step, so the step takes them the ordinary
     way (training_step(batch, batch_idx)). Lightning counts steps; the batches of the epoch, `limit` (as
     trainer.limit_train_batches would count them: an int, or a fraction of the epoch) and a resumed epoch's
-    trained batches (`trained`) are counted here in batches, so K > 1 trains the same batches as K = 1."""
+    trained batches (`trained`) are counted here in batches, so K > 1 trains the same batches as K = 1; so is
+    the logging interval (`log_interval`, trainer.log_every_n_steps), at which update=grouped writes train/loss
+    as one update per step would."""
 
     batch_sampler = None
 
-    def __init__(self, batches, per_step: int, limit: int | float | None, trained: Callable[[], int]):
+    def __init__(
+        self,
+        batches,
+        per_step: int,
+        limit: int | float | None,
+        trained: Callable[[], int],
+        log_interval: int | None = None,
+    ):
         self.batches, self.per_step, self.limit, self.trained = batches, per_step, limit, trained
+        self.log_interval = log_interval
 
     @property
     def sampler(self):
@@ -145,6 +155,13 @@ class BatchGroups:
 
     def __len__(self) -> int:
         return -(-self.epoch_batches() // self.per_step)
+
+    def log_every(self) -> int:
+        """The batches between two train/ points of the loggers (trainer.log_every_n_steps, Lightning's 50 when
+        unset), no more than an epoch's, so a short epoch's curve is not empty (src/runs/build.py step_counts
+        does the same for one batch per step)."""
+        interval = self.log_interval or 50
+        return max(1, min(interval, self.epoch_batches())) if interval > 0 else 0
 
     def __iter__(self):
         left, group = self.epoch_batches() - self.trained(), []
@@ -176,7 +193,14 @@ class TensorDataModule(L.LightningDataModule):
     task = "classify"
     stream = False  # StreamDataModule: batches continue each other row by row
     # What only the loaders read, not setup: data modules that differ in nothing else set up the same splits.
-    LOADER_SETTINGS = ("shuffle_seed", "batch_size", "eval_batch_size", "batches_per_step", "train_batch_limit")
+    LOADER_SETTINGS = (
+        "shuffle_seed",
+        "batch_size",
+        "eval_batch_size",
+        "batches_per_step",
+        "train_batch_limit",
+        "train_log_interval",
+    )
 
     def __init__(
         self,
@@ -192,10 +216,12 @@ class TensorDataModule(L.LightningDataModule):
         max_device_bytes: int = 2 << 30,
         batches_per_step: int = 1,
         train_batch_limit: int | float | None = None,
+        train_log_interval: int | None = None,
     ):
-        """`batches_per_step` and `train_batch_limit` are handed by src/runs/build.py, not configured: K > 1 (an
-        update strategy with several updates per Lightning step, update=grouped) makes the training loader hand
-        groups of K batches (BatchGroups), and the limit is then the loader's, in batches."""
+        """`batches_per_step`, `train_batch_limit` and `train_log_interval` are handed by src/runs/build.py, not
+        configured: K > 1 (an update strategy with several updates per Lightning step, update=grouped) makes the
+        training loader hand groups of K batches (BatchGroups), and the Trainer's batch limit and logging
+        interval are then the loader's, in batches."""
         super().__init__()
         for name, value in (
             ("batch_size", batch_size),
@@ -222,6 +248,7 @@ class TensorDataModule(L.LightningDataModule):
         self.num_classes: int | None = None
         self._placed: dict[str, tuple] = {}
         self.batches_per_step, self.train_batch_limit = batches_per_step, train_batch_limit
+        self.train_log_interval = train_log_interval
 
     # -- to implement --------------------------------------------------------------------------------------
     def fetch(self) -> None:
@@ -397,7 +424,7 @@ class TensorDataModule(L.LightningDataModule):
         if self.batches_per_step == 1:
             return batches
         trained = functools.partial(self.trained_batches, self.trainer)
-        return BatchGroups(batches, self.batches_per_step, self.train_batch_limit, trained)
+        return BatchGroups(batches, self.batches_per_step, self.train_batch_limit, trained, self.train_log_interval)
 
     def val_dataloader(self) -> Batches:
         return self.batches("val", False, self.trainer)

@@ -277,8 +277,9 @@ def build_trainer(
 
 def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:
     """The data module's arguments that make a Lightning step a group of `per_step` batches (update=grouped): its
-    training loader hands the groups and applies trainer.limit_train_batches itself, in batches. {} for one batch
-    per step."""
+    training loader hands the groups, applies trainer.limit_train_batches itself and keeps
+    trainer.log_every_n_steps, both in batches (the Trainer gets its counts in steps: step_counts). {} for one
+    batch per step."""
     from src.data.tensors import TensorDataModule
 
     if per_step == 1:
@@ -289,7 +290,11 @@ def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:
             f"(src/data/tensors.py TensorDataModule), and dataset={cfg.dataset._target_} has its own; "
             f"set update.per_step=1 (or update=automatic)"
         )
-    return {"batches_per_step": per_step, "train_batch_limit": cfg.trainer.get("limit_train_batches")}
+    return {
+        "batches_per_step": per_step,
+        "train_batch_limit": cfg.trainer.get("limit_train_batches"),
+        "train_log_interval": cfg.trainer.get("log_every_n_steps"),
+    }
 
 
 def groups_batches(cfg: DictConfig) -> bool:
@@ -305,28 +310,26 @@ def groups_batches(cfg: DictConfig) -> bool:
 
 def step_counts(cfg: DictConfig, per_step: int, datamodule: Any) -> dict[str, Any]:
     """The Trainer's counts in its own steps. With groups of `per_step` batches the loader applies the batch limit
-    and a validation interval given in batches becomes one of steps (rounded up); the logging interval stays in
-    batches, as the loggers' step counts them (update=grouped counts each batch of its group there and writes
-    the train/ curve at the batches one update per step would). The logging interval never exceeds the batches
-    of an epoch, so a short epoch's train/ curves are not empty (and Lightning does not warn that they would
-    be)."""
+    and counts given in batches become counts of steps (rounded up). The logging interval never exceeds the
+    steps of an epoch, so a short epoch's train/ curves are not empty (and Lightning does not warn that they
+    would be)."""
     counts: dict[str, Any] = {"limit_train_batches": None} if per_step > 1 else {}
-    value = cfg.trainer.get("val_check_interval")
-    if per_step > 1 and isinstance(value, int) and not isinstance(value, bool):
-        counts["val_check_interval"] = -(-value // per_step)
-    loader = datamodule.train_dataloader()
+    for key in ("val_check_interval", "log_every_n_steps"):
+        value = cfg.trainer.get(key)
+        if per_step > 1 and isinstance(value, int) and not isinstance(value, bool):
+            counts[key] = -(-value // per_step)
     try:
-        batches = loader.epoch_batches() if per_step > 1 else len(loader)
+        steps = len(datamodule.train_dataloader())
     except TypeError:  # a loader of the user's own without a length: Lightning's interval as configured
         return counts
     limit = None if per_step > 1 else cfg.trainer.get("limit_train_batches")
     if isinstance(limit, int) and not isinstance(limit, bool):
-        batches = min(batches, limit)
+        steps = min(steps, limit)
     elif isinstance(limit, float):
-        batches = int(batches * limit)
-    interval = cfg.trainer.get("log_every_n_steps") or 50
-    if 0 < batches < interval:
-        counts["log_every_n_steps"] = batches
+        steps = int(steps * limit)
+    interval = counts.get("log_every_n_steps", cfg.trainer.get("log_every_n_steps") or 50)
+    if 0 < steps < interval:
+        counts["log_every_n_steps"] = steps
     return counts
 
 

@@ -63,11 +63,13 @@ class Grouped(Wrapper):
     def log_losses(self, losses: list[tuple[torch.Tensor | None, int]], last_of_epoch: bool) -> None:
         """train/loss as one update per step logs it: each batch counts in the loggers' step (Lightning counts
         one per step), the loggers get the loss of each batch at which they write (every
-        trainer.log_every_n_steps batches), and the progress bar and metrics.json the group's last batch's."""
+        trainer.log_every_n_steps batches: the loader keeps that count), and the progress bar and metrics.json
+        the group's last batch's."""
         trainer = self.task.trainer
         first = internals.logger_step(trainer)  # the group's first batch
         internals.count_batches(trainer, len(losses) - 1)
-        every = trainer.log_every_n_steps
+        loader = trainer.train_dataloader  # BatchGroups keeps the interval in batches (the Trainer's is in steps)
+        every = loader.log_every() if hasattr(loader, "log_every") else trainer.log_every_n_steps
         written = False
         for index, (loss, _) in enumerate(losses, start=first):
             if loss is not None and every and (index + 1) % every == 0:
