@@ -86,6 +86,29 @@ def test_auto_groups_batches_only_where_the_data_module_can(cfg_factory):
     assert update_strategy(cfg_factory("trainer=cpu", *own)).reason.endswith("hands single batches, not groups")
 
 
+@pytest.mark.parametrize(
+    "overrides, update, because",
+    [
+        (["+trainer.val_check_interval=10"], "automatic", "trainer.val_check_interval=10 would fall inside a step"),
+        (["+trainer.val_check_interval=0.5"], "automatic", "trainer.val_check_interval=0.5 would fall inside"),
+        (["+callbacks.last_checkpoint.every_n_train_steps=100"], "automatic", "every_n_train_steps=100 would"),
+        (["+trainer.val_check_interval=16"], "automatic", "val_check_interval=16 would fall inside"),  # 31 = 3x8+7
+        (["+trainer.val_check_interval=1.0"], "grouped(manual, K=8)", "8 off a GPU"),
+        (["trainer=gpu", "+trainer.val_check_interval=12"], "automatic", "val_check_interval=12 would fall inside"),
+    ],
+)
+def test_auto_takes_one_batch_per_step_where_a_count_in_batches_would_fall_inside_a_group(
+    cfg_factory, overrides, update, because
+):
+    """Validating after batch 16 where the config says 10 (or after an epoch's last, shorter group) would silently
+    be another run: update=auto keeps one update per step then, and says why (update=grouped, chosen, rounds:
+    docs/running.md). A whole epoch's interval (1.0, the default) groups."""
+    from src.runs.build import update_strategy
+
+    strategy = update_strategy(cfg_factory("dataset=digits", *overrides))
+    assert strategy.describe() == update and because in strategy.reason, strategy.reason
+
+
 def test_auto_groups_batches_off_a_gpu_too_and_refuses_bad_group_sizes():
     from src.updates.auto import pick
 

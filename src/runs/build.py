@@ -308,6 +308,17 @@ def groups_batches(cfg: DictConfig) -> bool:
         return True
 
 
+def counted_in_batches(cfg: DictConfig) -> dict[str, int | float]:
+    """The counts of batches (or updates) the config sets that a Lightning step of several batches could only
+    honour rounded: trainer.val_check_interval (batches, or a fraction of the epoch's) and any callback's
+    every_n_train_steps."""
+    found = {"trainer.val_check_interval": cfg.trainer.get("val_check_interval")}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if isinstance(node, DictConfig):
+            found[f"callbacks.{name}.every_n_train_steps"] = node.get("every_n_train_steps")
+    return {k: v for k, v in found.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+
+
 def step_counts(cfg: DictConfig, per_step: int, datamodule: Any) -> dict[str, Any]:
     """The Trainer's counts in its own steps. With groups of `per_step` batches the loader applies the batch limit
     and counts given in batches become counts of steps (rounded up). The logging interval never exceeds the
@@ -424,7 +435,8 @@ def update_strategy(cfg: DictConfig) -> Update:
 
     node = cfg["update"]  # not cfg.update: that is the mapping's update() method
     picked = node.get("_target_") == "src.updates.auto.pick"
-    update = make(node, "update", **({"groups_batches": groups_batches(cfg)} if picked else {}))
+    seen = {"groups_batches": groups_batches(cfg), "counted_in_batches": counted_in_batches(cfg)} if picked else {}
+    update = make(node, "update", **seen)
     if not isinstance(update, Update):
         raise ConfigError(
             f"update: {node.get('_target_')} built a {type(update).__name__}, not an update strategy "

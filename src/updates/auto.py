@@ -58,13 +58,17 @@ def pick(
     graphed: bool = True,
     per_step_off_gpu: int = 8,
     groups_batches: bool = True,
+    counted_in_batches: dict[str, int | float] | None = None,
     gradient_clip_val: float | None = None,
     gradient_clip_algorithm: str = "norm",
 ) -> Update:
     """The strategy for these settings, with the reason for it. Several updates per Lightning step, so that the
     Trainer's per-step host cost is paid once per several (a small model's step takes milliseconds); one wherever
-    something watches single steps (diagnostics, gradient accumulation) or the data module cannot hand groups of
-    batches (`groups_batches`: src/runs/build.py tells, from the data set's class)."""
+    something watches single steps (diagnostics, gradient accumulation), where the data module cannot hand groups
+    of batches (`groups_batches`: src/runs/build.py tells, from the data set's class), and where the config counts
+    batches or updates that a group could only honour rounded (`counted_in_batches`: a validation interval in
+    batches or a fraction of the epoch, a checkpoint every N updates; validating after batch 16 where the config
+    says 10, or after an epoch's last, shorter group, would silently be another run)."""
     if not isinstance(graphed, bool):
         raise ConfigError(f"update.graphed={graphed!r} must be true or false")
     clip = {"gradient_clip_val": gradient_clip_val, "gradient_clip_algorithm": gradient_clip_algorithm}
@@ -82,6 +86,10 @@ def pick(
         per_step, why = per_step_on_gpu, why + f"{per_step_on_gpu} on a GPU"
     else:
         per_step, why = per_step_off_gpu, why + f"{per_step_off_gpu} off a GPU"
+    for key, value in (counted_in_batches or {}).items():
+        if per_step > 1 and (value != 1.0 or not isinstance(value, float)):
+            per_step, why = 1, f"update=auto: 1: {key}={value} would fall inside a step of {per_step} batches"
+            break
     if trunc is not None:
         update: Update = Truncated(trunc, **clip)
         why += "; truncation=tbptt"
