@@ -158,10 +158,10 @@ class BatchGroups:
 
     def log_every(self) -> int:
         """The batches between two train/ points of the loggers (trainer.log_every_n_steps, Lightning's 50 when
-        unset), no more than an epoch's, so a short epoch's curve is not empty (src/runs/build.py step_counts
-        does the same for one batch per step)."""
-        interval = self.log_interval or 50
-        return max(1, min(interval, self.epoch_batches())) if interval > 0 else 0
+        unset), no more than an epoch's, so a short epoch's curve is not empty (src/runs/build.py
+        step_counts does the same for one batch per step)."""
+        interval = 50 if self.log_interval is None else self.log_interval  # >= 1: src/runs/build.py checks it
+        return max(1, min(interval, self.epoch_batches()))
 
     def __iter__(self):
         left, group = self.epoch_batches() - self.trained(), []
