@@ -210,3 +210,23 @@ def test_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, update
     a, b = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("whole", "resumed"))
     for key in ("val/loss", "val/acc", "test/acc", "test/loss"):
         assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_the_finite_loss_check_reads_its_flag_every_n_batches_however_many_a_step_trains(group):
+    """every=4: with one batch a step the flag is read after batch 4 (not before); with steps of 3 batches
+    (update=grouped) after the step that crosses batch 4, the second, not only every 4 steps (12 batches)."""
+    from types import SimpleNamespace
+
+    from src.runs.callbacks import FiniteLoss
+
+    check = FiniteLoss(every=4)
+    trainer = SimpleNamespace(current_epoch=0, global_step=0, checkpoint_callbacks=[])
+    check.on_train_epoch_start(trainer, None)
+    batch = [object()] * group if group > 1 else object()
+    nan = {"loss": torch.tensor(float("nan"))}
+    steps_before = {1: 3, 3: 1}[group]  # the steps that end before batch 4
+    for step in range(steps_before):
+        check.on_train_batch_end(trainer, None, nan, batch, step)  # not read yet
+    with pytest.raises(TrainingDiverged, match="NaN or inf in epoch 0"):
+        check.on_train_batch_end(trainer, None, nan, batch, steps_before)

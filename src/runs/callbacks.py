@@ -94,21 +94,26 @@ class ModelSummary(LightningModelSummary):
 class FiniteLoss(L.Callback):
     """Stops the run with a clear message once the training loss is NaN or inf.
 
-    The check reads the loss on the host only every `every` steps (a sync on GPUs); in between, a device-side
-    flag remembers any non-finite loss. The epoch's last.ckpt is never overwritten by a diverged model, because
-    the run stops before the epoch ends.
+    The check reads the loss on the host only every `every` batches of an epoch (a sync on GPUs), however many
+    a Lightning step trains (update=grouped hands a list of them); in between, a device-side flag remembers any
+    non-finite loss. The epoch's last.ckpt is never overwritten by a diverged model, because the run stops
+    before the epoch ends.
     """
 
     def __init__(self, every: int = 20):
-        self.every, self.bad, self.first_step = every, None, None
+        self.every, self.bad, self.first_step, self.batches = every, None, None, 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.batches = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        before, self.batches = self.batches, self.batches + (len(batch) if isinstance(batch, list) else 1)
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
         finite = torch.isfinite(loss.detach()).all()
         self.bad = ~finite if self.bad is None else self.bad | ~finite
-        if (batch_idx + 1) % self.every == 0:
+        if self.batches // self.every > before // self.every:
             self.check(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
