@@ -48,6 +48,9 @@ REFUSED = {
     "test=maybe": "test='maybe' must be true or false",
     "train=false": "without one it would test an untrained model",
     "+foo=1": "foo: no such top-level setting",
+    # a data set that does not import: the data set's own message, whatever the update groups (8 a step by default)
+    "dataset._target_=no.such.Module": "dataset: Error loading 'no.such.Module'",
+    "dataset._target_=no.such.Module update=grouped": "dataset: Error loading 'no.such.Module'",
     "callbacks=early_stopping callbacks.early_stopping.patience=abc": "patience='abc' must be an integer >= 0",
     # the update group (conf/update/) and the settings it replaced
     "update.gradient_clip_algorithm=sideways": "update.gradient_clip_algorithm='sideways' must be norm or value",

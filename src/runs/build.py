@@ -280,11 +280,9 @@ def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:
     training loader hands the groups, applies trainer.limit_train_batches itself and keeps
     trainer.log_every_n_steps, both in batches (the Trainer gets its counts in steps: step_counts). {} for one
     batch per step."""
-    from src.data.tensors import TensorDataModule
-
     if per_step == 1:
         return {}
-    if not issubclass(get_class(cfg.dataset._target_), TensorDataModule):
+    if not groups_batches(cfg):
         raise ConfigError(
             f"update.per_step={per_step}: the groups of batches come from the suite's loader "
             f"(src/data/tensors.py TensorDataModule), and dataset={cfg.dataset._target_} has its own; "

@@ -87,7 +87,8 @@ def pick(
     else:
         per_step, why = per_step_off_gpu, why + f"{per_step_off_gpu} off a GPU"
     for key, value in (counted_in_batches or {}).items():
-        if per_step > 1 and (value != 1.0 or not isinstance(value, float)):
+        whole_epochs = isinstance(value, float) and value == 1.0  # validating at each epoch's end: any group does
+        if per_step > 1 and not whole_epochs:
             per_step, why = 1, f"update=auto: 1: {key}={value} would fall inside a step of {per_step} batches"
             break
     if trunc is not None:
