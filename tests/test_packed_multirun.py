@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src.compare.report import build_sections, find_runs
-from src.runs.packing import MEMBER_KEYS, pack_key, packs, unpackable
+from src.runs.packing import is_member_key, pack_key, packs, unpackable
 from src.runs.sweeps import read_ledger
 from tests.conftest import CACHE, ROOT, run_cli
 
@@ -120,6 +120,24 @@ def test_members_of_other_shapes_are_packed_apart(tmp_path):
         assert len({found[n]["width"] for n in record["stacked"]["pack"] if n in found} | {record["width"]}) == 1
 
 
+def test_jobs_differing_in_optimizer_and_schedule_pack_and_equal_their_unpacked_jobs(tmp_path):
+    grid = ["optimizer=adam,sgd", "scheduler=cosine,step"]
+    log = multirun(tmp_path / "packed", *grid)
+    assert "packed: 4 jobs of this multirun train as one stacked job" in log
+    assert (
+        "(optimizer=adam,scheduler=cosine, optimizer=adam,scheduler=step, optimizer=sgd,scheduler=cosine, ...)" in log
+    )
+    multirun(tmp_path / "unpacked", *grid, "hydra.launcher.pack=false")
+    mine, theirs = records(tmp_path / "packed"), records(tmp_path / "unpacked")
+    assert sorted(mine) == sorted(theirs) and len(mine) == 4
+    for name, record in mine.items():
+        assert record["update"].startswith("stacked(S=4") and theirs[name]["update"] == ALONE
+        for key in ("val/loss", "test/loss", "train/loss"):
+            assert record[key] == pytest.approx(theirs[name][key], abs=1e-5), (name, key)
+    # each trained its own way (the schedules part after the first of the two epochs: the last validation shows it)
+    assert len({r["val/loss"] for r in mine.values()}) == 4
+
+
 def test_a_job_that_may_not_stack_runs_alone(tmp_path):
     log = multirun(tmp_path, "depth=2", "stack.dropout=0.1", "seed=1,2", "trainer.max_epochs=1", "test=false")
     assert "of this multirun train as one" not in log
@@ -205,12 +223,16 @@ def test_resuming_a_multirun_skips_its_finished_jobs_and_fails_one_with_nothing_
 
 def test_only_member_keys_and_bookkeeping_may_differ_within_a_pack(cfg_factory):
     base = pack_key(cfg_factory("dataset=digits"))
-    for member in ("seed=3", "optimizer.lr=0.5", "optimizer.weight_decay=0.1", "update.gradient_clip_val=1"):
+    members = ["seed=3", "optimizer.lr=0.5", "optimizer.weight_decay=0.1", "update.gradient_clip_val=1"]
+    members += ["optimizer=sgd", "+optimizer.amsgrad=true", "+optimizer.eps=1e-6", "scheduler=step"]
+    members += ["+scheduler.eta_min=0.001", "scheduler=none", "task.scheduler_interval=step"]
+    for member in members:
         assert pack_key(cfg_factory("dataset=digits", member)) == base, member
     assert pack_key(cfg_factory("dataset=digits", "tags=[a]", "skip_completed=false")) == base
     for other in ("cell.hidden_size=16", "cell=gru", "dataset.batch_size=8", "trainer.max_epochs=3", "depth=2"):
         assert pack_key(cfg_factory("dataset=digits", other)) != base, other
-    assert "seed" in MEMBER_KEYS
+    assert all(is_member_key(k) for k in ("seed", "optimizer", "optimizer.betas", "scheduler.T_max"))
+    assert not any(is_member_key(k) for k in ("seeds", "optimizers", "task", "task.kind", "update"))
     assert unpackable(cfg_factory("dataset=digits", "seeds=[1,2]")) is not None
     assert unpackable(cfg_factory("dataset=digits", "callbacks=early_stopping")) == "early stopping"
     assert unpackable(cfg_factory("dataset=digits")) is None

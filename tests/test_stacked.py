@@ -19,7 +19,7 @@ from torchmetrics import Metric
 from src.common.errors import ConfigError
 from src.compare.report import build_sections, find_runs
 from src.runs.build import build
-from src.runs.seeds import build_stacked, check_seeds, train_seeds
+from src.runs.seeds import build_stacked, check_seeds, optimizer_state_per_weight, plan, train_seeds
 from src.train import train
 from tests.conftest import run_cli
 from tests.test_no_patching import instance_callables
@@ -239,6 +239,45 @@ def test_seeds_from_the_command_line_leave_ordinary_runs(tmp_path):
 def test_bad_seeds_are_refused(seeds, match):
     with pytest.raises(ConfigError, match=match):
         check_seeds(seeds)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lru"])
+def test_members_differing_in_optimizer_and_schedule(cfg_factory, cell):
+    """Members whose optimizer (its class, its arguments) and LR schedule (its class, arguments, interval) differ:
+    each is built with its own, and equals its own single run."""
+    overrides = settings(cell, "none", False) + CELLS[cell]
+    members = [
+        ["seed=1", "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0.5"],
+        ["seed=1", "optimizer=adamw", "optimizer.lr=0.02", "scheduler=step", "scheduler.step_size=1"]
+        + ["task.scheduler_interval=step"],
+        ["seed=2", "+optimizer.betas=[0.5,0.9]", "scheduler=none"],
+        ["seed=2", "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.1", "task.scheduler_interval=step"],
+    ]
+    configs = [cfg_factory(*overrides, *m) for m in members]
+    names = [",".join(m) for m in members]
+    data, host, trainer = build_stacked(configs[0], members=configs, names=names)
+    trainer.fit(host, datamodule=data)
+    assert trainer.global_step == 3 and host.update.diverged() == {}
+    assert_members_equal_single_runs(cfg_factory, host, overrides, members)
+    optimizers = host.optimizers(use_pl_optimizer=False)
+    kinds = [type(o).__name__ for o in optimizers.optimizers]
+    assert kinds == ["SGD", "AdamW", "Adam", "Adam"]
+    # the schedules stepped each member's own way: StepLR every update (gamma 0.5), every second (gamma 0.1)
+    lrs = [o.param_groups[0]["lr"] for o in optimizers.optimizers]
+    assert lrs[1] == pytest.approx(0.02 * 0.5**3) and lrs[3] == pytest.approx(0.05 * 0.1)
+    assert lrs[2] == 0.05  # no schedule
+
+
+def test_the_plan_counts_each_members_optimizer_state(cfg_factory):
+    """The plan line's memory: weights and gradients, and the state each member's own optimizer keeps."""
+    overrides = settings("gru", "none", False)
+    members = [["seed=1"], ["seed=2", "optimizer=sgd"], ["seed=3", "optimizer=sgd", "optimizer.momentum=0"]]
+    members += [["seed=4", "optimizer=adamw", "+optimizer.amsgrad=true"]]
+    configs = [cfg_factory(*overrides, *m) for m in members]
+    _, host, _ = build_stacked(configs[0], members=configs, names=[",".join(m) for m in members])
+    assert [optimizer_state_per_weight(t) for t in host.tasks] == [2, 1, 0, 3]
+    weights = sum(p.numel() * 4 for p in host.tasks[0].parameters())
+    assert f"about {weights * (4 + 3 + 2 + 5) / 2**20:.1f} MB of weights, gradients and optimizer state" in plan(host)
 
 
 def test_a_plateau_schedule_follows_each_members_own_validation_value(cfg_factory):

@@ -1,7 +1,7 @@
 """A multirun packs itself: jobs whose configs differ only in settings that keep every shape (MEMBER_KEYS: seed,
-learning rate, weight decay, clipping, initialisation range) train as one stacked job (src/runs/seeds.py
-train_members), each job a member with its own config, Hydra config and run dir, exactly the dir, record,
-checkpoints, curves and ledger entry it would have had alone. The launcher is hydra_plugins/rnn_bench/
+the optimizer and any of its settings, the LR schedule, clipping, initialisation range) train as one stacked job
+(src/runs/seeds.py train_members), each job a member with its own config, Hydra config and run dir, exactly the
+dir, record, checkpoints, curves and ledger entry it would have had alone. The launcher is hydra_plugins/rnn_bench/
 packed_launcher.py (hydra/launcher=packed, the suite's default); this module is what it runs.
 
     launch(launcher, job_overrides, initial_job_idx)  every job composed; packs of up to max_members, in the
@@ -31,17 +31,24 @@ from src.runs.sweeps import NOT_HASHED
 
 log = logging.getLogger(__name__)
 
-# What the members of one stacked job may differ in: each member builds its own model, optimizer and update from
-# its own config, so these stay exact (tests/test_stacked.py, tests/test_packed_multirun.py); every other setting
-# must be equal. NOT_HASHED (outputs, progress bar, tags, skip_completed) never changes what a job computes.
+# What the members of one stacked job may differ in: each member builds its own model, optimizer, LR schedule and
+# update from its own config, so these stay exact (tests/test_stacked.py, tests/test_packed_multirun.py); a node
+# (optimizer, scheduler) in anything, its class included (optimizer=adam,sgd); every other setting must be equal.
+# NOT_HASHED (outputs, progress bar, tags, skip_completed) never changes what a job computes.
 MEMBER_KEYS = (
     "seed",
-    "optimizer.lr",
-    "optimizer.weight_decay",
+    "optimizer",
+    "scheduler",
+    "task.scheduler_interval",
     "update.gradient_clip_val",
     "update.gradient_clip_algorithm",
     "task.init_range",
 )
+
+
+def is_member_key(key: str) -> bool:
+    """Whether a setting (`optimizer.momentum`, `scheduler`, `seed`) is one that members of a pack may differ in."""
+    return any(key == k or key.startswith(f"{k}.") for k in MEMBER_KEYS)
 
 
 def unpackable(cfg: DictConfig) -> str | None:
@@ -265,7 +272,7 @@ def member_names(jobs: list[Job]) -> list[str]:
     seed=1), or its dir's name where those do not tell the members apart."""
     names = []
     for job in jobs:
-        own = [o for o in job.config.hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") in MEMBER_KEYS]
+        own = [o for o in job.config.hydra.overrides.task if is_member_key(o.split("=", 1)[0].lstrip("+~"))]
         names.append(",".join(own))
     if len(set(names)) < len(names) or not all(names):
         return [job.dir.name for job in jobs]

@@ -381,13 +381,28 @@ def member_loggers(trainer: L.Trainer) -> MemberLoggers | None:
 
 def plan(host: StackedTask) -> str:
     """The job's plan, said at its start: the members, how they run, the memory their weights take."""
-    weights = sum(p.numel() * p.element_size() for p in host.parameters())
+    floats = sum(
+        sum(p.numel() * p.element_size() for p in task.parameters()) * (2 + optimizer_state_per_weight(task))
+        for task in host.tasks
+    )
     how = "vmapped" if host.members.vmapped else "once per member"
     return (
         f"{len(host.tasks)} members stacked in one process ({', '.join(host.names[:3])}"
         f"{', ...' if len(host.tasks) > 3 else ''}), the cell run {how}: {host.num_params:,} parameters each, "
-        f"about {4 * weights / 2**20:.1f} MB of weights, gradients and Adam state for all (activations besides)"
+        f"about {floats / 2**20:.1f} MB of weights, gradients and optimizer state for all (activations besides)"
     )
+
+
+def optimizer_state_per_weight(task: L.LightningModule) -> int:
+    """The tensors the size of the weights that a member's optimizer keeps: Adam's two moments (three with amsgrad),
+    SGD's momentum buffer; two for an optimizer not known here."""
+    factory = task.optimizer_factory
+    target, settings = getattr(factory, "func", factory), getattr(factory, "keywords", {})
+    if isinstance(target, type) and issubclass(target, torch.optim.SGD):
+        return 1 if settings.get("momentum", 0) else 0
+    if isinstance(target, type) and issubclass(target, torch.optim.Adam | torch.optim.AdamW):
+        return 3 if settings.get("amsgrad") else 2
+    return 2
 
 
 def member_checkpoint(trainer: L.Trainer, host: StackedTask, s: int) -> dict:
