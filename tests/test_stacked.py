@@ -19,7 +19,7 @@ from torchmetrics import Metric
 from src.common.errors import ConfigError
 from src.compare.report import build_sections, find_runs
 from src.runs.build import build
-from src.runs.seeds import build_stacked, check_seeds, optimizer_state_per_weight, plan, train_seeds
+from src.runs.seeds import StackedTask, build_stacked, check_seeds, optimizer_state_per_weight, plan, train_seeds
 from src.train import train
 from tests.conftest import run_cli
 from tests.test_no_patching import instance_callables
@@ -61,6 +61,17 @@ def assert_members_equal_single_runs(cfg_factory, host, overrides: list[str], me
             )
 
 
+def train_equal_to_single_runs(cfg_factory, overrides: list[str], members: list[list[str]]) -> StackedTask:
+    """One stacked job of `members` (each a seed=<s> and its own settings) trained 3 updates, each member then
+    equal to its own single run."""
+    configs = [cfg_factory(*overrides, *m) for m in members]
+    data, host, trainer = build_stacked(configs[0], members=configs, names=[",".join(m) for m in members])
+    trainer.fit(host, datamodule=data)
+    assert trainer.global_step == 3 and host.update.diverged() == {}
+    assert_members_equal_single_runs(cfg_factory, host, overrides, members)
+    return host
+
+
 CELLS = {  # torch's fused LSTM, a custom LSTM-family cell, a min cell, a modern cell
     "lstm": [],
     "peephole_lstm": [],
@@ -98,12 +109,7 @@ def test_members_differing_in_learning_rate_clipping_and_weight_decay(cfg_factor
         ["seed=2", "optimizer.lr=0.02", "optimizer.weight_decay=0.1", "update.gradient_clip_val=0.01"],
         ["seed=2", "optimizer.lr=0.05", "update.gradient_clip_val=0.05", "update.gradient_clip_algorithm=value"],
     ]
-    configs = [cfg_factory(*overrides, *m) for m in members]
-    names = [",".join(m) for m in members]
-    data, host, trainer = build_stacked(configs[0], members=configs, names=names)
-    trainer.fit(host, datamodule=data)
-    assert trainer.global_step == 3 and host.update.diverged() == {}
-    assert_members_equal_single_runs(cfg_factory, host, overrides, members)
+    host = train_equal_to_single_runs(cfg_factory, overrides, members)
     lrs = [o.param_groups[0]["lr"] for o in host.optimizers(use_pl_optimizer=False).optimizers]
     assert lrs[0] != lrs[1]  # each member's own optimizer, with its own learning rate
 
@@ -253,12 +259,7 @@ def test_members_differing_in_optimizer_and_schedule(cfg_factory, cell):
         ["seed=2", "+optimizer.betas=[0.5,0.9]", "scheduler=none"],
         ["seed=2", "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.1", "task.scheduler_interval=step"],
     ]
-    configs = [cfg_factory(*overrides, *m) for m in members]
-    names = [",".join(m) for m in members]
-    data, host, trainer = build_stacked(configs[0], members=configs, names=names)
-    trainer.fit(host, datamodule=data)
-    assert trainer.global_step == 3 and host.update.diverged() == {}
-    assert_members_equal_single_runs(cfg_factory, host, overrides, members)
+    host = train_equal_to_single_runs(cfg_factory, overrides, members)
     optimizers = host.optimizers(use_pl_optimizer=False)
     kinds = [type(o).__name__ for o in optimizers.optimizers]
     assert kinds == ["SGD", "AdamW", "Adam", "Adam"]
