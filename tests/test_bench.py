@@ -8,6 +8,7 @@ import functools
 import json
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from src.bench import __main__ as bench_main
@@ -58,9 +59,26 @@ def test_stacked_kernels_benchmark_times_every_candidate(bench_dir, capsys):
     assert stacked_kernels.main(["--sizes", "4", "--members", "2", "--batch", "4", "--repeats", "1"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = json.loads((bench_dir / "stacked-kernels-cpu.json").read_text())["rows"]
-    names = ["per member fused", "batched loop", "batched loop, scripted"]
+    names = ["per member fused", "block-diagonal fused", "batched loop", "batched loop, scripted"]
     assert [r["candidate"] for r in rows] == names and last["hidden=4,per member fused"] == 1.0
     assert all(r["ms (median)"] > 0 for r in rows)
+    # every candidate computes the members' own LSTMs: the same last states and gradients (float32 rounding)
+    assert all(r["largest relative difference"] < 1e-5 for r in rows) and rows[0]["largest relative difference"] == 0
+
+
+def test_the_kernels_benchmark_compares_what_each_candidate_computes():
+    """The difference column is not blind: a candidate that computes something else shows it."""
+    runs = stacked_kernels.candidates(2, 3, 4, torch.device("cpu"))
+    reference = runs["per member fused"]()
+    assert stacked_kernels.difference(runs["block-diagonal fused"](), reference) < 1e-5
+    last, grads = runs["batched loop"]()
+    assert stacked_kernels.difference((last.flip(0), grads), reference) > 1e-3  # members swapped
+
+
+def test_the_kernels_benchmark_refuses_cuda_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--device cuda: torch sees no CUDA GPU"):
+        stacked_kernels.main(["--device", "cuda"])
 
 
 def test_sweep_benchmark_runs_both_modes_through_the_cli(bench_dir, capsys):

@@ -1,16 +1,24 @@
 """python -m src.bench stacked_kernels [--sizes 32,128] [--members 8] [--batch 128] [--repeats 5] [--threads N]
+                                     [--device cpu|cuda]
 
-How S LSTM members (each its own weights, as a stacked job's members are) run fastest on this machine: forward
+How S LSTM members (each its own weights, as a stacked job's members are) run fastest on this device: forward
 and backward of S one-layer LSTMs (28 steps of 28 features, as smnist5k), interleaved `--repeats` times, medians
-with min and max:
+with min and max, and each candidate's largest difference from the first in the members' last hidden states and
+in their weights' gradients, relative to the largest value of each (what says whether it computes the same):
 
     per member fused       torch's fused LSTM once per member (what src/models/stacking.py runs for fused cells)
+    per member fused, one CUDA stream each
+                           the same calls, each member's forward (and so its backward) on its own CUDA stream, so
+                           that small members may run side by side on the GPU (--device cuda only)
+    block-diagonal fused   one fused call of an S*H-wide LSTM whose weights hold each member's in its own block
+                           (zeros elsewhere; inputs side by side): S^2 the arithmetic, one kernel for all
     batched loop           the input projection of all members as one batched product (the cheap part to stack),
                            then a Python time loop of batched matrix products over the members (what vmap of the
                            step-by-step LSTM amounts to)
     batched loop, scripted the same loop compiled by TorchScript
 
 Members cannot be folded into the batch dimension here: that needs shared weights, and members differ in theirs.
+The record: benchmarks/stacked-kernels-<device>.md.
 """
 
 from __future__ import annotations
@@ -38,30 +46,99 @@ def lstm_loop(pre: torch.Tensor, w_hh: torch.Tensor, h: torch.Tensor, c: torch.T
     return h
 
 
-def candidates(members: int, batch: int, hidden: int) -> dict:
-    x = torch.randn(members, batch, STEPS, FEATURES)
-    lstms = [nn.LSTM(FEATURES, hidden, batch_first=True) for _ in range(members)]
+def candidates(members: int, batch: int, hidden: int, device: torch.device) -> dict:
+    """{name: a function running forward and backward once, returning (the members' last h [S, B, H], the
+    gradients of w_ih, w_hh [S, ...] and of the summed biases [S, 4H])}."""
+    x = torch.randn(members, batch, STEPS, FEATURES, device=device)
+    lstms = [nn.LSTM(FEATURES, hidden, batch_first=True).to(device) for _ in range(members)]
     w_ih = torch.stack([m.weight_ih_l0.detach() for m in lstms]).requires_grad_()
     w_hh = torch.stack([m.weight_hh_l0.detach() for m in lstms]).requires_grad_()
     bias = torch.stack([(m.bias_ih_l0 + m.bias_hh_l0).detach() for m in lstms]).requires_grad_()
     scripted = torch.jit.script(lstm_loop)
 
-    def per_member() -> None:
-        sum(m(x[s])[0][:, -1].sum() for s, m in enumerate(lstms)).backward()
+    def stacked_grads() -> tuple[torch.Tensor, ...]:
+        grads = tuple(w.grad for w in (w_ih, w_hh, bias))
+        for w in (w_ih, w_hh, bias):
+            w.grad = None
+        return grads
+
+    def member_grads() -> tuple[torch.Tensor, ...]:
+        grads = (
+            torch.stack([m.weight_ih_l0.grad for m in lstms]),
+            torch.stack([m.weight_hh_l0.grad for m in lstms]),
+            torch.stack([m.bias_ih_l0.grad for m in lstms]),  # the summed bias's gradient: either bias's
+        )
+        for m in lstms:
+            m.zero_grad(set_to_none=True)
+        return grads
+
+    def per_member():
+        last = torch.stack([m(x[s])[0][:, -1] for s, m in enumerate(lstms)])
+        last.sum().backward()
+        return last.detach(), member_grads()
+
+    streams = [torch.cuda.Stream(device) for _ in lstms] if device.type == "cuda" else []
+
+    def per_member_streams():
+        main, outs = torch.cuda.current_stream(device), []
+        for s, (m, stream) in enumerate(zip(lstms, streams)):
+            stream.wait_stream(main)  # x and the weights are ready
+            with torch.cuda.stream(stream):
+                outs.append(m(x[s])[0][:, -1])
+        for stream, out in zip(streams, outs):
+            main.wait_stream(stream)
+            out.record_stream(main)  # made on its stream, used on main: not reused before main is done with it
+        last = torch.stack(outs)
+        last.sum().backward()  # each member's backward runs on the stream of its forward
+        return last.detach(), member_grads()
+
+    big = nn.LSTM(members * FEATURES, members * hidden, batch_first=True).to(device)
+    eye = torch.eye(members, device=device)
+
+    def block_diagonal():
+        # gate-major as torch lays out an LSTM's weights: row (gate k, member s, unit h), column (member t, input i)
+        rows = 4 * members * hidden
+        weights = {
+            "weight_ih_l0": torch.einsum("skhi,st->kshti", w_ih.view(members, 4, hidden, FEATURES), eye),
+            "weight_hh_l0": torch.einsum("skhj,st->kshtj", w_hh.view(members, 4, hidden, hidden), eye),
+            "bias_ih_l0": bias.view(members, 4, hidden).transpose(0, 1).reshape(rows),
+            "bias_hh_l0": bias.new_zeros(rows),
+        }
+        weights["weight_ih_l0"] = weights["weight_ih_l0"].reshape(rows, members * FEATURES)
+        weights["weight_hh_l0"] = weights["weight_hh_l0"].reshape(rows, members * hidden)
+        side_by_side = x.permute(1, 2, 0, 3).reshape(batch, STEPS, members * FEATURES)
+        out = torch.func.functional_call(big, weights, (side_by_side,))[0][:, -1]
+        last = out.view(batch, members, hidden).transpose(0, 1)
+        last.sum().backward()
+        return last.detach(), stacked_grads()
 
     def batched(loop):
-        def run() -> None:
+        def run():
             pre = torch.einsum("sbtf,sgf->sbtg", x, w_ih) + bias[:, None, None]
             zeros = x.new_zeros(members, batch, hidden)
-            loop(pre, w_hh, zeros, zeros).sum().backward()
+            last = loop(pre, w_hh, zeros, zeros)
+            last.sum().backward()
+            return last.detach(), stacked_grads()
 
         return run
 
-    return {
-        "per member fused": per_member,
+    found = {"per member fused": per_member}
+    if streams:
+        found["per member fused, one CUDA stream each"] = per_member_streams
+    found |= {
+        "block-diagonal fused": block_diagonal,
         "batched loop": batched(lstm_loop),
         "batched loop, scripted": batched(scripted),
     }
+    return found
+
+
+def difference(result, reference) -> float:
+    """The largest difference of a candidate's last states and gradients from the reference's, relative to the
+    reference tensor's largest magnitude (a gradient summed over a batch's steps is large: its float32 rounding
+    too)."""
+    pairs = [(result[0], reference[0]), *zip(result[1], reference[1])]
+    return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in pairs)
 
 
 def main(argv: list[str]) -> int:
@@ -76,20 +153,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: torch sees no CUDA GPU here; run it where one is (or --device cpu)")
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, summary = [], {}
     for hidden in args.sizes:
-        runs = candidates(args.members, args.batch, hidden)
-        for run in runs.values():  # warm-up (TorchScript profiles its first calls)
+        runs = candidates(args.members, args.batch, hidden, device)
+        results = {}
+        for name, run in runs.items():  # warm-up (TorchScript profiles its first calls), and what each computes
             run()
-            run()
+            results[name] = run()
+        reference = results["per member fused"]
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.repeats):
             for name, run in runs.items():  # interleaved: the machine's load hits every candidate alike
+                sync()
                 start = time.perf_counter()
                 run()
+                sync()
                 times[name].append(1000 * (time.perf_counter() - start))
         base = statistics.median(times["per member fused"])
         for name, ms in times.items():
@@ -102,10 +188,13 @@ def main(argv: list[str]) -> int:
                     "ms (median)": round(median, 1),
                     "ms (min-max)": f"{min(ms):.1f}-{max(ms):.1f}",
                     "per member fused / this": round(base / median, 2),
+                    "largest relative difference": float(f"{difference(results[name], reference):.1e}"),
                 }
             )
             summary[f"hidden={hidden},{name}"] = round(base / median, 2)
-    report.publish("stacked-kernels-cpu", rows, "python -m src.bench stacked_kernels " + " ".join(argv), summary)
+    report.publish(
+        f"stacked-kernels-{device.type}", rows, "python -m src.bench stacked_kernels " + " ".join(argv), summary
+    )
     return 0
 
 
