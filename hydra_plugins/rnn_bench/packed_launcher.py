@@ -1,7 +1,7 @@
 """hydra/launcher=packed, the suite's default multirun launcher: Hydra's basic launcher (every job in this process,
 one after another), but jobs whose configs differ only in settings that keep the shapes (seed, the optimizer and
-its settings, the LR schedule, clipping, initialisation range) train as one stacked job, each still its own run dir, record and
-ledger entry (src/runs/packing.py, docs/stacked.md).
+its settings, the LR schedule, clipping, initialisation range) train as one stacked job, each still its own run
+dir, record and ledger entry (src/runs/packing.py, docs/stacked.md).
 
     python -m src.train -m optimizer.lr=1e-3,3e-3,1e-2 seed=1,2,3     one stacked job of 9 members
     ... hydra.launcher.pack=false                                     every job alone (as hydra/launcher=basic)
