@@ -98,14 +98,14 @@ def candidates(members: int, batch: int, hidden: int, device: torch.device) -> d
     def block_diagonal():
         # gate-major as torch lays out an LSTM's weights: row (gate k, member s, unit h), column (member t, input i)
         rows = 4 * members * hidden
+        w_ih_big = torch.einsum("skhi,st->kshti", w_ih.view(members, 4, hidden, FEATURES), eye)
+        w_hh_big = torch.einsum("skhj,st->kshtj", w_hh.view(members, 4, hidden, hidden), eye)
         weights = {
-            "weight_ih_l0": torch.einsum("skhi,st->kshti", w_ih.view(members, 4, hidden, FEATURES), eye),
-            "weight_hh_l0": torch.einsum("skhj,st->kshtj", w_hh.view(members, 4, hidden, hidden), eye),
+            "weight_ih_l0": w_ih_big.reshape(rows, members * FEATURES),
+            "weight_hh_l0": w_hh_big.reshape(rows, members * hidden),
             "bias_ih_l0": bias.view(members, 4, hidden).transpose(0, 1).reshape(rows),
             "bias_hh_l0": bias.new_zeros(rows),
         }
-        weights["weight_ih_l0"] = weights["weight_ih_l0"].reshape(rows, members * FEATURES)
-        weights["weight_hh_l0"] = weights["weight_hh_l0"].reshape(rows, members * hidden)
         side_by_side = x.permute(1, 2, 0, 3).reshape(batch, STEPS, members * FEATURES)
         out = torch.func.functional_call(big, weights, (side_by_side,))[0][:, -1]
         last = out.view(batch, members, hidden).transpose(0, 1)

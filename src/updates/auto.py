@@ -32,7 +32,7 @@ from src.common.errors import ConfigError
 from src.updates.automatic import Automatic
 from src.updates.base import Update
 from src.updates.graphed import Graphed
-from src.updates.grouped import Grouped
+from src.updates.grouped import Grouped, check_per_step
 from src.updates.manual import Manual
 from src.updates.truncated import Truncated, Truncation
 
@@ -74,9 +74,8 @@ def pick(
     clip = {"gradient_clip_val": gradient_clip_val, "gradient_clip_algorithm": gradient_clip_algorithm}
     trunc = Truncation.from_config(truncation)
     why = "update=auto: "
-    for name, value in (("per_step_on_gpu", per_step_on_gpu), ("per_step_off_gpu", per_step_off_gpu)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"update.{name}={value!r} must be a positive integer (batches per Lightning step)")
+    check_per_step("per_step_on_gpu", per_step_on_gpu)
+    check_per_step("per_step_off_gpu", per_step_off_gpu)
     gpu = on_gpu(accelerator)
     if diagnostics or accumulate_grad_batches != 1:
         per_step, why = 1, why + f"1 with {'diagnostics' if diagnostics else 'gradient accumulation'}"
@@ -86,11 +85,10 @@ def pick(
         per_step, why = per_step_on_gpu, why + f"{per_step_on_gpu} on a GPU"
     else:
         per_step, why = per_step_off_gpu, why + f"{per_step_off_gpu} off a GPU"
-    for key, value in (counted_in_batches or {}).items():
-        whole_epochs = isinstance(value, float) and value == 1.0  # validating at each epoch's end: any group does
-        if per_step > 1 and not whole_epochs:
-            per_step, why = 1, f"update=auto: 1: {key}={value} would fall inside a step of {per_step} batches"
-            break
+    # validating at each epoch's end (val_check_interval=1.0) any group honours; every other count it could not
+    rounded = [f"{k}={v}" for k, v in (counted_in_batches or {}).items() if not (isinstance(v, float) and v == 1.0)]
+    if per_step > 1 and rounded:
+        per_step, why = 1, f"update=auto: 1: {rounded[0]} would fall inside a step of {per_step} batches"
     if trunc is not None:
         update: Update = Truncated(trunc, **clip)
         why += "; truncation=tbptt"

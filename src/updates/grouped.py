@@ -18,6 +18,12 @@ from src.common.errors import ConfigError
 from src.updates.base import Update, Wrapper
 
 
+def check_per_step(name: str, value: object) -> None:
+    """update.<name>: batches per Lightning step, a positive integer."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"update.{name}={value!r} must be a positive integer (batches per Lightning step)")
+
+
 class Grouped(Wrapper):
     name = "grouped"
 
@@ -28,8 +34,7 @@ class Grouped(Wrapper):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        if not isinstance(per_step, int) or isinstance(per_step, bool) or per_step < 1:
-            raise ConfigError(f"update.per_step={per_step!r} must be a positive integer (batches per Lightning step)")
+        check_per_step("per_step", per_step)
         super().__init__(inner, gradient_clip_val, gradient_clip_algorithm)
         if inner.automatic:
             raise ConfigError(
