@@ -60,6 +60,7 @@ def test_stacked_kernels_benchmark_times_every_candidate(bench_dir, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = json.loads((bench_dir / "stacked-kernels-cpu.json").read_text())["rows"]
     names = ["per member fused", "block-diagonal fused", "batched loop", "batched loop, scripted"]
+    names.append("batched loop, backward written out")
     assert [r["candidate"] for r in rows] == names and last["hidden=4,per member fused"] == 1.0
     assert all(r["ms (median)"] > 0 for r in rows)
     # every candidate computes the members' own LSTMs: the same last states and gradients (float32 rounding)
@@ -73,6 +74,14 @@ def test_the_kernels_benchmark_compares_what_each_candidate_computes():
     assert stacked_kernels.difference(runs["block-diagonal fused"](), reference) < 1e-5
     last, grads = runs["batched loop"]()
     assert stacked_kernels.difference((last.flip(0), grads), reference) > 1e-3  # members swapped
+
+
+def test_the_written_out_backward_is_the_lstms_gradient_at_every_step():
+    """WrittenOut's hand-written backward through time against numerical gradients (float64), with a loss that
+    reads every step's h, so the gradient flowing in at each step is checked, not the last step's alone."""
+    pre = torch.randn(2, 5, 3, 4 * 4, dtype=torch.float64, requires_grad=True)
+    w_hh = (0.5 * torch.randn(2, 4 * 4, 4, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(stacked_kernels.WrittenOut.apply, (pre, w_hh))
 
 
 def test_the_kernels_benchmark_refuses_cuda_without_a_gpu(monkeypatch):

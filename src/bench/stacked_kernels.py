@@ -16,6 +16,10 @@ in their weights' gradients, relative to the largest value of each (what says wh
                            then a Python time loop of batched matrix products over the members (what vmap of the
                            step-by-step LSTM amounts to)
     batched loop, scripted the same loop compiled by TorchScript
+    batched loop, backward written out
+                           the same loop run without autograd, its backward through time written by hand (what a
+                           stacked LSTM kernel of the suite's own would do: no graph recorded per step, the
+                           recurrent weights' gradient as one batched product over all steps)
 
 Members cannot be folded into the batch dimension here: that needs shared weights, and members differ in theirs.
 The record: benchmarks/stacked-kernels-<device>.md.
@@ -44,6 +48,62 @@ def lstm_loop(pre: torch.Tensor, w_hh: torch.Tensor, h: torch.Tensor, c: torch.T
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
     return h
+
+
+class WrittenOut(torch.autograd.Function):
+    """The batched loop with its backward through time written by hand: pre [S, T, B, 4H] (input projections,
+    biases in), w_hh [S, 4H, H] -> every step's h [S, T, B, H]. Gates in torch's order (i, f, g, o); the
+    forward keeps the activated gates, cell states and tanh of the cell states that the backward reads."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
+        members, steps, batch, width = pre.shape
+        hidden = width // 4
+        gates = pre.new_empty(members, steps, batch, width)
+        cells = pre.new_zeros(members, steps + 1, batch, hidden)  # [:, 0]: the zero initial state
+        tanh_cells = pre.new_empty(members, steps, batch, hidden)
+        hs = pre.new_zeros(members, steps + 1, batch, hidden)
+        for t in range(steps):
+            z = torch.baddbmm(pre[:, t], hs[:, t], w_hh.transpose(1, 2))
+            a = gates[:, t]
+            torch.sigmoid(z, out=a)
+            torch.tanh(z[..., 2 * hidden : 3 * hidden], out=a[..., 2 * hidden : 3 * hidden])
+            i, f, g, o = a.chunk(4, -1)
+            torch.mul(f, cells[:, t], out=cells[:, t + 1])
+            cells[:, t + 1].addcmul_(i, g)
+            torch.tanh(cells[:, t + 1], out=tanh_cells[:, t])
+            torch.mul(o, tanh_cells[:, t], out=hs[:, t + 1])
+        ctx.save_for_backward(gates, cells, tanh_cells, hs, w_hh)
+        return hs[:, 1:]
+
+    @staticmethod
+    def backward(ctx, d_hs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gates, cells, tanh_cells, hs, w_hh = ctx.saved_tensors
+        members, steps, batch, width = gates.shape
+        hidden = width // 4
+        d_pre = gates.new_empty(members, steps, batch, width)
+        dh, dc = hs.new_zeros(members, batch, hidden), hs.new_zeros(members, batch, hidden)
+        for t in reversed(range(steps)):
+            dh = dh + d_hs[:, t]
+            a, tc = gates[:, t], tanh_cells[:, t]
+            i, f, g, o = a.chunk(4, -1)
+            dc = dc + dh * o * (1 - tc * tc)
+            d = d_pre[:, t]
+            d_i, d_f, d_g, d_o = d.chunk(4, -1)
+            torch.mul(dc, g, out=d_i)
+            torch.mul(dc, cells[:, t], out=d_f)
+            torch.mul(dc, i, out=d_g)
+            torch.mul(dh, tc, out=d_o)
+            slope = a * (1 - a)  # sigmoid's, then tanh's for the g gate
+            torch.mul(g, g, out=slope[..., 2 * hidden : 3 * hidden]).neg_().add_(1)
+            d.mul_(slope)
+            dc = dc * f
+            dh = torch.bmm(d, w_hh)
+        steps_batch = steps * batch
+        d_w_hh = torch.bmm(
+            d_pre.view(members, steps_batch, width).transpose(1, 2), hs[:, :-1].reshape(members, steps_batch, hidden)
+        )
+        return d_pre, d_w_hh
 
 
 def candidates(members: int, batch: int, hidden: int, device: torch.device) -> dict:
@@ -122,6 +182,12 @@ def candidates(members: int, batch: int, hidden: int, device: torch.device) -> d
 
         return run
 
+    def written_out():
+        pre = torch.einsum("sbtf,sgf->stbg", x, w_ih) + bias[:, None, None]
+        last = WrittenOut.apply(pre, w_hh)[:, -1]
+        last.sum().backward()
+        return last.detach(), stacked_grads()
+
     found = {"per member fused": per_member}
     if streams:
         found["per member fused, one CUDA stream each"] = per_member_streams
@@ -129,6 +195,7 @@ def candidates(members: int, batch: int, hidden: int, device: torch.device) -> d
         "block-diagonal fused": block_diagonal,
         "batched loop": batched(lstm_loop),
         "batched loop, scripted": batched(scripted),
+        "batched loop, backward written out": written_out,
     }
     return found
 
