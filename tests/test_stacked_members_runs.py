@@ -272,3 +272,24 @@ def test_a_2x2_multirun_has_4_wandb_runs_with_their_own_settings_and_4_curves(tm
     for row in section.rows:
         curves = row_curves(row, ["train/loss", "val/acc"])
         assert {column: curve.seeds for column, curve in curves.items()} == {"train/loss": 2, "val/acc": 2}
+
+
+def logged_where(run_dir: Path) -> set[tuple[int, str]]:
+    """(step, column) of every value in a run's CSV curves."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return {(int(row["step"]), k) for row in csv.DictReader(f) for k, v in row.items() if v and k != "step"}
+
+
+def test_a_members_curves_are_its_single_runs_on_a_task_without_training_metrics(tmp_path):
+    """A regression task logs no training epoch metric, so the job's throughput at an epoch's end arrives alone at
+    the members' loggers: each member gets it, as its single run logs it (it reached none before)."""
+    args = ["dataset=sine", "cell=gru", "cell.hidden_size=8", "debug=limit", "logger=csv"]
+    args.append("trainer.enable_progress_bar=false")
+    job = run_cli("seeds=[1,2]", *args, f"hydra.run.dir={tmp_path / 'job'}")
+    assert job.returncode == 0, job.stderr[-3000:]
+    single = run_cli("seed=2", *args, f"hydra.run.dir={tmp_path / 'single'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    expected = logged_where(tmp_path / "single")
+    assert {k for _, k in expected} >= {"perf/train_samples_per_s", "train/loss", "val/loss", "test/loss"}
+    for seed in (1, 2):
+        assert logged_where(tmp_path / "job" / f"seed={seed}") == expected

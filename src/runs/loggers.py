@@ -60,9 +60,12 @@ class MemberLoggers(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         shared = {k: v for k, v in metrics.items() if not any(k.startswith(p) for p in self.prefixes)}
-        for prefix, loggers in zip(self.prefixes, self.loggers):
-            own = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
-            if own:
+        owns = [{k[len(p) :]: v for k, v in metrics.items() if k.startswith(p)} for p in self.prefixes]
+        # The job's values alone (its throughput at the end of an epoch of a task with no training metric of its
+        # own) are every member's; otherwise only the members that logged here get them.
+        everyone = not any(owns)
+        for own, loggers in zip(owns, self.loggers):
+            if own or everyone:
                 for logger in loggers:
                     logger.log_metrics({**shared, **own}, step)
 
