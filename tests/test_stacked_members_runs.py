@@ -51,6 +51,17 @@ def seeds_job(tmp_path_factory) -> Path:
     return job
 
 
+def test_the_jobs_model_summary_is_a_members(seeds_job):
+    """The summary of a stacked job is its members' architecture (one member's rows and parameters, headed as each
+    member's), as its single run shows it, not the job's one row of S tasks."""
+    log = (seeds_job / "train.log").read_text()
+    summary = log[log.index("model summary") :].split("Total params")[0]
+    assert summary.startswith("model summary (each of the 2 members):")
+    assert "RecurrentStack" in summary and "ModuleList" not in summary
+    params = json.loads((seeds_job / "seed=1" / "metrics.json").read_text())["params"]
+    assert summary.splitlines()[-1].split()[0] == f"{params / 1000:.1f}"  # one member's total, as Lightning rounds it
+
+
 def test_each_member_has_the_wandb_run_of_its_single_run(seeds_job, tmp_path):
     assert not (seeds_job / "wandb").exists()  # the job itself: no W&B run of its own
     for seed in (1, 2):

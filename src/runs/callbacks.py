@@ -72,10 +72,18 @@ class Throughput(L.Callback):
 class ModelSummary(LightningModelSummary):
     """Lightning's model summary, as a plain table on the console and in train.log, without the FLOPs column and
     total: Lightning counts FLOPs only for a module with an example_input_array (the suite's have none), so they
-    would all read 0."""
+    would all read 0. A stacked job's (src/runs/seeds.py StackedTask: its members in `tasks`) is the summary of
+    one member, headed as each member's: the job's own would be one row, the list of S tasks."""
 
-    @staticmethod
+    members = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tasks = getattr(pl_module, "tasks", None)
+        self.members = len(tasks) if isinstance(tasks, torch.nn.ModuleList) else 0
+        super().on_fit_start(trainer, tasks[0] if self.members else pl_module)
+
     def summarize(
+        self,
         summary_data: list[tuple[str, list[str]]],
         total_parameters: int,
         trainable_parameters: int,
@@ -88,7 +96,8 @@ class ModelSummary(LightningModelSummary):
         table = model_summary_table(
             columns, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops
         )
-        log.info("model summary:\n" + table)
+        each = f" (each of the {self.members} members)" if self.members else ""
+        log.info(f"model summary{each}:\n" + table)
 
 
 class FiniteLoss(L.Callback):
