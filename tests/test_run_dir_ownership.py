@@ -5,6 +5,7 @@ never read, and a failed resume never replaces a finished record. Every bad file
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import struct
@@ -206,15 +207,36 @@ def finished(cfg_factory, run: Path, *extra: str) -> dict:
     return record
 
 
+@pytest.fixture
+def job_log(tmp_path):
+    """The log file Hydra's job logging gives a job run from the command line (<tmp_path>/train.log), for a job
+    called in-process; the root logger's handlers as they were afterwards."""
+    from src.runs.console import RunLogFile
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    handler = RunLogFile(str(tmp_path / "train.log"), delay=True)
+    handler.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield tmp_path / "train.log"
+    for extra in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(extra)
+        extra.close()
+    root.setLevel(level)
+
+
 @pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "one-by-one"])
-def test_a_seeds_job_leaves_a_members_dir_holding_another_run_as_it_is(cfg_factory, tmp_path, stacked, capsys):
-    """seeds=[1,2] where seed=1/ holds another config's finished run: that run's files stay byte for byte, seed 1
-    fails alone with the refusal, seed 2 trains, and the job exits 1. Before: stacked, the whole job was refused
-    (seed 2 recorded failed with seed 1's refusal); one by one (seeds that cannot stack: dropout), the other run's
-    metrics.json and .hydra/ were rewritten as seed 1's and reported ok."""
+def test_a_seeds_job_leaves_a_members_dir_holding_another_run_as_it_is(cfg_factory, tmp_path, stacked, capsys, job_log):
+    """seeds=[1,2] where seed=1/ holds another config's finished run: that run's files stay byte for byte (its log
+    too: no line of this job goes into it), seed 1 fails alone with the refusal, seed 2 trains, with the job's log
+    in its dir, and the job exits 1. Before: stacked, the whole job was refused (seed 2 recorded failed with seed
+    1's refusal); one by one (seeds that cannot stack: dropout), the other run's metrics.json and .hydra/ were
+    rewritten as seed 1's and reported ok."""
     from src.runs import seeds
 
     finished(cfg_factory, tmp_path / "seed=1", "cell=rnn")
+    (tmp_path / "seed=1" / "train.log").write_text("the other run's log\n")
     before = snapshot(tmp_path / "seed=1")
     apart = [] if stacked else ["depth=2", "stack.dropout=0.2"]
     with pytest.raises(SystemExit) as ended:
@@ -225,6 +247,32 @@ def test_a_seeds_job_leaves_a_members_dir_holding_another_run_as_it_is(cfg_facto
     assert "error: seed=1 failed: ConfigError: run dir" in said.err and "holds a run of another config" in said.err
     assert snapshot(tmp_path / "seed=1") == before
     assert read_record(tmp_path / "seed=2" / "metrics.json")["update"].startswith("stacked(" if stacked else "grouped(")
+    assert "result of seed=2: val/acc_best" in (tmp_path / "seed=2" / "train.log").read_text()
+    assert "result of seed=2: val/acc_best" in job_log.read_text()  # the job's own log, in its dir
+
+
+def test_a_seeds_job_refused_a_single_runs_dir_leaves_it_as_it_was(cfg_factory, tmp_path):
+    """seeds=[1,2] pointed at a single run's dir: refused in one line naming the dir and the run, before any line
+    of its log, any member dir or any curve lands among that run's files. Before: the job's log was appended to
+    that run's train.log and seed=1/, seed=2/ were made beside its checkpoints."""
+    run = tmp_path / "run"
+    finished(cfg_factory, run, "cell=rnn")
+    (run / "train.log").write_text("the run's own log\n")
+    before = snapshot(run)
+    done = run_cli(*SAVED, "seeds=[1,2]", f"hydra.run.dir={run}")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith(f"error: run dir {run} holds a run, dataset=digits cell=rnn")
+    assert "hydra.run.dir=<dir>" in done.stderr and done.stderr.count("\n") == 1
+    assert snapshot(run) == before
+
+
+def test_a_seeds_jobs_log_planted_as_a_link_is_refused_and_not_written_through(cfg_factory, tmp_path, victim, job_log):
+    from src.runs import seeds
+
+    (tmp_path / "train.log").symlink_to(victim)
+    said = refusal(lambda: seeds.run(cfg_factory(*SAVED, "seeds=[1,2]", out=tmp_path)))
+    assert re.match(f"{tmp_path}/train.log {LINK}", said), said
+    assert victim.read_text() == "precious\n" and not (tmp_path / "seed=1").exists()
 
 
 def test_a_packed_multiruns_job_whose_dir_holds_another_run_fails_alone(cfg_factory, tmp_path):

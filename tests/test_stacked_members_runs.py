@@ -62,6 +62,18 @@ def test_the_jobs_model_summary_is_a_members(seeds_job):
     assert summary.splitlines()[-1].split()[0] == f"{params / 1000:.1f}"  # one member's total, as Lightning rounds it
 
 
+def test_each_members_dir_holds_the_jobs_log_as_its_single_runs_holds_its_own(seeds_job):
+    """<member dir>/train.log: the job's log from the member's start (the model summary, its result), as a packed
+    member's dir holds its pack's; the job's own log stays in the job's dir."""
+    job_log = (seeds_job / "train.log").read_text()
+    for seed in (1, 2):
+        log = (seeds_job / f"seed={seed}" / "train.log").read_text()
+        record = json.loads((seeds_job / f"seed={seed}" / "metrics.json").read_text())
+        assert "model summary (each of the 2 members):" in log
+        assert f"result of seed={seed}: val/acc_best {record['val/acc_best']:.4g}" in log
+        assert log.splitlines()[-1] in job_log
+
+
 def test_each_member_has_the_wandb_run_of_its_single_run(seeds_job, tmp_path):
     assert not (seeds_job / "wandb").exists()  # the job itself: no W&B run of its own
     for seed in (1, 2):

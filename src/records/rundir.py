@@ -241,6 +241,27 @@ def check_claimable(out: str | Path, config_hash: str, resuming: bool) -> dict |
     return previous
 
 
+def check_job_dir(out: str | Path) -> None:
+    """A seeds=[...] job's dir holds its log and its members' dirs (seed=<s>/), never a run's own files: a dir
+    holding a run's record (a single run's dir) is refused, as is a link at its top (the job's log, planted as
+    one); nothing is touched."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    for path in sorted(out.iterdir()):
+        if path.is_symlink() and path.name != WANDB:
+            raise link_error(path)
+    if (out / RECORD).exists():
+        try:
+            whose = _describe(read_record(out / RECORD))
+        except RecordError as e:
+            whose = f"a damaged record: {e}"
+        raise ConfigError(
+            f"run dir {out} holds a run, {whose}; seeds=[...] would put its members' dirs and its log among that "
+            f"run's files. Choose another dir with hydra.run.dir=<dir>"
+        )
+
+
 def _claim(out: Path, config_hash: str, resuming: bool, fields: dict[str, Any], lock: int) -> Claim:
     previous = check_claimable(out, config_hash, resuming)
     moved, history = None, []

@@ -97,11 +97,12 @@ class RunLogFile(logging.FileHandler):
 
 
 class _HeldLog(logging.handlers.MemoryHandler):
-    """The run's log file, held in memory until the run dir is known to be the run's own (`release_run_log`)."""
+    """A run's log file, held in memory until its run dir is known to be the run's own (`release_run_log`)."""
 
-    def __init__(self, file: logging.FileHandler):
+    def __init__(self, file: logging.FileHandler, member: bool = False):
         super().__init__(capacity=1 << 30, flushLevel=logging.CRITICAL + 1, target=None, flushOnClose=False)
-        self.file = file
+        self.file, self.member = file, member
+        self.dir = os.path.dirname(file.baseFilename)
 
 
 def hold_run_log() -> None:
@@ -115,20 +116,42 @@ def hold_run_log() -> None:
             root.addHandler(_HeldLog(handler))
 
 
-def release_run_log(keep: bool) -> None:
-    """keep: the run dir is the run's own, and its log gets every line held so far and the rest; else the lines
-    are dropped and the file is never opened."""
+def hold_member_logs(dirs: list[Path]) -> None:
+    """A stacked job's members each get the job's log in their own dir (<member dir>/train.log, as the job's log
+    file is named and formatted), as their single runs would have theirs; each held until its member claims its
+    dir (`release_run_log(within=<member dir>)`). Nothing where the job has no log file (an in-process call)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, _HeldLog):
-            root.removeHandler(handler)
-            if keep:
-                handler.setTarget(handler.file)
-                handler.flush()
-                root.addHandler(handler.file)
-            else:
-                handler.buffer.clear()
-                handler.file.close()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    files += [h.file for h in root.handlers if isinstance(h, _HeldLog)]
+    if not files:
+        return
+    template, name = files[0], os.path.basename(files[0].baseFilename)
+    for folder in dirs:
+        handler = RunLogFile(str(Path(folder) / name), delay=True)
+        handler.setFormatter(template.formatter)
+        handler.setLevel(template.level)
+        root.addHandler(_HeldLog(handler, member=True))
+
+
+def release_run_log(keep: bool, within: str | Path | None = None) -> None:
+    """keep: the run dir is the run's own, and its log gets every line held so far and the rest; else the lines
+    are dropped and the file is never opened. within: only the log held for that dir (a stacked job's member:
+    each claims its own; never another member's), or, in a job without members, its log held elsewhere (a
+    single run's, with paths.output_dir set apart from Hydra's dir); None: every held log."""
+    root = logging.getLogger()
+    held = [h for h in root.handlers if isinstance(h, _HeldLog)]
+    if within is not None:
+        own = [h for h in held if h.dir == os.path.abspath(within)]
+        held = own or ([] if any(h.member for h in held) else held)
+    for handler in held:
+        root.removeHandler(handler)
+        if keep:
+            handler.setTarget(handler.file)
+            handler.flush()
+            root.addHandler(handler.file)
+        else:
+            handler.buffer.clear()
+            handler.file.close()
 
 
 def _writable(folder: Path) -> bool:

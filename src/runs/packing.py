@@ -281,16 +281,7 @@ def member_names(jobs: list[Job]) -> list[str]:
 
 def member_logs(jobs: list[Job]) -> None:
     """Every member's train.log gets the pack's log (the first's is the one job logging opened): each run dir
-    holds its run's log, as an unpacked job's does. Held, like the first's, until the dirs are claimed."""
-    from src.runs.console import RunLogFile
+    holds its run's log, as an unpacked job's does. Held, like the first's, until each dir is claimed."""
+    from src.runs.console import hold_member_logs
 
-    root = logging.getLogger()
-    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
-    if not files:
-        return
-    name = Path(files[0].baseFilename).name
-    for job in jobs[1:]:
-        handler = RunLogFile(str(job.dir / name), delay=True)
-        handler.setFormatter(files[0].formatter)
-        handler.setLevel(files[0].level)
-        root.addHandler(handler)
+    hold_member_logs([job.dir for job in jobs[1:]])

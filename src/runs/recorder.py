@@ -54,7 +54,7 @@ class Recorder:
             self.record.update(wandb_id=self.claimed.record["wandb_id"], started_at=self.claimed.record["started_at"])
             if "resumed" in self.claimed.record:
                 self.record["resumed"] = self.claimed.record["resumed"]
-        console.release_run_log(keep=True)  # the dir is the run's own: its log gets the lines held so far
+        console.release_run_log(keep=True, within=self.out)  # the dir is the run's own: its log gets the lines held
         if self.claimed is not None:
             self.write_hydra_files()
 
@@ -71,7 +71,7 @@ class Recorder:
             self.claimed = rundir.claim_if_fresh(self.out)  # record the failure where that overwrites nothing
             if self.claimed is not None:
                 self.write_hydra_files()
-        console.release_run_log(keep=self.claimed is not None or rank_zero_only.rank != 0)
+        console.release_run_log(keep=self.claimed is not None or rank_zero_only.rank != 0, within=self.out)
 
     def close(self) -> None:
         self.record["wall_s"] = round(time.perf_counter() - self.started, 3)

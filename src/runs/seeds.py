@@ -757,10 +757,19 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
     """src.train's main for seeds=[...]: train_seeds (its errors raised, for src.train to say). Returns the
     mean over the members of their best monitored value (for Optuna-style sweepers); outside a multirun, exits 1
     once a member failed, naming each."""
+    from src.runs import console
     from src.runs.sweeps import completed_record, log_job
 
     done = []  # a sweep run again: the members that already finished (skip_completed)
     seeds = check_seeds(OmegaConf.to_container(cfg.seeds) if OmegaConf.is_config(cfg.seeds) else cfg.seeds)
+    out = Path(cfg.paths.output_dir)
+    console.hold_run_log()  # the job's log: not a line in a dir that is another run's
+    try:
+        rundir.check_job_dir(out)
+    except ConfigError:
+        console.release_run_log(keep=False)
+        raise
+    console.release_run_log(keep=True, within=out)
     for seed in seeds if identity.in_multirun() else ():  # (completed_record: only a multirun's jobs are skipped)
         if (record := completed_record(member_in_its_dir(cfg, seed))) is not None:
             done.append(record)
@@ -772,7 +781,17 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
         cfg = copy.deepcopy(cfg)
         with open_dict(cfg):
             cfg.seeds = [s for s in seeds if s not in {r["seed"] for r in done}]
-    records = train_seeds(cfg, single)
+    # each member's own log, held until it claims its dir: none for a member that is skipped or refused
+    console.hold_member_logs([out / f"seed={s}" for s in cfg.seeds])  # member_in_its_dir's dirs
+    try:
+        records = train_seeds(cfg, single)
+    finally:
+        console.release_run_log(keep=False)  # still held: a member's that never claimed its dir (refused, done)
+    from src.runs.recorder import result_line
+
+    for record in records:
+        if record["status"] == "ok":
+            log.info(f"result of seed={record['seed']}: {result_line(record)}")
     failed = [r for r in records if r["status"] != "ok"]
     log_job(cfg, "failed" if failed else "ok")
     for record in records:
