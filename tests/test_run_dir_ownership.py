@@ -261,7 +261,7 @@ def test_a_seeds_job_refused_a_single_runs_dir_leaves_it_as_it_was(cfg_factory, 
     before = snapshot(run)
     done = run_cli(*SAVED, "seeds=[1,2]", f"hydra.run.dir={run}")
     assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.startswith(f"error: run dir {run} holds a run, dataset=digits cell=rnn")
+    assert done.stderr.startswith(f"error: {run} holds a run, dataset=digits cell=rnn")
     assert "hydra.run.dir=<dir>" in done.stderr and done.stderr.count("\n") == 1
     assert snapshot(run) == before
 
@@ -454,3 +454,26 @@ def test_a_failed_resume_never_replaces_the_finished_run(cfg_factory, tmp_path, 
     assert torch.load(attempt / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3  # kept, not lost
     kept = {k: v for k, v in after.items() if not k.startswith("previous_attempts/")}
     assert kept == before  # the finished record, .hydra/, checkpoints and csv rows as they were (main: "failed")
+
+
+@pytest.mark.parametrize("planted", ["a single run", "multirun.yaml as a link"])
+def test_a_multiruns_sweep_dir_that_is_not_its_own_is_refused_and_nothing_changes(
+    cfg_factory, tmp_path, victim, planted
+):
+    """hydra.sweep.dir pointed at a single run's dir, or holding multirun.yaml planted as a link: refused in one
+    line (exit code 2) before Hydra writes multirun.yaml or any job runs. Before: Hydra wrote the sweep's config
+    through the link (the file elsewhere overwritten), and the jobs' dirs and ledger went among the run's files."""
+    sweep = tmp_path / "sweep"
+    if planted == "a single run":
+        finished(cfg_factory, sweep, "cell=rnn")
+        expected = f"error: {sweep} holds a run, dataset=digits cell=rnn"
+    else:
+        sweep.mkdir()
+        (sweep / "multirun.yaml").symlink_to(victim)
+        expected = f"error: {sweep}/multirun.yaml is a symbolic link (-> {victim})"
+    before, names = snapshot(sweep), sorted(p.name for p in sweep.iterdir())
+    done = run_cli("-m", *SAVED, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 2 and done.stderr.startswith(expected), done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1
+    assert snapshot(sweep) == before and sorted(p.name for p in sweep.iterdir()) == names
+    assert victim.read_text() == "precious\n"

@@ -48,6 +48,9 @@ LOCK = ".rnn_bench.lock"
 # What Hydra itself writes into a job's dir before the run starts (its log), and the lock: not a run's results.
 NOT_RESULTS = (LOCK, ATTEMPTS)
 WANDB = "wandb"  # W&B's folder: it makes links of its own inside (latest-run, debug.log)
+# What a dir of runs writes at its top (a sweep's config and ledger, a seeds=[...] job's log and curves), and a
+# run's record (a single run's dir): never through a link.
+DIR_OF_RUNS_FILES = {"multirun.yaml", ".jobs", "train.log", "csv", "tensorboard", WANDB, RECORD}
 
 
 @dataclass
@@ -241,15 +244,17 @@ def check_claimable(out: str | Path, config_hash: str, resuming: bool) -> dict |
     return previous
 
 
-def check_job_dir(out: str | Path) -> None:
-    """A seeds=[...] job's dir holds its log and its members' dirs (seed=<s>/), never a run's own files: a dir
-    holding a run's record (a single run's dir) is refused, as is a link at its top (the job's log, planted as
-    one); nothing is touched."""
+def check_dir_of_runs(out: str | Path, what: str, key: str) -> None:
+    """A dir that holds runs' dirs (a seeds=[...] job's, a multirun's) and files of its own (a job's log, a sweep's
+    multirun.yaml and ledger), never a run's own files: a dir holding a run's record (a single run's dir) is
+    refused, as is a link at its top where it writes (a file or folder of its own planted as one: Hydra writes
+    multirun.yaml through a link), but for a run's dir linked in (a scratch disk); nothing is touched.
+    what: "seeds=[...] would put its members' dirs and its log", ...; key: the setting that moves it."""
     out = Path(out)
     if not out.is_dir():
         return
     for path in sorted(out.iterdir()):
-        if path.is_symlink() and path.name != WANDB:
+        if path.is_symlink() and (path.name in DIR_OF_RUNS_FILES or not path.is_dir()):
             raise link_error(path)
     if (out / RECORD).exists():
         try:
@@ -257,8 +262,7 @@ def check_job_dir(out: str | Path) -> None:
         except RecordError as e:
             whose = f"a damaged record: {e}"
         raise ConfigError(
-            f"run dir {out} holds a run, {whose}; seeds=[...] would put its members' dirs and its log among that "
-            f"run's files. Choose another dir with hydra.run.dir=<dir>"
+            f"{out} holds a run, {whose}; {what} among that run's files. Choose another dir with {key}=<dir>"
         )
 
 

@@ -765,7 +765,7 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
     out = Path(cfg.paths.output_dir)
     console.hold_run_log()  # the job's log: not a line in a dir that is another run's
     try:
-        rundir.check_job_dir(out)
+        rundir.check_dir_of_runs(out, "seeds=[...] would put its members' dirs and its log", "hydra.run.dir")
     except ConfigError:
         console.release_run_log(keep=False)
         raise

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.common.errors import ConfigError, described, user_error
 from src.common.files import atomic_write_text, probe_writable
 from src.common.paths import CONF_DIR
+from src.records import rundir
 from src.records.identity import in_multirun
 from src.runs import commands
 
@@ -254,13 +255,21 @@ class SweepSummary(Callback):
 
 class OutputDirCheck(Callback):
     """Before Hydra creates the run (or sweep) dir: it must be creatable and writable, else one line naming it
-    and the fix, and exit 2 (Hydra's own attempt would end in its traceback)."""
+    and the fix, and exit 2 (Hydra's own attempt would end in its traceback). A sweep dir must not be a single
+    run's dir, nor hold a link at its top (src/records/rundir.py check_dir_of_runs)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+        try:  # before Hydra writes multirun.yaml into it
+            rundir.check_dir_of_runs(
+                config.hydra.sweep.dir, "this multirun would put its jobs' dirs and its files", "hydra.sweep.dir"
+            )
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
     @staticmethod
     def _check(directory: str, key: str) -> None:
