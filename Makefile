@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 ARGS ?=
+TEST_WORKERS ?= 2
 SWEEP ?= quick
 SWEEP_DIR ?=
 BENCH ?= overhead
@@ -34,12 +35,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 # Lint and format are checked first (ruff, configured in pyproject.toml; `make format` fixes what it can), then
-# the docs site is built with --strict: a broken link or a missing page fails the tests.
+# the docs site is built with --strict: a broken link or a missing page fails the tests. The tests run in
+# TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0: one process), a test file to a process (--dist loadfile), so a
+# file's module fixtures (a job its tests read) are built once.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE_DIR)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # make docs: serve the documentation site (mkdocs.yml, docs/) at http://127.0.0.1:8000, rebuilt on every edit.
 docs: install
