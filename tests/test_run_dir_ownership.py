@@ -477,3 +477,26 @@ def test_a_multiruns_sweep_dir_that_is_not_its_own_is_refused_and_nothing_change
     assert done.stderr.count("\n") == 1
     assert snapshot(sweep) == before and sorted(p.name for p in sweep.iterdir()) == names
     assert victim.read_text() == "precious\n"
+
+
+def test_the_leaderboard_never_writes_through_a_link_planted_in_its_dir(cfg_factory, tmp_path, capsys):
+    """src.compare writes leaderboard.md, leaderboard.csv and plots/ into the sweep's dir: plots/ planted as a link
+    to another folder is refused in one line before anything is written (its files there were replaced), and a
+    `.write_test` planted as a dangling link is never followed (the probe created the file it points at)."""
+    from src.compare.report import main as compare
+
+    sweep = tmp_path / "sweep"
+    finished(cfg_factory, sweep / "job")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "digits_bars.png").write_bytes(b"precious")
+    (sweep / ".write_test").symlink_to(tmp_path / "created-elsewhere.txt")
+    (sweep / "plots").symlink_to(elsewhere, target_is_directory=True)
+    assert compare([str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {sweep}/plots is a symbolic link (-> {elsewhere})") and err.count("\n") == 1
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["digits_bars.png"]
+    assert (elsewhere / "digits_bars.png").read_bytes() == b"precious" and not (sweep / "leaderboard.md").exists()
+    (sweep / "plots").unlink()
+    assert compare([str(sweep)]) == 0
+    assert (sweep / "plots" / "digits_bars.png").is_file() and not (tmp_path / "created-elsewhere.txt").exists()

@@ -36,7 +36,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.common.files import atomic_write, atomic_write_text
+from src.common.errors import ConfigError
+from src.common.files import atomic_write, atomic_write_text, probe_writable, refuse_links
 from src.compare.leaderboard import (
     BASELINE_COLOUR,
     BASELINE_MARGIN,
@@ -141,7 +142,7 @@ def write_markdown(
             "",
         ]
     text = "\n".join(md)
-    atomic_write_text(out / "leaderboard.md", text)
+    atomic_write_text(out / "leaderboard.md", text, within=out)
     return text
 
 
@@ -202,7 +203,7 @@ def write_csv(sections: list[Section], out: Path) -> None:
                     ended_text(row),
                 ]
             )
-    atomic_write_text(out / "leaderboard.csv", buffer.getvalue())
+    atomic_write_text(out / "leaderboard.csv", buffer.getvalue(), within=out)
 
 
 def write_plots(section: Section, out: Path) -> bool:
@@ -239,7 +240,7 @@ def write_plots(section: Section, out: Path) -> bool:
         f"{section.dataset} ({section.task})"
         + (f"; dashed: baseline {section.baseline.mean:.4g}, hatched: not better" if section.baseline else "")
     )
-    atomic_write(plots / f"{section.slug}_bars.png", lambda tmp: save(fig, tmp))
+    atomic_write(plots / f"{section.slug}_bars.png", lambda tmp: save(fig, tmp), within=out)
 
     # Runs trained with +diagnostics=gradients: their gradient-flow curves overlaid, one line per run (issue 10).
     from src.diagnostics.report import plot_gradient_flow
@@ -282,7 +283,7 @@ def write_plots(section: Section, out: Path) -> bool:
         handles, names = axes[1].get_legend_handles_labels()
     fig.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(0.77, 0.5))
     fig.suptitle(f"{section.dataset} ({section.task})")
-    atomic_write(plots / f"{section.slug}_curves.png", lambda tmp: save(fig, tmp))
+    atomic_write(plots / f"{section.slug}_curves.png", lambda tmp: save(fig, tmp), within=out)
     return True
 
 
@@ -353,13 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or default_out(args.dirs)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / ".write_test").touch()
-        (out / ".write_test").unlink()
+        probe_writable(out)
     except OSError as e:
         print(
             f"error: cannot write the leaderboard to {out} ({e.strerror or e}); choose another with --out <dir>",
             file=sys.stderr,
         )
+        return 2
+    try:  # what it writes in `out`, never through a link planted there (plots/ would lead its files elsewhere)
+        for name in ("leaderboard.md", "leaderboard.csv", "plots", "dashboard.html"):
+            refuse_links(out / name, out)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     verdict = SignificanceOptions(args.significance or "", args.test, args.alpha, args.correction)
     tune = [key for keys in args.tune for key in keys.split(",") if key]
