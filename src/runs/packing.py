@@ -216,7 +216,8 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
     first = todo[0]
     HydraConfig.instance().cfg = first.hydra  # the pack's own settings (its Trainer, its log) are its first job's
     configure_log(first.config.hydra.job_logging, first.config.hydra.verbose)
-    member_logs(todo)
+    # each member's dir gets the pack's log, as an unpacked job's holds its own (the first's: job logging's file)
+    console.hold_member_logs([job.dir for job in todo[1:]])
     commands.mark_started()
     console.scratch_home()
     console.capture_warnings()
@@ -277,11 +278,3 @@ def member_names(jobs: list[Job]) -> list[str]:
     if len(set(names)) < len(names) or not all(names):
         return [job.dir.name for job in jobs]
     return names
-
-
-def member_logs(jobs: list[Job]) -> None:
-    """Every member's train.log gets the pack's log (the first's is the one job logging opened): each run dir
-    holds its run's log, as an unpacked job's does. Held, like the first's, until each dir is claimed."""
-    from src.runs.console import hold_member_logs
-
-    hold_member_logs([job.dir for job in jobs[1:]])
