@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -90,6 +91,21 @@ def test_a_multirun_over_lr_and_seed_is_one_stacked_job_equal_to_its_unpacked_jo
     assert ledger(packed) == ledger(unpacked) == sorted((n, "ok") for n in mine)
     rows = [[len(row.runs) for row in s.rows] for s in build_sections(find_runs([packed]))]
     assert rows == [[len(row.runs) for row in s.rows] for s in build_sections(find_runs([unpacked]))]
+
+
+def test_each_learning_rate_of_a_pack_is_summed_up_over_its_seeds_without_a_table_per_member(packed_and_not):
+    """The pack's log states, per learning rate, the mean ± std over its seeds of what each member's result line
+    states; Lightning's table of test values (a row per member and metric) is not printed."""
+    (packed, log), _ = packed_and_not
+    mine = records(packed)
+    for lr in ("0.01", "0.05"):
+        group = [r for name, r in mine.items() if f"optimizer.lr={lr}," in name]
+        (line,) = [line for line in log.splitlines() if f"optimizer.lr={lr} over 2 seeds: " in line]
+        for key in ("val/acc_best", "test/acc", "test/loss"):
+            values = [r[key] for r in group]
+            assert f"{key} {statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}" in line, key
+        assert "baseline" not in line
+    assert "Test metric" not in log
 
 
 def test_a_rerun_skips_finished_members_and_trains_only_a_missing_one(packed_and_not, tmp_path):

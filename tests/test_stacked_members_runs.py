@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,13 @@ def test_each_members_dir_holds_the_jobs_log_as_its_single_runs_holds_its_own(se
         assert "model summary (each of the 2 members):" in log
         assert f"result of seed={seed}: val/acc_best {record['val/acc_best']:.4g}" in log
         assert log.splitlines()[-1] in job_log
+    # the job's summary: each result line's values as mean ± std over the seeds
+    records = [json.loads((seeds_job / f"seed={s}" / "metrics.json").read_text()) for s in (1, 2)]
+    acc, loss = ([r[k] for r in records] for k in ("test/acc", "test/loss"))
+    summary = f"over 2 seeds: val/acc_best {statistics.mean(r['val/acc_best'] for r in records):.4g} ± "
+    assert summary in job_log
+    assert f"test/acc {statistics.mean(acc):.4g} ± {statistics.stdev(acc):.2g}" in job_log
+    assert f"test/loss {statistics.mean(loss):.4g} ± {statistics.stdev(loss):.2g}" in job_log
 
 
 def test_each_member_has_the_wandb_run_of_its_single_run(seeds_job, tmp_path):

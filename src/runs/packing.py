@@ -265,7 +265,33 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
                 value = float("-inf") if record.get("monitor_mode") == "max" else float("inf")
             returns[job.idx] = job.returned(value)
             callbacks.on_job_end(config=job.config, job_return=returns[job.idx])
+    log_spreads(todo, records)
     return returns
+
+
+def log_spreads(jobs: list[Job], records: list[dict[str, Any]]) -> None:
+    """Per setting of the pack (its members' own overrides but the seed) run with several seeds, the mean ± std of
+    their results: a learning-rate x seed pack's verdict per learning rate."""
+    from src.runs.recorder import spread_line
+
+    settings: dict[str, list[dict[str, Any]]] = {}
+    for job, record in zip(jobs, records):
+        if record["status"] == "ok":
+            own = [o for o in own_overrides(job) if override_key(o) != "seed"]
+            settings.setdefault(",".join(own), []).append(record)
+    for setting, group in settings.items():
+        if len(group) > 1:
+            log.info(f"{setting or 'the same setting'} over {len(group)} seeds: {spread_line(group)}")
+
+
+def override_key(override: str) -> str:
+    """The key an override sets (`+optimizer.betas=[...]` -> optimizer.betas)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def own_overrides(job: Job) -> list[str]:
+    """The job's overrides of the settings members of one pack may differ in (MEMBER_KEYS)."""
+    return [o for o in job.config.hydra.overrides.task if is_member_key(override_key(o))]
 
 
 def member_names(jobs: list[Job]) -> list[str]:
@@ -273,8 +299,7 @@ def member_names(jobs: list[Job]) -> list[str]:
     seed=1), or its dir's name where those do not tell the members apart."""
     names = []
     for job in jobs:
-        own = [o for o in job.config.hydra.overrides.task if is_member_key(o.split("=", 1)[0].lstrip("+~"))]
-        names.append(",".join(own))
+        names.append(",".join(own_overrides(job)))
     if len(set(names)) < len(names) or not all(names):
         return [job.dir.name for job in jobs]
     return names

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -124,7 +125,24 @@ def say_once(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def result_keys(record: dict[str, Any]) -> list[str]:
+    """What a run's result line states: its best monitored value and its test metrics (the chance line aside)."""
+    keys = [f"{record['monitor']}_best"] + sorted(k for k in record if k.startswith("test/") and "baseline" not in k)
+    return [k for k in keys if isinstance(record.get(k), float)]
+
+
 def result_line(record: dict[str, Any]) -> str:
     """The best monitored value and the test metrics, as the run's log states its result."""
-    keys = [f"{record['monitor']}_best"] + sorted(k for k in record if k.startswith("test/") and "baseline" not in k)
-    return ", ".join(f"{k} {record[k]:.4g}" for k in keys if isinstance(record.get(k), float))
+    return ", ".join(f"{k} {record[k]:.4g}" for k in result_keys(record))
+
+
+def spread_line(records: list[dict[str, Any]]) -> str:
+    """What result_line states of each run, as mean ± standard deviation (n - 1) over `records` (the seeds of one
+    setting, at least two): a stacked job's summary in place of a table of every member's every metric."""
+    keys = result_keys(records[0])
+    parts = []
+    for k in keys:
+        values = [r[k] for r in records if isinstance(r.get(k), float)]
+        if len(values) > 1:
+            parts.append(f"{k} {statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}")
+    return ", ".join(parts)

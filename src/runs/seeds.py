@@ -571,14 +571,13 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     return sorted([*trained, *refused.values()], key=lambda r: seeds.index(r["seed"]))
 
 
-def train_members(
-    job: DictConfig, members: list[Member], stacked: dict[str, Any], reason: str, verbose: bool = True
-) -> list[dict[str, Any]]:
+def train_members(job: DictConfig, members: list[Member], stacked: dict[str, Any], reason: str) -> list[dict[str, Any]]:
     """Fit `members` stacked (the job's Trainer: `job`'s settings, its loggers beside each member's own), test each
     on its best checkpoint in one pass, and leave each its ordinary run dir (Member.dir): metrics.json (status ok,
     or failed for a member that diverged; `stacked` recorded in it, `reason` in its update_reason), checkpoints,
     .hydra/, its CSV (and TensorBoard) curves. NotStackable (nothing written yet) where they cannot stack exactly;
-    the members' records otherwise. verbose=False: no table of the test values (Lightning's)."""
+    the members' records otherwise. Lightning's table of the test values is not printed (a row per member and
+    metric: 6,000 rows for 1,000 seeds, the names cut short); the caller logs each member's result line."""
     from src.models.sizing import sequence_steps, state_floats
     from src.runs.build import _floats, check_config
     from src.runs.recorder import Recorder
@@ -640,7 +639,7 @@ def train_members(
             if (state := checkpoints.best_weights(s)) is not None:
                 task.load_state_dict(state)
         if job.test:
-            trainer.test(host, datamodule=data, verbose=verbose)
+            trainer.test(host, datamodule=data, verbose=False)
         tested = _floats(trainer.callback_metrics)
         for s, (recorder, m) in enumerate(zip(recorders, members)):
             prefix = host.prefix(s)
@@ -787,11 +786,13 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
         records = train_seeds(cfg, single)
     finally:
         console.release_run_log(keep=False)  # still held: a member's that never claimed its dir (refused, done)
-    from src.runs.recorder import result_line
+    from src.runs.recorder import result_line, spread_line
 
     for record in records:
         if record["status"] == "ok":
             log.info(f"result of seed={record['seed']}: {result_line(record)}")
+    if len(ok := [r for r in done + records if r["status"] == "ok"]) > 1:
+        log.info(f"over {len(ok)} seeds: {spread_line(ok)}")
     failed = [r for r in records if r["status"] != "ok"]
     log_job(cfg, "failed" if failed else "ok")
     for record in records:
