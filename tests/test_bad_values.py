@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from src.common.errors import ConfigError, UserError
 from src.runs.build import build
@@ -88,6 +89,20 @@ def test_bad_value_is_one_config_error_naming_it(cfg_factory, tmp_path, override
     record = json.loads((tmp_path / "metrics.json").read_text())  # the dir was free: the failure is recorded
     assert record["status"] == "failed" and REFUSED[override] in record["error"]
     assert "epochs" not in record  # refused before training: nothing recorded as trained
+
+
+@pytest.mark.parametrize("override", ["trainer=gpu", "trainer.accelerator=cuda", "trainer=gpu_pool"])
+def test_a_gpu_asked_for_where_torch_sees_none_is_one_line_naming_the_fix(cfg_factory, tmp_path, monkeypatch, override):
+    """(Lightning's own words, "No supported gpu backend found!", name neither the setting nor the way out.) The
+    machine is made GPU-less for torch, so this runs the same on a GPU machine."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as refused:
+        train(cfg_factory(*QUICK, override))
+    message = str(refused.value)
+    assert message.startswith("trainer.accelerator=") and "torch sees no GPU" in message, message
+    assert "run on the CPU with trainer=cpu" in message and "\n" not in message
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
 
 
 def test_a_checkpoint_of_other_data_is_refused_when_resuming(cfg_factory, tmp_path):

@@ -263,6 +263,7 @@ def build_trainer(
     # Without a checkpoint callback of ours (callbacks=none) no checkpoint at all: Lightning would add its own.
     # (A stacked job's MemberCheckpoints is one too: src/runs/seeds.py.)
     checkpoints = any(isinstance(c, Checkpoint) for c in callbacks)
+    check_accelerator(cfg.trainer.get("accelerator"))
     trainer: L.Trainer = make(
         cfg.trainer,
         "trainer",
@@ -273,6 +274,22 @@ def build_trainer(
         **(step_counts(cfg, getattr(datamodule, "batches_per_step", 1), datamodule) if datamodule else {}),
     )
     return trainer
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """A GPU asked for where torch sees none, said in one line with the fix (Lightning's words name neither the
+    setting nor the way out)."""
+    import torch
+
+    if str(accelerator).lower() not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if str(accelerator).lower() == "gpu" and torch.backends.mps.is_available():  # Lightning's "gpu": CUDA or MPS
+        return
+    build = "a CPU-only build of torch" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no device found"
+    raise ConfigError(
+        f"trainer.accelerator={accelerator} (trainer=gpu, gpu_pool or ddp): torch sees no GPU on this machine "
+        f"(torch {torch.__version__}: {build}); run on the CPU with trainer=cpu (or trainer.accelerator=cpu)"
+    )
 
 
 def batch_groups(cfg: DictConfig, per_step: int) -> dict[str, Any]:
