@@ -54,7 +54,7 @@ sweep: install
 	$(BIN)/python -m src.train -m sweep=$(SWEEP) $(if $(SWEEP_DIR),hydra.sweep.dir=$(SWEEP_DIR)) $(ARGS)
 	$(BIN)/python -m src.compare $(or $(SWEEP_DIR),$${RNN_BENCH_ROOT:-.}/outputs/sweeps/$(SWEEP))
 
-# make bench [BENCH=<overhead|cells|sweep|diagnostics>] [ARGS="<its arguments>"]: python -m src.bench; results
+# make bench [BENCH=<overhead|cells|sweep|diagnostics|stacked|stacked_kernels|packed>] [ARGS="<its arguments>"]: python -m src.bench; results
 # under benchmarks/ (JSON + markdown, with device, library versions and date).
 bench: install
 	$(BIN)/python -m src.bench $(BENCH) $(ARGS)
