@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ from src.bench import __main__ as bench_main
 from src.bench import overhead, report, stacked_kernels
 from src.bench import stacked as stacked_bench
 from src.bench import sweep as sweep_bench
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -65,6 +69,36 @@ def test_stacked_kernels_benchmark_times_every_candidate(bench_dir, capsys):
     assert all(r["ms (median)"] > 0 for r in rows)
     # every candidate computes the members' own LSTMs: the same last states and gradients (float32 rounding)
     assert all(r["largest relative difference"] < 1e-5 for r in rows) and rows[0]["largest relative difference"] == 0
+
+
+def test_the_kernels_benchmark_writes_the_record_it_is_named(bench_dir, capsys):
+    """--name: the GPU script's dry run on a CPU (.ci/gpu dry) must not overwrite the CPU's record."""
+    assert (
+        stacked_kernels.main(["--sizes", "4", "--members", "2", "--batch", "4", "--repeats", "1", "--name", "k"]) == 0
+    )
+    assert (bench_dir / "k.json").is_file() and (bench_dir / "k.md").read_text().startswith("# k")
+    assert not (bench_dir / "stacked-kernels-cpu.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [([], "usage: bash .ci/gpu fetch | run | dry"), (["run"], "no wheels in .whl/: run 'bash .ci/gpu fetch'")],
+)
+def test_the_gpu_script_refuses_a_call_it_cannot_carry_out_in_one_line(tmp_path, args, words):
+    """.ci/gpu, the one command a lent GPU runs: without its wheels (a fresh clone has none) it stops before it
+    installs or runs anything, rather than spending the device's minutes on imports that fail."""
+    clone = tmp_path / "repo"
+    (clone / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "gpu", clone / ".ci" / "gpu")
+    done = subprocess.run(
+        ["bash", ".ci/gpu", *args],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUT": str(tmp_path / "out")},
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert words in done.stderr and not (tmp_path / "out" / "gpu.log").exists()
 
 
 def test_the_kernels_benchmark_compares_what_each_candidate_computes():

@@ -1,5 +1,5 @@
 """python -m src.bench stacked_kernels [--sizes 32,128] [--members 8] [--batch 128] [--repeats 5] [--threads N]
-                                     [--device cpu|cuda]
+                                     [--device cpu|cuda] [--name NAME]
 
 How S LSTM members (each its own weights, as a stacked job's members are) run fastest on this device: forward
 and backward of S one-layer LSTMs (28 steps of 28 features, as smnist5k), interleaved `--repeats` times, medians
@@ -221,6 +221,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--name", default=None, help="output name under benchmarks/ (default stacked-kernels-<device>)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: torch sees no CUDA GPU here; run it where one is (or --device cpu)")
@@ -260,7 +261,10 @@ def main(argv: list[str]) -> int:
             )
             summary[f"hidden={hidden},{name}"] = round(base / median, 2)
     report.publish(
-        f"stacked-kernels-{device.type}", rows, "python -m src.bench stacked_kernels " + " ".join(argv), summary
+        args.name or f"stacked-kernels-{device.type}",
+        rows,
+        "python -m src.bench stacked_kernels " + " ".join(argv),
+        summary,
     )
     return 0
 
