@@ -105,6 +105,8 @@ def test_each_learning_rate_of_a_pack_is_summed_up_over_its_seeds_without_a_tabl
             values = [r[key] for r in group]
             assert f"{key} {statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}" in line, key
         assert "baseline" not in line
+        for record in group:  # each member's own line, named by what sets it apart in the pack
+            assert f"result of optimizer.lr={lr},seed={record['seed']}: val/acc_best " in log
     assert "Test metric" not in log
 
 

@@ -252,10 +252,10 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
         return returns
     from src.runs.recorder import result_line
 
-    for job, record in zip(todo, records):
+    for job, member, record in zip(todo, members, records):
         with job_hydra(job.hydra):
-            if record["status"] == "ok":
-                log.info(f"result of {job.dir.name}: {result_line(record)}")
+            if record["status"] == "ok":  # named by what sets it apart in the pack; its dir's line follows
+                log.info(f"result of {member.name}: {result_line(record)}")
                 log_job(job.cfg, "ok")
                 print(f"run dir: {job.dir}")
                 value = record.get(f"{record['monitor']}_best")
