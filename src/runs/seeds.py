@@ -571,6 +571,38 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     return sorted([*trained, *refused.values()], key=lambda r: seeds.index(r["seed"]))
 
 
+# Files a member keeps open while its job runs (counted in /proc/<pid>/fd of a running job): its log and its run
+# dir's lock, and per logger of its own W&B's debug log, TensorBoard's event file and its writer thread's pipe.
+OPEN_PER_MEMBER = 2
+OPEN_PER_LOGGER = {"WandbLogger": 1, "TensorBoardLogger": 3}
+
+
+def make_room_for_open_files(members: list[Member]) -> None:
+    """A thousand members keep more files open than the 1,024 many systems allow a process by default, and the job
+    would fail halfway ("Too many open files") with every member's dir claimed: the limit is raised up to what
+    the system allows a process (its hard limit), and a job that would need more is refused in one line before
+    any member claims its dir."""
+    try:
+        import resource
+    except ImportError:  # (Windows: no such limit)
+        return
+    loggers = [str(c.get("_target_", "")) for c in (members[0].cfg.get("logger") or {}).values() if c]
+    each = OPEN_PER_MEMBER + sum(n for name, n in OPEN_PER_LOGGER.items() for t in loggers if t.endswith(name))
+    already = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
+    needed = already + each * len(members) + 32  # (and some for the data, checkpoints and libraries)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if needed <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        raise ConfigError(
+            f"{len(members)} members stacked keep about {each} files open each (log, run dir lock, loggers): "
+            f"{needed} in all, more than this system lets a process open (ulimit -n: {soft}, at most {hard}); "
+            f"stack fewer members at once (a multirun's hydra.launcher.max_members=N, or several seeds=[...] "
+            f"jobs) or raise the hard limit (ulimit -Hn {needed}, as root)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def train_members(job: DictConfig, members: list[Member], stacked: dict[str, Any], reason: str) -> list[dict[str, Any]]:
     """Fit `members` stacked (the job's Trainer: `job`'s settings, its loggers beside each member's own), test each
     on its best checkpoint in one pass, and leave each its ordinary run dir (Member.dir): metrics.json (status ok,
@@ -585,6 +617,7 @@ def train_members(job: DictConfig, members: list[Member], stacked: dict[str, Any
     members, resumed_from, done = resumed_members(job, members)
     if not members:
         return done
+    make_room_for_open_files(members)
     dirs = [m.dir for m in members]
     recorders, own_checkpoints = [], []
     for m in members:
