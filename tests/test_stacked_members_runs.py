@@ -74,6 +74,13 @@ def test_each_members_dir_holds_the_jobs_log_as_its_single_runs_holds_its_own(se
         assert "model summary (each of the 2 members):" in log
         assert f"result of seed={seed}: val/acc_best {record['val/acc_best']:.4g}" in log
         assert log.splitlines()[-1] in job_log
+        # the lines of one member (its build's seed, its W&B run's place, its result) in its own log and the job's,
+        # not in the other members' logs (1,000 members would each hold all 1,000 members' lines)
+        other = 3 - seed
+        assert f"Seed set to {seed}\n" in log and f"Seed set to {other}\n" not in log
+        assert f"result of seed={other}:" not in log and f"result of seed={other}:" in job_log
+        (wandb_line,) = [line for line in log.splitlines() if "W&B run" in line]
+        assert f"seed={seed}/wandb" in wandb_line and wandb_line in job_log
     # the job's summary: each result line's values as mean ± std over the seeds
     records = [json.loads((seeds_job / f"seed={s}" / "metrics.json").read_text()) for s in (1, 2)]
     acc, loss = ([r[k] for r in records] for k in ("test/acc", "test/loss"))

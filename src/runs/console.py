@@ -5,11 +5,14 @@ Everything still reaches <run dir>/train.log: the filters here apply to the cons
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import logging.handlers
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Logged at INFO on the console: the run's own loggers and Hydra's (its launcher names each job of a multirun).
@@ -96,6 +99,32 @@ class RunLogFile(logging.FileHandler):
             super().emit(record)
 
 
+_member_lines: contextvars.ContextVar[str | None] = contextvars.ContextVar("member_lines", default=None)
+
+
+@contextlib.contextmanager
+def lines_of_member(folder: str | Path | None) -> Iterator[None]:
+    """The log lines written inside are one member's (its build's `Seed set to <s>`, its result, its W&B run's
+    place): they go to the job's log and to that member's own, not to the other members' (where 1,000 members
+    would each hold all 1,000 members' lines). None: lines for everyone, as outside."""
+    token = _member_lines.set(os.path.abspath(folder) if folder is not None else None)
+    try:
+        yield
+    finally:
+        _member_lines.reset(token)
+
+
+class _OwnLines(logging.Filter):
+    """On a member's log: every line but those of another member (lines_of_member)."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.dir = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _member_lines.get() in (None, self.dir)
+
+
 class _HeldLog(logging.handlers.MemoryHandler):
     """A run's log file, held in memory until its run dir is known to be the run's own (`release_run_log`)."""
 
@@ -130,7 +159,10 @@ def hold_member_logs(dirs: list[Path]) -> None:
         handler = RunLogFile(str(Path(folder) / name), delay=True)
         handler.setFormatter(template.formatter)
         handler.setLevel(template.level)
-        root.addHandler(_HeldLog(handler, member=True))
+        held = _HeldLog(handler, member=True)
+        for h in (held, handler):  # (a held line is checked as it is logged; the file's, once released)
+            h.addFilter(_OwnLines(held.dir))
+        root.addHandler(held)
 
 
 def release_run_log(keep: bool, within: str | Path | None = None) -> None:

@@ -30,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from src.common.lightning_internals import KeepingCSVLogger as CSVLogger
 from src.common.lightning_internals import PhasedTensorBoardLogger as TensorBoardLogger
 from src.common.lightning_internals import QuietWandbLogger as WandbLogger
+from src.runs import console
 
 __all__ = ["CSVLogger", "MemberLoggers", "TensorBoardLogger", "WandbLogger", "each_logger", "log_results"]
 
@@ -109,7 +110,8 @@ class MemberLoggers(Logger):
             if isinstance(logger, WandbLogger):  # started by start(), which logged the member's settings there
                 run = logger.experiment
                 run.finish()
-                say_where(run, f"W&B run {run.name}")
+                with console.lines_of_member(logger.save_dir):  # its own log's line, not every member's
+                    say_where(run, f"W&B run {run.name}")
 
     def loggers_flat(self) -> list[Logger]:
         return [logger for loggers in self.loggers for logger in loggers]

@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from src.runs import console
 from src.runs.sweeps import NOT_HASHED
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
     """The pack's jobs: those already done skipped, the others trained as one stacked job (alone if one is left;
     one after another if they turn out not to stack)."""
     from src.records.rundir import check_claimable
-    from src.runs import commands, console
+    from src.runs import commands
     from src.runs.build import check_config, resume_checkpoint
     from src.runs.seeds import Member, job_hydra, train_members
     from src.runs.sweeps import completed_record, config_hash, log_job
@@ -253,7 +254,7 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
     from src.runs.recorder import result_line
 
     for job, member, record in zip(todo, members, records):
-        with job_hydra(job.hydra):
+        with job_hydra(job.hydra), console.lines_of_member(job.dir):
             if record["status"] == "ok":  # named by what sets it apart in the pack; its dir's line follows
                 log.info(f"result of {member.name}: {result_line(record)}")
                 log_job(job.cfg, "ok")

@@ -49,7 +49,7 @@ from src.records import identity, rundir
 from src.records.checkpoints import AtomicCheckpointIO
 from src.records.checkpoints import load as load_checkpoint
 from src.records.record import RECORD
-from src.runs import stacked_resume
+from src.runs import console, stacked_resume
 from src.runs.learning import ended
 from src.runs.loggers import MemberLoggers
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
@@ -338,7 +338,7 @@ def build_stacked(
     hydra = hydra or [None] * len(members)
     built, set_up = [], {}  # members whose data settings differ only in their loaders' share one load
     for i, member in enumerate(members):
-        with job_hydra(hydra[i]):
+        with job_hydra(hydra[i]), console.lines_of_member(dirs[i] if dirs else None):  # its `Seed set to <s>`
             built.append(build_model(single_run_update(member), set_up, stacked=True))
         if (i + 1) % max(1, len(members) // 10) == 0 or i + 1 == len(members):  # progress, ten lines at most
             log.info(f"built {i + 1} of {len(members)} members")
@@ -489,8 +489,9 @@ class MemberCheckpoints(Checkpoint):
         if trainer.sanity_checking or not self.keep_best:
             return
         higher = host.monitor_mode == "max"
+        metrics = trainer.callback_metrics  # (built anew at each read: once, not once per member)
         for s, run_dir in enumerate(self.dirs):
-            value = trainer.callback_metrics.get(f"{host.prefix(s)}{host.monitor}")
+            value = metrics.get(f"{host.prefix(s)}{host.monitor}")
             if value is None or not torch.isfinite(value):
                 continue
             value = float(value)
@@ -506,8 +507,9 @@ class MemberCheckpoints(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, host: StackedTask) -> None:
         if not self.keep_last:
             return
+        metrics = trainer.callback_metrics
         for s, run_dir in enumerate(self.dirs):
-            value = trainer.callback_metrics.get(f"{host.prefix(s)}{host.monitor}")
+            value = metrics.get(f"{host.prefix(s)}{host.monitor}")
             value = float(value) if value is not None else None
             checkpoint = self.with_callback_states(member_checkpoint(trainer, host, s), s, value)
             self.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
@@ -789,7 +791,6 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
     """src.train's main for seeds=[...]: train_seeds (its errors raised, for src.train to say). Returns the
     mean over the members of their best monitored value (for Optuna-style sweepers); outside a multirun, exits 1
     once a member failed, naming each."""
-    from src.runs import console
     from src.runs.sweeps import completed_record, log_job
 
     done = []  # a sweep run again: the members that already finished (skip_completed)
@@ -823,7 +824,8 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
 
     for record in records:
         if record["status"] == "ok":
-            log.info(f"result of seed={record['seed']}: {result_line(record)}")
+            with console.lines_of_member(out / f"seed={record['seed']}"):
+                log.info(f"result of seed={record['seed']}: {result_line(record)}")
     if len(ok := [r for r in done + records if r["status"] == "ok"]) > 1:
         log.info(f"over {len(ok)} seeds: {spread_line(ok)}")
     failed = [r for r in records if r["status"] != "ok"]

@@ -218,11 +218,13 @@ class Stacked(Manual):
 
     def step_schedulers(self, interval: str) -> None:
         optimizers = self.task.optimizers(use_pl_optimizer=False)
+        metrics = None  # the trainer's, read once (built anew at each read) where a plateau schedule needs them
         for s, (task, scheduler) in enumerate(zip(self.task.members.tasks, optimizers.schedulers)):
             if scheduler is None or task.scheduler_interval != interval:
                 continue
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                value = self.task.trainer.callback_metrics.get(f"{self.task.prefix(s)}{task.monitor}")
+                metrics = self.task.trainer.callback_metrics if metrics is None else metrics
+                value = metrics.get(f"{self.task.prefix(s)}{task.monitor}")
                 if value is not None:  # the member's own monitored value
                     scheduler.step(value)
             else:
