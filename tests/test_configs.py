@@ -86,3 +86,21 @@ def test_cli_rejects_missing_data_dir_and_says_how_to_get_data(tmp_path):
     assert str(missing) in done.stderr and "does not exist" in done.stderr
     assert "download=true" in done.stderr  # the fix
     assert "Traceback" not in done.stderr
+
+
+def test_the_resolved_config_a_run_records_is_its_config_resolved_without_hydras_node(cfg_factory):
+    """build's resolved_config (the run_config a task and a checkpoint carry), node by node, equals the config
+    resolved as one (a masked copy without `hydra`): interpolations across groups, a value left missing, lists."""
+    from omegaconf import open_dict
+
+    from src.runs.build import resolved_config
+
+    cfg = cfg_factory("cell=gru", "cell.hidden_size=16", "+tags=[a,b]")
+    with open_dict(cfg):
+        cfg.task.head_hidden = "${cell.hidden_size}"  # across groups, resolved against the whole config
+        cfg.note = "${seed}"  # a top-level interpolation
+        cfg.later = "???"
+    mine = resolved_config(cfg)
+    expected = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    assert mine == expected and "hydra" not in mine
+    assert mine["task"]["head_hidden"] == 16 and mine["note"] == cfg.seed and mine["later"] == "???"

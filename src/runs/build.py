@@ -389,8 +389,18 @@ def update_choice(cfg: DictConfig) -> str:
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The run's config as plain data, resolved, without the hydra node (which tests compose in)."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    """The run's config as plain data, resolved, without the hydra node (which tests compose in). Node by node, each
+    resolved against the whole config: a masked copy of the config took twice as long, once per stacked member."""
+    plain: dict[str, Any] = {}
+    for key in cfg:
+        if key == "hydra":
+            continue
+        node = cfg._get_node(key)
+        if OmegaConf.is_config(node):
+            plain[key] = OmegaConf.to_container(node, resolve=True)
+        else:
+            plain[key] = "???" if OmegaConf.is_missing(cfg, key) else cfg[key]
+    return plain
 
 
 def resume_checkpoint(cfg: DictConfig) -> Path | None:
