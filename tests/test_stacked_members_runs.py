@@ -369,3 +369,14 @@ def test_a_job_of_more_members_than_the_open_file_limit_raises_it_or_is_refused_
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-3000:]
     assert "40 members stacked keep about 2 files open each" in lines[0] and "(ulimit -n: 64, at most 64)" in lines[0]
     assert "Traceback" not in refused.stderr and not list((tmp_path / "refused").glob("seed=*"))
+
+
+def test_the_logged_values_are_split_by_member_prefix_in_one_pass():
+    """MemberLoggers and the members' records split the job's values by member: each member's own without its
+    prefix, the job's (no member's prefix) apart; seed=1/ is not seed=10/'s, and a name may hold a '/'."""
+    from src.runs.loggers import split_by_member
+
+    values = {"seed=1/val/acc": 1, "seed=10/val/acc": 10, "epoch": 3, "val/acc": 0, "lr=a/b/train/loss": 7}
+    shared, owns = split_by_member(values, ["seed=1/", "seed=10/", "lr=a/b/", "seed=2/"])
+    assert shared == {"epoch": 3, "val/acc": 0}
+    assert owns == [{"val/acc": 1}, {"val/acc": 10}, {"train/loss": 7}, {}]

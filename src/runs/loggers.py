@@ -60,8 +60,7 @@ class MemberLoggers(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        shared = {k: v for k, v in metrics.items() if not any(k.startswith(p) for p in self.prefixes)}
-        owns = [{k[len(p) :]: v for k, v in metrics.items() if k.startswith(p)} for p in self.prefixes]
+        shared, owns = split_by_member(metrics, self.prefixes)
         # The job's values alone (its throughput at the end of an epoch of a task with no training metric of its
         # own) are every member's; otherwise only the members that logged here get them.
         everyone = not any(owns)
@@ -115,6 +114,24 @@ class MemberLoggers(Logger):
 
     def loggers_flat(self) -> list[Logger]:
         return [logger for loggers in self.loggers for logger in loggers]
+
+
+def split_by_member(metrics: dict[str, Any], prefixes: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The values no member's prefix (`seed=3/`) begins, and each member's own without its prefix, in one pass
+    over the values (a thousand members log a thousand times their values: a pass per member would be their
+    square)."""
+    index = {p: i for i, p in enumerate(prefixes)}
+    shared: dict[str, Any] = {}
+    owns: list[dict[str, Any]] = [{} for _ in prefixes]
+    for key, value in metrics.items():
+        cut = key.find("/")
+        while cut != -1 and key[: cut + 1] not in index:  # (a member's name may hold a '/' of its own)
+            cut = key.find("/", cut + 1)
+        if cut == -1:
+            shared[key] = value
+        else:
+            owns[index[key[: cut + 1]]][key[cut + 1 :]] = value
+    return shared, owns
 
 
 def say_where(run: Any, what: str = "W&B run") -> None:

@@ -51,7 +51,7 @@ from src.records.checkpoints import load as load_checkpoint
 from src.records.record import RECORD
 from src.runs import console, stacked_resume
 from src.runs.learning import ended
-from src.runs.loggers import MemberLoggers
+from src.runs.loggers import MemberLoggers, split_by_member
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
 
@@ -676,10 +676,11 @@ def train_members(job: DictConfig, members: list[Member], stacked: dict[str, Any
         if job.test:
             trainer.test(host, datamodule=data, verbose=False)
         tested = _floats(trainer.callback_metrics)
+        prefixes = [host.prefix(s) for s in range(len(members))]
+        fitted_own, tested_own = (split_by_member(values, prefixes)[1] for values in (fitted, tested))
         for s, (recorder, m) in enumerate(zip(recorders, members)):
             prefix = host.prefix(s)
-            mine = {k[len(prefix) :]: v for k, v in fitted.items() if k.startswith(prefix)}
-            mine.update({k[len(prefix) :]: v for k, v in tested.items() if k.startswith(prefix + "test/")})
+            mine = {**fitted_own[s], **{k: v for k, v in tested_own[s].items() if k.startswith("test/")}}
             recorder.record.update(
                 task=host.spec.task,
                 params=host.num_params,
