@@ -177,3 +177,25 @@ def test_graphed_updates_train_like_direct_ones(cfg_factory, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert torch.is_tensor(lr) and float(lr) == pytest.approx(direct_trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lru"])
+def test_stacked_members_train_on_the_gpu_as_their_single_runs(cfg_factory, cell):
+    """A stacked job on the GPU (issue 28's GPU figure is measured there): torch's fused LSTM run once per member
+    (cuDNN) and LRU vmapped, with clipping; after three updates each member equals its single run trained on the
+    GPU without update graphs (update=grouped: the graphed update of update=auto rounds otherwise,
+    test_graphed_updates_train_like_direct_ones)."""
+    from src.runs.build import build
+    from src.runs.seeds import build_stacked
+    from tests.test_stacked import SEEDS, settings
+
+    overrides = [*settings(cell, "none", clip=True), "trainer=gpu"]
+    data, host, trainer = build_stacked(cfg_factory(*overrides), SEEDS)
+    trainer.fit(host, datamodule=data)
+    assert trainer.global_step == 3 and host.update.diverged() == {}
+    for s, seed in enumerate(SEEDS):
+        datamodule, model, single = build(cfg_factory(*overrides, "update=grouped", f"seed={seed}"))
+        single.fit(model, datamodule=datamodule)
+        for name, value in host.tasks[s].state_dict().items():
+            assert value.device.type == "cuda" or not value.is_floating_point(), name
+            torch.testing.assert_close(value, model.state_dict()[name], rtol=1e-4, atol=1e-4, msg=name)
