@@ -107,6 +107,10 @@ def test_each_learning_rate_of_a_pack_is_summed_up_over_its_seeds_without_a_tabl
         assert "baseline" not in line
         for record in group:  # each member's own line, named by what sets it apart in the pack
             assert f"result of optimizer.lr={lr},seed={record['seed']}: val/acc_best " in log
+    for name, record in mine.items():  # each job's log, the first's (the pack's) too: its own result, no other's
+        results = [line for line in (packed / name / "train.log").read_text().splitlines() if "result of" in line]
+        lr = next(part for part in name.split(",") if part.startswith("optimizer.lr="))
+        assert len(results) == 1 and f"result of {lr},seed={record['seed']}: " in results[0], (name, results)
     assert "Test metric" not in log
 
 

@@ -165,6 +165,17 @@ def hold_member_logs(dirs: list[Path]) -> None:
         root.addHandler(held)
 
 
+def keep_to_own_lines(folder: str | Path) -> None:
+    """The job's log file in `folder` takes no other member's lines (lines_of_member): a packed multirun's log is
+    its first job's, a member like the others, whose log holds its own lines as an unpacked job's does."""
+    folder = os.path.abspath(folder)
+    for handler in logging.getLogger().handlers:
+        file = handler.file if isinstance(handler, _HeldLog) else handler
+        if isinstance(file, logging.FileHandler) and os.path.dirname(os.path.abspath(file.baseFilename)) == folder:
+            for h in {handler, file}:
+                h.addFilter(_OwnLines(folder))
+
+
 def release_run_log(keep: bool, within: str | Path | None = None) -> None:
     """keep: the run dir is the run's own, and its log gets every line held so far and the rest; else the lines
     are dropped and the file is never opened. within: only the log held for that dir (a stacked job's member:

@@ -217,13 +217,15 @@ def run_pack(launcher: Any, pack: list[Job]) -> dict[int, JobReturn]:
     first = todo[0]
     HydraConfig.instance().cfg = first.hydra  # the pack's own settings (its Trainer, its log) are its first job's
     configure_log(first.config.hydra.job_logging, first.config.hydra.verbose)
-    # each member's dir gets the pack's log, as an unpacked job's holds its own (the first's: job logging's file)
+    # each member's dir gets the pack's log but the other members' own lines, as an unpacked job's holds its own
+    # (the first's: job logging's file)
     console.hold_member_logs([job.dir for job in todo[1:]])
     commands.mark_started()
     console.scratch_home()
     console.capture_warnings()
     console.route_lightning_logs()
     console.hold_run_log()  # released once the members' dirs are claimed (src/runs/recorder.py)
+    console.keep_to_own_lines(first.dir)  # the pack's log is its first member's
     for job in todo:
         callbacks.on_job_start(config=job.config, task_function=launcher.task_function)
     members = [Member(job.cfg, name, hydra=job.hydra, dir=job.dir) for job, name in zip(todo, member_names(todo))]
