@@ -19,7 +19,7 @@ from src.common.files import probe_writable
 from src.common.paths import CONF_DIR
 from src.records import identity
 from src.runs.learning import budget_updates, budgeted
-from src.runs.ranges import check_ranges, check_truncation_length
+from src.runs.ranges import check_ranges, check_truncation_length, override_key
 from src.runs.sweeps import check_one_process_per_job
 
 # torch, Lightning and the modules built on them are imported in the functions that use them, so that `--help`
@@ -78,7 +78,7 @@ MOVED = {
 def moved_setting(keys: list[str]) -> ConfigError | None:
     """The error for the first of `keys` (override keys, or dotted config keys) that moved, or None."""
     for key in keys:
-        key = key.split("=", 1)[0].lstrip("+~")
+        key = override_key(key)
         if key in MOVED:
             return ConfigError(
                 f"{key} is no longer a setting: clipping and how updates run are the update group's; use {MOVED[key]}"

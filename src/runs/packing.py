@@ -28,6 +28,7 @@ from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, fi
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.runs import console
+from src.runs.ranges import override_key
 from src.runs.sweeps import NOT_HASHED
 
 log = logging.getLogger(__name__)
@@ -285,11 +286,6 @@ def log_spreads(jobs: list[Job], records: list[dict[str, Any]]) -> None:
     for setting, group in settings.items():
         if len(group) > 1:
             log.info(f"{setting or 'the same setting'} over {len(group)} seeds: {spread_line(group)}")
-
-
-def override_key(override: str) -> str:
-    """The key an override sets (`+optimizer.betas=[...]` -> optimizer.betas)."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def own_overrides(job: Job) -> list[str]:

@@ -24,11 +24,16 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def override_key(override: str) -> str:
+    """The key an override sets (`+optimizer.betas=[...]` -> optimizer.betas, `~x` -> x)."""
+    return str(override).split("=", 1)[0].lstrip("+~")
+
+
 def command_line_keys() -> set[str]:
     """The keys the command line set (`seed=1`, `+tags=[a]`, `~x`), for a job of a multirun too."""
     if not HydraConfig.initialized():
         return set()
-    return {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    return {override_key(o) for o in HydraConfig.get().overrides.task}
 
 
 def sweep_params() -> set[str]:

@@ -52,6 +52,7 @@ from src.records.record import RECORD
 from src.runs import console, stacked_resume
 from src.runs.learning import ended
 from src.runs.loggers import MemberLoggers, split_by_member
+from src.runs.ranges import override_key
 from src.updates.stacked import NotStackable, Stacked, member_optimizers
 from src.updates.truncated import Truncation
 
@@ -65,7 +66,7 @@ def wanted(cfg: DictConfig) -> bool:
     if cfg.get("seeds") is None:
         return False
     given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    return not any(str(o).split("=", 1)[0].lstrip("+~") == "seed" for o in given)
+    return not any(override_key(o) == "seed" for o in given)
 
 
 def check_seeds(seeds: Any) -> list[int]:

@@ -388,7 +388,9 @@ def sbatch_script(overrides: list[str]) -> tuple[str, list[list[str]]]:
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from submitit.slurm.slurm import SlurmExecutor
 
-    if not any(o.lstrip("+~").split("=")[0] == "hydra/launcher" for o in overrides):
+    from src.runs.ranges import override_key
+
+    if not any(override_key(o) == "hydra/launcher" for o in overrides):
         overrides = [*overrides, "hydra/launcher=slurm"]
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
