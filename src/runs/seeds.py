@@ -89,11 +89,16 @@ def member_config(cfg: DictConfig, seed: int) -> DictConfig:
     return member
 
 
+def member_dir(job_dir: str | Path, seed: int) -> Path:
+    """A seeds=[...] member's run dir: <the job's run dir>/seed=<s>."""
+    return Path(job_dir) / f"seed={seed}"
+
+
 def member_in_its_dir(cfg: DictConfig, seed: int) -> DictConfig:
-    """member_config, its run dir <the job's run dir>/seed=<s> (paths.output_dir)."""
+    """member_config, its run dir member_dir (paths.output_dir)."""
     member = member_config(cfg, seed)
     with open_dict(member):
-        member.paths.output_dir = str(Path(cfg.paths.output_dir) / f"seed={seed}")
+        member.paths.output_dir = str(member_dir(cfg.paths.output_dir, seed))
     return member
 
 
@@ -556,7 +561,7 @@ def train_seeds(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = N
     for seed in seeds:
         member = member_in_its_dir(cfg, seed)
         try:  # a member whose dir is not its own (another config's run) fails alone, its dir untouched
-            rundir.check_claimable(out / f"seed={seed}", config_hash(member), resuming=resuming)
+            rundir.check_claimable(member_dir(out, seed), config_hash(member), resuming=resuming)
         except ConfigError as e:
             first_refusal = first_refusal or e
             refused[seed] = {"seed": seed, "status": "failed", "error": described(e)}
@@ -817,7 +822,7 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
         with open_dict(cfg):
             cfg.seeds = [s for s in seeds if s not in {r["seed"] for r in done}]
     # each member's own log, held until it claims its dir: none for a member that is skipped or refused
-    console.hold_member_logs([out / f"seed={s}" for s in cfg.seeds])  # member_in_its_dir's dirs
+    console.hold_member_logs([member_dir(out, s) for s in cfg.seeds])
     try:
         records = train_seeds(cfg, single)
     finally:
@@ -826,7 +831,7 @@ def run(cfg: DictConfig, single: Callable[[DictConfig], dict] | None = None) -> 
 
     for record in records:
         if record["status"] == "ok":
-            with console.lines_of_member(out / f"seed={record['seed']}"):
+            with console.lines_of_member(member_dir(out, record["seed"])):
                 log.info(f"result of seed={record['seed']}: {result_line(record)}")
     if len(ok := [r for r in done + records if r["status"] == "ok"]) > 1:
         log.info(f"over {len(ok)} seeds: {spread_line(ok)}")
