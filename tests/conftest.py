@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,10 +44,14 @@ def cfg_factory(tmp_path):
 
 
 def run_cli(
-    *args: str, cwd: Path = ROOT, timeout: int = 600, env: dict[str, str | None] | None = None
+    *args: str,
+    cwd: Path = ROOT,
+    timeout: int = 600,
+    env: dict[str, str | None] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess:
     """`python -m src.train ...` exactly as a user types it. `env`: variables set on top of the test
-    environment's (None: removed)."""
+    environment's (None: removed); `preexec_fn`: run in the child before the command (a resource limit)."""
     full = {**os.environ, "RNN_BENCH_CACHE": str(CACHE), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     for name, value in (env or {}).items():
         if value is None:
@@ -54,7 +59,13 @@ def run_cli(
         else:
             full[name] = value
     return subprocess.run(
-        [sys.executable, "-m", "src.train", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 

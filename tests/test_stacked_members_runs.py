@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ from src.compare.report import build_sections, find_runs
 from src.records import identity
 from src.runs.seeds import train_seeds
 from src.train import train
-from tests.conftest import CACHE, ROOT, make_cfg, run_cli
+from tests.conftest import ROOT, make_cfg, run_cli
 from tests.wandb_files import offline_runs
 
 COMMON = ["dataset=digits", "cell=gru", "cell.hidden_size=8", "debug=limit", "trainer.enable_progress_bar=false"]
@@ -338,16 +337,7 @@ def run_with_open_file_limit(soft: int, hard: int, *args: str) -> subprocess.Com
     """`python -m src.train <args>` in a process that may open `soft` files (`hard` once it raises its limit)."""
     import resource
 
-    env = {**os.environ, "RNN_BENCH_CACHE": str(CACHE), "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
-    )
+    return run_cli(*args, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no limit on open files to set")
